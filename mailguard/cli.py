@@ -1,0 +1,311 @@
+"""The ``mailguard`` command.
+
+``check`` is the triage tool (exit status as clamscan: 0 all accepted, 1 something flagged,
+2 an error); ``config check`` validates a configuration; ``serve``, ``milter`` and
+``quarantine`` hand over to their own modules, imported only when used.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from mailguard.config import Config, ConfigError, all_schemas, load_config, to_toml_value
+from mailguard.model import Action
+
+EXIT_CLEAN, EXIT_FLAGGED, EXIT_ERROR = 0, 1, 2
+
+
+def _config_from_args(path: str | None) -> Config:
+    return load_config(path) if path else Config.default()
+
+
+# --------------------------------------------------------------------------- check
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    path: str
+    record: dict[str, Any] | None  # the verdict as JSON, or None when the input was unreadable
+    error: str = ""
+
+
+def iter_inputs(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """(path, error) for every file to scan: files, folders recursively, '-' for stdin."""
+    for given in paths:
+        if given == "-":
+            yield "-", ""
+            continue
+        path = Path(given)
+        if path.is_dir():
+            found = False
+            for root, dirs, files in os.walk(path, onerror=None):
+                dirs.sort()
+                for name in sorted(files):
+                    full = Path(root) / name
+                    if full.is_file():
+                        found = True
+                        yield str(full), ""
+            if not found:
+                yield given, "folder contains no files"
+        elif path.is_file():
+            yield given, ""
+        elif path.exists():
+            yield given, "not a regular file"
+        else:
+            yield given, "no such file or folder"
+
+
+_WORKER_SCANNER: Any = None
+
+
+def _worker_init(config: Config) -> None:
+    global _WORKER_SCANNER  # one Scanner per worker process, built once
+    from mailguard.scanner import Scanner
+
+    _WORKER_SCANNER = Scanner(config)
+
+
+def _scan_path(path: str) -> CheckResult:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        return CheckResult(path, None, f"cannot read: {exc.strerror or exc}")
+    return _scan_bytes(path, raw)
+
+
+def _scan_bytes(path: str, raw: bytes, scanner: Any = None) -> CheckResult:
+    scanner = scanner or _WORKER_SCANNER
+    verdict = scanner.scan(raw)
+    record = {"path": path, **verdict.to_dict()}
+    return CheckResult(path, record)
+
+
+def _report_text(result: CheckResult, out: Any) -> None:
+    if result.record is None:
+        out.write(f"{result.path}: ERROR {result.error}\n")
+        return
+    rec = result.record
+    out.write(f"{rec['path']}: {rec['action'].upper()} (score {rec['score']:g})\n")
+    if rec["message_id"]:
+        out.write(f"  message-id: {rec['message_id']}\n")
+    for finding in rec["findings"]:
+        out.write(f"  - [{finding['rule']} {finding['score']:+g}] {finding['summary']}\n")
+    for error in rec["errors"]:
+        out.write(f"  ! analyzer {error['analyzer']} failed: {error['error']}\n")
+    if rec.get("tempfail"):
+        out.write("  ! a server would answer 'try again later' because an analyzer failed\n")
+
+
+class _Progress:
+    """A one-line progress counter on a terminal's standard error; silent otherwise."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled = total, 0, enabled and total > 1
+
+    def step(self) -> None:
+        self.done += 1
+        if self.enabled and (self.done % 25 == 0 or self.done == self.total):
+            width = 30
+            filled = int(width * self.done / self.total)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
+            if self.done == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config = _config_from_args(args.config)
+    except ConfigError as exc:
+        print(f"mailguard: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    inputs = list(iter_inputs(args.paths))
+    results: list[CheckResult] = []
+    exit_code = EXIT_CLEAN
+    out = sys.stdout
+
+    def emit(result: CheckResult) -> None:
+        nonlocal exit_code
+        if result.record is None:
+            exit_code = EXIT_ERROR
+            if args.json:
+                out.write(json.dumps({"path": result.path, "error": result.error}) + "\n")
+            else:
+                _report_text(result, out)
+            print(f"mailguard: {result.path}: {result.error}", file=sys.stderr)
+            return
+        rec = result.record
+        if rec.get("tempfail"):
+            exit_code = EXIT_ERROR
+        elif rec["action"] != str(Action.ACCEPT) and exit_code == EXIT_CLEAN:
+            exit_code = EXIT_FLAGGED
+        if args.json:
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        else:
+            _report_text(result, out)
+        out.flush()
+
+    readable = [(p, e) for p, e in inputs]
+    files = [p for p, e in readable if not e and p != "-"]
+    jobs = args.jobs or os.cpu_count() or 1
+    progress = _Progress(len(inputs), sys.stderr.isatty() and not args.quiet)
+    try:
+        from mailguard.scanner import Scanner
+
+        local_scanner = None
+        if jobs > 1 and len(files) > 8:
+            executor: ProcessPoolExecutor | None = ProcessPoolExecutor(
+                max_workers=jobs, initializer=_worker_init, initargs=(config,)
+            )
+            scanned = executor.map(_scan_path, files, chunksize=8)
+        else:
+            executor = None
+            local_scanner = Scanner(config)
+            scanned = (_scan_path_with(local_scanner, p) for p in files)
+        scanned_iter = iter(scanned)
+        for path, error in readable:
+            if error:
+                result = CheckResult(path, None, error)
+            elif path == "-":
+                local_scanner = local_scanner or Scanner(config)
+                result = _scan_bytes("-", sys.stdin.buffer.read(), local_scanner)
+            else:
+                result = next(scanned_iter)
+            emit(result)
+            progress.step()
+        if executor is not None:
+            executor.shutdown()
+    except KeyboardInterrupt:
+        return 130
+    return exit_code
+
+
+def _scan_path_with(scanner: Any, path: str) -> CheckResult:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        return CheckResult(path, None, f"cannot read: {exc.strerror or exc}")
+    return _scan_bytes(path, raw, scanner)
+
+
+# --------------------------------------------------------------------------- config check
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        config = _config_from_args(args.config)
+        from mailguard.scanner import Scanner
+
+        Scanner(config)  # also compiles rules and signatures, so their errors show here
+    except ConfigError as exc:
+        print(f"mailguard: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    source = str(config.source) if config.source else "built-in defaults"
+    if args.json:
+        print(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(f"# configuration is valid ({source}); effective settings:")
+        for name, values in config.to_dict().items():
+            print(f"\n[{name}]")
+            for key, value in values.items():
+                print(f"{key} = {to_toml_value(value)}")
+    return EXIT_CLEAN
+
+
+def render_documented_example() -> str:
+    """Every section and key with its default and explanation (examples/mailguard.toml)."""
+    import textwrap
+
+    lines = [
+        "# mailguard configuration. Every key is optional; the values shown are the defaults.",
+        "# Check a file with: mailguard config check --config mailguard.toml",
+    ]
+    for name, schema in all_schemas().items():
+        lines.append("")
+        lines.append(f"[{name}]")
+        for key, option in schema.items():
+            for doc_line in textwrap.wrap(option.doc, 88) or [""]:
+                lines.append(f"# {doc_line}".rstrip())
+            if option.choices:
+                lines.append(f"# One of: {', '.join(option.choices)}.")
+            lines.append(f"# {key} = {to_toml_value(option.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_config_example(args: argparse.Namespace) -> int:
+    sys.stdout.write(render_documented_example())
+    return EXIT_CLEAN
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailguard", description="Email and attachment scanning gateway.")
+    from mailguard import __version__
+
+    parser.add_argument("--version", action="version", version=f"mailguard {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser("check", help="scan message files or folders and report verdicts")
+    check.add_argument("paths", nargs="+", metavar="PATH", help="message files, folders (recursive), or - for stdin")
+    check.add_argument("--config", "-c", metavar="FILE", help="configuration file (TOML)")
+    check.add_argument("--json", action="store_true", help="one JSON object per message, one per line")
+    check.add_argument("-j", "--jobs", type=int, default=0, metavar="N", help="parallel workers (default: all cores)")
+    check.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(func=cmd_check)
+
+    config = sub.add_parser("config", help="validate or document the configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_check = config_sub.add_parser("check", help="validate a configuration and print the effective settings")
+    config_check.add_argument("--config", "-c", metavar="FILE")
+    config_check.add_argument("--json", action="store_true")
+    config_check.set_defaults(func=cmd_config_check)
+    config_example = config_sub.add_parser("example", help="print every key with its default and explanation")
+    config_example.set_defaults(func=cmd_config_example)
+
+    for name, module, help_text in (
+        ("serve", "mailguard.relay", "run the SMTP relay in front of the practice's mail server"),
+        ("milter", "mailguard.milter", "run the milter for Postfix or Sendmail"),
+        ("quarantine", "mailguard.quarantine_cli", "list, show, release and delete held messages"),
+    ):
+        command = sub.add_parser(name, help=help_text, add_help=False)
+        command.add_argument("rest", nargs=argparse.REMAINDER)
+        command.set_defaults(func=_delegate(module, name))
+    return parser
+
+
+def _delegate(module_name: str, command: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        module = importlib.import_module(module_name)
+        main = getattr(module, "cli_main", None)
+        if main is None:
+            print(f"mailguard: '{command}' is not available in this version", file=sys.stderr)
+            return EXIT_ERROR
+        return int(main(list(args.rest), prog=f"mailguard {command}") or 0)
+
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"mailguard: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Configuration: one TOML file, every key optional, defaults built in.
+
+Each part of mailguard declares the keys of its own section as a schema of ``Option``s
+(policy, limits and logging here; relay, milter and quarantine in their modules; every
+analyzer on its class). ``load_config`` checks a file against those schemas so that a typo
+or a wrong type is an error that names the file, the key and what was expected, instead of
+a setting that silently does nothing.
+"""
+from __future__ import annotations
+
+import importlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+KINDS = ("bool", "int", "float", "str", "list[str]", "dict[str,float]", "dict[str,str]", "path", "list[path]")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person who edits the file."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configuration key: its default, its kind, and what it is for (shown by
+    ``mailguard config check`` and in examples/mailguard.toml)."""
+
+    default: Any
+    kind: str
+    doc: str = ""
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise TypeError(f"unknown option kind {self.kind!r}")
+
+    def check(self, value: Any, where: str) -> Any:
+        """Return ``value`` in its normal form, or raise ConfigError saying what is wrong."""
+        kind = self.kind
+        if kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                value = float(value)
+        elif kind in ("str", "path"):
+            ok = isinstance(value, str)
+        elif kind in ("list[str]", "list[path]"):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            if ok:
+                value = tuple(value)
+        elif kind == "dict[str,float]":
+            ok = isinstance(value, dict) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
+            )
+            if ok:
+                value = MappingProxyType({str(k): float(v) for k, v in value.items()})
+        elif kind == "dict[str,str]":
+            ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+            if ok:
+                value = MappingProxyType(dict(value))
+        else:  # pragma: no cover - guarded in __post_init__
+            ok = False
+        if not ok:
+            raise ConfigError(f"{where}: expected {_describe(kind)}, got {_type_name(value)} {value!r}")
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, self.choices))}")
+        if self.minimum is not None and isinstance(value, (int, float)) and value < self.minimum:
+            raise ConfigError(f"{where}: must be at least {self.minimum:g}, got {value!r}")
+        return value
+
+
+Schema = Mapping[str, Option]
+
+# Sections whose schema lives in a module of their own; imported only when configuration
+# is loaded, so each part keeps its keys next to the code that reads them.
+SECTION_MODULES: Mapping[str, str] = {
+    "policy": "mailguard.policy",
+    "limits": "mailguard.message",
+    "logging": "mailguard.logsetup",
+    "quarantine": "mailguard.quarantine",
+    "relay": "mailguard.relay",
+    "milter": "mailguard.milter",
+}
+
+
+def _describe(kind: str) -> str:
+    return {
+        "bool": "true or false",
+        "int": "a whole number",
+        "float": "a number",
+        "str": "a string",
+        "path": "a file or folder path (string)",
+        "list[str]": "a list of strings",
+        "list[path]": "a list of paths (strings)",
+        "dict[str,float]": "a table of numbers, e.g. { RULE_ID = 2.5 }",
+        "dict[str,str]": "a table of strings",
+    }[kind]
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "table"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def all_schemas() -> dict[str, Schema]:
+    """Every known section and its schema, analyzers (built-in and plug-in) included."""
+    from mailguard.analyzers import analyzer_classes
+
+    schemas: dict[str, Schema] = {}
+    for section, module_name in SECTION_MODULES.items():
+        schemas[section] = importlib.import_module(module_name).CONFIG_SCHEMA
+    for name, cls in analyzer_classes().items():
+        schemas[name] = cls.full_schema()
+    return schemas
+
+
+class Config:
+    """Validated settings, every section complete with defaults. Immutable."""
+
+    def __init__(self, sections: Mapping[str, Mapping[str, Any]], source: Path | None = None) -> None:
+        self._sections = MappingProxyType({k: MappingProxyType(dict(v)) for k, v in sections.items()})
+        self.source = source
+
+    @classmethod
+    def default(cls) -> "Config":
+        return cls.from_dict({})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: Path | None = None) -> "Config":
+        where_file = str(source) if source else "configuration"
+        schemas = all_schemas()
+        sections: dict[str, dict[str, Any]] = {}
+        for section_name, value in data.items():
+            if section_name not in schemas:
+                known = ", ".join(sorted(schemas))
+                raise ConfigError(f"{where_file}: unknown section [{section_name}]; known sections: {known}")
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where_file}: [{section_name}] must be a table (a [section] header)")
+        for section_name, schema in schemas.items():
+            given = data.get(section_name, {})
+            values: dict[str, Any] = {}
+            for key, raw in given.items():
+                if key not in schema:
+                    known = ", ".join(sorted(schema)) or "(none)"
+                    raise ConfigError(
+                        f"{where_file}: unknown key '{key}' in [{section_name}]; known keys: {known}"
+                    )
+                values[key] = schema[key].check(raw, f"{where_file}: [{section_name}] {key}")
+            for key, option in schema.items():
+                if key not in values:
+                    values[key] = option.check(option.default, f"built-in default [{section_name}] {key}")
+            sections[section_name] = values
+        return cls(sections, source)
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        try:
+            return self._sections[name]
+        except KeyError:
+            raise KeyError(f"no configuration section [{name}]") from None
+
+    def sections(self) -> Iterable[str]:
+        return self._sections.keys()
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the file, relative to the file's own folder (as operators expect)."""
+        path = Path(value).expanduser()
+        if not path.is_absolute() and self.source is not None:
+            path = self.source.parent / path
+        return path
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        def plain(v: Any) -> Any:
+            if isinstance(v, (tuple, list)):
+                return [plain(x) for x in v]
+            if isinstance(v, Mapping):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+
+        return {name: {k: plain(v) for k, v in sec.items()} for name, sec in self._sections.items()}
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML configuration file. Raises ConfigError with the file name."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    return Config.from_dict(data, source=path.resolve())
+
+
+def to_toml_value(value: Any) -> str:
+    """Render a value as TOML, for `mailguard config check` and the documented example."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(to_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {to_toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
+    raise TypeError(type(value))
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else to_toml_value(key)

@@ -1,0 +1,110 @@
+"""Verdict headers and the subject tag, applied to the raw bytes.
+
+Work is done on the header block only, line by line, so the body and every header we do
+not touch stay byte for byte as they arrived (signatures such as DKIM keep verifying).
+Incoming ``X-MailGuard-*`` headers are removed first: a sender must never be able to
+forge a verdict that a mail client or a later filter trusts.
+"""
+from __future__ import annotations
+
+import re
+from email.header import Header
+
+from mailguard.model import Action, Verdict
+
+VERDICT_HEADER_PREFIX = b"x-mailguard-"
+HEADER_ACTION = "X-MailGuard-Action"
+HEADER_SCORE = "X-MailGuard-Score"
+HEADER_RULES = "X-MailGuard-Rules"
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def split_head_body(raw: bytes) -> tuple[bytes, bytes, bytes]:
+    """(header block including its last line ending, separator line ending, body)."""
+    if raw.startswith((b"\r\n", b"\n")):
+        sep = b"\r\n" if raw.startswith(b"\r\n") else b"\n"
+        return b"", sep, raw[len(sep):]
+    match = _HEADER_END.search(raw)
+    if not match:
+        return raw, b"", b""
+    first_nl = raw.index(b"\n", match.start())
+    head = raw[: first_nl + 1]
+    return head, raw[first_nl + 1: match.end()], raw[match.end():]
+
+
+def line_ending(raw: bytes) -> bytes:
+    index = raw.find(b"\n")
+    return b"\r\n" if index > 0 and raw[index - 1: index] == b"\r" else b"\n"
+
+
+def _header_lines(head: bytes) -> list[bytes]:
+    """Header fields, each with its continuation lines, line endings kept."""
+    fields: list[bytes] = []
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
+
+
+def strip_verdict_headers(raw: bytes) -> bytes:
+    head, sep, body = split_head_body(raw)
+    kept = [f for f in _header_lines(head) if not f.lower().startswith(VERDICT_HEADER_PREFIX)]
+    return b"".join(kept) + sep + body
+
+
+def verdict_headers(verdict: Verdict) -> list[tuple[str, str]]:
+    rules = ", ".join(f"{f.rule}({f.score:g})" for f in verdict.findings) or "none"
+    return [
+        (HEADER_ACTION, str(verdict.action)),
+        (HEADER_SCORE, f"{verdict.score:.1f}"),
+        (HEADER_RULES, rules),
+    ]
+
+
+def fold_header(name: str, value: str, eol: bytes) -> bytes:
+    """One header field, folded to RFC 5322 line lengths, with the message's line ending."""
+    text = Header(value, header_name=name, maxlinelen=78).encode(linesep=eol.decode())
+    return f"{name}: {text}".encode("ascii", "replace") + eol
+
+
+def tagged_subject(subject: str, tag: str) -> str:
+    if not tag or subject.startswith(tag):
+        return subject
+    return f"{tag} {subject}" if subject else tag
+
+
+def apply_verdict(raw: bytes, verdict: Verdict, subject_tag: str = "") -> bytes:
+    """Remove forged verdict headers, add ours, and prefix the subject when tagged."""
+    head, sep, body = split_head_body(strip_verdict_headers(raw))
+    eol = line_ending(raw)
+    fields = _header_lines(head)
+    if subject_tag and verdict.action >= Action.TAG:
+        fields = _tag_subject_fields(fields, subject_tag, eol)
+    added = b"".join(fold_header(name, value, eol) for name, value in verdict_headers(verdict))
+    if not sep:
+        sep = eol
+        if fields and not fields[-1].endswith(b"\n"):
+            fields[-1] += eol
+    return added + b"".join(fields) + sep + body
+
+
+def _tag_subject_fields(fields: list[bytes], tag: str, eol: bytes) -> list[bytes]:
+    out = []
+    seen = False
+    for field in fields:
+        if not seen and field.lower().startswith(b"subject:"):
+            seen = True
+            value = field[len(b"subject:"):]
+            stripped = value.lstrip(b" \t")
+            if stripped.startswith(tag.encode("utf-8", "replace")):
+                out.append(field)
+                continue
+            out.append(b"Subject: " + tag.encode("utf-8", "replace") + b" " + stripped)
+            continue
+        out.append(field)
+    if not seen:
+        out.append(fold_header("Subject", tag, eol))
+    return out

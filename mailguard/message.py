@@ -1,0 +1,739 @@
+"""Parse raw message bytes once into a ``ParsedMessage`` that every analyzer reads.
+
+Mail in the wild is broken in every way: bare LF, 8-bit headers, unknown charsets, bad
+base64, endless nesting, zip bombs. Parsing never raises: whatever cannot be understood is
+kept as far as it goes, and every limit that is hit becomes a ``Finding`` (analyzer
+``message``) so the policy can weigh it, instead of a crash or a memory blow-up.
+"""
+from __future__ import annotations
+
+import email
+import email.header
+import email.utils
+import io
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.message import Message
+from functools import lru_cache
+from typing import Any, Iterator, Mapping
+from urllib.parse import urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+
+from mailguard.config import Option
+from mailguard.htmltext import html_to_text
+from mailguard.model import Envelope, Finding
+
+CONFIG_SCHEMA: Mapping[str, Option] = {
+    "max_depth": Option(20, "int", "Deepest MIME / attached-message nesting that is unpacked.", minimum=1),
+    "max_parts": Option(2000, "int", "Most MIME parts looked at in one message.", minimum=1),
+    "max_decoded_bytes": Option(
+        64 * 1024 * 1024, "int", "Most decoded bytes (bodies and attachments) kept per message.", minimum=1024
+    ),
+    "max_header_chars": Option(
+        65536, "int", "Longest header value kept for analysis; longer ones are cut.", minimum=256
+    ),
+    "max_text_chars": Option(
+        1_000_000, "int", "Most characters of body text kept for analysis.", minimum=1024
+    ),
+    "max_archive_depth": Option(3, "int", "Deepest archive-in-archive nesting that is unpacked.", minimum=0),
+    "max_archive_members": Option(500, "int", "Most archive members unpacked per message.", minimum=1),
+    "max_archive_ratio": Option(
+        200.0, "float", "Largest expansion ratio of one archive member before it counts as a bomb.", minimum=1
+    ),
+    "max_archive_bytes": Option(
+        64 * 1024 * 1024, "int", "Most bytes unpacked from archives per message.", minimum=1024
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """Bounds that keep one hostile message from using unbounded time or memory."""
+
+    max_depth: int = 20
+    max_parts: int = 2000
+    max_decoded_bytes: int = 64 * 1024 * 1024
+    max_header_chars: int = 65536
+    max_text_chars: int = 1_000_000
+    max_archive_depth: int = 3
+    max_archive_members: int = 500
+    max_archive_ratio: float = 200.0
+    max_archive_bytes: int = 64 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> "ParseLimits":
+        return cls(**{k: settings[k] for k in cls.__dataclass_fields__ if k in settings})
+
+
+@dataclass(frozen=True)
+class Address:
+    """One parsed address. ``domain`` is lower-case Unicode (IDN decoded); ``ascii_domain``
+    its punycode form, so ``xn--` tricks are visible both ways."""
+
+    display_name: str
+    address: str
+    local_part: str
+    domain: str
+    ascii_domain: str
+    valid: bool
+
+    def __str__(self) -> str:
+        return f"{self.display_name} <{self.address}>" if self.display_name else self.address
+
+
+@dataclass(frozen=True)
+class Link:
+    """A URL in a body with the text a person sees for it ("" for a bare URL in text)."""
+
+    url: str
+    host: str  # lower case as written (may be punycode or an IP literal)
+    text: str
+    source: str  # "html" or "text"
+
+    @property
+    def unicode_host(self) -> str:
+        return idna_to_unicode(self.host)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A decoded attachment or archive member.
+
+    ``location`` is the path a person would follow to it: the attachment name, then member
+    names inside archives, then parts of attached messages (``("fwd.eml", "invoice.zip",
+    "invoice.exe")``). ``archive_depth`` is how many archives it sits inside.
+    """
+
+    filename: str
+    content_type: str
+    data: bytes
+    location: tuple[str, ...]
+    archive_depth: int = 0
+    encrypted: bool = False
+    truncated: bool = False
+    declared_size: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def display_name(self) -> str:
+        return " > ".join(self.location) or "(unnamed attachment)"
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """Everything analyzers need, decoded once. See DESIGN.md."""
+
+    raw: bytes
+    envelope: Envelope | None
+    headers: tuple[tuple[str, str], ...]
+    message_id: str
+    subject: str
+    from_: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    sender: tuple[Address, ...]
+    return_path: tuple[Address, ...]
+    text_parts: tuple[str, ...]
+    html_parts: tuple[str, ...]
+    html_text_parts: tuple[str, ...]
+    html_hidden_text: str
+    links: tuple[Link, ...]
+    attachments: tuple[Attachment, ...]
+    attached_messages: tuple["ParsedMessage", ...]
+    problems: tuple[Finding, ...] = ()
+    defects: tuple[str, ...] = ()
+    part_count: int = 0
+
+    def header(self, name: str) -> str | None:
+        """The first header of that name (case-insensitive), decoded, or None."""
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [value for key, value in self.headers if key.lower() == lname]
+
+    @property
+    def from_address(self) -> Address | None:
+        return self.from_[0] if self.from_ else None
+
+    @property
+    def text(self) -> str:
+        """Plain-text bodies, joined."""
+        return "\n".join(self.text_parts)
+
+    @property
+    def html_text(self) -> str:
+        """The visible text of the HTML bodies, joined (hidden text left out)."""
+        return "\n".join(self.html_text_parts)
+
+    @property
+    def body_text(self) -> str:
+        """What a person reads: the HTML's visible text when there is HTML, otherwise the
+        plain text (multipart/alternative carries both; counting both doubles weights)."""
+        return self.html_text if self.html_text_parts and self.html_text.strip() else self.text
+
+    @property
+    def envelope_sender(self) -> Address | None:
+        if self.envelope and self.envelope.mail_from:
+            return parse_address("", self.envelope.mail_from)
+        return None
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+@lru_cache(maxsize=65536)
+def idna_to_unicode(host: str) -> str:
+    host = host.lower().rstrip(".")
+    if "xn--" not in host:
+        return host
+    labels = []
+    for label in host.split("."):
+        if label.startswith("xn--"):
+            try:
+                label = label[4:].encode("ascii").decode("punycode")
+            except (UnicodeError, ValueError):
+                pass
+        labels.append(label)
+    return ".".join(labels)
+
+
+@lru_cache(maxsize=65536)
+def idna_to_ascii(host: str) -> str:
+    host = host.lower().rstrip(".")
+    if host.isascii():
+        return host
+    labels = []
+    for label in host.split("."):
+        if not label.isascii():
+            try:
+                label = "xn--" + label.encode("punycode").decode("ascii")
+            except UnicodeError:
+                pass
+        labels.append(label)
+    return ".".join(labels)
+
+
+@lru_cache(maxsize=16384)
+def parse_address(display_name: str, addr: str) -> Address:
+    """Check syntax with email-validator (never DNS); fall back to a plain split."""
+    addr = addr.strip().strip("<>").strip()
+    try:
+        info = validate_email(addr, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=True)
+        local, domain = info.local_part, info.domain.lower()
+        valid = True
+    except (EmailNotValidError, UnicodeError, ValueError, IndexError):
+        local, _, domain = addr.rpartition("@") if "@" in addr else (addr, "", "")
+        domain = domain.strip().lower().rstrip(".")
+        valid = False
+    unicode_domain = idna_to_unicode(domain)
+    return Address(display_name.strip(), addr, local, unicode_domain, idna_to_ascii(unicode_domain), valid)
+
+
+def _parse_address_header(values: list[str]) -> tuple[Address, ...]:
+    out = []
+    for name, addr in email.utils.getaddresses(values):
+        if addr or name:
+            out.append(parse_address(name, addr))
+        if len(out) >= 100:
+            break
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- headers
+
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
+def decode_header_value(value: Any, limit: int) -> str:
+    """RFC 2047 decoding that survives unknown charsets and garbage."""
+    if isinstance(value, email.header.Header):
+        value = str(value)
+    text = str(value)
+    if len(text) > limit:
+        text = text[:limit]
+    if "=?" in text and _ENCODED_WORD.search(text):
+        try:
+            parts = email.header.decode_header(text)
+            pieces = []
+            for chunk, charset in parts:
+                if isinstance(chunk, bytes):
+                    pieces.append(_decode_bytes(chunk, charset))
+                else:
+                    pieces.append(chunk)
+            text = "".join(pieces)
+        except (ValueError, LookupError, AssertionError, email.errors.HeaderParseError):
+            pass
+    text = _surrogates_to_text(text)
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
+def _surrogates_to_text(text: str) -> str:
+    """compat32 keeps undecodable 8-bit header bytes as surrogates; turn them back into
+    UTF-8 (the usual case) or Latin-1."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        return _decode_bytes(raw, None)
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    for candidate in (charset, "utf-8"):
+        if not candidate:
+            continue
+        try:
+            return data.decode(candidate)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    if charset:
+        try:
+            return data.decode(charset, errors="replace")
+        except LookupError:
+            pass
+    return data.decode("latin-1")
+
+
+# --------------------------------------------------------------------------- URLs
+
+_TEXT_URL = re.compile(r"""(?i)\b(?:https?://|www\.)[^\s<>"'`{}|\\^\[\]]{2,2048}""")
+_TRAILING = ".,;:!?)]}'\""
+
+
+def url_host(url: str) -> str:
+    candidate = url.strip()
+    if candidate.lower().startswith("www."):
+        candidate = "http://" + candidate
+    try:
+        host = urlsplit(candidate).hostname or ""
+    except ValueError:
+        return ""
+    return host.lower().rstrip(".")
+
+
+def _text_links(text: str, limit: int) -> list[Link]:
+    links = []
+    for match in _TEXT_URL.finditer(text):
+        url = match.group(0).rstrip(_TRAILING)
+        host = url_host(url)
+        if host:
+            links.append(Link(url, host, "", "text"))
+        if len(links) >= limit:
+            break
+    return links
+
+
+# --------------------------------------------------------------------------- parser
+
+
+class _Budget:
+    """Shared counters for one parse, so limits hold across nesting."""
+
+    def __init__(self, limits: ParseLimits) -> None:
+        self.limits = limits
+        self.parts = 0
+        self.decoded = 0
+        self.text_chars = 0
+        self.archive_members = 0
+        self.archive_bytes = 0
+        self.problems: dict[str, Finding] = {}
+
+    def problem(self, rule: str, score: float, summary: str, **details: Any) -> None:
+        if rule not in self.problems:
+            self.problems[rule] = Finding("message", rule, score, summary, details)
+
+
+@dataclass
+class _Collected:
+    text_parts: list[str] = field(default_factory=list)
+    html_parts: list[str] = field(default_factory=list)
+    html_text_parts: list[str] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    attached: list[ParsedMessage] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+
+
+MAX_LINKS = 2000
+
+
+def parse(raw: bytes, envelope: Envelope | None = None, limits: ParseLimits | None = None) -> ParsedMessage:
+    """Parse ``raw`` (CRLF or LF line endings) into a ParsedMessage. Never raises for bad
+    input; problems become findings in ``ParsedMessage.problems``."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    limits = limits or ParseLimits()
+    budget = _Budget(limits)
+    parsed = _parse_message(bytes(raw), envelope, budget, depth=0, location=())
+    return parsed
+
+
+def _message_from_bytes(raw: bytes, budget: _Budget) -> Message:
+    try:
+        return email.message_from_bytes(raw, policy=email_policy.compat32)
+    except RecursionError:
+        budget.problem(
+            "MIME_TOO_DEEP",
+            3.0,
+            "The message's parts are nested too deeply to unpack; only its headers were read.",
+            limit=budget.limits.max_depth,
+        )
+    except Exception as exc:  # the stdlib parser is lenient; this is a last resort
+        budget.problem(
+            "MESSAGE_UNPARSEABLE", 3.0, "The message could not be parsed; only its headers were read.", error=repr(exc)[:200]
+        )
+    return email.parser.BytesHeaderParser(policy=email_policy.compat32).parsebytes(raw)
+
+
+def _parse_message(
+    raw: bytes, envelope: Envelope | None, budget: _Budget, depth: int, location: tuple[str, ...]
+) -> ParsedMessage:
+    msg = _message_from_bytes(raw, budget)
+    limits = budget.limits
+    headers = []
+    long_header = False
+    for key, value in msg.raw_items() if hasattr(msg, "raw_items") else msg.items():
+        text_value = decode_header_value(value, limits.max_header_chars)
+        if len(str(value)) > limits.max_header_chars:
+            long_header = True
+        headers.append((str(key).strip(), text_value))
+        if len(headers) >= 2000:
+            budget.problem("HEADERS_TOO_MANY", 1.0, "The message has an unusual number of headers.", limit=2000)
+            break
+    if long_header:
+        budget.problem(
+            "HEADER_TOO_LONG",
+            1.0,
+            "A header is unusually long; only its beginning was read.",
+            limit=limits.max_header_chars,
+        )
+
+    def values(name: str) -> list[str]:
+        lname = name.lower()
+        return [v for k, v in headers if k.lower() == lname]
+
+    collected = _Collected()
+    if hasattr(msg, "walk"):
+        _walk(msg, budget, collected, depth, location, is_root=True)
+    collected.defects.extend(type(d).__name__ for d in getattr(msg, "defects", []))
+
+    body_for_links = "\n".join(collected.text_parts)
+    if len(collected.links) < MAX_LINKS:
+        collected.links.extend(_text_links(body_for_links, MAX_LINKS - len(collected.links)))
+
+    subjects = values("subject")
+    message_ids = values("message-id")
+    return ParsedMessage(
+        raw=raw,
+        envelope=envelope,
+        headers=tuple(headers),
+        message_id=(message_ids[0].strip() if message_ids else ""),
+        subject=subjects[0] if subjects else "",
+        from_=_parse_address_header(values("from")),
+        reply_to=_parse_address_header(values("reply-to")),
+        sender=_parse_address_header(values("sender")),
+        return_path=_parse_address_header(values("return-path")),
+        text_parts=tuple(collected.text_parts),
+        html_parts=tuple(collected.html_parts),
+        html_text_parts=tuple(collected.html_text_parts),
+        html_hidden_text="\n".join(collected.hidden),
+        links=tuple(collected.links),
+        attachments=tuple(collected.attachments),
+        attached_messages=tuple(collected.attached),
+        problems=tuple(budget.problems.values()) if depth == 0 else (),
+        defects=tuple(dict.fromkeys(collected.defects)),
+        part_count=budget.parts,
+    )
+
+
+def _walk(
+    part: Message, budget: _Budget, out: _Collected, depth: int, location: tuple[str, ...], is_root: bool = False
+) -> None:
+    """Walk the MIME tree iteratively (an explicit stack, so depth is ours to bound)."""
+    limits = budget.limits
+    stack: list[tuple[Message, int]] = [(part, depth)]
+    while stack:
+        node, level = stack.pop()
+        budget.parts += 1
+        if budget.parts > limits.max_parts:
+            budget.problem(
+                "MIME_TOO_MANY_PARTS",
+                3.0,
+                f"The message has more than {limits.max_parts} parts; the rest were not examined.",
+                limit=limits.max_parts,
+            )
+            return
+        if level > limits.max_depth:
+            budget.problem(
+                "MIME_TOO_DEEP",
+                3.0,
+                f"The message's parts are nested more than {limits.max_depth} deep; deeper parts were not examined.",
+                limit=limits.max_depth,
+            )
+            continue
+        out.defects.extend(type(d).__name__ for d in getattr(node, "defects", []))
+        ctype = _content_type(node)
+        if node.is_multipart():
+            payload = node.get_payload()
+            if isinstance(payload, list):
+                children = [c for c in payload if isinstance(c, Message)]
+                if ctype == "message/rfc822" or ctype.startswith("message/"):
+                    for child in children[:1]:
+                        _attached_message(child, node, budget, out, level, location)
+                    continue
+                for child in reversed(children):
+                    stack.append((child, level + 1))
+            continue
+        _leaf(node, ctype, budget, out, level, location)
+
+
+def _content_type(part: Message) -> str:
+    try:
+        return part.get_content_type().lower()
+    except Exception:
+        return "application/octet-stream"
+
+
+def _filename(part: Message, limit: int) -> str:
+    name: Any = None
+    try:
+        name = part.get_filename()
+    except Exception:
+        name = None
+    if name is None:
+        try:
+            name = part.get_param("name", header="content-type")
+        except Exception:
+            name = None
+    if isinstance(name, tuple):  # RFC 2231 tuple that collapse_rfc2231_value did not handle
+        name = email.utils.collapse_rfc2231_value(name)
+    if not name:
+        return ""
+    return decode_header_value(str(name), limit).strip()
+
+
+def _decoded_payload(part: Message, budget: _Budget) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        data = None
+    if data is None:
+        payload = part.get_payload()
+        data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
+    remaining = budget.limits.max_decoded_bytes - budget.decoded
+    if len(data) > remaining:
+        budget.problem(
+            "MESSAGE_TOO_LARGE_DECODED",
+            2.0,
+            "The message's contents are too large to examine completely; the rest was not read.",
+            limit=budget.limits.max_decoded_bytes,
+        )
+        data = data[: max(remaining, 0)]
+    budget.decoded += len(data)
+    return data
+
+
+def _part_text(part: Message, data: bytes) -> str:
+    charset = None
+    try:
+        charset = part.get_content_charset()
+    except Exception:
+        charset = None
+    return _decode_bytes(data, charset)
+
+
+def _leaf(part: Message, ctype: str, budget: _Budget, out: _Collected, level: int, location: tuple[str, ...]) -> None:
+    limits = budget.limits
+    filename = _filename(part, limits.max_header_chars)
+    disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+    is_attachment = bool(filename) or disposition == "attachment"
+    if ctype.startswith("message/") and ctype != "message/delivery-status":
+        data = _decoded_payload(part, budget)
+        _attached_raw(data, filename or "attached message", budget, out, level, location)
+        return
+    data = _decoded_payload(part, budget)
+    if ctype in ("text/plain", "text/html", "text/enriched") and not is_attachment or ctype == "" and not is_attachment:
+        text = _part_text(part, data)
+        room = limits.max_text_chars - budget.text_chars
+        if room <= 0:
+            budget.problem("TEXT_TOO_LONG", 0.5, "The message text is very long; only its beginning was read.")
+            return
+        if len(text) > room:
+            budget.problem("TEXT_TOO_LONG", 0.5, "The message text is very long; only its beginning was read.")
+            text = text[:room]
+        budget.text_chars += len(text)
+        if ctype == "text/html":
+            rendered = html_to_text(text)
+            out.html_parts.append(text)
+            out.html_text_parts.append(rendered.visible)
+            if rendered.hidden:
+                out.hidden.append(rendered.hidden)
+            room_links = MAX_LINKS - len(out.links)
+            for href, anchor in rendered.links[: max(room_links, 0)]:
+                host = url_host(href)
+                if host:
+                    out.links.append(Link(href, host, anchor, "html"))
+        else:
+            out.text_parts.append(text)
+        return
+    name = filename or _default_name(ctype)
+    attachment = Attachment(name, ctype, data, location + (name,))
+    out.attachments.append(attachment)
+    if _looks_like_zip(data):
+        _expand_zip(attachment, budget, out)
+
+
+def _default_name(ctype: str) -> str:
+    return f"(unnamed {ctype})"
+
+
+def _attached_message(
+    child: Message, container: Message, budget: _Budget, out: _Collected, level: int, location: tuple[str, ...]
+) -> None:
+    try:
+        data = child.as_bytes(policy=email_policy.compat32)
+    except Exception:
+        try:
+            data = child.as_string(policy=email_policy.compat32).encode("utf-8", "surrogateescape")
+        except Exception:
+            data = b""
+    name = _filename(container, budget.limits.max_header_chars) or "attached message"
+    _attached_raw(data, name, budget, out, level, location)
+
+
+def _attached_raw(
+    data: bytes, name: str, budget: _Budget, out: _Collected, level: int, location: tuple[str, ...]
+) -> None:
+    if level + 1 > budget.limits.max_depth:
+        budget.problem(
+            "MIME_TOO_DEEP",
+            3.0,
+            f"The message's parts are nested more than {budget.limits.max_depth} deep; deeper parts were not examined.",
+            limit=budget.limits.max_depth,
+        )
+        return
+    inner = _parse_message(data, None, budget, level + 1, location + (name,))
+    out.attached.append(inner)
+    # Attachments of attached messages are still attachments the recipient can open.
+    out.attachments.extend(inner.attachments)
+
+
+# --------------------------------------------------------------------------- archives
+
+
+def _looks_like_zip(data: bytes) -> bool:
+    return data[:4] in (b"PK\x03\x04", b"PK\x05\x06") or (b"PK\x05\x06" in data[-65557:] and b"PK\x01\x02" in data)
+
+
+def _expand_zip(archive: Attachment, budget: _Budget, out: _Collected) -> None:
+    """Unpack zip members as attachments, recursively, without trusting declared sizes:
+    every member is read in chunks and stopped at the ratio and total limits."""
+    limits = budget.limits
+    if archive.archive_depth >= limits.max_archive_depth:
+        budget.problem(
+            "ARCHIVE_TOO_DEEP",
+            2.0,
+            f"An archive contains archives nested more than {limits.max_archive_depth} deep; the innermost were not opened.",
+            attachment=archive.display_name,
+        )
+        return
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(archive.data))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError):
+        return
+    for info in infos:
+        if info.is_dir():
+            continue
+        if budget.archive_members >= limits.max_archive_members:
+            budget.problem(
+                "ARCHIVE_TOO_MANY_MEMBERS",
+                2.0,
+                f"An archive holds more than {limits.max_archive_members} files; the rest were not examined.",
+                attachment=archive.display_name,
+            )
+            return
+        budget.archive_members += 1
+        name = info.filename
+        encrypted = bool(info.flag_bits & 0x1)
+        member_location = archive.location + (name,)
+        if encrypted:
+            out.attachments.append(
+                Attachment(name, "application/octet-stream", b"", member_location, archive.archive_depth + 1,
+                           encrypted=True, declared_size=info.file_size)
+            )
+            continue
+        data, truncated, bomb = _read_member(zf, info, budget)
+        if bomb:
+            budget.problem(
+                "ARCHIVE_BOMB",
+                6.0,
+                f"The archive {archive.display_name} expands far beyond its size (a 'zip bomb'); "
+                "it was not unpacked.",
+                attachment=archive.display_name,
+                member=name,
+            )
+        member = Attachment(name, "application/octet-stream", data, member_location, archive.archive_depth + 1,
+                            truncated=truncated, declared_size=info.file_size)
+        out.attachments.append(member)
+        if not bomb and _looks_like_zip(data):
+            _expand_zip(member, budget, out)
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> tuple[bytes, bool, bool]:
+    """Read one member in chunks; returns (data, truncated, bomb)."""
+    limits = budget.limits
+    compressed = max(info.compress_size, 1)
+    ratio_cap = int(compressed * limits.max_archive_ratio) + 64 * 1024
+    declared_bomb = info.file_size > ratio_cap
+    cap = min(ratio_cap, limits.max_archive_bytes - budget.archive_bytes)
+    if cap <= 0:
+        budget.problem(
+            "ARCHIVE_TOO_LARGE",
+            2.0,
+            "Archives in this message unpack to more than can be examined; the rest were not opened.",
+            limit=limits.max_archive_bytes,
+        )
+        return b"", True, False
+    chunks = []
+    total = 0
+    try:
+        with zf.open(info) as handle:
+            while True:
+                chunk = handle.read(min(65536, cap + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > cap:
+                    break
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError, zlib.error):
+        pass
+    data = b"".join(chunks)
+    truncated = total > cap
+    if truncated:
+        data = data[:cap]
+    budget.archive_bytes += len(data)
+    bomb = declared_bomb or (truncated and cap == ratio_cap)
+    return data, truncated, bomb
+
+
+def iter_all_messages(message: ParsedMessage) -> Iterator[ParsedMessage]:
+    """The message and every attached message inside it, depth first."""
+    stack = [message]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(current.attached_messages))

@@ -1,0 +1,121 @@
+"""The values that cross module boundaries: actions, findings, verdicts, envelopes.
+
+Everything here is immutable so a verdict can be handed between threads, logged and
+serialised without anyone changing it underneath. DESIGN.md fixes these shapes; the CLI's
+JSON output, the relay, the milter and the quarantine all rely on them.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+class Action(enum.IntEnum):
+    """What happens to a message. Ordered: a larger value is a stronger action."""
+
+    ACCEPT = 0
+    TAG = 1
+    QUARANTINE = 2
+    REJECT = 3
+
+    @classmethod
+    def parse(cls, text: str) -> "Action":
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            names = ", ".join(a.name.lower() for a in cls)
+            raise ValueError(f"unknown action {text!r}; expected one of {names}") from None
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing an analyzer noticed, explained for the person who reads the report.
+
+    ``rule`` is a stable id such as ``LOOKALIKE_SENDER_DOMAIN`` that operators use to
+    override scores. ``min_action`` lets a finding force at least that action whatever the
+    total score (a malware signature quarantines even when nothing else fired).
+    """
+
+    analyzer: str
+    rule: str
+    score: float
+    summary: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+    min_action: Action | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "analyzer": self.analyzer,
+            "rule": self.rule,
+            "score": round(float(self.score), 3),
+            "summary": self.summary,
+            "details": dict(self.details),
+        }
+        if self.min_action is not None:
+            out["min_action"] = str(self.min_action)
+        return out
+
+
+@dataclass(frozen=True)
+class AnalyzerError:
+    """An analyzer that raised or overran its time budget. The policy's on_error decides."""
+
+    analyzer: str
+    error: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"analyzer": self.analyzer, "error": self.error}
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The SMTP envelope, when the message came over SMTP (relay, milter)."""
+
+    mail_from: str = ""
+    rcpt_tos: tuple[str, ...] = ()
+    client_address: str = ""
+    helo: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mail_from": self.mail_from,
+            "rcpt_tos": list(self.rcpt_tos),
+            "client_address": self.client_address,
+            "helo": self.helo,
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one scan: total score, the action, and why.
+
+    ``tempfail`` is set when an analyzer failed and the policy's ``on_error`` is
+    ``tempfail``: servers then answer 4xx so the sender retries, and nothing is lost.
+    """
+
+    score: float
+    action: Action
+    findings: tuple[Finding, ...] = ()
+    errors: tuple[AnalyzerError, ...] = ()
+    message_id: str = ""
+    elapsed_ms: float = 0.0
+    tempfail: bool = False
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        return tuple(f.rule for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "action": str(self.action),
+            "score": round(float(self.score), 3),
+            "findings": [f.to_dict() for f in self.findings],
+            "errors": [e.to_dict() for e in self.errors],
+            "elapsed_ms": round(self.elapsed_ms, 3),
+            "tempfail": self.tempfail,
+        }

@@ -1,0 +1,81 @@
+"""The scanning core: parse once, run every enabled analyzer, let the policy decide."""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from mailguard.analyzers import analyzer_classes
+from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.config import Config
+from mailguard.message import ParseLimits, ParsedMessage, parse
+from mailguard.model import AnalyzerError, Envelope, Finding, Verdict
+from mailguard.policy import Policy
+
+
+class Scanner:
+    """Built once (rules and signatures compiled once), then shared between threads.
+
+    ``scan`` keeps no state between calls; analyzers only read what they built in their
+    constructors (plus thread-safe caches).
+    """
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config.default()
+        self.limits = ParseLimits.from_settings(self.config.section("limits"))
+        self.policy = Policy(self.config.section("policy"))
+        self.time_budget_s = self.config.section("policy")["analyzer_time_budget_ms"] / 1000.0
+        context = AnalyzerContext(self.config)
+        analyzers: list[Analyzer] = []
+        for name, cls in analyzer_classes().items():
+            settings = self.config.section(name)
+            if settings.get("enabled", True):
+                analyzers.append(cls(settings, context))
+        self.analyzers: tuple[Analyzer, ...] = tuple(analyzers)
+
+    def parse(self, raw: bytes, envelope: Envelope | None = None) -> ParsedMessage:
+        return parse(raw, envelope, self.limits)
+
+    def scan(self, raw: bytes, envelope: Envelope | None = None) -> Verdict:
+        started = time.perf_counter()
+        message = self.parse(raw, envelope)
+        return self.scan_parsed(message, started)
+
+    def scan_parsed(self, message: ParsedMessage, started: float | None = None) -> Verdict:
+        started = time.perf_counter() if started is None else started
+        findings: list[Finding] = list(message.problems)
+        errors: list[AnalyzerError] = []
+        for analyzer in self.analyzers:
+            t0 = time.perf_counter()
+            try:
+                produced = analyzer.analyze(message)
+                findings.extend(_checked(produced, analyzer.name))
+            except Exception as exc:  # an analyzer bug must not lose or pass mail silently
+                errors.append(AnalyzerError(analyzer.name, f"{type(exc).__name__}: {exc}"[:500]))
+                continue
+            took = time.perf_counter() - t0
+            if took > self.time_budget_s:
+                errors.append(
+                    AnalyzerError(
+                        analyzer.name,
+                        f"took {took * 1000:.0f} ms, over its budget of {self.time_budget_s * 1000:.0f} ms",
+                    )
+                )
+        decision = self.policy.decide(findings, errors)
+        return Verdict(
+            score=decision.score,
+            action=decision.action,
+            findings=decision.findings,
+            errors=tuple(errors),
+            message_id=message.message_id,
+            elapsed_ms=(time.perf_counter() - started) * 1000.0,
+            tempfail=decision.tempfail,
+        )
+
+
+def _checked(produced: Iterable[Finding] | None, name: str) -> list[Finding]:
+    out = []
+    for item in produced or ():
+        if not isinstance(item, Finding):
+            raise TypeError(f"analyzer {name} returned {type(item).__name__}, not a Finding")
+        out.append(item)
+    return out

@@ -8,7 +8,9 @@ kept as far as it goes, and every limit that is hit becomes a ``Finding`` (analy
 from __future__ import annotations
 
 import email
+import email.errors
 import email.header
+import email.parser
 import email.utils
 import io
 import re
@@ -376,8 +378,41 @@ def parse(raw: bytes, envelope: Envelope | None = None, limits: ParseLimits | No
         raw = raw.encode("utf-8", "surrogateescape")
     limits = limits or ParseLimits()
     budget = _Budget(limits)
-    parsed = _parse_message(bytes(raw), envelope, budget, depth=0, location=())
-    return parsed
+    try:
+        return _parse_message(bytes(raw), envelope, budget, depth=0, location=())
+    except RecursionError:
+        budget.problem("MIME_TOO_DEEP", 3.0, "The message's structure is nested too deeply to unpack.")
+    except Exception as exc:  # last resort: a verdict for every message, never a crash
+        budget.problem(
+            "MESSAGE_UNPARSEABLE", 3.0, "The message could not be parsed; it was judged on what could be read.",
+            error=f"{type(exc).__name__}: {exc}"[:200],
+        )
+    return _minimal_message(bytes(raw), envelope, budget)
+
+
+def _minimal_message(raw: bytes, envelope: Envelope | None, budget: _Budget) -> ParsedMessage:
+    """What is left when the full parse failed: headers only, body as plain text."""
+    try:
+        msg = email.parser.BytesHeaderParser(policy=email_policy.compat32).parsebytes(raw[:1_000_000])
+        headers = tuple((str(k), decode_header_value(v, budget.limits.max_header_chars)) for k, v in msg.items()[:2000])
+    except Exception:
+        headers = ()
+    get = lambda name: [v for k, v in headers if k.lower() == name]  # noqa: E731
+    body = raw.split(b"\n\n", 1)[-1][: budget.limits.max_text_chars]
+    text = _decode_bytes(body, None)
+    def addresses(name: str) -> tuple[Address, ...]:
+        try:
+            return _parse_address_header(get(name))
+        except Exception:
+            return ()
+    return ParsedMessage(
+        raw=raw, envelope=envelope, headers=headers,
+        message_id=(get("message-id") or [""])[0].strip(), subject=(get("subject") or [""])[0],
+        from_=addresses("from"), reply_to=addresses("reply-to"), sender=addresses("sender"),
+        return_path=addresses("return-path"), text_parts=(text,), html_parts=(), html_text_parts=(),
+        html_hidden_text="", links=tuple(_text_links(text, MAX_LINKS)), attachments=(), attached_messages=(),
+        problems=tuple(budget.problems.values()), part_count=budget.parts,
+    )
 
 
 def _message_from_bytes(raw: bytes, budget: _Budget) -> Message:
@@ -557,7 +592,7 @@ def _part_text(part: Message, data: bytes) -> str:
 def _leaf(part: Message, ctype: str, budget: _Budget, out: _Collected, level: int, location: tuple[str, ...]) -> None:
     limits = budget.limits
     filename = _filename(part, limits.max_header_chars)
-    disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+    disposition = str(part.get("Content-Disposition") or "").split(";")[0].strip().lower()
     is_attachment = bool(filename) or disposition == "attachment"
     if ctype.startswith("message/") and ctype != "message/delivery-status":
         data = _decoded_payload(part, budget)

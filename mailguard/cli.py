@@ -223,17 +223,17 @@ def render_documented_example() -> str:
     import textwrap
 
     lines = [
-        "# mailguard configuration. Every key is optional; the values shown are the defaults.",
-        "# Check a file with: mailguard config check --config mailguard.toml",
+        "## mailguard configuration. Every key is optional; the values shown are the defaults.",
+        "## Uncomment a key to change it. Check a file with: mailguard config check --config FILE",
     ]
     for name, schema in all_schemas().items():
         lines.append("")
         lines.append(f"[{name}]")
         for key, option in schema.items():
             for doc_line in textwrap.wrap(option.doc, 88) or [""]:
-                lines.append(f"# {doc_line}".rstrip())
+                lines.append(f"## {doc_line}".rstrip())
             if option.choices:
-                lines.append(f"# One of: {', '.join(option.choices)}.")
+                lines.append(f"## One of: {', '.join(option.choices)}.")
             lines.append(f"# {key} = {to_toml_value(option.default)}")
     return "\n".join(lines) + "\n"
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from mailguard.analyzers import analyzer_classes
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
@@ -19,7 +19,9 @@ class Scanner:
     constructors (plus thread-safe caches).
     """
 
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(self, config: Config | None = None, extra_analyzers: Sequence[Analyzer] = ()) -> None:
+        """``extra_analyzers`` are ready-built analyzer objects run after the registered
+        ones: for library users who want one without packaging an entry point."""
         self.config = config or Config.default()
         self.limits = ParseLimits.from_settings(self.config.section("limits"))
         self.policy = Policy(self.config.section("policy"))
@@ -30,6 +32,7 @@ class Scanner:
             settings = self.config.section(name)
             if settings.get("enabled", True):
                 analyzers.append(cls(settings, context))
+        analyzers.extend(extra_analyzers)
         self.analyzers: tuple[Analyzer, ...] = tuple(analyzers)
 
     def parse(self, raw: bytes, envelope: Envelope | None = None) -> ParsedMessage:

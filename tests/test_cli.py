@@ -37,12 +37,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [str(env_dir / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True, capture_output=True, text=True,
     ).stdout.strip())
-    (site / "test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "--no-deps", "-q",
          str(wheel)],
         check=True, capture_output=True,
     )
+    # Only now borrow the dependencies, so pip above could not see this tree's own install.
+    (site / "test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return env_dir / "bin" / "mailguard"
 
 

@@ -159,6 +159,11 @@ class Config:
             sections[section_name] = values
         return cls(sections, source)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Picklable (for worker processes started by spawn or forkserver): rebuilt and
+        re-validated from plain values."""
+        return (_restore_config, (self.to_dict(), self.source))
+
     def section(self, name: str) -> Mapping[str, Any]:
         try:
             return self._sections[name]
@@ -184,6 +189,10 @@ class Config:
             return v
 
         return {name: {k: plain(v) for k, v in sec.items()} for name, sec in self._sections.items()}
+
+
+def _restore_config(data: Mapping[str, Any], source: Path | None) -> Config:
+    return Config.from_dict(data, source)
 
 
 def load_config(path: str | Path) -> Config:

@@ -77,3 +77,11 @@ def test_documented_example_is_current_and_valid() -> None:
         line[2:] if line.startswith("# ") else line for line in example.splitlines()
     )
     mailguard.Config.from_dict(tomllib.loads(uncommented))
+
+
+def test_config_survives_pickling_for_worker_processes(tmp_path: Path) -> None:
+    import pickle
+
+    config = load_config(write(tmp_path, "[policy]\nscores = { RULE_A = 1.5 }\n"))
+    copy = pickle.loads(pickle.dumps(config))
+    assert copy.to_dict() == config.to_dict() and copy.source == config.source

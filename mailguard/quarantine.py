@@ -1,8 +1,663 @@
-"""Placeholder for the quarantine (its issue builds it)."""
+"""The quarantine: held messages kept encrypted, reviewable, releasable, and audited.
+
+A held message is patient data and may be a real message a clinician needs, so: it is
+stored durably before the relay answers 250 (``store`` returns only after commit and
+fsync); everything identifying (message bytes, envelope, subject, findings) is sealed with
+AES-256-GCM under ``[quarantine] key_file``; a release is marked done only once the
+downstream server accepted it; and every store, view of content, release, deletion and
+purge goes into an append-only audit log.
+
+Library use (the relay, the milter and the ``mailguard quarantine`` command all use this)::
+
+    from mailguard.quarantine import open_quarantine
+    q = open_quarantine(config)
+    entry_id = q.store(raw, envelope, verdict)
+    for entry in q.list(recipient="frontdesk@practice.example"):
+        print(entry.id, entry.subject, entry.rules)
+    q.release([entry_id])
+    q.close()
+"""
 from __future__ import annotations
 
-from typing import Mapping
+import email.parser
+import email.policy
+import getpass
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from mailguard.config import Option
+from mailguard.config import Config, Option
+from mailguard.model import Action, Envelope, Verdict
+from mailguard.quarantine_backend import (
+    HELD,
+    RELEASED,
+    STATUSES,
+    AuditQuery,
+    AuditRow,
+    BackendError,
+    EntryQuery,
+    EntryRow,
+    QuarantineBackend,
+    RecipientRow,
+)
+from mailguard.quarantine_crypto import KeyFileError, KeyRing, SealError, create_key_file, read_key_file
+from mailguard.quarantine_smtp import SmtpTargetError, parse_host_port, redact_addresses, send
 
-CONFIG_SCHEMA: Mapping[str, Option] = {}
+log = logging.getLogger("mailguard.quarantine")
+
+CONFIG_SCHEMA: Mapping[str, Option] = {
+    "path": Option(
+        "/var/lib/mailguard/quarantine", "path",
+        "Folder of the quarantine database (created with mode 0700 if absent). Everything identifying in it "
+        "is encrypted; back it up together with the key file, but store the two backups apart.",
+    ),
+    "key_file": Option(
+        "/etc/mailguard/quarantine.key", "path",
+        "File with the quarantine's encryption key. Created with mode 0600 on first use when absent (logged as "
+        "a warning). Back it up: without it held messages cannot be read or released. A different or missing "
+        "key is refused with an error before anything is written.",
+    ),
+    "retention_days": Option(
+        30, "int", "Default age in days for 'mailguard quarantine purge': older entries are deleted.", minimum=1
+    ),
+    "release_host": Option(
+        "", "str",
+        "SMTP server that released messages are handed to, as \"host:port\" (port 25 if left out). Empty: use "
+        "[relay] downstream. Must be the practice's mail server, not mailguard's own relay port, or released "
+        "messages would be scanned and held again.",
+    ),
+    "release_timeout": Option(30.0, "float", "Seconds to wait for the SMTP server during a release.", minimum=1),
+    "busy_timeout": Option(
+        30.0, "float", "Seconds to wait for the database when another process is writing, before failing "
+        "(the relay then answers 451 and the sender retries).", minimum=0.1,
+    ),
+    "notify": Option(
+        False, "bool",
+        "Allow 'mailguard quarantine notify' (run it from cron) to mail a digest of held messages: sender, "
+        "subject and reason, never the message body. Off by default because subjects may carry patient data.",
+    ),
+    "notify_to": Option(
+        [], "list[str]",
+        "Addresses that receive the digest of all held messages. Empty: each recipient gets a digest of the "
+        "messages held for them.",
+    ),
+    "notify_from": Option("mailguard@localhost", "str", "Sender address of the digest."),
+}
+
+_HEADER_PARSER = email.parser.BytesParser(policy=email.policy.default)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class QuarantineError(Exception):
+    """The quarantine cannot do what was asked; the message says why, for the IT person.
+    Raised by ``store`` when the entry is not durable (the relay then answers 451)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A held message as a reviewer sees it (decrypted). The raw bytes are fetched
+    separately with ``Quarantine.raw`` so that every view of content is audited."""
+
+    id: str
+    created: datetime
+    status: str
+    action: Action
+    score: float
+    rules: tuple[str, ...]
+    size: int
+    envelope: Envelope
+    subject: str
+    from_header: str
+    message_id: str
+    verdict: Mapping[str, Any]
+    released_at: datetime | None = None
+    delivered: tuple[str, ...] = ()
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The findings' plain-English summaries, strongest first."""
+        findings = sorted(self.verdict.get("findings", ()), key=lambda f: -float(f.get("score", 0)))
+        return tuple(str(f.get("summary", "")) for f in findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created": _iso(self.created),
+            "status": self.status,
+            "action": str(self.action),
+            "score": self.score,
+            "rules": list(self.rules),
+            "size": self.size,
+            "envelope": self.envelope.to_dict(),
+            "subject": self.subject,
+            "from": self.from_header,
+            "message_id": self.message_id,
+            "released_at": _iso(self.released_at) if self.released_at else None,
+            "delivered": list(self.delivered),
+            "verdict": dict(self.verdict),
+        }
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """What one release did. ``ok``: every intended recipient was accepted downstream."""
+
+    entry_id: str
+    ok: bool
+    delivered: int = 0
+    refused: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    time: datetime
+    actor: str
+    operation: str
+    entry_id: str
+    result: str
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "time": _iso(self.time), "actor": self.actor, "operation": self.operation,
+                "entry_id": self.entry_id, "result": self.result, "detail": self.detail}
+
+
+@dataclass
+class Quarantine:
+    """Operations on one quarantine. Safe to share between threads; open one per process.
+
+    ``actor`` names who acts in the audit log (default: the OS user); every method that
+    changes or reveals something also takes ``actor=`` to override it per call.
+    """
+
+    backend: QuarantineBackend
+    keys: KeyRing
+    release_host: str = ""
+    release_timeout: float = 30.0
+    retention_days: int = 30
+    actor: str = field(default_factory=lambda: default_actor())
+    clock: Callable[[], float] = time.time
+    notify_settings: Mapping[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ store
+
+    def store(self, raw: bytes, envelope: Envelope, verdict: Verdict, *, actor: str | None = None) -> str:
+        """Keep ``raw`` with its envelope and verdict; return the entry id once durable.
+        Raises QuarantineError otherwise, so the caller can answer 451 and lose nothing."""
+        entry_id = secrets.token_hex(8)
+        now = self.clock()
+        try:
+            info = _info_for(raw, envelope, verdict)
+            row = EntryRow(
+                id=entry_id,
+                created=now,
+                status=HELD,
+                action=str(verdict.action),
+                score=float(verdict.score),
+                rules=tuple(verdict.rules),
+                size=len(raw),
+                sealed_info=self.keys.seal(json.dumps(info, ensure_ascii=False).encode(), f"{entry_id}/info"),
+                sealed_message=self.keys.seal(bytes(raw), f"{entry_id}/message"),
+                recipients=tuple(
+                    RecipientRow(i, self.keys.address_mac(r)) for i, r in enumerate(envelope.rcpt_tos)
+                ),
+            )
+            self.backend.insert(row, self._audit_row("store", entry_id, "ok", f"{len(raw)} bytes", actor))
+        except (BackendError, OSError, ValueError, TypeError) as exc:
+            self._try_audit("store", "", "failed", str(exc), actor)
+            log.error("quarantine store failed: %s", exc)
+            raise QuarantineError(f"could not store the message in the quarantine: {exc}") from exc
+        log.info("quarantined message", extra={"fields": {
+            "entry_id": entry_id, "message_id": verdict.message_id, "action": str(verdict.action),
+            "rules": list(verdict.rules)}})
+        return entry_id
+
+    # ------------------------------------------------------------------ read
+
+    def list(
+        self,
+        *,
+        since: float | datetime | str | None = None,
+        recipient: str | None = None,
+        rule: str | None = None,
+        action: Action | str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[Entry]:
+        """Entries matching every given filter, newest first. ``since`` takes a time, a
+        datetime, or text such as "2d", "12h" or "2026-11-01" (see ``parse_since``)."""
+        if status is not None and status not in STATUSES:
+            raise QuarantineError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        if action is not None and not isinstance(action, Action):
+            try:
+                action = Action.parse(action)
+            except ValueError as exc:
+                raise QuarantineError(str(exc)) from None
+        query = EntryQuery(
+            since=self._since(since),
+            recipient_mac=self.keys.address_mac(recipient) if recipient else None,
+            rule=rule.strip().upper() if rule else None,
+            action=str(action) if action is not None else None,
+            status=status,
+            limit=limit,
+        )
+        return [self._entry(row) for row in self._backend(lambda: self.backend.select(query))]
+
+    def get(self, entry_id: str) -> Entry:
+        """One entry by id or unique id prefix (raises QuarantineError if unknown)."""
+        full = self.resolve(entry_id)
+        row = self._backend(lambda: self.backend.fetch(full))
+        if row is None:
+            raise QuarantineError(f"no quarantine entry {entry_id}")
+        return self._entry(row)
+
+    def raw(self, entry_id: str, *, headers_only: bool = False, actor: str | None = None) -> bytes:
+        """The message exactly as received (or only its header block). Audited."""
+        full = self.resolve(entry_id)
+        operation = "view_headers" if headers_only else "view_raw"
+        row = self._backend(lambda: self.backend.fetch(full, with_message=True))
+        if row is None or row.sealed_message is None:
+            raise QuarantineError(f"no quarantine entry {entry_id}")
+        data = self._open(row.sealed_message, f"{full}/message")
+        self._backend(lambda: self.backend.append_audit(self._audit_row(operation, full, "ok", "", actor)))
+        return _header_block(data) if headers_only else data
+
+    def resolve(self, entry_id: str) -> str:
+        """Full id from an id or a unique prefix of at least 4 characters."""
+        text = entry_id.strip().lower()
+        if len(text) < 4 or not re.fullmatch(r"[0-9a-f]+", text):
+            raise QuarantineError(f"{entry_id!r} is not a quarantine entry id (at least 4 hex characters)")
+        matches = self._backend(lambda: self.backend.match_ids(text))
+        if text in matches:
+            return text
+        if not matches:
+            raise QuarantineError(f"no quarantine entry {entry_id}")
+        if len(matches) > 1:
+            raise QuarantineError(f"{entry_id} is ambiguous: it starts {', '.join(matches)}; give more characters")
+        return matches[0]
+
+    def count(self) -> int:
+        return self._backend(self.backend.count)
+
+    # ------------------------------------------------------------------ release
+
+    def release(
+        self, entry_ids: Iterable[str], *, to: Sequence[str] | None = None, actor: str | None = None
+    ) -> list[ReleaseResult]:
+        """Re-inject held messages through the release SMTP server with the original envelope
+        (or to the addresses ``to``). An entry is marked released only once the server
+        accepted every recipient; recipients it accepted are not sent again on a retry.
+        Failures are in the results and the audit log; the entry then stays held."""
+        host, port = self.release_target()
+        results = []
+        for given in entry_ids:
+            try:
+                entry_id = self.resolve(given)
+            except QuarantineError as exc:
+                results.append(ReleaseResult(given, False, message=str(exc)))
+                continue
+            results.append(self._release_one(entry_id, host, port, to, actor))
+        return results
+
+    def release_target(self) -> tuple[str, int]:
+        if not self.release_host:
+            raise QuarantineError(
+                "no SMTP server to release through: set [quarantine] release_host (or [relay] downstream) "
+                "to the practice's mail server as \"host:port\""
+            )
+        try:
+            return parse_host_port(self.release_host)
+        except SmtpTargetError as exc:
+            raise QuarantineError(f"[quarantine] release_host: {exc}") from None
+
+    def _release_one(
+        self, entry_id: str, host: str, port: int, to: Sequence[str] | None, actor: str | None
+    ) -> ReleaseResult:
+        row = self._backend(lambda: self.backend.fetch(entry_id, with_message=True))
+        if row is None or row.sealed_message is None:
+            return ReleaseResult(entry_id, False, message=f"no quarantine entry {entry_id}")
+        info = self._info(row)
+        envelope = _envelope(info)
+        if to:
+            recipients = list(to)
+            pending = list(range(len(recipients)))
+        else:
+            recipients = list(envelope.rcpt_tos)
+            if not recipients:
+                return ReleaseResult(entry_id, False, message="no envelope recipients were recorded; "
+                                     "release it to an address with --to")
+            pending = [r.index for r in row.recipients if r.delivered_at is None]
+            if row.status == RELEASED or not pending:
+                return ReleaseResult(entry_id, True, message="already released")
+        data = self._released_bytes(self._open(row.sealed_message, f"{entry_id}/message"), entry_id, actor)
+        targets = [recipients[i] for i in pending]
+        outcome = send(host, port, envelope.mail_from, targets, data, self.release_timeout)
+        accepted = [pending[i] for i in outcome.accepted]
+        refused = len(outcome.refused)
+        where = f"via {host}:{port}"
+        if outcome.error or not accepted:
+            detail = redact_addresses(f"{where}: {outcome.error or 'nothing accepted'}")
+            self._try_audit("release", entry_id, "failed", detail, actor)
+            log.warning("quarantine release failed", extra={"fields": {"entry_id": entry_id, "error": detail}})
+            return ReleaseResult(entry_id, False, 0, refused, detail)
+        now = self.clock()
+        if to:
+            done = not refused
+            detail = f"{len(accepted)} of {len(targets)} address(es) given with --to accepted {where}"
+            indexes: list[int] = []
+        else:
+            done = not refused and len(accepted) == len(pending)
+            detail = f"{len(accepted)} of {len(targets)} recipient(s) accepted {where}"
+            if refused:
+                detail += "; refused: " + "; ".join(redact_addresses(r) for r in outcome.refused.values())
+            indexes = accepted
+        audit = self._audit_row("release", entry_id, "ok" if done else "partial", detail, actor)
+        self._backend(lambda: self.backend.mark_delivered(entry_id, indexes, now, done, audit))
+        log.info("quarantine release", extra={"fields": {"entry_id": entry_id, "delivered": len(accepted),
+                                                          "refused": refused}})
+        return ReleaseResult(entry_id, done, len(accepted), refused, detail)
+
+    def _released_bytes(self, raw: bytes, entry_id: str, actor: str | None) -> bytes:
+        """The original bytes with one header added so staff and the mail server can see the
+        message was reviewed and released (added headers do not break DKIM signatures)."""
+        stamp = datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        who = re.sub(r"[^\w.@-]", "_", actor or self.actor)
+        newline = b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
+        return f"X-MailGuard-Released: entry {entry_id} by {who}; {stamp}".encode() + newline + raw
+
+    # ------------------------------------------------------------------ delete, purge
+
+    def delete(self, entry_ids: Iterable[str], *, actor: str | None = None) -> int:
+        """Remove entries for good (content overwritten on disk). All ids are checked first:
+        if one is unknown nothing is deleted."""
+        full = [self.resolve(e) for e in entry_ids]
+        audits = [self._audit_row("delete", e, "ok", "", actor) for e in full]
+        removed = self._backend(lambda: self.backend.delete(full, audits))
+        log.info("quarantine delete", extra={"fields": {"entry_ids": full}})
+        return removed
+
+    def purge(self, older_than_days: float | None = None, *, actor: str | None = None) -> list[str]:
+        """Delete every entry older than ``older_than_days`` (default ``retention_days``),
+        held or released; return their ids."""
+        days = self.retention_days if older_than_days is None else older_than_days
+        if days < 0:
+            raise QuarantineError("--older-than must be zero or more days")
+        cutoff = self.clock() - days * 86400
+        ids = self._backend(lambda: self.backend.ids_older_than(cutoff))
+        audits = [self._audit_row("purge", e, "ok", f"older than {days:g} days", actor) for e in ids]
+        audits.append(self._audit_row("purge", "*", "ok", f"{len(ids)} entries older than {days:g} days removed", actor))
+        self._backend(lambda: self.backend.delete(ids, audits))
+        log.info("quarantine purge", extra={"fields": {"removed": len(ids), "older_than_days": days}})
+        return ids
+
+    # ------------------------------------------------------------------ audit
+
+    def audit(
+        self, *, since: float | datetime | str | None = None, entry_id: str | None = None,
+        operation: str | None = None, limit: int | None = None,
+    ) -> list[AuditEntry]:
+        """The audit log, oldest first (``limit``: only the most recent lines)."""
+        query = AuditQuery(since=self._since(since), entry_id=entry_id, operation=operation, limit=limit)
+        return [
+            AuditEntry(r.seq, datetime.fromtimestamp(r.time, timezone.utc), r.actor, r.operation, r.entry_id,
+                       r.result, r.detail)
+            for r in self._backend(lambda: self.backend.audit_rows(query))
+        ]
+
+    def record(self, operation: str, entry_id: str, result: str, detail: str = "", *, actor: str | None = None) -> None:
+        """Append a line to the audit log (for tools built on the library, e.g. digests)."""
+        self._backend(lambda: self.backend.append_audit(
+            self._audit_row(operation, entry_id, result, redact_addresses(detail), actor)))
+
+    # ------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Quarantine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _since(self, since: float | datetime | str | None) -> float | None:
+        if since is None or isinstance(since, (int, float)):
+            return since
+        if isinstance(since, datetime):
+            return since.timestamp()
+        try:
+            return parse_since(since, self.clock())
+        except ValueError as exc:
+            raise QuarantineError(str(exc)) from None
+
+    def _audit_row(self, operation: str, entry_id: str, result: str, detail: str, actor: str | None) -> AuditRow:
+        return AuditRow(self.clock(), actor or self.actor, operation, entry_id, result, detail)
+
+    def _try_audit(self, operation: str, entry_id: str, result: str, detail: str, actor: str | None) -> None:
+        """Record a failure; if the database itself is failing, the log line must do."""
+        try:
+            self.backend.append_audit(self._audit_row(operation, entry_id, result, redact_addresses(detail), actor))
+        except (BackendError, OSError) as exc:
+            log.error("cannot write the quarantine audit log: %s", exc)
+
+    def _backend(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except BackendError as exc:
+            raise QuarantineError(str(exc)) from exc
+
+    def _open(self, sealed: bytes, context: str) -> bytes:
+        try:
+            return self.keys.open(sealed, context)
+        except SealError as exc:
+            raise QuarantineError(f"quarantine entry {context.split('/')[0]} cannot be decrypted: {exc}") from None
+
+    def _info(self, row: EntryRow) -> dict[str, Any]:
+        return json.loads(self._open(row.sealed_info, f"{row.id}/info"))
+
+    def _entry(self, row: EntryRow) -> Entry:
+        info = self._info(row)
+        envelope = _envelope(info)
+        delivered = tuple(
+            envelope.rcpt_tos[r.index] for r in row.recipients
+            if r.delivered_at is not None and r.index < len(envelope.rcpt_tos)
+        )
+        return Entry(
+            id=row.id,
+            created=datetime.fromtimestamp(row.created, timezone.utc),
+            status=row.status,
+            action=Action.parse(row.action),
+            score=row.score,
+            rules=row.rules,
+            size=row.size,
+            envelope=envelope,
+            subject=info.get("subject", ""),
+            from_header=info.get("from", ""),
+            message_id=info.get("message_id", ""),
+            verdict=info.get("verdict", {}),
+            released_at=datetime.fromtimestamp(row.released_at, timezone.utc) if row.released_at else None,
+            delivered=delivered,
+        )
+
+
+# ---------------------------------------------------------------------- opening
+
+
+def open_quarantine(
+    config: Config, *, actor: str | None = None, clock: Callable[[], float] = time.time
+) -> Quarantine:
+    """Open (creating if needed) the quarantine of ``config``'s [quarantine] section.
+
+    The key is checked against the one recorded in the database before anything is
+    written, so a wrong or missing key file is an error, never a reason to lose data.
+    """
+    settings = config.section("quarantine")
+    folder = config.resolve_path(settings["path"])
+    key_path = config.resolve_path(settings["key_file"])
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise QuarantineError(f"cannot create the quarantine folder {folder}: {exc.strerror or exc}") from None
+    from mailguard.quarantine_sqlite import SQLiteBackend
+
+    try:
+        backend = SQLiteBackend(folder, settings["busy_timeout"])
+    except BackendError as exc:
+        raise QuarantineError(str(exc)) from None
+    try:
+        keys = _bind_key(key_path, folder, backend)
+    except BaseException:
+        backend.close()
+        raise
+    return Quarantine(
+        backend=backend,
+        keys=keys,
+        release_host=release_host_of(config),
+        release_timeout=settings["release_timeout"],
+        retention_days=settings["retention_days"],
+        actor=actor or default_actor(),
+        clock=clock,
+        notify_settings={k: settings[k] for k in ("notify", "notify_to", "notify_from")},
+    )
+
+
+def _bind_key(key_path: Path, folder: Path, backend: QuarantineBackend) -> KeyRing:
+    recorded = _call(backend.stored_key_id)
+    try:
+        if key_path.exists() or recorded is not None:
+            keys = read_key_file(key_path)
+        else:
+            keys = create_key_file(key_path)
+    except KeyFileError as exc:
+        if recorded is None:
+            raise QuarantineError(f"{exc}. Set [quarantine] key_file to a readable key file.") from None
+        raise QuarantineError(
+            f"{exc}. The quarantine in {folder} holds {_call(backend.count)} entries encrypted with key id "
+            f"{recorded}: restore that key file from your backup (or point [quarantine] key_file at it). "
+            "Nothing was changed."
+        ) from None
+    except OSError as exc:
+        raise QuarantineError(f"cannot create the quarantine key file {key_path}: {exc.strerror or exc}") from None
+    claimed = _call(lambda: backend.claim_key_id(keys.key_id))
+    if claimed != keys.key_id:
+        raise QuarantineError(
+            f"the key in {key_path} (key id {keys.key_id}) is not the key of the quarantine in {folder} "
+            f"(key id {claimed}, {_call(backend.count)} entries). Point [quarantine] key_file at the original key "
+            "file. Nothing was changed."
+        )
+    return keys
+
+
+def _call(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except BackendError as exc:
+        raise QuarantineError(str(exc)) from None
+
+
+def release_host_of(config: Config) -> str:
+    """[quarantine] release_host, or else [relay] downstream (read defensively: that
+    section's keys belong to the relay)."""
+    host = str(config.section("quarantine")["release_host"] or "")
+    if host:
+        return host
+    try:
+        downstream = config.section("relay").get("downstream", "")
+    except KeyError:
+        return ""
+    return downstream if isinstance(downstream, str) else ""
+
+
+def default_actor() -> str:
+    """Who is acting, for the audit log: the OS user name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """'30m', '12h', '2d', '1w' (ago), or an ISO date/time ('2026-11-01', '2026-11-01T08:00',
+    UTC unless a zone is given) -> a Unix time."""
+    now = time.time() if now is None else now
+    match = _DURATION.match(text)
+    if match:
+        return now - float(match.group(1)) * _UNITS[match.group(2).lower()]
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"cannot understand the time {text!r}; use e.g. 2d, 12h, 30m or 2026-11-01") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def _info_for(raw: bytes, envelope: Envelope, verdict: Verdict) -> dict[str, Any]:
+    """What is sealed next to the message: envelope, verdict, and the headers a reviewer
+    looks at first (read from the header block only; never fails on broken mail)."""
+    subject = from_header = message_id = ""
+    try:
+        headers = _HEADER_PARSER.parsebytes(_header_block(raw), headersonly=True)
+        subject = _header_text(headers, "Subject")
+        from_header = _header_text(headers, "From")
+        message_id = _header_text(headers, "Message-ID")
+    except Exception:  # noqa: BLE001 - hostile headers must not stop a store
+        pass
+    return {
+        "envelope": envelope.to_dict(),
+        "verdict": verdict.to_dict(),
+        "subject": subject,
+        "from": from_header,
+        "message_id": verdict.message_id or message_id,
+    }
+
+
+def _header_text(headers: Any, name: str) -> str:
+    try:
+        value = headers.get(name)
+        return "" if value is None else str(value)[:2000]
+    except Exception:  # noqa: BLE001 - a malformed encoded word, etc.
+        raw = headers.get_all(name, failobj=[""])
+        return str(raw[0])[:2000] if raw else ""
+
+
+def _header_block(raw: bytes) -> bytes:
+    """The bytes up to and including the blank line that ends the headers."""
+    ends = [at + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (at := raw.find(sep)) >= 0]
+    return raw[: min(ends)] if ends else raw
+
+
+def _envelope(info: Mapping[str, Any]) -> Envelope:
+    env = info.get("envelope", {})
+    return Envelope(
+        mail_from=env.get("mail_from", ""),
+        rcpt_tos=tuple(env.get("rcpt_tos", ())),
+        client_address=env.get("client_address", ""),
+        helo=env.get("helo", ""),
+    )
+
+
+def _iso(when: datetime | None) -> str:
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z") if when else ""
+
+
+__all__ = [
+    "AuditEntry",
+    "CONFIG_SCHEMA",
+    "Entry",
+    "Quarantine",
+    "QuarantineError",
+    "ReleaseResult",
+    "open_quarantine",
+    "parse_since",
+]

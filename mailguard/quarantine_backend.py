@@ -1,0 +1,124 @@
+"""The storage interface under the quarantine, so another database can be plugged in.
+
+``Quarantine`` (mailguard/quarantine.py) does the encryption, SMTP release and audit
+wording; a backend only keeps rows whose sensitive fields are already sealed. The embedded
+default is SQLite (quarantine_sqlite.py). A PostgreSQL backend, for several gateway
+machines sharing one quarantine, implements the same ``QuarantineBackend`` protocol: the
+same three tables (meta, entries with their recipients, an append-only audit), each method
+one transaction, and ``insert`` durable when it returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+HELD = "held"
+RELEASED = "released"
+STATUSES = (HELD, RELEASED)
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    """One envelope recipient of an entry: its position in the sealed envelope, a keyed hash
+    of the address (for lookups), and when it was delivered by a release (None: not yet)."""
+
+    index: int
+    mac: str
+    delivered_at: float | None = None
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    """An entry as stored. Only non-identifying fields are in the clear: times, status,
+    action, score, rule ids and size. ``sealed_info`` (envelope, verdict, subject...) and
+    ``sealed_message`` (the raw bytes) are encrypted by the caller."""
+
+    id: str
+    created: float
+    status: str
+    action: str
+    score: float
+    rules: tuple[str, ...]
+    size: int
+    sealed_info: bytes
+    sealed_message: bytes | None = None  # left out by listing queries
+    released_at: float | None = None
+    recipients: tuple[RecipientRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One line of the append-only audit log. ``detail`` never carries addresses, subjects
+    or content: the caller redacts it."""
+
+    time: float
+    actor: str
+    operation: str
+    entry_id: str
+    result: str
+    detail: str = ""
+    seq: int = 0  # assigned by the backend
+
+
+@dataclass(frozen=True)
+class EntryQuery:
+    """Filters for listing; every field optional, all given ones must match."""
+
+    since: float | None = None
+    before: float | None = None
+    recipient_mac: str | None = None
+    rule: str | None = None
+    action: str | None = None
+    status: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    since: float | None = None
+    entry_id: str | None = None
+    operation: str | None = None
+    limit: int | None = None
+
+
+class BackendError(Exception):
+    """The database failed (locked past the timeout, disk full, damaged...)."""
+
+
+class QuarantineBackend(Protocol):
+    """What ``Quarantine`` needs from a database. Each method is one transaction."""
+
+    def claim_key_id(self, key_id: str) -> str:
+        """Record ``key_id`` if the store has none yet; return the recorded one."""
+
+    def stored_key_id(self) -> str | None: ...
+
+    def count(self) -> int: ...
+
+    def insert(self, row: EntryRow, audit: AuditRow) -> None:
+        """Add an entry and its audit line together; durable (committed and synced) on return."""
+
+    def select(self, query: EntryQuery) -> list[EntryRow]:
+        """Entries matching, newest first, without ``sealed_message``."""
+
+    def fetch(self, entry_id: str, with_message: bool = False) -> EntryRow | None: ...
+
+    def match_ids(self, prefix: str) -> list[str]:
+        """Entry ids starting with ``prefix`` (people type short prefixes, as with git)."""
+
+    def mark_delivered(
+        self, entry_id: str, indexes: Sequence[int], at: float, released: bool, audit: AuditRow
+    ) -> None:
+        """Record delivered recipients (and the entry as released if ``released``) with the audit line."""
+
+    def delete(self, entry_ids: Sequence[str], audits: Sequence[AuditRow]) -> int:
+        """Remove entries (content overwritten) with their audit lines; return how many existed."""
+
+    def ids_older_than(self, cutoff: float) -> list[str]: ...
+
+    def append_audit(self, audit: AuditRow) -> None: ...
+
+    def audit_rows(self, query: AuditQuery) -> list[AuditRow]:
+        """Audit lines in the order written."""
+
+    def close(self) -> None: ...

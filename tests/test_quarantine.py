@@ -1,0 +1,323 @@
+"""The quarantine library: store, list, show, release to a real SMTP server on loopback,
+delete, purge, the audit log, encryption at rest, key handling and concurrent stores."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import sqlite3
+import stat
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from mailguard.config import Config
+from mailguard.model import Action
+from mailguard.quarantine import QuarantineError, open_quarantine, parse_since
+from test_quarantine_support import (
+    BODY_MARKER,
+    RECIPIENT,
+    SENDER,
+    SUBJECT_MARKER,
+    SmtpServer,
+    files_containing,
+    make_config,
+    make_envelope,
+    make_message,
+    make_verdict,
+    refused_port,
+    store_many,
+)
+
+
+class Clock:
+    """A settable clock, so retention and 'since' are tested without waiting."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextmanager
+def opened(config: Config, **kwargs: object) -> Iterator[object]:
+    q = open_quarantine(config, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield q
+    finally:
+        q.close()
+
+
+def test_store_then_list_and_show(tmp_path: Path) -> None:
+    raw = make_message(1)
+    with opened(make_config(tmp_path), actor="tester") as q:
+        entry_id = q.store(raw, make_envelope(), make_verdict(1))
+        entries = q.list()
+        assert [e.id for e in entries] == [entry_id]
+        entry = q.get(entry_id[:6])  # a unique prefix is enough
+        assert entry.status == "held"
+        assert entry.action is Action.QUARANTINE
+        assert entry.envelope == make_envelope()
+        assert entry.subject == f"{SUBJECT_MARKER} invoice 1"
+        assert SENDER in entry.from_header
+        assert entry.message_id == "<msg1@paypa1-secure.example>"
+        assert entry.rules == ("LOOKALIKE_SENDER_DOMAIN", "URGENT_PAYMENT")
+        assert entry.reasons[0].startswith("Sender domain paypa1-secure.example imitates")
+        assert q.raw(entry_id) == raw  # byte for byte
+        assert q.raw(entry_id, headers_only=True).endswith(b"\r\n\r\n")
+        operations = [(a.operation, a.entry_id, a.actor, a.result) for a in q.audit()]
+        assert operations == [("store", entry_id, "tester", "ok"), ("view_raw", entry_id, "tester", "ok"),
+                              ("view_headers", entry_id, "tester", "ok")]
+
+
+def test_list_filters(tmp_path: Path) -> None:
+    clock = Clock()
+    with opened(make_config(tmp_path), clock=clock) as q:
+        old = q.store(make_message(1), make_envelope("a@practice.example"), make_verdict(1))
+        clock.now += 3 * 86400
+        new = q.store(make_message(2), make_envelope("B@practice.example", "c@practice.example"),
+                      make_verdict(2, rule="YARA_MACRO_DROPPER", action=Action.REJECT))
+        assert [e.id for e in q.list()] == [new, old]
+        assert [e.id for e in q.list(since="1d")] == [new]
+        assert [e.id for e in q.list(recipient="b@PRACTICE.example")] == [new]  # case-insensitive
+        assert [e.id for e in q.list(recipient="a@practice.example")] == [old]
+        assert q.list(recipient="nobody@practice.example") == []
+        assert [e.id for e in q.list(rule="yara_macro_dropper")] == [new]
+        assert [e.id for e in q.list(action="quarantine")] == [old]
+        assert [e.id for e in q.list(status="held", limit=1)] == [new]
+        with pytest.raises(QuarantineError, match="unknown action"):
+            q.list(action="bounce")
+
+
+def test_nothing_identifying_is_on_disk_in_plaintext(tmp_path: Path) -> None:
+    with opened(make_config(tmp_path)) as q:
+        for n in range(3):
+            q.store(make_message(n), make_envelope(), make_verdict(n))
+        q.purge(older_than_days=365)  # exercises the audit table too
+        assert len(q.list()) == 3
+    for marker in (BODY_MARKER, SUBJECT_MARKER, SENDER, RECIPIENT, "paypa1", "Dear client"):
+        assert files_containing(tmp_path / "q", marker) == [], marker
+    assert files_containing(tmp_path / "q", "LOOKALIKE_SENDER_DOMAIN")  # rule ids stay searchable
+
+
+def test_key_file_is_created_0600_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(tmp_path)
+    key = tmp_path / "keys" / "quarantine.key"
+    with caplog.at_level(logging.WARNING, logger="mailguard.quarantine"):
+        with opened(config):
+            pass
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert any("created a new quarantine key file" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mailguard.quarantine"):
+        with opened(config):
+            pass
+    assert not caplog.records  # reused, not recreated
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_missing_key_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    with opened(config) as q:
+        entry_id = q.store(make_message(), make_envelope(), make_verdict())
+    key = tmp_path / "keys" / "quarantine.key"
+    saved = key.read_bytes()
+    key.unlink()
+    before = _snapshot(tmp_path / "q")
+    with pytest.raises(QuarantineError) as info:
+        open_quarantine(config)
+    message = str(info.value)
+    assert "does not exist" in message and "restore that key file" in message and "Nothing was changed" in message
+    assert not key.exists()  # no new key was made for a quarantine that has one
+    assert _snapshot(tmp_path / "q") == before
+    key.write_bytes(saved)
+    with opened(config) as q:
+        assert q.raw(entry_id) == make_message()
+
+
+def test_wrong_key_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    with opened(config) as q:
+        entry_id = q.store(make_message(), make_envelope(), make_verdict())
+    other = make_config(tmp_path / "other")
+    with opened(other):  # makes a different key
+        pass
+    wrong = make_config(tmp_path, key_file=str(tmp_path / "other" / "keys" / "quarantine.key"))
+    before = _snapshot(tmp_path / "q")
+    with pytest.raises(QuarantineError, match="is not the key of the quarantine"):
+        open_quarantine(wrong)
+    assert _snapshot(tmp_path / "q") == before
+    broken = tmp_path / "broken.key"
+    broken.write_text("not a key\n")
+    with pytest.raises(QuarantineError, match="not a mailguard quarantine key file"):
+        open_quarantine(make_config(tmp_path, key_file=str(broken)))
+    with opened(config) as q:
+        assert q.get(entry_id).status == "held"
+
+
+def test_release_delivers_with_the_original_envelope(tmp_path: Path) -> None:
+    raw = make_message(5)
+    envelope = make_envelope(RECIPIENT, "billing@practice.example")
+    with SmtpServer() as smtp, opened(make_config(tmp_path, release_host=smtp.address), actor="reviewer") as q:
+        entry_id = q.store(raw, envelope, make_verdict(5))
+        [result] = q.release([entry_id])
+        assert result.ok and result.delivered == 2
+        [got] = smtp.handler.received
+        assert got.mail_from == SENDER
+        assert got.rcpt_tos == list(envelope.rcpt_tos)
+        header, _, rest = got.data.partition(b"\r\n")
+        assert header.startswith(b"X-MailGuard-Released: entry " + entry_id.encode() + b" by reviewer;")
+        assert rest == raw  # the message itself unchanged, dot line included
+        entry = q.get(entry_id)
+        assert entry.status == "released" and entry.released_at is not None
+        assert entry.delivered == envelope.rcpt_tos
+        [again] = q.release([entry_id])  # a second release sends nothing
+        assert again.ok and again.message == "already released"
+        assert len(smtp.handler.received) == 1
+        audit = [(a.operation, a.result) for a in q.audit(entry_id=entry_id)]
+        assert audit == [("store", "ok"), ("release", "ok")]
+
+
+def test_release_to_another_address(tmp_path: Path) -> None:
+    with SmtpServer() as smtp, opened(make_config(tmp_path, release_host=smtp.address)) as q:
+        entry_id = q.store(make_message(), make_envelope(), make_verdict())
+        [result] = q.release([entry_id], to=["it@practice.example"])
+        assert result.ok
+        assert smtp.handler.received[0].rcpt_tos == ["it@practice.example"]
+        assert q.get(entry_id).status == "released"
+        [line] = q.audit(operation="release")
+        assert "it@practice.example" not in line.detail and "--to" in line.detail
+
+
+def test_release_while_downstream_is_down_keeps_the_message(tmp_path: Path) -> None:
+    for address in refused_port():
+        with opened(make_config(tmp_path, release_host=address, release_timeout=5.0)) as q:
+            entry_id = q.store(make_message(), make_envelope(), make_verdict())
+            [result] = q.release([entry_id])
+            assert not result.ok and "cannot deliver" in result.message
+            entry = q.get(entry_id)
+            assert entry.status == "held" and entry.delivered == ()
+            [line] = q.audit(operation="release")
+            assert line.result == "failed" and address in line.detail
+            assert q.raw(entry_id) == make_message()
+
+
+def test_release_refused_by_the_server_keeps_the_message(tmp_path: Path) -> None:
+    with SmtpServer(data_reply="451 4.3.0 try later") as smtp, \
+            opened(make_config(tmp_path, release_host=smtp.address)) as q:
+        entry_id = q.store(make_message(), make_envelope(), make_verdict())
+        [result] = q.release([entry_id])
+        assert not result.ok and "451" in result.message
+        assert q.get(entry_id).status == "held"
+        assert q.audit(operation="release")[0].result == "failed"
+
+
+def test_partial_release_only_resends_to_the_refused(tmp_path: Path) -> None:
+    envelope = make_envelope(RECIPIENT, "refuse-me@practice.example")
+    with SmtpServer() as smtp, opened(make_config(tmp_path, release_host=smtp.address)) as q:
+        entry_id = q.store(make_message(), envelope, make_verdict())
+        [result] = q.release([entry_id])
+        assert not result.ok and result.delivered == 1 and result.refused == 1
+        entry = q.get(entry_id)
+        assert entry.status == "held" and entry.delivered == (RECIPIENT,)
+        line = q.audit(operation="release")[0]
+        assert line.result == "partial" and "refuse-me" not in line.detail  # no addresses in the audit log
+        q.release([entry_id])  # retried: only the refused recipient is tried again
+        assert [r.rcpt_tos for r in smtp.handler.received] == [[RECIPIENT]]
+
+
+def test_release_without_a_server_configured(tmp_path: Path) -> None:
+    with opened(make_config(tmp_path)) as q:
+        entry_id = q.store(make_message(), make_envelope(), make_verdict())
+        with pytest.raises(QuarantineError, match="release_host"):
+            q.release([entry_id])
+
+
+def test_delete_and_purge_are_audited(tmp_path: Path) -> None:
+    clock = Clock()
+    with opened(make_config(tmp_path, retention_days=10), clock=clock) as q:
+        old = q.store(make_message(1), make_envelope(), make_verdict(1))
+        clock.now += 11 * 86400
+        doomed = q.store(make_message(2), make_envelope(), make_verdict(2))
+        kept = q.store(make_message(3), make_envelope(), make_verdict(3))
+        with pytest.raises(QuarantineError, match="no quarantine entry"):
+            q.delete([doomed, "deadbeefdeadbeef"])
+        assert q.count() == 3  # nothing deleted when one id is unknown
+        assert q.delete([doomed]) == 1
+        assert q.purge() == [old]  # default: retention_days
+        assert [e.id for e in q.list()] == [kept]
+        with pytest.raises(QuarantineError):
+            q.get(old)
+        ops = [(a.operation, a.entry_id) for a in q.audit() if a.operation in ("delete", "purge")]
+        assert ops == [("delete", doomed), ("purge", old), ("purge", "*")]
+
+
+def test_audit_log_is_append_only(tmp_path: Path) -> None:
+    with opened(make_config(tmp_path)) as q:
+        q.store(make_message(), make_envelope(), make_verdict())
+    db = sqlite3.connect(tmp_path / "q" / "quarantine.sqlite3")
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("UPDATE audit SET actor = 'someone else'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("DELETE FROM audit")
+    finally:
+        db.close()
+
+
+def test_concurrent_stores_from_threads_lose_nothing(tmp_path: Path) -> None:
+    per_thread, threads = 15, 6
+    ids: list[str] = []
+    lock = threading.Lock()
+    with opened(make_config(tmp_path)) as q:
+        def work(t: int) -> None:
+            mine = [q.store(make_message(i, f"t{t}"), make_envelope(), make_verdict(i)) for i in range(per_thread)]
+            with lock:
+                ids.extend(mine)
+
+        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert len(set(ids)) == per_thread * threads
+        assert {e.id for e in q.list()} == set(ids)
+        assert sum(1 for a in q.audit(operation="store") if a.result == "ok") == len(ids)
+
+
+def test_concurrent_stores_from_processes_lose_nothing(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    processes, per_process = 3, 20
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes) as pool:  # each process opens the quarantine itself (and races to make the key)
+        results = pool.starmap(store_many, [(config, per_process, f"p{p}") for p in range(processes)])
+    ids = [i for chunk in results for i in chunk]
+    assert len(set(ids)) == processes * per_process
+    with opened(config) as q:
+        entries = q.list()
+        assert {e.id for e in entries} == set(ids)
+        assert all(q.raw(e.id).startswith(b"From: ") for e in entries)
+
+
+def test_store_failure_raises_quarantine_error(tmp_path: Path) -> None:
+    q = open_quarantine(make_config(tmp_path))
+    q.close()  # a closed database cannot store: the caller must get QuarantineError (then 451)
+    with pytest.raises(QuarantineError, match="could not store"):
+        q.store(make_message(), make_envelope(), make_verdict())
+
+
+def test_parse_since() -> None:
+    now = 1_800_000_000.0
+    assert parse_since("2d", now) == now - 2 * 86400
+    assert parse_since("90m", now) == now - 5400
+    assert parse_since("2026-11-01", now) == 1_793_491_200.0
+    with pytest.raises(ValueError, match="cannot understand"):
+        parse_since("yesterday", now)

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field
 
 DEFAULT_PORT = 25
+_BARE_EOL = re.compile(rb"\r?\n|\r")
 _ADDRESS = re.compile(r"[^\s<>@\"',;:]+@[^\s<>@\"',;:]+")
 
 
@@ -63,8 +64,12 @@ class Delivery:
 
 
 def send(host: str, port: int, mail_from: str, rcpt_tos: list[str], data: bytes, timeout: float) -> Delivery:
-    """One transaction; never raises for SMTP or network failures (they are in the result)."""
+    """One transaction; never raises for SMTP or network failures (they are in the result).
+
+    Line ends are sent as CRLF whatever the stored bytes use: ``smtplib`` does not fix them
+    for bytes, and bare LF in SMTP is refused by strict servers (SMTP smuggling defences)."""
     result = Delivery()
+    data = _BARE_EOL.sub(b"\r\n", data)
     try:
         with smtplib.SMTP(host, port, timeout=timeout, local_hostname=_local_name()) as smtp:
             smtp.ehlo_or_helo_if_needed()

@@ -9,6 +9,7 @@ through triggers, so it is append-only even for a careless script.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -82,12 +83,18 @@ class SQLiteBackend:
     def __init__(self, folder: Path, busy_timeout_s: float = 30.0) -> None:
         self.path = folder / DB_NAME
         self._lock = threading.Lock()
+        fresh = not self.path.exists()
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
             raise BackendError(f"cannot open quarantine database {self.path}: {exc}") from None
+        if fresh:  # SQLite gives its -wal and -shm files the database file's mode
+            try:
+                os.chmod(self.path, 0o600)
+            except OSError:
+                pass
         try:
             self._setup(busy_timeout_s)
         except BaseException:

@@ -111,6 +111,8 @@ def test_key_file_is_created_0600_and_logged(tmp_path: Path, caplog: pytest.LogC
         with opened(config):
             pass
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "q").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "q" / "quarantine.sqlite3").stat().st_mode) == 0o600
     assert any("created a new quarantine key file" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mailguard.quarantine"):
@@ -184,6 +186,15 @@ def test_release_delivers_with_the_original_envelope(tmp_path: Path) -> None:
         assert len(smtp.handler.received) == 1
         audit = [(a.operation, a.result) for a in q.audit(entry_id=entry_id)]
         assert audit == [("store", "ok"), ("release", "ok")]
+
+
+def test_release_of_a_message_with_bare_newlines_sends_crlf(tmp_path: Path) -> None:
+    raw = make_message(3).replace(b"\r\n", b"\n")
+    with SmtpServer() as smtp, opened(make_config(tmp_path, release_host=smtp.address)) as q:
+        entry_id = q.store(raw, make_envelope(), make_verdict(3))
+        assert q.release([entry_id])[0].ok
+        assert q.raw(entry_id) == raw  # kept as received
+        assert smtp.handler.received[0].data.split(b"\r\n", 1)[1] == make_message(3)
 
 
 def test_release_to_another_address(tmp_path: Path) -> None:

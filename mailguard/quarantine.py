@@ -19,6 +19,7 @@ Library use (the relay, the milter and the ``mailguard quarantine`` command all 
 """
 from __future__ import annotations
 
+import builtins
 import email.parser
 import email.policy
 import getpass
@@ -233,7 +234,7 @@ class Quarantine:
         action: Action | str | None = None,
         status: str | None = None,
         limit: int | None = None,
-    ) -> list[Entry]:
+    ) -> builtins.list[Entry]:
         """Entries matching every given filter, newest first. ``since`` takes a time, a
         datetime, or text such as "2d", "12h" or "2026-11-01" (see ``parse_since``)."""
         if status is not None and status not in STATUSES:
@@ -293,7 +294,7 @@ class Quarantine:
 
     def release(
         self, entry_ids: Iterable[str], *, to: Sequence[str] | None = None, actor: str | None = None
-    ) -> list[ReleaseResult]:
+    ) -> builtins.list[ReleaseResult]:
         """Re-inject held messages through the release SMTP server with the original envelope
         (or to the addresses ``to``). An entry is marked released only once the server
         accepted every recipient; recipients it accepted are not sent again on a retry.
@@ -386,7 +387,7 @@ class Quarantine:
         log.info("quarantine delete", extra={"fields": {"entry_ids": full}})
         return removed
 
-    def purge(self, older_than_days: float | None = None, *, actor: str | None = None) -> list[str]:
+    def purge(self, older_than_days: float | None = None, *, actor: str | None = None) -> builtins.list[str]:
         """Delete every entry older than ``older_than_days`` (default ``retention_days``),
         held or released; return their ids."""
         days = self.retention_days if older_than_days is None else older_than_days
@@ -405,7 +406,7 @@ class Quarantine:
     def audit(
         self, *, since: float | datetime | str | None = None, entry_id: str | None = None,
         operation: str | None = None, limit: int | None = None,
-    ) -> list[AuditEntry]:
+    ) -> builtins.list[AuditEntry]:
         """The audit log, oldest first (``limit``: only the most recent lines)."""
         query = AuditQuery(since=self._since(since), entry_id=entry_id, operation=operation, limit=limit)
         return [

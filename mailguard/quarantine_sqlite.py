@@ -78,33 +78,51 @@ _ENTRY_COLUMNS = "id, created, status, action, score, size, released_at, sealed_
 
 class SQLiteBackend:
     """A ``QuarantineBackend`` on one SQLite file. One connection per instance, guarded by a
-    lock so the instance can be shared between threads; open one instance per process."""
+    lock so the instance can be shared between threads. A process forked after opening gets
+    a fresh connection of its own on first use (SQLite connections must not cross a fork)."""
 
     def __init__(self, folder: Path, busy_timeout_s: float = 30.0) -> None:
         self.path = folder / DB_NAME
+        self._busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         fresh = not self.path.exists()
-        try:
-            self._conn = sqlite3.connect(
-                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise BackendError(f"cannot open quarantine database {self.path}: {exc}") from None
+        self._db = self._connect()
+        self._pid = os.getpid()
         if fresh:  # SQLite gives its -wal and -shm files the database file's mode
             try:
                 os.chmod(self.path, 0o600)
             except OSError:
                 pass
         try:
-            self._setup(busy_timeout_s)
+            self._setup()
         except BaseException:
-            self._conn.close()
+            self._db.close()
             raise
 
-    def _setup(self, busy_timeout_s: float) -> None:
-        conn = self._conn
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        deadline = time.monotonic() + busy_timeout_s
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open quarantine database {self.path}: {exc}") from None
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """This process's connection (call with the lock held)."""
+        if self._pid != os.getpid():
+            self._db = self._connect()  # the parent's connection is left alone, not closed
+            self._pid = os.getpid()
+        return self._db
+
+    def _setup(self) -> None:
+        conn = self._db
+        deadline = time.monotonic() + self._busy_timeout_s
         while True:  # switching to WAL needs a moment alone; another process may be doing it too
             try:
                 mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -117,9 +135,6 @@ class SQLiteBackend:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise BackendError(f"cannot open quarantine database {self.path}: {exc}") from None
                 time.sleep(0.05)
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA secure_delete = ON")
         with self._transaction() as cur:
             for statement in _SCHEMA.split(";\n"):
                 if statement.strip():
@@ -136,7 +151,8 @@ class SQLiteBackend:
         """One write transaction; committed (and, with synchronous=FULL, synced) on exit."""
         with self._lock:
             try:
-                cur = self._conn.cursor()
+                conn = self._conn
+                cur = conn.cursor()
             except sqlite3.Error as exc:
                 raise BackendError(f"quarantine database {self.path}: {exc}") from None
             try:
@@ -144,8 +160,11 @@ class SQLiteBackend:
                 yield cur
                 cur.execute("COMMIT")
             except BaseException as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the original error is the one worth reporting
                 if isinstance(exc, sqlite3.Error):
                     raise BackendError(f"quarantine database {self.path}: {exc}") from None
                 raise
@@ -287,7 +306,8 @@ class SQLiteBackend:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._pid == os.getpid():
+                self._db.close()
 
 
 def _filtered(select: str, conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:

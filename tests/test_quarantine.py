@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
 import sqlite3
 import stat
 import threading
@@ -308,14 +309,41 @@ def test_concurrent_stores_from_processes_lose_nothing(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     processes, per_process = 3, 20
     context = multiprocessing.get_context("spawn")
-    with context.Pool(processes) as pool:  # each process opens the quarantine itself (and races to make the key)
-        results = pool.starmap(store_many, [(config, per_process, f"p{p}") for p in range(processes)])
-    ids = [i for chunk in results for i in chunk]
+    barrier = context.Barrier(processes)  # all open (and race to create the key), then all store at once
+    results = context.Queue()
+    workers = [context.Process(target=store_many, args=(config, per_process, f"p{p}", barrier, results))
+               for p in range(processes)]
+    for w in workers:
+        w.start()
+    ids = [i for _ in workers for i in results.get(timeout=120)]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
     assert len(set(ids)) == processes * per_process
     with opened(config) as q:
         entries = q.list()
         assert {e.id for e in entries} == set(ids)
         assert all(q.raw(e.id).startswith(b"From: ") for e in entries)
+
+
+def test_a_forked_process_can_keep_using_an_open_quarantine(tmp_path: Path) -> None:
+    with opened(make_config(tmp_path)) as q:
+        parent_id = q.store(make_message(1), make_envelope(), make_verdict(1))
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: store through the inherited object, report the id, exit
+            code = 1
+            try:
+                os.write(write_end, q.store(make_message(2), make_envelope(), make_verdict(2)).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        child_id = os.read(read_end, 100).decode()
+        os.close(read_end)
+        assert os.waitpid(pid, 0)[1] == 0
+        q.store(make_message(3), make_envelope(), make_verdict(3))  # the parent's connection still works
+        assert {parent_id, child_id} <= {e.id for e in q.list()} and q.count() == 3
 
 
 def test_store_failure_raises_quarantine_error(tmp_path: Path) -> None:

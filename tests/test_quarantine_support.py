@@ -54,15 +54,22 @@ def make_verdict(n: int = 0, rule: str = "LOOKALIKE_SENDER_DOMAIN", action: Acti
     )
 
 
-def store_many(config: Config, count: int, tag: str) -> list[str]:
-    """Worker for the multi-process test (importable by spawned processes)."""
+def store_many(config: Config, count: int, tag: str, barrier: Any = None, results: Any = None) -> list[str]:
+    """Worker for the multi-process test (importable by spawned processes): open the
+    quarantine, wait at ``barrier`` until every worker is ready, then store ``count``
+    messages and put their ids on ``results``."""
     from mailguard.quarantine import open_quarantine
 
     q = open_quarantine(config)
     try:
-        return [q.store(make_message(i, f"{tag}-{i}"), make_envelope(), make_verdict(i)) for i in range(count)]
+        if barrier is not None:
+            barrier.wait()
+        ids = [q.store(make_message(i, f"{tag}-{i}"), make_envelope(), make_verdict(i)) for i in range(count)]
     finally:
         q.close()
+    if results is not None:
+        results.put(ids)
+    return ids
 
 
 def files_containing(folder: Path, needle: str) -> list[Path]:

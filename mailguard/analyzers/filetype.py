@@ -1,16 +1,564 @@
-"""Placeholder for the filetype analyzer (its issue builds it)."""
+"""True file type: what an attachment IS, against what it is called and declared to be.
+
+Ransomware reaches a practice as "invoice.pdf" that is a Windows program, a zipped
+shortcut, a disk image, a script, or a file whose name hides its real ending behind
+right-to-left characters or a run of spaces. Attackers choose names and Content-Types
+freely but cannot change what the bytes are, so the type is read from the content with
+libmagic (python-magic) and compared with the name and the declared type, using the table
+of kinds in ``rules/filetypes.toml`` (operators can point ``types_file`` at their own).
+
+Archive members are already flattened into ``message.attachments`` by the parser and get
+the same checks. Members of an Office document's zip (word/document.xml, vbaProject.bin)
+are its internals, not files anyone opens, so only the "is it a program" check applies to
+them. Macros inside documents are the ``macros`` analyzer's business.
+"""
 from __future__ import annotations
 
-from typing import Iterable
+import re
+import threading
+import tomllib
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
-from mailguard.analyzers.base import Analyzer
-from mailguard.message import ParsedMessage
-from mailguard.model import Finding
+import magic
+import olefile
+
+from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.config import ConfigError, Option
+from mailguard.message import Attachment, ParsedMessage
+from mailguard.model import Action, Finding
+from mailguard.resources import rules_file
+
+DANGEROUS_CATEGORIES = ("executable", "installer", "script", "shortcut", "disk_image")
+ORDINARY_CATEGORIES = ("document", "image", "media", "text", "web", "archive", "email", "data")
+CATEGORY_RULES = {c: f"FILETYPE_{c.upper()}" for c in DANGEROUS_CATEGORIES}
+# Why each dangerous category matters, in words for the front desk.
+CATEGORY_WHY = {
+    "executable": "Programs sent by email are a common way to install ransomware.",
+    "installer": "Installers sent by email are a common way to install ransomware.",
+    "script": "Scripts run as programs as soon as they are opened and are a common way to install ransomware.",
+    "shortcut": "Shortcuts sent by email usually start a hidden program or open a fake sign-in page.",
+    "disk_image": "Disk images are used to smuggle programs past virus checks.",
+}
+MAGIC_BYTES = 1 << 20  # libmagic reads at most this much; ISO needs 32 KiB + a sector
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+# Unicode format characters that change how a name is displayed.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+# Characters that display as nothing although they are not format characters (Cf).
+INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\uffa0\u00ad")
+
+
+def is_invisible(ch: str) -> bool:
+    return ch in INVISIBLE or unicodedata.category(ch) == "Cf"
+
+PADDING = re.compile(r"[\s\u2800\u3164\u115f\u1160\uffa0]{5,}|[\s.\u2800\u3164]+$")
+PASSWORD_HINT = re.compile(
+    r"(?i)\b(?:password|passcode|passwort|kennwort|contrase[ñn]a|senha|mot de passe|парол[ьи]|pwd|pw|pass|code)\b"
+    r"\s*(?:is|for the (?:file|archive|attachment|zip|document)s?)?\s*[:=\-–]?\s*[\"'“«]?([^\s\"'”»]{3,40})"
+)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of file from the table."""
+
+    name: str
+    label: str
+    category: str
+    extensions: tuple[str, ...] = ()
+    mime: tuple[str, ...] = ()
+    description: tuple[str, ...] = ()
+    compatible: tuple[str, ...] = ()
+    ole_clsids: tuple[str, ...] = ()
+    family: str = ""
+    opaque: bool = False
+    shown_extension: str = ""
+
+    @property
+    def dangerous(self) -> bool:
+        return self.category in DANGEROUS_CATEGORIES
+
+
+@dataclass(frozen=True)
+class RuleSetting:
+    score: float
+    action: Action | None = None
+
+
+@dataclass(frozen=True)
+class TypeTable:
+    """The loaded ``filetypes.toml``: kinds indexed by extension, MIME type and CLSID."""
+
+    kinds: Mapping[str, Kind]
+    rules: Mapping[str, RuleSetting]
+    generic_mime: frozenset[str]
+    by_extension: Mapping[str, Kind] = field(default_factory=dict)
+    by_mime: Mapping[str, Kind] = field(default_factory=dict)
+    by_clsid: Mapping[str, Kind] = field(default_factory=dict)
+    descriptions: tuple[tuple[str, Kind], ...] = ()
+
+    def kind_for_extension(self, ext: str) -> Kind | None:
+        return self.by_extension.get(ext.lower())
+
+
+_KIND_KEYS = {
+    "label": str, "category": str, "extensions": list, "mime": list, "description": list,
+    "compatible": list, "ole_clsids": list, "family": str, "opaque": bool, "shown_extension": str,
+}
+
+
+def load_type_table(path: Path) -> TypeTable:
+    """Read and check the table; every mistake is a ConfigError naming file and key."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file-type table: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    unknown = set(data) - {"generic_mime", "rules", "kinds"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}; "
+                          "expected generic_mime, [rules.*] and [kinds.*]")
+    rules: dict[str, RuleSetting] = {}
+    for rule_id in (*CATEGORY_RULES.values(), *DEFAULT_SCORES):
+        rules[rule_id] = RuleSetting(DEFAULT_SCORES.get(rule_id, 10.0), DEFAULT_ACTIONS.get(rule_id))
+    for rule_id, spec in dict(data.get("rules", {})).items():
+        where = f"{path}: [rules.{rule_id}]"
+        if rule_id not in rules:
+            raise ConfigError(f"{where}: unknown rule; known rules: {', '.join(sorted(rules))}")
+        if not isinstance(spec, dict) or set(spec) - {"score", "action"}:
+            raise ConfigError(f"{where}: expected only 'score' (a number) and 'action' (e.g. \"quarantine\")")
+        score = spec.get("score", rules[rule_id].score)
+        if not isinstance(score, (int, float)) or isinstance(score, bool):
+            raise ConfigError(f"{where} score: expected a number, got {score!r}")
+        action = rules[rule_id].action
+        if "action" in spec:
+            try:
+                action = None if str(spec["action"]).lower() == "none" else Action.parse(str(spec["action"]))
+            except ValueError as exc:
+                raise ConfigError(f"{where} action: {exc}") from None
+        rules[rule_id] = RuleSetting(float(score), action)
+    kinds: dict[str, Kind] = {}
+    by_extension: dict[str, Kind] = {}
+    by_mime: dict[str, Kind] = {}
+    by_clsid: dict[str, Kind] = {}
+    descriptions: list[tuple[str, Kind]] = []
+    for name, spec in dict(data.get("kinds", {})).items():
+        where = f"{path}: [kinds.{name}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: must be a table")
+        for key, value in spec.items():
+            expected = _KIND_KEYS.get(key)
+            if expected is None:
+                raise ConfigError(f"{where}: unknown key '{key}'; known keys: {', '.join(_KIND_KEYS)}")
+            if not isinstance(value, expected) or (expected is list and not all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"{where} {key}: expected {'a list of strings' if expected is list else expected.__name__}")
+        category = spec.get("category", "")
+        if category not in DANGEROUS_CATEGORIES + ORDINARY_CATEGORIES:
+            raise ConfigError(f"{where} category: {category!r} is not one of "
+                              f"{', '.join(DANGEROUS_CATEGORIES + ORDINARY_CATEGORIES)}")
+        if not spec.get("label"):
+            raise ConfigError(f"{where}: 'label' is required (how staff are told what the file is)")
+        kind = Kind(
+            name=name, label=spec["label"], category=category,
+            extensions=tuple(e.lower().lstrip(".") for e in spec.get("extensions", ())),
+            mime=tuple(m.lower() for m in spec.get("mime", ())),
+            description=tuple(spec.get("description", ())),
+            compatible=tuple(m.lower() for m in spec.get("compatible", ())),
+            ole_clsids=tuple(c.upper().strip("{}") for c in spec.get("ole_clsids", ())),
+            family=spec.get("family", ""), opaque=bool(spec.get("opaque", False)),
+            shown_extension=spec.get("shown_extension", "").lstrip("."),
+        )
+        kinds[name] = kind
+        for ext in kind.extensions:
+            if ext in by_extension:
+                raise ConfigError(f"{where} extensions: '{ext}' is already listed for [kinds.{by_extension[ext].name}]")
+            by_extension[ext] = kind
+        for mime in kind.mime:
+            by_mime.setdefault(mime, kind)
+        for clsid in kind.ole_clsids:
+            by_clsid[clsid] = kind
+        descriptions.extend((d, kind) for d in kind.description)
+    generic = data.get("generic_mime", [])
+    if not isinstance(generic, list):
+        raise ConfigError(f"{path}: generic_mime: expected a list of strings")
+    return TypeTable(kinds, rules, frozenset(m.lower() for m in generic), by_extension, by_mime, by_clsid,
+                     tuple(descriptions))
+
+
+DEFAULT_SCORES = {
+    "FILETYPE_DOUBLE_EXTENSION": 5.0, "FILETYPE_NAME_BIDI": 10.0, "FILETYPE_NAME_INVISIBLE": 3.0,
+    "FILETYPE_NAME_PADDING": 5.0, "FILETYPE_MISMATCH": 3.0, "FILETYPE_DISGUISED_WEB_PAGE": 5.0,
+    "FILETYPE_DECLARED_MISMATCH": 1.5, "FILETYPE_ENCRYPTED_ARCHIVE": 5.0,
+    "FILETYPE_ENCRYPTED_ARCHIVE_PASSWORD": 10.0, "FILETYPE_UNSCANNABLE_ARCHIVE": 1.0,
+}
+DEFAULT_ACTIONS = {rule: Action.QUARANTINE for rule in CATEGORY_RULES.values()}
+
+
+# --------------------------------------------------------------------------- detection
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What libmagic (and a look at OLE class ids) says the content is."""
+
+    mime: str
+    description: str
+    kind: Kind | None
+
+
+class _Magic(threading.local):
+    """One pair of libmagic handles per thread: libmagic handles are not thread-safe, and
+    opening the database per call costs more than the check itself."""
+
+    def __init__(self) -> None:
+        self.mime = magic.Magic(mime=True)
+        self.text = magic.Magic()
+
+
+def _ole_root_clsid(data: bytes) -> str:
+    if not data.startswith(OLE_MAGIC):
+        return ""
+    try:
+        with olefile.OleFileIO(data) as ole:
+            return (ole.root.clsid or "").upper()
+    except Exception:  # a broken OLE file is simply not recognised by class id
+        return ""
+
+
+def name_parts(filename: str) -> tuple[str, list[str]]:
+    """(name as Windows would treat it, its extensions, innermost first). Windows drops
+    trailing dots and spaces, so "invoice.exe. " runs as .exe."""
+    visible = "".join(ch for ch in filename if not is_invisible(ch))
+    base = visible.replace("\\", "/").rsplit("/", 1)[-1]
+    trimmed = base.rstrip(" .\t\u3000\u00a0")
+    pieces = trimmed.split(".")
+    exts = [p.strip().lower() for p in pieces[1:]] if len(pieces) > 1 else []
+    return trimmed, [e for e in exts if e and len(e) <= 20]
+
+
+def shown(attachment: Attachment) -> str:
+    """The attachment's path for a summary, hidden characters made visible."""
+    return show_name(attachment.display_name)
+
+
+def show_name(filename: str) -> str:
+    """The name with hidden characters made visible, for a summary."""
+    out = []
+    for ch in filename:
+        if is_invisible(ch):
+            out.append(f"[U+{ord(ch):04X}]")
+        else:
+            out.append(ch)
+    shown = "".join(out)
+    return re.sub(r" {5,}", lambda m: f" [{len(m.group(0))} spaces] ", shown)
+
+
+# --------------------------------------------------------------------------- analyzer
 
 
 class FiletypeAnalyzer(Analyzer):
     name = "filetype"
-    config_schema = {}
+    config_schema = {
+        "types_file": Option(
+            "", "path",
+            "File-type table (TOML): kinds of file by extension, MIME type and libmagic description, which are "
+            "dangerous, and rule scores. Empty: the built-in rules/filetypes.toml.",
+        ),
+        "check_declared_type": Option(
+            True, "bool", "Also compare the sender's declared Content-Type with the detected type."),
+        "allowed_extensions": Option(
+            [], "list[str]",
+            "Extensions (no dot) never reported as dangerous by name, e.g. [\"cab\"] if the practice gets such "
+            "files from a supplier. Content is still checked: a program is a program whatever it is called.",
+        ),
+    }
+
+    def __init__(self, settings: Mapping[str, Any], context: AnalyzerContext) -> None:
+        super().__init__(settings, context)
+        configured = str(settings.get("types_file", ""))
+        path = context.config.resolve_path(configured) if configured else rules_file("filetypes.toml")
+        self.table = load_type_table(path)
+        self.check_declared = bool(settings.get("check_declared_type", True))
+        self.allowed = frozenset(e.lower().lstrip(".") for e in settings.get("allowed_extensions", ()))
+        self._magic = _Magic()
+
+    # -- detection
+
+    def detect(self, data: bytes) -> Detected:
+        if not data:
+            return Detected("application/x-empty", "empty", None)
+        head = data[:MAGIC_BYTES]
+        handles = self._magic
+        mime = (handles.mime.from_buffer(head) or "").lower()
+        description = handles.text.from_buffer(head) or ""
+        kind = self.table.by_mime.get(mime)
+        if kind is None or not kind.dangerous:
+            for prefix, candidate in self.table.descriptions:
+                if description.startswith(prefix):
+                    kind = candidate
+                    break
+        if mime in ("application/x-ole-storage", "application/cdfv2") or kind is None and data.startswith(OLE_MAGIC):
+            by_clsid = self.table.by_clsid.get(_ole_root_clsid(data))
+            kind = by_clsid or kind
+        return Detected(mime, description, kind)
+
+    # -- the checks
 
     def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
-        return ()
+        attachments = message.attachments
+        if not attachments:
+            return []
+        detected = {a.location: self.detect(a.data) for a in attachments}
+        containers = _document_containers(attachments, detected)
+        findings: list[Finding] = []
+        encrypted_archives: dict[tuple[str, ...], list[str]] = {}
+        for attachment in attachments:
+            found = detected[attachment.location]
+            if attachment.archive_depth and attachment.location[:-1] in containers:
+                # Internals of an Office document: only "is it a program" applies.
+                if found.kind is not None and found.kind.category == "executable":
+                    findings.append(self._dangerous(attachment, found, by_content=True))
+                continue
+            if attachment.encrypted:
+                encrypted_archives.setdefault(attachment.location[:-1], []).append(attachment.filename)
+                findings.extend(self._name_checks(attachment, None))
+                continue
+            findings.extend(self._check(attachment, found))
+            if found.kind is not None and found.kind.opaque:
+                findings.append(self._opaque_archive(attachment, found))
+        findings.extend(self._encrypted(message, encrypted_archives))
+        return _merge_encrypted(findings, message, self)
+
+    def _check(self, attachment: Attachment, found: Detected) -> list[Finding]:
+        findings = self._name_checks(attachment, found)
+        _, exts = name_parts(attachment.filename)
+        named = self.table.kind_for_extension(exts[-1]) if exts else None
+        if found.kind is not None and found.kind.dangerous and not (
+            # Script text under a harmless name (a .txt, an .html) opens in an editor or a
+            # browser, not in a script host: a mismatch at most, judged below.
+            found.kind.category == "script" and named is not None and not named.dangerous
+        ):
+            findings.append(self._dangerous(attachment, found, by_content=True, named=named))
+            return findings
+        if named is not None and named.dangerous and exts[-1] not in self.allowed:
+            findings.append(self._dangerous(attachment, found, by_content=False, named=named))
+            return findings
+        if named is not None and found.kind is not None and not self._compatible(named, found):
+            rule = "FILETYPE_DISGUISED_WEB_PAGE" if found.kind.category == "web" else "FILETYPE_MISMATCH"
+            findings.append(self._finding(
+                rule,
+                f"'{shown(attachment)}' is really {found.kind.label}, not {named.label} as its name says.",
+                attachment, found, named=named.name,
+            ))
+            return findings
+        if self.check_declared and found.kind is not None and attachment.content_type not in self.table.generic_mime:
+            declared = self.table.by_mime.get(attachment.content_type)
+            if declared is not None and not self._compatible(declared, found) and declared.mime[0] not in (
+                found.kind.compatible
+            ):
+                findings.append(self._finding(
+                    "FILETYPE_DECLARED_MISMATCH",
+                    f"'{shown(attachment)}' was sent as {declared.label} but is really {found.kind.label}.",
+                    attachment, found,
+                ))
+        return findings
+
+    def _compatible(self, named: Kind, found: Detected) -> bool:
+        kind = found.kind
+        if kind is None or kind is named or found.mime in self.table.generic_mime:
+            return True
+        if found.mime in named.compatible or found.mime in named.mime:
+            return True
+        if named.family and named.family == kind.family:
+            return True
+        # Plain text can be any text-like kind; an unknown text is not evidence.
+        return found.mime == "text/plain" and named.category in ("text", "data", "web", "script")
+
+    def _dangerous(self, attachment: Attachment, found: Detected, by_content: bool,
+                   named: Kind | None = None) -> Finding:
+        kind = found.kind if by_content and found.kind is not None else named
+        assert kind is not None
+        name = shown(attachment)
+        ext = f" (.{kind.shown_extension})" if kind.shown_extension else ""
+        if by_content and named is not None and named is not kind and not named.dangerous:
+            summary = f"'{name}' is really {kind.label}{ext}, not {named.label}."
+        elif by_content and named is None:
+            summary = f"'{name}' is really {kind.label}{ext}, whatever its name says."
+        else:
+            summary = f"'{name}' is {kind.label}."
+        summary += " " + CATEGORY_WHY[kind.category] + " Do not open it."
+        return self._finding(CATEGORY_RULES[kind.category], summary, attachment, found, kind=kind.name,
+                             by="content" if by_content else "name")
+
+    def _name_checks(self, attachment: Attachment, found: Detected | None) -> list[Finding]:
+        filename = attachment.filename
+        findings: list[Finding] = []
+        visible_name = show_name(filename)
+        trimmed, exts = name_parts(filename)
+        real_ext = f".{exts[-1]}" if exts else "its real ending"
+        if any(ch in BIDI_CONTROLS for ch in filename):
+            findings.append(self._finding(
+                "FILETYPE_NAME_BIDI",
+                f"The name of attachment '{visible_name}' contains hidden characters that reverse the text, so it "
+                f"displays a false ending; it really ends in {real_ext}.",
+                attachment, found,
+            ))
+        elif any(is_invisible(ch) for ch in filename):
+            findings.append(self._finding(
+                "FILETYPE_NAME_INVISIBLE",
+                f"The name of attachment '{visible_name}' contains invisible characters, a trick to disguise it.",
+                attachment, found,
+            ))
+        if PADDING.search(filename.replace("\t", " ")) and exts:
+            findings.append(self._finding(
+                "FILETYPE_NAME_PADDING",
+                f"The name of attachment '{visible_name}' is padded with blanks to push its real ending ({real_ext}) "
+                "out of sight.",
+                attachment, found,
+            ))
+        if len(exts) >= 2:
+            inner = self.table.kind_for_extension(exts[-2])
+            outer = self.table.kind_for_extension(exts[-1])
+            detected_danger = found is not None and found.kind is not None and found.kind.dangerous
+            if inner is not None and not inner.dangerous and (
+                (outer is not None and outer.dangerous and exts[-1] not in self.allowed) or detected_danger
+            ):
+                opens_as = outer.label if outer is not None and outer.dangerous else found.kind.label  # type: ignore[union-attr]
+                findings.append(self._finding(
+                    "FILETYPE_DOUBLE_EXTENSION",
+                    f"'{shown(attachment)}' has two endings: it looks like {inner.label} (.{exts[-2]}) but "
+                    f"Windows would open it as {opens_as} (.{exts[-1]}).",
+                    attachment, found,
+                ))
+        return findings
+
+    def _opaque_archive(self, attachment: Attachment, found: Detected) -> Finding:
+        encrypted = archive_is_encrypted(attachment.data)
+        if encrypted:
+            return self._finding(
+                "FILETYPE_ENCRYPTED_ARCHIVE",
+                f"'{shown(attachment)}' is a password-protected archive, so it cannot be checked for "
+                "viruses; criminals send malware this way.",
+                attachment, found, archives=[shown(attachment)],
+            )
+        return self._finding(
+            "FILETYPE_UNSCANNABLE_ARCHIVE",
+            f"'{shown(attachment)}' is {found.kind.label if found.kind else 'an archive'}, which cannot be "
+            "opened here to check what is inside.",
+            attachment, found,
+        )
+
+    def _encrypted(self, message: ParsedMessage, archives: Mapping[tuple[str, ...], list[str]]) -> list[Finding]:
+        findings = []
+        for location, members in archives.items():
+            display = " > ".join(location) or "(an archive)"
+            findings.append(self.finding(
+                "FILETYPE_ENCRYPTED_ARCHIVE",
+                self.table.rules["FILETYPE_ENCRYPTED_ARCHIVE"].score,
+                f"'{display}' is a password-protected archive, so it cannot be checked for viruses; criminals "
+                "send malware this way.",
+                {"attachment": display, "archives": [display], "members": members[:20]},
+                self.table.rules["FILETYPE_ENCRYPTED_ARCHIVE"].action,
+            ))
+        return findings
+
+    def _finding(self, rule: str, summary: str, attachment: Attachment, found: Detected | None,
+                 **details: Any) -> Finding:
+        setting = self.table.rules[rule]
+        info: dict[str, Any] = {"attachment": shown(attachment)}
+        if found is not None:
+            info["detected_mime"] = found.mime
+            info["detected"] = found.description[:120]
+        if attachment.content_type:
+            info["declared_type"] = attachment.content_type
+        info.update(details)
+        return self.finding(rule, setting.score, summary, info, setting.action)
+
+
+CONTAINER_MARKERS = frozenset({"[Content_Types].xml", "mimetype", "META-INF/manifest.xml", "AndroidManifest.xml"})
+
+
+def _document_containers(attachments: Iterable[Attachment], detected: Mapping[tuple[str, ...], Detected]
+                         ) -> set[tuple[str, ...]]:
+    """Locations of zips that are really documents (OOXML, OpenDocument, ...): their
+    members are parts of one file, not files a person opens one by one."""
+    containers = {loc for loc, found in detected.items()
+                  if found.kind is not None and found.kind.category in ("document", "email")}
+    for attachment in attachments:
+        if attachment.archive_depth and attachment.location[-1] in CONTAINER_MARKERS:
+            containers.add(attachment.location[:-1])
+    return containers
+
+
+def _merge_encrypted(findings: list[Finding], message: ParsedMessage, analyzer: FiletypeAnalyzer) -> list[Finding]:
+    """One encrypted-archive finding per message; when the text gives a password, the
+    stronger rule (a password in the same email is how malware gets past virus checks)."""
+    encrypted = [f for f in findings if f.rule == "FILETYPE_ENCRYPTED_ARCHIVE"]
+    if not encrypted:
+        return findings
+    rest = [f for f in findings if f.rule != "FILETYPE_ENCRYPTED_ARCHIVE"]
+    archives = [a for f in encrypted for a in f.details.get("archives", [])]
+    names = ", ".join(f"'{a}'" for a in archives[:3])
+    password = find_password(message)
+    if password is not None:
+        rule = "FILETYPE_ENCRYPTED_ARCHIVE_PASSWORD"
+        setting = analyzer.table.rules[rule]
+        summary = (f"{names} {'is a' if len(archives) == 1 else 'are'} password-protected "
+                   f"archive{'s' if len(archives) > 1 else ''} and the email itself gives the password: a common "
+                   "trick to get malware past virus checks. Do not open it.")
+        return rest + [analyzer.finding(rule, setting.score, summary, {"archives": archives}, setting.action)]
+    first = encrypted[0]
+    if len(encrypted) == 1:
+        return rest + [first]
+    summary = (f"{names} are password-protected archives, so they cannot be checked for viruses; criminals "
+               "send malware this way.")
+    return rest + [analyzer.finding(first.rule, first.score, summary, {"archives": archives}, first.min_action)]
+
+
+def find_password(message: ParsedMessage) -> str | None:
+    """A password given in the subject or the text a person reads, if any."""
+    for text in (message.subject, message.body_text, message.text):
+        match = PASSWORD_HINT.search(text or "")
+        if match:
+            return match.group(1)
+    return None
+
+
+def archive_is_encrypted(data: bytes) -> bool:
+    """7-Zip and RAR archives cannot be unpacked here; tell from their headers whether
+    they are password protected."""
+    if data.startswith(b"7z\xbc\xaf\x27\x1c"):
+        # The AES-256 coder id appears in the (possibly encoded) header of an encrypted archive.
+        return b"\x06\xf1\x07\x01" in data[-65536:] or b"\x06\xf1\x07\x01" in data[:65536]
+    if data.startswith(b"Rar!\x1a\x07\x01\x00"):  # RAR 5: an archive encryption header comes first
+        return _rar5_first_header_type(data[8:]) == 4
+    if data.startswith(b"Rar!\x1a\x07\x00"):  # RAR 4: main header flag "block headers encrypted"
+        if len(data) >= 7 + 5 and data[9] == 0x73:
+            flags = int.from_bytes(data[10:12], "little")
+            if flags & 0x0080:
+                return True
+            size = int.from_bytes(data[12:14], "little")
+            file_head = 7 + size
+            if len(data) >= file_head + 5 and data[file_head + 2] == 0x74:
+                return bool(int.from_bytes(data[file_head + 3 : file_head + 5], "little") & 0x0004)
+    return False
+
+
+def _rar5_first_header_type(data: bytes) -> int:
+    pos = 4  # header CRC32
+    for _ in range(2):  # header size, then header type (both vints)
+        value, shift = 0, 0
+        while pos < len(data):
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+    return value

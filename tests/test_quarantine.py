@@ -353,6 +353,24 @@ def test_store_failure_raises_quarantine_error(tmp_path: Path) -> None:
         q.store(make_message(), make_envelope(), make_verdict())
 
 
+def test_store_fails_cleanly_when_the_database_stays_locked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with opened(make_config(tmp_path, busy_timeout=0.2)) as q:
+        blocker = sqlite3.connect(tmp_path / "q" / "quarantine.sqlite3", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer that does not let go in time
+        try:
+            with pytest.raises(QuarantineError, match="could not store.*locked"):
+                q.store(make_message(), make_envelope(), make_verdict())
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        entry_id = q.store(make_message(), make_envelope(), make_verdict())  # fine again
+        assert [e.id for e in q.list()] == [entry_id]
+        assert [a.result for a in q.audit(operation="store")] == ["ok"]  # the locked database took no audit line
+        assert any("quarantine store failed" in r.getMessage() for r in caplog.records)  # the log has it
+
+
 def test_parse_since() -> None:
     now = 1_800_000_000.0
     assert parse_since("2d", now) == now - 2 * 86400

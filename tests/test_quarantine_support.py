@@ -48,7 +48,7 @@ def make_verdict(n: int = 0, rule: str = "LOOKALIKE_SENDER_DOMAIN", action: Acti
     return Verdict(
         score=14.0,
         action=action,
-        findings=(Finding("lookalike", rule, 9.0, f"Sender domain paypa1-secure.example imitates paypal.com"),
+        findings=(Finding("lookalike", rule, 9.0, "Sender domain paypa1-secure.example imitates paypal.com"),
                   Finding("language", "URGENT_PAYMENT", 5.0, "Asks for an urgent payment")),
         message_id=f"<msg{n}@paypa1-secure.example>",
     )

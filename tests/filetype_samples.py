@@ -304,15 +304,29 @@ def vba_project_bin(source: str = AUTOOPEN_MACRO) -> bytes:
     return ole_file(vba_streams({"Module1": source}))
 
 
+EXCEL97_CLSID = bytes.fromhex("2008020000000000c000000000000046")  # {00020820-0000-0000-C000-000000000046}
+
+
+def _biff(rtype: int, body: bytes) -> bytes:
+    return struct.pack("<HH", rtype, len(body)) + body
+
+
+def xls_workbook(macro_sheet: bool = True, auto_open: bool = True, hidden: bool = False) -> bytes:
+    """An Excel 97-2003 workbook (BIFF8 globals). With ``macro_sheet`` its sheet list
+    holds an Excel 4.0 macro sheet; ``auto_open`` adds the built-in Auto_Open name."""
+    bof = _biff(0x0809, struct.pack("<HHHHII", 0x0600, 0x0005, 0x0DBB, 0x07CC, 0, 0))
+    sheet_name = b"Macro1" if macro_sheet else b"Sheet1"
+    sheet = _biff(0x0085, struct.pack("<IBB", 0, 2 if hidden else 0, 1 if macro_sheet else 0)
+                  + bytes([len(sheet_name), 0]) + sheet_name)
+    names = b""
+    if auto_open:  # Lbl record: fBuiltin, one character (0x01 = Auto_Open), formula omitted
+        names = _biff(0x0018, struct.pack("<HBBHHHBBBB", 0x0020, 0, 1, 0, 0, 1, 0, 0, 0, 0) + b"\x00\x01")
+    workbook = (bof + sheet + names + _biff(0x000A, b"")).ljust(4096, b"\0")
+    return ole_file({"Workbook": workbook}, root_clsid=EXCEL97_CLSID)
+
+
 def xls_with_xlm_macro_sheet() -> bytes:
-    """An Excel 97-2003 workbook whose sheet list holds an Excel 4.0 macro sheet."""
-    bof = struct.pack("<HH", 0x0809, 16) + struct.pack("<HHHHII", 0x0600, 0x0005, 0x0DBB, 0x07CC, 0, 0)
-    sheet_name = b"Macro1"
-    boundsheet_body = struct.pack("<IBB", 0, 0, 0x01) + bytes([len(sheet_name), 0]) + sheet_name
-    boundsheet = struct.pack("<HH", 0x0085, len(boundsheet_body)) + boundsheet_body
-    eof = struct.pack("<HH", 0x000A, 0)
-    workbook = (bof + boundsheet + eof).ljust(4096, b"\0")
-    return ole_file({"Workbook": workbook})
+    return xls_workbook()
 
 
 # --------------------------------------------------------------------------- documents

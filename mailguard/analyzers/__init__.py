@@ -18,6 +18,7 @@ BUILTIN_ANALYZERS = {
     "lookalike": "mailguard.analyzers.lookalike:LookalikeAnalyzer",
     "language": "mailguard.analyzers.language:LanguageAnalyzer",
     "filetype": "mailguard.analyzers.filetype:FiletypeAnalyzer",
+    "macros": "mailguard.analyzers.macros:MacrosAnalyzer",
     "signatures": "mailguard.analyzers.signatures:SignaturesAnalyzer",
 }
 

@@ -54,6 +54,19 @@ from mailguard.quarantine_smtp import SmtpTargetError, parse_host_port, redact_a
 log = logging.getLogger("mailguard.quarantine")
 
 CONFIG_SCHEMA: Mapping[str, Option] = {
+    "backend": Option(
+        "sqlite", "str",
+        "Where held messages are kept: sqlite (a database file under path, for one gateway machine) or "
+        "postgresql (database_url, for several gateway machines sharing one quarantine; needs the psycopg "
+        "package and the same key_file on every machine).",
+        choices=("sqlite", "postgresql"),
+    ),
+    "database_url": Option(
+        "", "str",
+        "With backend = \"postgresql\": the libpq connection string, e.g. "
+        "\"postgresql://mailguard@db.practice.example/mailguard\". Keep the password in ~/.pgpass or "
+        "PGPASSWORD, not here.",
+    ),
     "path": Option(
         "/var/lib/mailguard/quarantine", "path",
         "Folder of the quarantine database (created with mode 0700 if absent). Everything identifying in it "
@@ -76,8 +89,8 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     ),
     "release_timeout": Option(30.0, "float", "Seconds to wait for the SMTP server during a release.", minimum=1),
     "busy_timeout": Option(
-        30.0, "float", "Seconds to wait for the database when another process is writing, before failing "
-        "(the relay then answers 451 and the sender retries).", minimum=0.1,
+        30.0, "float", "Seconds to wait for the database when another process is writing (sqlite) or to "
+        "connect (postgresql), before failing (the relay then answers 451 and the sender retries).", minimum=0.1,
     ),
     "notify": Option(
         False, "bool",
@@ -503,20 +516,10 @@ def open_quarantine(
     written, so a wrong or missing key file is an error, never a reason to lose data.
     """
     settings = config.section("quarantine")
-    folder = config.resolve_path(settings["path"])
     key_path = config.resolve_path(settings["key_file"])
+    backend, where = _open_backend(config, settings)
     try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise QuarantineError(f"cannot create the quarantine folder {folder}: {exc.strerror or exc}") from None
-    from mailguard.quarantine_sqlite import SQLiteBackend
-
-    try:
-        backend = SQLiteBackend(folder, settings["busy_timeout"])
-    except BackendError as exc:
-        raise QuarantineError(str(exc)) from None
-    try:
-        keys = _bind_key(key_path, folder, backend)
+        keys = _bind_key(key_path, where, backend)
     except BaseException:
         backend.close()
         raise
@@ -532,7 +535,26 @@ def open_quarantine(
     )
 
 
-def _bind_key(key_path: Path, folder: Path, backend: QuarantineBackend) -> KeyRing:
+def _open_backend(config: Config, settings: Mapping[str, Any]) -> tuple[QuarantineBackend, str]:
+    """The configured database, and how to name it in messages."""
+    if settings["backend"] == "postgresql":
+        if not settings["database_url"]:
+            raise QuarantineError('[quarantine] backend = "postgresql" needs database_url (a libpq connection string)')
+        from mailguard.quarantine_postgres import PostgresBackend
+
+        return _call(lambda: PostgresBackend(settings["database_url"], settings["busy_timeout"])), \
+            "the PostgreSQL quarantine database"
+    folder = config.resolve_path(settings["path"])
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise QuarantineError(f"cannot create the quarantine folder {folder}: {exc.strerror or exc}") from None
+    from mailguard.quarantine_sqlite import SQLiteBackend
+
+    return _call(lambda: SQLiteBackend(folder, settings["busy_timeout"])), f"the quarantine in {folder}"
+
+
+def _bind_key(key_path: Path, where: str, backend: QuarantineBackend) -> KeyRing:
     recorded = _call(backend.stored_key_id)
     try:
         if key_path.exists() or recorded is not None:
@@ -543,7 +565,7 @@ def _bind_key(key_path: Path, folder: Path, backend: QuarantineBackend) -> KeyRi
         if recorded is None:
             raise QuarantineError(f"{exc}. Set [quarantine] key_file to a readable key file.") from None
         raise QuarantineError(
-            f"{exc}. The quarantine in {folder} holds {_call(backend.count)} entries encrypted with key id "
+            f"{exc}. {where[0].upper()}{where[1:]} holds {_call(backend.count)} entries encrypted with key id "
             f"{recorded}: restore that key file from your backup (or point [quarantine] key_file at it). "
             "Nothing was changed."
         ) from None
@@ -552,7 +574,7 @@ def _bind_key(key_path: Path, folder: Path, backend: QuarantineBackend) -> KeyRi
     claimed = _call(lambda: backend.claim_key_id(keys.key_id))
     if claimed != keys.key_id:
         raise QuarantineError(
-            f"the key in {key_path} (key id {keys.key_id}) is not the key of the quarantine in {folder} "
+            f"the key in {key_path} (key id {keys.key_id}) is not the key of {where} "
             f"(key id {claimed}, {_call(backend.count)} entries). Point [quarantine] key_file at the original key "
             "file. Nothing was changed."
         )

@@ -1,11 +1,13 @@
 """The storage interface under the quarantine, so another database can be plugged in.
 
 ``Quarantine`` (mailguard/quarantine.py) does the encryption, SMTP release and audit
-wording; a backend only keeps rows whose sensitive fields are already sealed. The embedded
-default is SQLite (quarantine_sqlite.py). A PostgreSQL backend, for several gateway
-machines sharing one quarantine, implements the same ``QuarantineBackend`` protocol: the
-same three tables (meta, entries with their recipients, an append-only audit), each method
-one transaction, and ``insert`` durable when it returns.
+wording; a backend only keeps rows whose sensitive fields are already sealed, so it never
+sees plaintext. The embedded default is SQLite (quarantine_sqlite.py); PostgreSQL
+(quarantine_postgres.py) lets several gateway machines share one quarantine. Both run the
+same SQL (quarantine_sql.py) on the same tables (meta, entries with their rules and
+recipients, an append-only audit); each method is one transaction, and ``insert`` is durable
+when it returns. Another database is added by implementing ``QuarantineBackend``; callers
+do not change.
 """
 from __future__ import annotations
 

@@ -22,6 +22,70 @@ from mailguard.quarantine_backend import (
     RecipientRow,
 )
 
+SCHEMA_VERSION = "1"
+
+# The tables, with the column types each database spells differently left as fields.
+TABLES = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    id TEXT PRIMARY KEY,
+    created {real} NOT NULL,
+    status TEXT NOT NULL,
+    action TEXT NOT NULL,
+    score {real} NOT NULL,
+    size {bigint} NOT NULL,
+    released_at {real},
+    sealed_info {blob} NOT NULL,
+    sealed_message {blob} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_created ON entries (created);
+CREATE TABLE IF NOT EXISTS entry_rules (
+    entry_id TEXT NOT NULL REFERENCES entries (id) ON DELETE CASCADE,
+    pos INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    PRIMARY KEY (entry_id, pos)
+);
+CREATE INDEX IF NOT EXISTS entry_rules_rule ON entry_rules (rule);
+CREATE TABLE IF NOT EXISTS entry_recipients (
+    entry_id TEXT NOT NULL REFERENCES entries (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    mac TEXT NOT NULL,
+    delivered_at {real},
+    PRIMARY KEY (entry_id, idx)
+);
+CREATE INDEX IF NOT EXISTS entry_recipients_mac ON entry_recipients (mac);
+CREATE TABLE IF NOT EXISTS audit (
+    seq {serial},
+    time {real} NOT NULL,
+    actor TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    result TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+def statements(script: str) -> list[str]:
+    """The statements of a schema script (one per ';' at a line end)."""
+    return [s for s in script.split(";\n") if s.strip()]
+
+
+def create_schema(cur: Any, script: str) -> None:
+    """Create the tables if absent and check that they are of this version; ``cur`` is in a
+    transaction. Raises BackendError for a database written by another version."""
+    for statement in statements(script):
+        cur.execute(statement)
+    cur.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
+                (SCHEMA_VERSION,))
+    version = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        raise BackendError(
+            f"the quarantine database was written by a different mailguard version (schema {version}, "
+            f"expected {SCHEMA_VERSION})"
+        )
+
+
 _ENTRY_COLUMNS = "id, created, status, action, score, size, released_at, sealed_info"
 
 

@@ -17,49 +17,10 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mailguard.quarantine_backend import BackendError
-from mailguard.quarantine_sql import SQLBackend
+from mailguard.quarantine_sql import TABLES, SQLBackend, create_schema
 
 DB_NAME = "quarantine.sqlite3"
-SCHEMA_VERSION = "1"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS entries (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    status TEXT NOT NULL,
-    action TEXT NOT NULL,
-    score REAL NOT NULL,
-    size INTEGER NOT NULL,
-    released_at REAL,
-    sealed_info BLOB NOT NULL,
-    sealed_message BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entries_created ON entries (created);
-CREATE TABLE IF NOT EXISTS entry_rules (
-    entry_id TEXT NOT NULL REFERENCES entries (id) ON DELETE CASCADE,
-    pos INTEGER NOT NULL,
-    rule TEXT NOT NULL,
-    PRIMARY KEY (entry_id, pos)
-);
-CREATE INDEX IF NOT EXISTS entry_rules_rule ON entry_rules (rule);
-CREATE TABLE IF NOT EXISTS entry_recipients (
-    entry_id TEXT NOT NULL REFERENCES entries (id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL,
-    mac TEXT NOT NULL,
-    delivered_at REAL,
-    PRIMARY KEY (entry_id, idx)
-);
-CREATE INDEX IF NOT EXISTS entry_recipients_mac ON entry_recipients (mac);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    time REAL NOT NULL,
-    actor TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    entry_id TEXT NOT NULL,
-    result TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
+_SCHEMA = TABLES.format(real="REAL", bigint="INTEGER", blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT") + """
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the quarantine audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -116,16 +77,7 @@ class SQLiteBackend(SQLBackend):
                     raise BackendError(f"cannot open quarantine database {self.path}: {exc}") from None
                 time.sleep(0.05)
         with self._transaction() as cur:
-            for statement in _SCHEMA.split(";\n"):
-                if statement.strip():
-                    cur.execute(statement)
-            cur.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
-                        (SCHEMA_VERSION,))
-            version = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            raise BackendError(
-                f"{self.path} was written by a different mailguard version (schema {version}, expected {SCHEMA_VERSION})"
-            )
+            create_schema(cur, _SCHEMA)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:

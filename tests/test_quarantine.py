@@ -10,19 +10,22 @@ import sqlite3
 import stat
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
 from mailguard.config import Config
 from mailguard.model import Action
 from mailguard.quarantine import QuarantineError, open_quarantine, parse_since
+from mailguard.quarantine_crypto import create_key_file
 from test_quarantine_support import (
     BODY_MARKER,
     RECIPIENT,
     SENDER,
     SUBJECT_MARKER,
+    PostgresServer,
     SmtpServer,
     files_containing,
     make_config,
@@ -30,6 +33,7 @@ from test_quarantine_support import (
     make_message,
     make_verdict,
     refused_port,
+    start_postgres,
     store_many,
 )
 
@@ -44,6 +48,64 @@ class Clock:
         return self.now
 
 
+@dataclass
+class Backend:
+    """One kind of quarantine database under test: its configuration, and how to look at
+    what it has on disk from outside mailguard."""
+
+    kind: str
+    tmp_path: Path
+    server: PostgresServer | None = None
+    url: str = ""
+
+    def config(self, folder: Path | None = None, **quarantine: Any) -> Config:
+        if self.kind == "postgresql":
+            quarantine.update(backend="postgresql", database_url=self.url)
+        return make_config(folder or self.tmp_path, **quarantine)
+
+    def files_containing(self, marker: str) -> list[Path]:
+        if self.server is None:
+            return files_containing(self.tmp_path / "q", marker)
+        self.server.checkpoint()  # every row written into the server's data files
+        return files_containing(self.server.base, marker)
+
+    def snapshot(self) -> Any:
+        """Everything stored, to show that a refused open changed nothing."""
+        if self.server is None:
+            folder = self.tmp_path / "q"
+            return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                    for p in sorted(folder.rglob("*")) if p.is_file()}
+        return {table: self.execute(f"SELECT * FROM {table} ORDER BY 1")
+                for table in ("meta", "entries", "entry_rules", "entry_recipients", "audit")}
+
+    def execute(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run SQL directly against the database, as a careless script would."""
+        if self.server is None:
+            db = sqlite3.connect(self.tmp_path / "q" / "quarantine.sqlite3", isolation_level=None)
+            try:
+                return db.execute(sql).fetchall()
+            finally:
+                db.close()
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cur = conn.execute(sql)
+            return cur.fetchall() if cur.description else []
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    yield from start_postgres()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", tmp_path)
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return Backend("postgresql", tmp_path, server, server.new_database())
+
+
 @contextmanager
 def opened(config: Config, **kwargs: object) -> Iterator[object]:
     q = open_quarantine(config, **kwargs)  # type: ignore[arg-type]
@@ -53,9 +115,9 @@ def opened(config: Config, **kwargs: object) -> Iterator[object]:
         q.close()
 
 
-def test_store_then_list_and_show(tmp_path: Path) -> None:
+def test_store_then_list_and_show(backend: Backend) -> None:
     raw = make_message(1)
-    with opened(make_config(tmp_path), actor="tester") as q:
+    with opened(backend.config(), actor="tester") as q:
         entry_id = q.store(raw, make_envelope(), make_verdict(1))
         entries = q.list()
         assert [e.id for e in entries] == [entry_id]
@@ -75,9 +137,9 @@ def test_store_then_list_and_show(tmp_path: Path) -> None:
                               ("view_headers", entry_id, "tester", "ok")]
 
 
-def test_list_filters(tmp_path: Path) -> None:
+def test_list_filters(backend: Backend) -> None:
     clock = Clock()
-    with opened(make_config(tmp_path), clock=clock) as q:
+    with opened(backend.config(), clock=clock) as q:
         old = q.store(make_message(1), make_envelope("a@practice.example"), make_verdict(1))
         clock.now += 3 * 86400
         new = q.store(make_message(2), make_envelope("B@practice.example", "c@practice.example"),
@@ -94,15 +156,15 @@ def test_list_filters(tmp_path: Path) -> None:
             q.list(action="bounce")
 
 
-def test_nothing_identifying_is_on_disk_in_plaintext(tmp_path: Path) -> None:
-    with opened(make_config(tmp_path)) as q:
+def test_nothing_identifying_is_on_disk_in_plaintext(backend: Backend) -> None:
+    with opened(backend.config()) as q:
         for n in range(3):
             q.store(make_message(n), make_envelope(), make_verdict(n))
         q.purge(older_than_days=365)  # exercises the audit table too
         assert len(q.list()) == 3
     for marker in (BODY_MARKER, SUBJECT_MARKER, SENDER, RECIPIENT, "paypa1", "Dear client"):
-        assert files_containing(tmp_path / "q", marker) == [], marker
-    assert files_containing(tmp_path / "q", "LOOKALIKE_SENDER_DOMAIN")  # rule ids stay searchable
+        assert backend.files_containing(marker) == [], marker
+    assert backend.files_containing("LOOKALIKE_SENDER_DOMAIN")  # rule ids stay searchable: the search works
 
 
 def test_key_file_is_created_0600_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -122,54 +184,47 @@ def test_key_file_is_created_0600_and_logged(tmp_path: Path, caplog: pytest.LogC
     assert not caplog.records  # reused, not recreated
 
 
-def _snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def test_missing_key_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+def test_missing_key_is_a_clear_error_and_changes_nothing(backend: Backend) -> None:
+    config = backend.config()
     with opened(config) as q:
         entry_id = q.store(make_message(), make_envelope(), make_verdict())
-    key = tmp_path / "keys" / "quarantine.key"
+    key = backend.tmp_path / "keys" / "quarantine.key"
     saved = key.read_bytes()
     key.unlink()
-    before = _snapshot(tmp_path / "q")
+    before = backend.snapshot()
     with pytest.raises(QuarantineError) as info:
         open_quarantine(config)
     message = str(info.value)
     assert "does not exist" in message and "restore that key file" in message and "Nothing was changed" in message
     assert not key.exists()  # no new key was made for a quarantine that has one
-    assert _snapshot(tmp_path / "q") == before
+    assert backend.snapshot() == before
     key.write_bytes(saved)
     with opened(config) as q:
         assert q.raw(entry_id) == make_message()
 
 
-def test_wrong_key_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+def test_wrong_key_is_a_clear_error_and_changes_nothing(backend: Backend) -> None:
+    config = backend.config()
     with opened(config) as q:
         entry_id = q.store(make_message(), make_envelope(), make_verdict())
-    other = make_config(tmp_path / "other")
-    with opened(other):  # makes a different key
-        pass
-    wrong = make_config(tmp_path, key_file=str(tmp_path / "other" / "keys" / "quarantine.key"))
-    before = _snapshot(tmp_path / "q")
-    with pytest.raises(QuarantineError, match="is not the key of the quarantine"):
-        open_quarantine(wrong)
-    assert _snapshot(tmp_path / "q") == before
-    broken = tmp_path / "broken.key"
+    other_key = backend.tmp_path / "other.key"
+    create_key_file(other_key)
+    before = backend.snapshot()
+    with pytest.raises(QuarantineError, match="is not the key of the"):
+        open_quarantine(backend.config(key_file=str(other_key)))
+    assert backend.snapshot() == before
+    broken = backend.tmp_path / "broken.key"
     broken.write_text("not a key\n")
     with pytest.raises(QuarantineError, match="not a mailguard quarantine key file"):
-        open_quarantine(make_config(tmp_path, key_file=str(broken)))
+        open_quarantine(backend.config(key_file=str(broken)))
     with opened(config) as q:
         assert q.get(entry_id).status == "held"
 
 
-def test_release_delivers_with_the_original_envelope(tmp_path: Path) -> None:
+def test_release_delivers_with_the_original_envelope(backend: Backend) -> None:
     raw = make_message(5)
     envelope = make_envelope(RECIPIENT, "billing@practice.example")
-    with SmtpServer() as smtp, opened(make_config(tmp_path, release_host=smtp.address), actor="reviewer") as q:
+    with SmtpServer() as smtp, opened(backend.config(release_host=smtp.address), actor="reviewer") as q:
         entry_id = q.store(raw, envelope, make_verdict(5))
         [result] = q.release([entry_id])
         assert result.ok and result.delivered == 2
@@ -189,17 +244,17 @@ def test_release_delivers_with_the_original_envelope(tmp_path: Path) -> None:
         assert audit == [("store", "ok"), ("release", "ok")]
 
 
-def test_release_of_a_message_with_bare_newlines_sends_crlf(tmp_path: Path) -> None:
+def test_release_of_a_message_with_bare_newlines_sends_crlf(backend: Backend) -> None:
     raw = make_message(3).replace(b"\r\n", b"\n")
-    with SmtpServer() as smtp, opened(make_config(tmp_path, release_host=smtp.address)) as q:
+    with SmtpServer() as smtp, opened(backend.config(release_host=smtp.address)) as q:
         entry_id = q.store(raw, make_envelope(), make_verdict(3))
         assert q.release([entry_id])[0].ok
         assert q.raw(entry_id) == raw  # kept as received
         assert smtp.handler.received[0].data.split(b"\r\n", 1)[1] == make_message(3)
 
 
-def test_release_to_another_address(tmp_path: Path) -> None:
-    with SmtpServer() as smtp, opened(make_config(tmp_path, release_host=smtp.address)) as q:
+def test_release_to_another_address(backend: Backend) -> None:
+    with SmtpServer() as smtp, opened(backend.config(release_host=smtp.address)) as q:
         entry_id = q.store(make_message(), make_envelope(), make_verdict())
         [result] = q.release([entry_id], to=["it@practice.example"])
         assert result.ok
@@ -209,9 +264,9 @@ def test_release_to_another_address(tmp_path: Path) -> None:
         assert "it@practice.example" not in line.detail and "--to" in line.detail
 
 
-def test_release_while_downstream_is_down_keeps_the_message(tmp_path: Path) -> None:
+def test_release_while_downstream_is_down_keeps_the_message(backend: Backend) -> None:
     for address in refused_port():
-        with opened(make_config(tmp_path, release_host=address, release_timeout=5.0)) as q:
+        with opened(backend.config(release_host=address, release_timeout=5.0)) as q:
             entry_id = q.store(make_message(), make_envelope(), make_verdict())
             [result] = q.release([entry_id])
             assert not result.ok and "cannot deliver" in result.message
@@ -222,9 +277,9 @@ def test_release_while_downstream_is_down_keeps_the_message(tmp_path: Path) -> N
             assert q.raw(entry_id) == make_message()
 
 
-def test_release_refused_by_the_server_keeps_the_message(tmp_path: Path) -> None:
+def test_release_refused_by_the_server_keeps_the_message(backend: Backend) -> None:
     with SmtpServer(data_reply="451 4.3.0 try later") as smtp, \
-            opened(make_config(tmp_path, release_host=smtp.address)) as q:
+            opened(backend.config(release_host=smtp.address)) as q:
         entry_id = q.store(make_message(), make_envelope(), make_verdict())
         [result] = q.release([entry_id])
         assert not result.ok and "451" in result.message
@@ -232,9 +287,9 @@ def test_release_refused_by_the_server_keeps_the_message(tmp_path: Path) -> None
         assert q.audit(operation="release")[0].result == "failed"
 
 
-def test_partial_release_only_resends_to_the_refused(tmp_path: Path) -> None:
+def test_partial_release_only_resends_to_the_refused(backend: Backend) -> None:
     envelope = make_envelope(RECIPIENT, "refuse-me@practice.example")
-    with SmtpServer() as smtp, opened(make_config(tmp_path, release_host=smtp.address)) as q:
+    with SmtpServer() as smtp, opened(backend.config(release_host=smtp.address)) as q:
         entry_id = q.store(make_message(), envelope, make_verdict())
         [result] = q.release([entry_id])
         assert not result.ok and result.delivered == 1 and result.refused == 1
@@ -253,9 +308,9 @@ def test_release_without_a_server_configured(tmp_path: Path) -> None:
             q.release([entry_id])
 
 
-def test_delete_and_purge_are_audited(tmp_path: Path) -> None:
+def test_delete_and_purge_are_audited(backend: Backend) -> None:
     clock = Clock()
-    with opened(make_config(tmp_path, retention_days=10), clock=clock) as q:
+    with opened(backend.config(retention_days=10), clock=clock) as q:
         old = q.store(make_message(1), make_envelope(), make_verdict(1))
         clock.now += 11 * 86400
         doomed = q.store(make_message(2), make_envelope(), make_verdict(2))
@@ -272,24 +327,23 @@ def test_delete_and_purge_are_audited(tmp_path: Path) -> None:
         assert ops == [("delete", doomed), ("purge", old), ("purge", "*")]
 
 
-def test_audit_log_is_append_only(tmp_path: Path) -> None:
-    with opened(make_config(tmp_path)) as q:
+def test_audit_log_is_append_only(backend: Backend) -> None:
+    with opened(backend.config()) as q:
         q.store(make_message(), make_envelope(), make_verdict())
-    db = sqlite3.connect(tmp_path / "q" / "quarantine.sqlite3")
-    try:
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            db.execute("UPDATE audit SET actor = 'someone else'")
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            db.execute("DELETE FROM audit")
-    finally:
-        db.close()
+    tampering = ["UPDATE audit SET actor = 'someone else'", "DELETE FROM audit"]
+    if backend.kind == "postgresql":
+        tampering.append("TRUNCATE audit")
+    for tamper in tampering:
+        with pytest.raises(Exception, match="append-only"):
+            backend.execute(tamper)
+    assert len(backend.execute("SELECT * FROM audit")) == 1
 
 
-def test_concurrent_stores_from_threads_lose_nothing(tmp_path: Path) -> None:
+def test_concurrent_stores_from_threads_lose_nothing(backend: Backend) -> None:
     per_thread, threads = 15, 6
     ids: list[str] = []
     lock = threading.Lock()
-    with opened(make_config(tmp_path)) as q:
+    with opened(backend.config()) as q:
         def work(t: int) -> None:
             mine = [q.store(make_message(i, f"t{t}"), make_envelope(), make_verdict(i)) for i in range(per_thread)]
             with lock:
@@ -305,8 +359,8 @@ def test_concurrent_stores_from_threads_lose_nothing(tmp_path: Path) -> None:
         assert sum(1 for a in q.audit(operation="store") if a.result == "ok") == len(ids)
 
 
-def test_concurrent_stores_from_processes_lose_nothing(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+def test_concurrent_stores_from_processes_lose_nothing(backend: Backend) -> None:
+    config = backend.config()
     processes, per_process = 3, 20
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes)  # all open (and race to create the key), then all store at once
@@ -326,8 +380,8 @@ def test_concurrent_stores_from_processes_lose_nothing(tmp_path: Path) -> None:
         assert all(q.raw(e.id).startswith(b"From: ") for e in entries)
 
 
-def test_a_forked_process_can_keep_using_an_open_quarantine(tmp_path: Path) -> None:
-    with opened(make_config(tmp_path)) as q:
+def test_a_forked_process_can_keep_using_an_open_quarantine(backend: Backend) -> None:
+    with opened(backend.config()) as q:
         parent_id = q.store(make_message(1), make_envelope(), make_verdict(1))
         read_end, write_end = os.pipe()
         pid = os.fork()
@@ -346,8 +400,8 @@ def test_a_forked_process_can_keep_using_an_open_quarantine(tmp_path: Path) -> N
         assert {parent_id, child_id} <= {e.id for e in q.list()} and q.count() == 3
 
 
-def test_store_failure_raises_quarantine_error(tmp_path: Path) -> None:
-    q = open_quarantine(make_config(tmp_path))
+def test_store_failure_raises_quarantine_error(backend: Backend) -> None:
+    q = open_quarantine(backend.config())
     q.close()  # a closed database cannot store: the caller must get QuarantineError (then 451)
     with pytest.raises(QuarantineError, match="could not store"):
         q.store(make_message(), make_envelope(), make_verdict())

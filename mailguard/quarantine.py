@@ -265,7 +265,7 @@ class Quarantine:
             status=status,
             limit=limit,
         )
-        return [self._entry(row) for row in self._backend(lambda: self.backend.select(query))]
+        return [self._entry(row, damaged_ok=True) for row in self._backend(lambda: self.backend.select(query))]
 
     def get(self, entry_id: str) -> Entry:
         """One entry by id or unique id prefix (raises QuarantineError if unknown)."""
@@ -479,8 +479,16 @@ class Quarantine:
     def _info(self, row: EntryRow) -> dict[str, Any]:
         return json.loads(self._open(row.sealed_info, f"{row.id}/info"))
 
-    def _entry(self, row: EntryRow) -> Entry:
-        info = self._info(row)
+    def _entry(self, row: EntryRow, damaged_ok: bool = False) -> Entry:
+        """The decrypted entry. With ``damaged_ok`` (listing), an entry whose sealed data
+        cannot be opened is still listed, marked, so one damaged row hides nothing else."""
+        try:
+            info = self._info(row)
+        except (QuarantineError, ValueError) as exc:
+            if not damaged_ok:
+                raise QuarantineError(f"quarantine entry {row.id} is damaged: {exc}") from None
+            log.error("quarantine entry is damaged", extra={"fields": {"entry_id": row.id, "error": str(exc)}})
+            info = {"subject": "[damaged entry: its details cannot be decrypted]"}
         envelope = _envelope(info)
         delivered = tuple(
             envelope.rcpt_tos[r.index] for r in row.recipients

@@ -327,6 +327,21 @@ def test_delete_and_purge_are_audited(backend: Backend) -> None:
         assert ops == [("delete", doomed), ("purge", old), ("purge", "*")]
 
 
+def test_a_damaged_entry_does_not_hide_the_others(backend: Backend) -> None:
+    with opened(backend.config()) as q:
+        good = q.store(make_message(1), make_envelope(), make_verdict(1))
+        bad = q.store(make_message(2), make_envelope(), make_verdict(2))
+        # swap in another entry's sealed data: authenticated encryption refuses it
+        backend.execute(f"UPDATE entries SET sealed_info = (SELECT sealed_info FROM entries WHERE id = '{good}') "
+                        f"WHERE id = '{bad}'")
+        listed = {e.id: e for e in q.list()}
+        assert listed[good].subject.startswith(SUBJECT_MARKER)
+        assert listed[bad].subject.startswith("[damaged entry")
+        with pytest.raises(QuarantineError, match=f"entry {bad} is damaged"):
+            q.get(bad)
+        assert q.raw(good) == make_message(1)
+
+
 def test_audit_log_is_append_only(backend: Backend) -> None:
     with opened(backend.config()) as q:
         q.store(make_message(), make_envelope(), make_verdict())

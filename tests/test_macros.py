@@ -140,3 +140,16 @@ def test_candidates_and_plain_words() -> None:
     assert is_candidate(b'<?xml version="1.0"?>\n<?mso-application progid="Word.Document"?><w:wordDocument/>')
     assert describe([("Shell", "May run an executable file or a system command")]) == "start other programs"
     assert describe([]) == "do things ordinary documents never do"
+
+
+def test_huge_macro_is_bounded_and_reported(scanner: mailguard.Scanner) -> None:
+    """Padding a macro with junk must neither hide a trigger at its end nor blow the time
+    budget (olevba's keyword scan is linear in code size times keyword count)."""
+    junk = "".join(f"' filler line {i} {'x' * 40}\n" for i in range(12_000))  # ~600 KB, all distinct
+    source = 'Attribute VB_Name = "Module1"\n' + junk + S.AUTOOPEN_MACRO.split("\n", 1)[1]
+    verdict = scan(scanner, ("padded.docm", S.real_docx(macro_source=source), DOCX))
+    assert {"MACROS_OVERSIZED", "MACROS_AUTOEXEC_SUSPICIOUS"} <= macro_rules(verdict)
+    assert verdict.action >= Action.QUARANTINE
+    repeated = 'Attribute VB_Name = "Module1"\n' + "' same line\n" * 60_000 + S.AUTOOPEN_MACRO.split("\n", 1)[1]
+    report = inspect("a.docm", S.real_docx(macro_source=repeated))
+    assert not report.oversized and report.autoexec == ["AutoOpen"]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any, Sequence, TextIO
 
 from mailguard.config import Config, ConfigError, load_config
+from mailguard.logsetup import setup_logging
 from mailguard.quarantine import Entry, Quarantine, QuarantineError, open_quarantine
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -77,6 +79,7 @@ def cli_main(argv: list[str], prog: str = "mailguard quarantine") -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config) if getattr(args, "config", None) else Config.default()
+        _setup_logging(config)
         quarantine = open_quarantine(config, actor=getattr(args, "actor", None))
     except (ConfigError, QuarantineError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
@@ -90,6 +93,20 @@ def cli_main(argv: list[str], prog: str = "mailguard quarantine") -> int:
         return EXIT_FAILED
     finally:
         quarantine.close()
+
+
+def _setup_logging(config: Config) -> None:
+    """Log as configured, so the service log also shows what people did; on a terminal
+    (no log file) only warnings, since the command prints its own results."""
+    settings = dict(config.section("logging"))
+    if not settings["file"] and settings["level"] in ("debug", "info"):
+        settings["level"] = "warning"
+    try:
+        setup_logging(settings, config.resolve_path)
+    except OSError as exc:  # e.g. the service's log file is not writable by this user
+        settings["file"] = ""
+        setup_logging(settings)
+        logging.getLogger("mailguard.quarantine").warning("cannot write the log file: %s", exc)
 
 
 # --------------------------------------------------------------------------- commands

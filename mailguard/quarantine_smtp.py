@@ -97,7 +97,7 @@ def send(host: str, port: int, mail_from: str, rcpt_tos: list[str], data: bytes,
     except smtplib.SMTPResponseException as exc:  # MAIL FROM, DATA or the end of data refused
         result.error = _reply(exc.smtp_code, exc.smtp_error)
     except (smtplib.SMTPException, OSError) as exc:
-        result.error = f"cannot deliver through {host}:{port}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+        result.error = f"cannot deliver: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
     result.accepted = [] if result.error else result.accepted
     return result
 

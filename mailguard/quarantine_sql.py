@@ -86,6 +86,7 @@ def create_schema(cur: Any, script: str) -> None:
         )
 
 
+_BATCH = 500  # ids per IN (...) list, well under SQLite's limit of bound parameters
 _ENTRY_COLUMNS = "id, created, status, action, score, size, released_at, sealed_info"
 
 
@@ -180,29 +181,39 @@ class SQLBackend:
         sql += " ORDER BY created DESC, id"
         if query.limit:
             sql += f" LIMIT {int(query.limit)}"
-        rows = self._read(sql, params)
-        return [self._complete(r, None) for r in rows]
+        return self._complete(self._read(sql, params), with_message=False)
 
     def fetch(self, entry_id: str, with_message: bool = False) -> EntryRow | None:
         columns = _ENTRY_COLUMNS + (", sealed_message" if with_message else "")
-        rows = self._read(f"SELECT {columns} FROM entries WHERE id = ?", (entry_id,))
-        if not rows:
-            return None
-        return self._complete(rows[0][:8], rows[0][8] if with_message else None)
+        rows = self._complete(self._read(f"SELECT {columns} FROM entries WHERE id = ?", (entry_id,)), with_message)
+        return rows[0] if rows else None
 
-    def _complete(self, r: tuple[Any, ...], message: bytes | None) -> EntryRow:
-        rules = tuple(x[0] for x in self._read("SELECT rule FROM entry_rules WHERE entry_id = ? ORDER BY pos", (r[0],)))
-        recipients = tuple(
-            RecipientRow(int(i), str(m), d)
-            for i, m, d in self._read(
-                "SELECT idx, mac, delivered_at FROM entry_recipients WHERE entry_id = ? ORDER BY idx", (r[0],)
+    def _complete(self, rows: list[tuple[Any, ...]], with_message: bool) -> list[EntryRow]:
+        """EntryRows with their rules and recipients, read for many entries at a time (a
+        few queries for a whole listing, not two per entry: it matters over a network)."""
+        rules: dict[str, list[str]] = {}
+        recipients: dict[str, list[RecipientRow]] = {}
+        ids = [r[0] for r in rows]
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start : start + _BATCH]
+            marks = ", ".join("?" * len(batch))
+            for entry_id, rule in self._read(
+                f"SELECT entry_id, rule FROM entry_rules WHERE entry_id IN ({marks}) ORDER BY entry_id, pos", batch
+            ):
+                rules.setdefault(entry_id, []).append(rule)
+            for entry_id, index, mac, delivered_at in self._read(
+                f"SELECT entry_id, idx, mac, delivered_at FROM entry_recipients WHERE entry_id IN ({marks})"
+                " ORDER BY entry_id, idx", batch
+            ):
+                recipients.setdefault(entry_id, []).append(RecipientRow(int(index), str(mac), delivered_at))
+        return [
+            EntryRow(
+                id=r[0], created=float(r[1]), status=r[2], action=r[3], score=r[4], size=r[5], released_at=r[6],
+                sealed_info=bytes(r[7]), sealed_message=bytes(r[8]) if with_message else None,
+                rules=tuple(rules.get(r[0], ())), recipients=tuple(recipients.get(r[0], ())),
             )
-        )
-        return EntryRow(
-            id=r[0], created=float(r[1]), status=r[2], action=r[3], score=r[4], size=r[5], released_at=r[6],
-            sealed_info=bytes(r[7]), sealed_message=bytes(message) if message is not None else None,
-            rules=rules, recipients=recipients,
-        )
+            for r in rows
+        ]
 
     def match_ids(self, prefix: str) -> list[str]:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -156,6 +156,22 @@ def test_list_filters(backend: Backend) -> None:
             q.list(action="bounce")
 
 
+def test_listing_many_entries_keeps_each_ones_rules_and_recipients(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mailguard.quarantine_sql._BATCH", 2)  # several batches from a few entries
+    with opened(backend.config()) as q:
+        stored = {q.store(make_message(n), make_envelope(f"r{n}@practice.example", f"s{n}@practice.example"),
+                          make_verdict(n, rule=f"RULE_{n}")): n for n in range(5)}
+        entries = q.list()
+        assert len(entries) == 5
+        for entry in entries:
+            n = stored[entry.id]
+            assert entry.rules == (f"RULE_{n}", "URGENT_PAYMENT")
+            assert entry.envelope.rcpt_tos == (f"r{n}@practice.example", f"s{n}@practice.example")
+        assert [e.id for e in q.list(recipient="s3@practice.example")] == [e for e, n in stored.items() if n == 3]
+
+
 def test_nothing_identifying_is_on_disk_in_plaintext(backend: Backend) -> None:
     with opened(backend.config()) as q:
         for n in range(3):

@@ -542,3 +542,11 @@ SCRIPTS: dict[str, bytes] = {
     "run.bat": b"@echo off\r\nstart calc.exe\r\n",
     "job.wsf": b'<job><script language="JScript">WScript.Echo("x");</script></job>\n',
 }
+
+
+def encrypted_docx() -> bytes:
+    """A password-to-open Word 2007+ document: Office wraps the encrypted zip in an OLE file
+    with EncryptionInfo and EncryptedPackage streams (contents here are stand-ins)."""
+    info = struct.pack("<HHI", 4, 4, 0x40) + b"<encryption xmlns='http://schemas.microsoft.com/office/2006/encryption'/>"
+    package = struct.pack("<Q", 5000) + bytes((i * 151 + 7) % 256 for i in range(5008))
+    return ole_file({"EncryptionInfo": info, "EncryptedPackage": package, "\x06DataSpaces/Version": b"\0" * 76})

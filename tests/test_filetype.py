@@ -118,7 +118,8 @@ def test_right_to_left_override_in_name(scanner: mailguard.Scanner) -> None:
     assert "FILETYPE_NAME_BIDI" in filetype_rules(verdict)
     bidi = next(f for f in verdict.findings if f.rule == "FILETYPE_NAME_BIDI")
     assert "[U+202E]" in bidi.summary and ".exe" in bidi.summary
-    assert "\u202e" not in "".join(f.summary for f in verdict.findings)  # never reverses the report itself
+    # Never reverses the report itself:
+    assert "\u202e" not in "".join(f.summary for f in verdict.findings if f.analyzer == "filetype")
     assert verdict.action >= Action.QUARANTINE
     # Alone, on a real document, the trick still quarantines by score.
     verdict = scan(scanner, ("report\u202eftr.pdf", S.real_pdf(), "application/pdf"))
@@ -288,3 +289,39 @@ def test_scans_in_parallel_threads_agree(scanner: mailguard.Scanner) -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         actions = list(pool.map(lambda raw: scanner.scan(raw).action, messages))
     assert actions == [Action.QUARANTINE, Action.ACCEPT, Action.QUARANTINE, Action.ACCEPT] * 10
+
+
+def test_password_protected_office_document(scanner: mailguard.Scanner) -> None:
+    docx_type = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    verdict = scan(scanner, ("statement.docx", S.encrypted_docx(), docx_type))
+    assert filetype_rules(verdict) == {"FILETYPE_ENCRYPTED_DOCUMENT"}
+    assert verdict.action == Action.ACCEPT  # alone it is common (payroll, banks)
+    verdict = scan(scanner, ("statement.docx", S.encrypted_docx(), docx_type), body="Open it with password: 4411")
+    assert filetype_rules(verdict) == {"FILETYPE_ENCRYPTED_ARCHIVE_PASSWORD"}
+    assert verdict.action >= Action.QUARANTINE
+
+
+@pytest.mark.parametrize("text, password", [
+    ("Password: 8842", "8842"),
+    ("Use password 1234 to open", "1234"),
+    ("The password is infected", "infected"),
+    ("password is 'Acme2026'.", "Acme2026"),
+    ("Kennwort: 5555", "5555"),
+    ("The password is your date of birth.", None),
+    ("Password reset required", None),
+    ("Your password expires today", None),
+    ("promo code SAVE10 at checkout", None),
+])
+def test_password_in_text(text: str, password: str | None) -> None:
+    from types import SimpleNamespace
+
+    from mailguard.analyzers.filetype import find_password
+
+    assert find_password(SimpleNamespace(subject="", body_text=text, text=text)) == password  # type: ignore[arg-type]
+
+
+def test_several_encrypted_archives_make_one_finding(scanner: mailguard.Scanner) -> None:
+    one = S.encrypted_zip({"a.pdf": S.real_pdf()})
+    verdict = scan(scanner, ("a.zip", one, "application/zip"), ("b.zip", one, "application/zip"))
+    (finding,) = [f for f in verdict.findings if f.analyzer == "filetype"]
+    assert finding.rule == "FILETYPE_ENCRYPTED_ARCHIVE" and finding.details["archives"] == ["a.zip", "b.zip"]

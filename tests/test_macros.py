@@ -81,10 +81,13 @@ def test_one_report_per_document_not_per_part(scanner: mailguard.Scanner) -> Non
 
 
 def test_harmless_macro_is_reported_but_not_held(scanner: mailguard.Scanner) -> None:
+    """A macro document is flagged (at most tagged, with the YARA rules' own VBA finding)
+    so staff are warned, but never held when the code does nothing suspicious."""
     verdict = scan(scanner, ("table.docm", S.real_docx(macro_source=S.HARMLESS_MACRO), DOCX))
     assert macro_rules(verdict) == {"MACROS_VBA"}
-    assert verdict.action == Action.ACCEPT
-    assert "Enable content" in verdict.findings[0].summary
+    assert verdict.action <= Action.TAG
+    finding = next(f for f in verdict.findings if f.analyzer == "macros")
+    assert "Enable content" in finding.summary
 
 
 @pytest.mark.parametrize("name, data, ctype", [
@@ -96,7 +99,7 @@ def test_excel4_macro_sheets_with_auto_open_are_quarantined(scanner: mailguard.S
     verdict = scan(scanner, (name, data, ctype))
     assert macro_rules(verdict) == {"MACROS_XLM"}
     assert verdict.action >= Action.QUARANTINE
-    finding = verdict.findings[0]
+    finding = next(f for f in verdict.findings if f.analyzer == "macros")
     assert finding.details["autoexec"] and "Excel 4.0 macro sheet" in finding.summary
 
 

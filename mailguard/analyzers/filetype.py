@@ -56,8 +56,17 @@ def is_invisible(ch: str) -> bool:
 
 PADDING = re.compile(r"[\s\u2800\u3164\u115f\u1160\uffa0]{5,}|[\s.\u2800\u3164]+$")
 PASSWORD_HINT = re.compile(
-    r"(?i)\b(?:password|passcode|passwort|kennwort|contrase[ñn]a|senha|mot de passe|парол[ьи]|pwd|pw|pass|code)\b"
-    r"\s*(?:is|for the (?:file|archive|attachment|zip|document)s?)?\s*[:=\-–]?\s*[\"'“«]?([^\s\"'”»]{3,40})"
+    r"(?i)\b(?:password|passcode|passwort|kennwort|contrase[ñn]a|senha|mot de passe|парол[ьи]|pwd|pw|pass|(?:access|unlock|zip) code)\b"
+    r"(?:\s+for\s+the\s+(?:file|archive|attachment|zip|document|invoice)s?)?"
+    r"(\s*(?:\bis\b|[:=\-–])?)\s*[\"'“«]?([^\s\"'”»]{3,40}?)[\"'”».,;!?)]*(?=\s|$)"
+)
+# Words that follow "password" in ordinary prose ("the password is your date of birth",
+# "password reset") and are not themselves a password.
+NOT_A_PASSWORD = frozenset(
+    "your the a an same usual attached below above sent in on required protected will has was not for to and of "
+    "reset expires expired expiring change changed update updated manager policy will be is are you we it this that "
+    "here there from by with via as has have been being if when please must should can may separately "
+    "separate later soon".split()
 )
 
 
@@ -196,6 +205,7 @@ DEFAULT_SCORES = {
     "FILETYPE_NAME_PADDING": 5.0, "FILETYPE_MISMATCH": 3.0, "FILETYPE_DISGUISED_WEB_PAGE": 5.0,
     "FILETYPE_DECLARED_MISMATCH": 1.5, "FILETYPE_ENCRYPTED_ARCHIVE": 5.0,
     "FILETYPE_ENCRYPTED_ARCHIVE_PASSWORD": 10.0, "FILETYPE_UNSCANNABLE_ARCHIVE": 1.0,
+    "FILETYPE_ENCRYPTED_DOCUMENT": 3.0,
 }
 DEFAULT_ACTIONS = {rule: Action.QUARANTINE for rule in CATEGORY_RULES.values()}
 
@@ -210,6 +220,7 @@ class Detected:
     mime: str
     description: str
     kind: Kind | None
+    encrypted: bool = False  # a password-to-open Office document
 
 
 class _Magic(threading.local):
@@ -221,14 +232,16 @@ class _Magic(threading.local):
         self.text = magic.Magic()
 
 
-def _ole_root_clsid(data: bytes) -> str:
-    if not data.startswith(OLE_MAGIC):
-        return ""
+def _ole_facts(data: bytes) -> tuple[str, bool]:
+    """(root class id, whether it is a password-to-open Office 2007+ document: those are
+    OLE files holding an EncryptedPackage stream). Documents only write-protected with
+    Excel's built-in password are not counted: they are common and harmless."""
     try:
         with olefile.OleFileIO(data) as ole:
-            return (ole.root.clsid or "").upper()
-    except Exception:  # a broken OLE file is simply not recognised by class id
-        return ""
+            encrypted = ole.exists("EncryptedPackage") and ole.exists("EncryptionInfo")
+            return (ole.root.clsid or "").upper(), bool(encrypted)
+    except Exception:  # a broken OLE file is simply not recognised
+        return "", False
 
 
 def name_parts(filename: str) -> tuple[str, list[str]]:
@@ -303,10 +316,11 @@ class FiletypeAnalyzer(Analyzer):
                 if description.startswith(prefix):
                     kind = candidate
                     break
-        if mime in ("application/x-ole-storage", "application/cdfv2") or kind is None and data.startswith(OLE_MAGIC):
-            by_clsid = self.table.by_clsid.get(_ole_root_clsid(data))
-            kind = by_clsid or kind
-        return Detected(mime, description, kind)
+        encrypted = False
+        if data.startswith(OLE_MAGIC):
+            clsid, encrypted = _ole_facts(data)
+            kind = self.table.by_clsid.get(clsid) or kind
+        return Detected(mime, description, kind, encrypted)
 
     # -- the checks
 
@@ -330,6 +344,13 @@ class FiletypeAnalyzer(Analyzer):
                 findings.extend(self._name_checks(attachment, None))
                 continue
             findings.extend(self._check(attachment, found))
+            if found.encrypted:
+                findings.append(self._finding(
+                    "FILETYPE_ENCRYPTED_DOCUMENT",
+                    f"'{shown(attachment)}' is a password-protected document, so it cannot be checked for "
+                    "harmful content.",
+                    attachment, found, archives=[shown(attachment)],
+                ))
             if found.kind is not None and found.kind.opaque:
                 findings.append(self._opaque_archive(attachment, found))
         findings.extend(self._encrypted(message, encrypted_archives))
@@ -496,37 +517,52 @@ def _document_containers(attachments: Iterable[Attachment], detected: Mapping[tu
     return containers
 
 
+ENCRYPTED_RULES = ("FILETYPE_ENCRYPTED_ARCHIVE", "FILETYPE_ENCRYPTED_DOCUMENT")
+
+
 def _merge_encrypted(findings: list[Finding], message: ParsedMessage, analyzer: FiletypeAnalyzer) -> list[Finding]:
-    """One encrypted-archive finding per message; when the text gives a password, the
-    stronger rule (a password in the same email is how malware gets past virus checks)."""
-    encrypted = [f for f in findings if f.rule == "FILETYPE_ENCRYPTED_ARCHIVE"]
+    """At most one finding per rule for password-protected files; when the text gives a
+    password, one stronger finding instead (a password in the same email is how malware
+    gets past virus checks: the recipient can open it, the gateway cannot)."""
+    encrypted = [f for f in findings if f.rule in ENCRYPTED_RULES]
     if not encrypted:
         return findings
-    rest = [f for f in findings if f.rule != "FILETYPE_ENCRYPTED_ARCHIVE"]
-    archives = [a for f in encrypted for a in f.details.get("archives", [])]
-    names = ", ".join(f"'{a}'" for a in archives[:3])
+    rest = [f for f in findings if f.rule not in ENCRYPTED_RULES]
+    files = [a for f in encrypted for a in f.details.get("archives", [])]
+    names = ", ".join(f"'{a}'" for a in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    one = len(files) == 1
     password = find_password(message)
     if password is not None:
         rule = "FILETYPE_ENCRYPTED_ARCHIVE_PASSWORD"
         setting = analyzer.table.rules[rule]
-        summary = (f"{names} {'is a' if len(archives) == 1 else 'are'} password-protected "
-                   f"archive{'s' if len(archives) > 1 else ''} and the email itself gives the password: a common "
-                   "trick to get malware past virus checks. Do not open it.")
-        return rest + [analyzer.finding(rule, setting.score, summary, {"archives": archives}, setting.action)]
-    first = encrypted[0]
-    if len(encrypted) == 1:
-        return rest + [first]
-    summary = (f"{names} are password-protected archives, so they cannot be checked for viruses; criminals "
-               "send malware this way.")
-    return rest + [analyzer.finding(first.rule, first.score, summary, {"archives": archives}, first.min_action)]
+        summary = (f"{names} {'is a password-protected file' if one else 'are password-protected files'} and the "
+                   "email itself gives the password: a common trick to get malware past virus checks. "
+                   "Do not open it.")
+        return rest + [analyzer.finding(rule, setting.score, summary, {"archives": files}, setting.action)]
+    merged = []
+    for rule in ENCRYPTED_RULES:
+        group = [f for f in encrypted if f.rule == rule]
+        if len(group) == 1:
+            merged.append(group[0])
+        elif group:
+            names = ", ".join(f"'{a}'" for f in group for a in f.details.get("archives", [])[:1])
+            what = "archives" if rule == "FILETYPE_ENCRYPTED_ARCHIVE" else "documents"
+            summary = f"{names} are password-protected {what}, so they cannot be checked for harmful content."
+            archives = [a for f in group for a in f.details.get("archives", [])]
+            merged.append(analyzer.finding(rule, group[0].score, summary, {"archives": archives}, group[0].min_action))
+    return rest + merged
 
 
 def find_password(message: ParsedMessage) -> str | None:
     """A password given in the subject or the text a person reads, if any."""
     for text in (message.subject, message.body_text, message.text):
-        match = PASSWORD_HINT.search(text or "")
-        if match:
-            return match.group(1)
+        for match in PASSWORD_HINT.finditer(text or ""):
+            separator, candidate = match.group(1).strip(), match.group(2)
+            if candidate.lower() in NOT_A_PASSWORD:
+                continue
+            # "Password: x7Qp" or "password is hello", or a bare token with a digit in it.
+            if separator or any(ch.isdigit() for ch in candidate):
+                return candidate
     return None
 
 

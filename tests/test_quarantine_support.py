@@ -216,11 +216,17 @@ def start_postgres() -> Iterator[PostgresServer]:
         os.chown(base, pw.pw_uid, pw.pw_gid)
         runas = ["runuser", "-u", "postgres", "--"]
     data = base / "data"
-    subprocess.run(runas + [str(bindir / "initdb"), "-D", str(data), "-U", "mailguard", "--auth=trust",
-                            "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
     options = f"-k {base} -c listen_addresses='' -p 5432 -F"
-    subprocess.run(runas + [str(bindir / "pg_ctl"), "-D", str(data), "-w", "-t", "120", "-o", options,
-                            "-l", str(base / "server.log"), "start"], check=True, capture_output=True)
+    for command in (
+        [str(bindir / "initdb"), "-D", str(data), "-U", "mailguard", "--auth=trust", "--no-sync", "-E", "UTF8"],
+        [str(bindir / "pg_ctl"), "-D", str(data), "-w", "-t", "120", "-o", options, "-l", str(base / "server.log"),
+         "start"],
+    ):
+        done = subprocess.run(runas + command, capture_output=True, text=True)
+        if done.returncode != 0:
+            log = (base / "server.log").read_text(errors="replace") if (base / "server.log").exists() else ""
+            shutil.rmtree(base, ignore_errors=True)
+            pytest.fail(f"{' '.join(command[:1])} failed: {done.stderr or done.stdout}\n{log}")
     server = PostgresServer(base, bindir, runas)
     try:
         yield server

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import unicodedata
 from typing import Any, Sequence, TextIO
 
 from mailguard.config import Config, ConfigError, load_config
@@ -85,7 +86,7 @@ def cli_main(argv: list[str], prog: str = "mailguard quarantine") -> int:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     try:
-        return int(COMMANDS[args.action](quarantine, args, sys.stdout))
+        return int(COMMANDS[args.action](quarantine, args, SafeText(sys.stdout)))
     except QuarantineError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -141,6 +142,10 @@ def cmd_list(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
 def cmd_show(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
     if args.raw:
         data = q.raw(args.id)
+        if sys.stdout.isatty():  # a person looking: never let the message drive the terminal
+            out.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))
+            print("(a terminal-safe copy; redirect to a file for the exact bytes)", file=sys.stderr)
+            return EXIT_OK
         out.flush()
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -235,6 +240,32 @@ COMMANDS: dict[str, Any] = {
 
 
 # --------------------------------------------------------------------------- output
+
+
+class SafeText:
+    """Standard output for text that came from a hostile message: control characters
+    (terminal escape sequences that could retitle or rewrite the reviewer's terminal) and
+    invisible format characters (right-to-left overrides that disguise a subject or a file
+    name) are shown as visible \\uXXXX escapes instead of being obeyed."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(printable(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs")
+        else f"\\u{ord(ch):04x}"
+        for ch in text
+    )
 
 
 def _summary(entry: Entry) -> dict[str, Any]:

@@ -78,6 +78,21 @@ def test_show_prints_reasons_and_headers_and_is_audited(tmp_path: Path, capsys: 
     assert [(x["operation"], x["actor"]) for x in lines] == [("store", "relay"), ("view_headers", "dr-roe")]
 
 
+def test_hostile_text_cannot_drive_the_reviewers_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path)
+    evil = "Invoice \x1b]0;owned\x07\x1b[2J paid\u202efdp.exe"
+    q = open_quarantine(load_config(config))
+    try:
+        entry_id = q.store(make_message(0, subject=evil), make_envelope(), make_verdict())
+    finally:
+        q.close()
+    for argv in (["list"], ["show", entry_id]):
+        code, out, _ = run(capsys, *argv, "--config", str(config))
+        assert code == 0
+        assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+        assert "\\u001b]0;owned\\u0007" in out and "paid\\u202efdp.exe" in out
+
+
 def test_show_raw_writes_the_exact_message(tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     config = write_config(tmp_path)
     entry_id = seed(config, 1)[0]

@@ -85,6 +85,7 @@ BENIGN = {
     "xls that is html (exported report)": ("report.xls", b"<html><body><table><tr><td>1</td></tr></table></body></html>",
                                            "application/vnd.ms-excel"),
     "dotted name": ("Statement 2026.01.05 final.pdf", S.real_pdf(), "application/pdf"),
+    "name with a run of spaces": ("Scan      from printer.pdf", S.real_pdf(), "application/pdf"),
     "tar.gz": ("logs.tar.gz", b"\x1f\x8b\x08\x00" + b"\0" * 60, "application/gzip"),
 }
 
@@ -135,6 +136,10 @@ def test_name_padded_with_spaces(scanner: mailguard.Scanner) -> None:
     verdict = scan(scanner, ("invoice.pdf" + " " * 40 + ".exe", S.pe_exe(), OCTET))
     assert "FILETYPE_NAME_PADDING" in filetype_rules(verdict)
     assert verdict.action >= Action.QUARANTINE
+    padding = next(f for f in verdict.findings if f.rule == "FILETYPE_NAME_PADDING")
+    assert "[40 spaces]" in padding.summary and "(.exe)" in padding.summary
+    verdict = scan(scanner, ("statement.pdf" + "_" * 30 + ".js", S.SCRIPTS["payment.js"], OCTET))
+    assert {"FILETYPE_NAME_PADDING", "FILETYPE_SCRIPT"} <= filetype_rules(verdict)
     # Windows drops trailing dots and blanks, so this runs as .exe:
     verdict = scan(scanner, ("setup.exe. . ", S.pe_exe(), OCTET))
     assert "FILETYPE_EXECUTABLE" in filetype_rules(verdict)

@@ -103,6 +103,16 @@ def test_excel4_macro_sheets_with_auto_open_are_quarantined(scanner: mailguard.S
     assert finding.details["autoexec"] and "Excel 4.0 macro sheet" in finding.summary
 
 
+def test_shared_between_threads(scanner: mailguard.Scanner) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    samples = [S.message([("a.doc", S.word97_with_macro(), "application/msword")]),
+               S.message([("b.docx", S.real_docx(), DOCX)])] * 8
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda raw: macro_rules(scanner.scan(raw)), samples))
+    assert results == [{"MACROS_VBA", "MACROS_AUTOEXEC", "MACROS_SUSPICIOUS", "MACROS_AUTOEXEC_SUSPICIOUS"}, set()] * 8
+
+
 def test_hidden_macro_sheet_without_auto_open() -> None:
     report = inspect("a.xls", S.xls_workbook(macro_sheet=True, auto_open=False, hidden=True))
     assert report.xlm and report.xlm_hidden and not report.xlm_autoexec

@@ -54,7 +54,9 @@ INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\uffa0\u0
 def is_invisible(ch: str) -> bool:
     return ch in INVISIBLE or unicodedata.category(ch) == "Cf"
 
-PADDING = re.compile(r"[\s\u2800\u3164\u115f\u1160\uffa0]{5,}|[\s.\u2800\u3164]+$")
+# Blanks (or look-alike blanks, or underscores) pushing the real ending out of view:
+# "invoice.pdf                    .exe", or trailing blanks that Windows drops anyway.
+PADDING = re.compile(r"[\s\u2800\u3164\u115f\u1160\uffa0_]{5,}\.[^.\s]{1,10}$|[^\s]\s{2,}$")
 PASSWORD_HINT = re.compile(
     r"(?i)\b(?:password|passcode|passwort|kennwort|contrase[ñn]a|senha|mot de passe|парол[ьи]|pwd|pw|pass|(?:access|unlock|zip) code)\b"
     r"(?:\s+for\s+the\s+(?:file|archive|attachment|zip|document|invoice)s?)?"

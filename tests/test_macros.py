@@ -166,3 +166,9 @@ def test_huge_macro_is_bounded_and_reported(scanner: mailguard.Scanner) -> None:
     repeated = 'Attribute VB_Name = "Module1"\n' + "' same line\n" * 60_000 + S.AUTOOPEN_MACRO.split("\n", 1)[1]
     report = inspect("a.docm", S.real_docx(macro_source=repeated))
     assert not report.oversized and report.autoexec == ["AutoOpen"]
+
+
+def test_documents_over_the_size_limit_are_reported_unchecked() -> None:
+    small = build(Config.from_dict({"macros": {"max_document_bytes": 1024}}))
+    verdict = small.scan(S.message([("a.doc", S.word97_with_macro(), "application/msword")]))
+    assert "MACROS_UNCHECKED" in macro_rules(verdict) and "MACROS_VBA" not in macro_rules(verdict)

@@ -130,6 +130,11 @@ class MacrosAnalyzer(Analyzer):
                 continue
             documents.add(attachment.location)
             if len(attachment.data) > self.max_bytes:
+                findings.append(self.finding(
+                    "MACROS_UNCHECKED", 1.0,
+                    f"'{attachment.display_name}' is too large to be checked for macros.",
+                    {"attachment": attachment.display_name, "bytes": len(attachment.data), "limit": self.max_bytes},
+                ))
                 continue
             report = inspect(attachment.filename or "document", attachment.data, self.max_chars)
             findings.extend(self._findings(attachment, report))

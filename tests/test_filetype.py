@@ -330,3 +330,32 @@ def test_several_encrypted_archives_make_one_finding(scanner: mailguard.Scanner)
     verdict = scan(scanner, ("a.zip", one, "application/zip"), ("b.zip", one, "application/zip"))
     (finding,) = [f for f in verdict.findings if f.analyzer == "filetype"]
     assert finding.rule == "FILETYPE_ENCRYPTED_ARCHIVE" and finding.details["archives"] == ["a.zip", "b.zip"]
+
+
+def test_damaged_files_never_break_the_analyzers() -> None:
+    """Truncated and corrupted versions of every sample: findings or none, never an
+    exception (an analyzer error would hold the message for retry)."""
+    import random
+
+    from mailguard.analyzers.macros import MacrosAnalyzer
+    from mailguard.message import parse
+
+    config = Config.default()
+    context = AnalyzerContext(config)
+    analyzers = [FiletypeAnalyzer(config.section("filetype"), context),
+                 MacrosAnalyzer(config.section("macros"), context)]
+    rng = random.Random(5)
+    samples = [S.pe_exe(), S.msi_installer(), S.word97_with_macro(), S.real_docx(macro_source=S.AUTOOPEN_MACRO),
+               S.xls_with_xlm_macro_sheet(), S.encrypted_zip({"a.pdf": S.real_pdf()}), S.rar_archive(True),
+               S.seven_zip(True), S.encrypted_docx(), S.iso_image()]
+    for data in samples:
+        variants = [data[:n] for n in (8, 100, 600, len(data) // 2)]
+        for _ in range(3):
+            broken = bytearray(data)
+            for _ in range(20):
+                broken[rng.randrange(len(broken))] = rng.randrange(256)
+            variants.append(bytes(broken))
+        for variant in variants:
+            message = parse(S.message([("file.doc", variant, OCTET)]))
+            for analyzer in analyzers:
+                list(analyzer.analyze(message))

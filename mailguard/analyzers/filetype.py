@@ -310,8 +310,11 @@ class FiletypeAnalyzer(Analyzer):
             return Detected("application/x-empty", "empty", None)
         head = data[:MAGIC_BYTES]
         handles = self._magic
-        mime = (handles.mime.from_buffer(head) or "").lower()
-        description = handles.text.from_buffer(head) or ""
+        try:
+            mime = (handles.mime.from_buffer(head) or "").lower()
+            description = handles.text.from_buffer(head) or ""
+        except magic.MagicException:  # libmagic gave up on this content: judge it by name only
+            mime, description = "application/octet-stream", ""
         kind = self.table.by_mime.get(mime)
         if kind is None or not kind.dangerous:
             for prefix, candidate in self.table.descriptions:

@@ -286,10 +286,13 @@ def _xlm_in_ole(data: bytes, report: MacroReport) -> None:
     except Exception:
         return
     pos = 0
-    while pos + 4 <= len(book):
+    # Sheet list and names live in the workbook globals, which end at the first EOF record.
+    while pos + 4 <= min(len(book), 4 * 1024 * 1024):
         rtype, size = struct.unpack_from("<HH", book, pos)
         body = book[pos + 4 : pos + 4 + size]
         pos += 4 + size
+        if rtype == 0x000A:
+            break
         if rtype == 0x0085 and len(body) >= 6 and body[5] == 0x01:
             report.xlm = True
             report.xlm_hidden = report.xlm_hidden or body[4] in (1, 2)

@@ -332,27 +332,30 @@ def xls_with_xlm_macro_sheet() -> bytes:
 # --------------------------------------------------------------------------- documents
 
 
-def real_pdf(text: str = "Statement of account") -> bytes:
-    """A small valid PDF (one page of text) with a correct cross-reference table."""
+def real_pdf(text: str = "Statement of account", objects: Sequence[bytes] = (), catalog_extra: bytes = b"") -> bytes:
+    """A small valid PDF (one page of text) with a correct cross-reference table.
+    ``objects`` are added numbered from 6 and ``catalog_extra`` goes into the document
+    catalog (actions, name trees, forms), for samples that need them."""
     content = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode("latin-1")
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
+    all_objects = [
+        b"<< /Type /Catalog /Pages 2 0 R " + catalog_extra + b">>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
         b"/Resources << /Font << /F1 5 0 R >> >> >>",
         b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        *objects,
     ]
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
-    for number, body in enumerate(objects, 1):
+    for number, body in enumerate(all_objects, 1):
         offsets.append(len(out))
         out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
     xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(all_objects) + 1)
     for offset in offsets:
         out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(all_objects) + 1, xref)
     return bytes(out)
 
 

@@ -220,7 +220,7 @@ class Quarantine:
                 score=float(verdict.score),
                 rules=tuple(verdict.rules),
                 size=len(raw),
-                sealed_info=self.keys.seal(json.dumps(info, ensure_ascii=False).encode(), f"{entry_id}/info"),
+                sealed_info=self.keys.seal(_to_json(info), f"{entry_id}/info"),
                 sealed_message=self.keys.seal(bytes(raw), f"{entry_id}/message"),
                 recipients=tuple(
                     RecipientRow(i, self.keys.address_mac(r)) for i, r in enumerate(envelope.rcpt_tos)
@@ -651,6 +651,13 @@ def _info_for(raw: bytes, envelope: Envelope, verdict: Verdict) -> dict[str, Any
         "from": from_header,
         "message_id": verdict.message_id or message_id,
     }
+
+
+def _to_json(info: Mapping[str, Any]) -> bytes:
+    """JSON of the sealed details. An analyzer may put anything in a finding's details
+    (bytes, sets, paths): it is kept as text rather than failing the store, which would
+    leave the sender retrying a message that can never be stored."""
+    return json.dumps(info, default=repr).encode("ascii")  # ASCII: lone surrogates from 8-bit headers survive
 
 
 def _header_text(headers: Any, name: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import pytest
 
 from mailguard.config import Config
-from mailguard.model import Action
+from mailguard.model import Action, Finding, Verdict
 from mailguard.quarantine import QuarantineError, open_quarantine, parse_since
 from mailguard.quarantine_crypto import create_key_file
 from test_quarantine_support import (
@@ -135,6 +135,18 @@ def test_store_then_list_and_show(backend: Backend) -> None:
         operations = [(a.operation, a.entry_id, a.actor, a.result) for a in q.audit()]
         assert operations == [("store", entry_id, "tester", "ok"), ("view_raw", entry_id, "tester", "ok"),
                               ("view_headers", entry_id, "tester", "ok")]
+
+
+def test_findings_with_any_details_are_stored(backend: Backend) -> None:
+    odd = Finding("signatures", "YARA_ODD", 10.0, "Odd details", details={"raw": b"\x00\xff", "set": {1},
+                                                                            "path": Path("/x")})
+    verdict = Verdict(10.0, Action.QUARANTINE, (odd,), message_id="<odd@example>")
+    with opened(backend.config()) as q:
+        entry_id = q.store(make_message(), make_envelope(), verdict)
+        assert q.get(entry_id).verdict["findings"][0]["details"]["raw"] == "b'\\x00\\xff'"
+        raw8 = make_message().replace(b"Subject: ", b"Subject: Rechnung f\xfcr \xe9t\xe9 ")  # raw 8-bit header
+        eight = q.store(raw8, make_envelope(), verdict)
+        assert "Rechnung" in q.get(eight).subject and q.raw(eight) == raw8
 
 
 def test_list_filters(backend: Backend) -> None:

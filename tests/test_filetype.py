@@ -209,7 +209,7 @@ def test_encrypted_zip(scanner: mailguard.Scanner) -> None:
     "Archive pass - 8842",
 ])
 def test_encrypted_archive_with_password_in_the_body_is_stronger(scanner: mailguard.Scanner, body: str) -> None:
-    archive = S.encrypted_zip({"invoice.js": S.SCRIPTS["payment.js"]})
+    archive = S.encrypted_zip({"invoice.pdf": S.real_pdf()})
     verdict = scan(scanner, ("invoice.zip", archive, "application/zip"), body=body)
     assert filetype_rules(verdict) == {"FILETYPE_ENCRYPTED_ARCHIVE_PASSWORD"}
     assert verdict.action >= Action.QUARANTINE
@@ -359,3 +359,10 @@ def test_damaged_files_never_break_the_analyzers() -> None:
             message = parse(S.message([("file.doc", variant, OCTET)]))
             for analyzer in analyzers:
                 list(analyzer.analyze(message))
+
+
+def test_names_inside_an_encrypted_zip_are_still_judged(scanner: mailguard.Scanner) -> None:
+    archive = S.encrypted_zip({"invoice.pdf.js": S.SCRIPTS["payment.js"]})
+    verdict = scan(scanner, ("invoice.zip", archive, "application/zip"))
+    assert {"FILETYPE_ENCRYPTED_ARCHIVE", "FILETYPE_SCRIPT", "FILETYPE_DOUBLE_EXTENSION"} <= filetype_rules(verdict)
+    assert verdict.action >= Action.QUARANTINE

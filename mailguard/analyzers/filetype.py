@@ -225,6 +225,9 @@ class Detected:
     encrypted: bool = False  # a password-to-open Office document
 
 
+UNKNOWN = Detected("application/octet-stream", "", None)
+
+
 class _Magic(threading.local):
     """One pair of libmagic handles per thread: libmagic handles are not thread-safe, and
     opening the database per call costs more than the check itself."""
@@ -345,8 +348,9 @@ class FiletypeAnalyzer(Analyzer):
                     findings.append(self._dangerous(attachment, found, by_content=True))
                 continue
             if attachment.encrypted:
+                # The content is locked, but the member's name is not: judge it by name.
                 encrypted_archives.setdefault(attachment.location[:-1], []).append(attachment.filename)
-                findings.extend(self._name_checks(attachment, None))
+                findings.extend(self._check(attachment, UNKNOWN))
                 continue
             findings.extend(self._check(attachment, found))
             if found.encrypted:

@@ -13,12 +13,10 @@ rule OFFICE_VBA_MACROS : office
     strings:
         $vba_stream = "_VBA_PROJECT" wide nocase
         $ooxml_vba = "vbaProject.bin" nocase
-        $ooxml_vba_type = "vnd.ms-office.vbaProject"
     condition:
         not is_body and (
             uint32(0) == 0xE011CFD0 and uint32(4) == 0xE11AB1A1 and $vba_stream or
             uint32(0) == 0x04034B50 and $ooxml_vba or
-            $ooxml_vba_type and filesize < 1MB or
             view == "vba-source"
         )
 }

@@ -366,3 +366,20 @@ def test_names_inside_an_encrypted_zip_are_still_judged(scanner: mailguard.Scann
     verdict = scan(scanner, ("invoice.zip", archive, "application/zip"))
     assert {"FILETYPE_ENCRYPTED_ARCHIVE", "FILETYPE_SCRIPT", "FILETYPE_DOUBLE_EXTENSION"} <= filetype_rules(verdict)
     assert verdict.action >= Action.QUARANTINE
+
+
+def test_formats_libmagic_does_not_know_and_binary_called_text(scanner: mailguard.Scanner) -> None:
+    onenote = bytes.fromhex("e4525c7b8cd8a74daeb15378d02996d3") + bytes(range(128, 256)) * 8
+    assert not filetype_rules(scan(scanner, ("notes.one", onenote, OCTET)))  # magic_bytes in the table
+    verdict = scan(scanner, ("notes.pdf", onenote, "application/pdf"))
+    assert "FILETYPE_MISMATCH" in filetype_rules(verdict)
+    # High-bit junk that libmagic can only call "Non-ISO extended-ASCII text" is no evidence.
+    assert not filetype_rules(scan(scanner, ("scan.pdf", bytes(range(128, 256)) * 4, "application/pdf")))
+
+
+def test_a_program_archive_is_one_finding_not_one_per_member(scanner: mailguard.Scanner) -> None:
+    jar = S.zip_with({"META-INF/MANIFEST.MF": b"Manifest-Version: 1.0\r\nMain-Class: Invoice\r\n\r\n",
+                      "Invoice.class": b"\xca\xfe\xba\xbe\x00\x00\x00\x34" + b"\0" * 32})
+    verdict = scan(scanner, ("invoice.jar", jar, "application/java-archive"))
+    assert [f.rule for f in verdict.findings if f.analyzer == "filetype"] == ["FILETYPE_EXECUTABLE"]
+    assert verdict.action >= Action.QUARANTINE

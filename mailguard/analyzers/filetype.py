@@ -87,6 +87,7 @@ class Kind:
     family: str = ""
     opaque: bool = False
     shown_extension: str = ""
+    magic_bytes: tuple[bytes, ...] = ()
 
     @property
     def dangerous(self) -> bool:
@@ -110,6 +111,7 @@ class TypeTable:
     by_mime: Mapping[str, Kind] = field(default_factory=dict)
     by_clsid: Mapping[str, Kind] = field(default_factory=dict)
     descriptions: tuple[tuple[str, Kind], ...] = ()
+    prefixes: tuple[tuple[bytes, Kind], ...] = ()
 
     def kind_for_extension(self, ext: str) -> Kind | None:
         return self.by_extension.get(ext.lower())
@@ -118,6 +120,7 @@ class TypeTable:
 _KIND_KEYS = {
     "label": str, "category": str, "extensions": list, "mime": list, "description": list,
     "compatible": list, "ole_clsids": list, "family": str, "opaque": bool, "shown_extension": str,
+    "magic_bytes": list,
 }
 
 
@@ -159,6 +162,7 @@ def load_type_table(path: Path) -> TypeTable:
     by_mime: dict[str, Kind] = {}
     by_clsid: dict[str, Kind] = {}
     descriptions: list[tuple[str, Kind]] = []
+    prefixes: list[tuple[bytes, Kind]] = []
     for name, spec in dict(data.get("kinds", {})).items():
         where = f"{path}: [kinds.{name}]"
         if not isinstance(spec, dict):
@@ -184,6 +188,7 @@ def load_type_table(path: Path) -> TypeTable:
             ole_clsids=tuple(c.upper().strip("{}") for c in spec.get("ole_clsids", ())),
             family=spec.get("family", ""), opaque=bool(spec.get("opaque", False)),
             shown_extension=spec.get("shown_extension", "").lstrip("."),
+            magic_bytes=_hex_prefixes(spec.get("magic_bytes", ()), where),
         )
         kinds[name] = kind
         for ext in kind.extensions:
@@ -195,11 +200,22 @@ def load_type_table(path: Path) -> TypeTable:
         for clsid in kind.ole_clsids:
             by_clsid[clsid] = kind
         descriptions.extend((d, kind) for d in kind.description)
+        prefixes.extend((b, kind) for b in kind.magic_bytes)
     generic = data.get("generic_mime", [])
     if not isinstance(generic, list):
         raise ConfigError(f"{path}: generic_mime: expected a list of strings")
     return TypeTable(kinds, rules, frozenset(m.lower() for m in generic), by_extension, by_mime, by_clsid,
-                     tuple(descriptions))
+                     tuple(descriptions), tuple(prefixes))
+
+
+def _hex_prefixes(values: Iterable[str], where: str) -> tuple[bytes, ...]:
+    out = []
+    for value in values:
+        try:
+            out.append(bytes.fromhex(value))
+        except ValueError:
+            raise ConfigError(f"{where} magic_bytes: {value!r} is not hexadecimal bytes, e.g. \"4d5a\"") from None
+    return tuple(out)
 
 
 DEFAULT_SCORES = {
@@ -318,7 +334,13 @@ class FiletypeAnalyzer(Analyzer):
             description = handles.text.from_buffer(head) or ""
         except magic.MagicException:  # libmagic gave up on this content: judge it by name only
             mime, description = "application/octet-stream", ""
+        if mime == "text/plain" and description.startswith("Non-ISO extended-ASCII"):
+            mime = "application/octet-stream"  # binary that libmagic could only call "text"
         kind = self.table.by_mime.get(mime)
+        for prefix, candidate in self.table.prefixes:
+            if data.startswith(prefix):
+                kind = candidate
+                break
         if kind is None or not kind.dangerous:
             for prefix, candidate in self.table.descriptions:
                 if description.startswith(prefix):
@@ -338,12 +360,16 @@ class FiletypeAnalyzer(Analyzer):
             return []
         detected = {a.location: self.detect(a.data) for a in attachments}
         containers = _document_containers(attachments, detected)
+        by_location = {a.location: a for a in attachments}
         findings: list[Finding] = []
         encrypted_archives: dict[tuple[str, ...], list[str]] = {}
         for attachment in attachments:
             found = detected[attachment.location]
             if attachment.archive_depth and attachment.location[:-1] in containers:
-                # Internals of an Office document: only "is it a program" applies.
+                # Internals of an Office document: only "is it a program" applies; those of
+                # a program (a .jar, an .apk) are already covered by the program's finding.
+                if self._dangerous_by_either(by_location.get(attachment.location[:-1]), detected):
+                    continue
                 if found.kind is not None and found.kind.category == "executable":
                     findings.append(self._dangerous(attachment, found, by_content=True))
                 continue
@@ -364,6 +390,18 @@ class FiletypeAnalyzer(Analyzer):
                 findings.append(self._opaque_archive(attachment, found))
         findings.extend(self._encrypted(message, encrypted_archives))
         return _merge_encrypted(findings, message, self)
+
+    def _dangerous_by_either(self, attachment: Attachment | None,
+                             detected: Mapping[tuple[str, ...], Detected]) -> bool:
+        """Whether an attachment is a dangerous kind by its content or by its name."""
+        if attachment is None:
+            return False
+        found = detected.get(attachment.location)
+        if found is not None and found.kind is not None and found.kind.dangerous:
+            return True
+        _, exts = name_parts(attachment.filename)
+        named = self.table.kind_for_extension(exts[-1]) if exts else None
+        return named is not None and named.dangerous
 
     def _check(self, attachment: Attachment, found: Detected) -> list[Finding]:
         findings = self._name_checks(attachment, found)
@@ -511,7 +549,8 @@ class FiletypeAnalyzer(Analyzer):
         return self.finding(rule, setting.score, summary, info, setting.action)
 
 
-CONTAINER_MARKERS = frozenset({"[Content_Types].xml", "mimetype", "META-INF/manifest.xml", "AndroidManifest.xml"})
+CONTAINER_MARKERS = frozenset({"[Content_Types].xml", "mimetype", "META-INF/manifest.xml", "META-INF/MANIFEST.MF",
+                               "AndroidManifest.xml"})
 
 
 def _document_containers(attachments: Iterable[Attachment], detected: Mapping[tuple[str, ...], Detected]

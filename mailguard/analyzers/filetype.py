@@ -439,7 +439,7 @@ class FiletypeAnalyzer(Analyzer):
 
     def _compatible(self, named: Kind, found: Detected) -> bool:
         kind = found.kind
-        if kind is None or kind is named or found.mime in self.table.generic_mime:
+        if kind is None or kind is named:  # nothing known about the content, or the same kind
             return True
         if found.mime in named.compatible or found.mime in named.mime:
             return True

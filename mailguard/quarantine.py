@@ -29,7 +29,7 @@ import os
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -226,7 +226,8 @@ class Quarantine:
                     RecipientRow(i, self.keys.address_mac(r)) for i, r in enumerate(envelope.rcpt_tos)
                 ),
             )
-            self.backend.insert(row, self._audit_row("store", entry_id, "ok", f"{len(raw)} bytes", actor))
+            self.backend.insert(row, self._audit_row("store", entry_id, "ok", f"{len(raw)} bytes", actor),
+                                self.keys.key_id)
         except (BackendError, OSError, ValueError, TypeError) as exc:
             self._try_audit("store", "", "failed", str(exc), actor)
             log.error("quarantine store failed: %s", exc)
@@ -413,6 +414,50 @@ class Quarantine:
         self._backend(lambda: self.backend.delete(ids, audits))
         log.info("quarantine purge", extra={"fields": {"removed": len(ids), "older_than_days": days}})
         return ids
+
+    # ------------------------------------------------------------------ key rotation
+
+    def rekey(self, new_key_file: str | Path, *, actor: str | None = None) -> int:
+        """Re-encrypt every entry with the key in ``new_key_file`` (created with mode 0600 if
+        absent) in one transaction, and record it as the quarantine's key; return the number
+        of entries. All or nothing: an entry that cannot be decrypted stops it with nothing
+        changed. Programs still holding the old key then fail to store (451, the sender
+        retries) until restarted with the new ``key_file``."""
+        path = Path(new_key_file)
+        try:
+            new = read_key_file(path) if path.exists() else create_key_file(path)
+        except KeyFileError as exc:
+            raise QuarantineError(str(exc)) from None
+        except OSError as exc:
+            raise QuarantineError(f"cannot create the key file {path}: {exc.strerror or exc}") from None
+        old = self.keys
+        if new.key_id == old.key_id:
+            raise QuarantineError(f"{path} holds the key already in use (key id {old.key_id})")
+
+        def reseal(row: EntryRow) -> EntryRow:
+            info_plain = self._open(row.sealed_info, f"{row.id}/info")
+            message = self._open(row.sealed_message or b"", f"{row.id}/message")
+            rcpts = _envelope(json.loads(info_plain)).rcpt_tos
+            return replace(
+                row,
+                sealed_info=new.seal(info_plain, f"{row.id}/info"),
+                sealed_message=new.seal(message, f"{row.id}/message"),
+                recipients=tuple(replace(r, mac=new.address_mac(rcpts[r.index])) for r in row.recipients
+                                 if r.index < len(rcpts)),
+            )
+
+        audit = self._audit_row("rekey", "*", "ok", f"from key id {old.key_id} to {new.key_id}", actor)
+        try:
+            count = int(self.backend.reseal(old.key_id, new.key_id, reseal, audit))
+        except QuarantineError as exc:
+            raise QuarantineError(f"{exc}; delete that entry or restore it from a backup, then run rekey "
+                                  "again. Nothing was changed.") from None
+        except BackendError as exc:
+            raise QuarantineError(f"{exc}. Nothing was changed.") from None
+        self.keys = new
+        log.warning("quarantine re-encrypted with a new key", extra={"fields": {
+            "entries": count, "old_key_id": old.key_id, "new_key_id": new.key_id}})
+        return count
 
     # ------------------------------------------------------------------ audit
 

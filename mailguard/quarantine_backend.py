@@ -12,7 +12,7 @@ do not change.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 HELD = "held"
 RELEASED = "released"
@@ -87,6 +87,10 @@ class BackendError(Exception):
     """The database failed (locked past the timeout, disk full, damaged...)."""
 
 
+class KeyChangedError(BackendError):
+    """The store was re-encrypted with another key (``rekey``) since this process opened it."""
+
+
 class QuarantineBackend(Protocol):
     """What ``Quarantine`` needs from a database. Each method is one transaction."""
 
@@ -97,8 +101,9 @@ class QuarantineBackend(Protocol):
 
     def count(self) -> int: ...
 
-    def insert(self, row: EntryRow, audit: AuditRow) -> None:
-        """Add an entry and its audit line together; durable (committed and synced) on return."""
+    def insert(self, row: EntryRow, audit: AuditRow, key_id: str) -> None:
+        """Add an entry and its audit line together; durable (committed and synced) on return.
+        Raises KeyChangedError (and adds nothing) unless the store's key id is ``key_id``."""
 
     def select(self, query: EntryQuery) -> list[EntryRow]:
         """Entries matching, newest first, without ``sealed_message``."""
@@ -117,6 +122,14 @@ class QuarantineBackend(Protocol):
         """Remove entries (content overwritten) with their audit lines; return how many existed."""
 
     def ids_older_than(self, cutoff: float) -> list[str]: ...
+
+    def reseal(
+        self, old_key_id: str, new_key_id: str, reseal: Callable[[EntryRow], EntryRow], audit: AuditRow
+    ) -> int:
+        """In one transaction, and only if the store's key id is ``old_key_id``: replace every
+        entry's sealed fields and recipient hashes with those of ``reseal(row)``, record
+        ``new_key_id`` and the audit line; return the number of entries. Any exception from
+        ``reseal`` leaves everything as it was."""
 
     def append_audit(self, audit: AuditRow) -> None: ...
 

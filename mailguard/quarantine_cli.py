@@ -1,4 +1,4 @@
-"""``mailguard quarantine list|show|release|delete|purge|audit|notify``.
+"""``mailguard quarantine list|show|release|delete|purge|audit|notify|rekey``.
 
 For the part-time IT person reviewing held mail: a table to scan by eye, ``--json`` for
 scripts, ids that can be shortened to a unique prefix (as with git), and exit statuses a
@@ -67,6 +67,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    help="only this operation: store, view_headers, view_raw, release, delete, purge, notify")
     p.add_argument("--limit", type=int, metavar="N", help="only the N most recent lines")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = sub.add_parser("rekey", parents=[common],
+                       help="re-encrypt every held message with a new key (e.g. if the key may have leaked)")
+    p.add_argument("new_key_file", metavar="NEW_KEY_FILE", help="the new key file; created (mode 0600) if absent")
 
     p = sub.add_parser("notify", parents=[common],
                        help="mail a digest of held messages (needs [quarantine] notify = true)")
@@ -233,9 +237,19 @@ def cmd_notify(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
     return status
 
 
+def cmd_rekey(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
+    count = q.rekey(args.new_key_file)
+    out.write(
+        f"re-encrypted {count} message(s) with the key in {args.new_key_file}.\n"
+        "Now set [quarantine] key_file to that file (or move it over the old one), restart the relay or milter,\n"
+        "and back the new key file up. Keep the old key file as long as backups made with it are kept.\n"
+    )
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Any] = {
     "list": cmd_list, "show": cmd_show, "release": cmd_release, "delete": cmd_delete,
-    "purge": cmd_purge, "audit": cmd_audit, "notify": cmd_notify,
+    "purge": cmd_purge, "audit": cmd_audit, "notify": cmd_notify, "rekey": cmd_rekey,
 }
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import AbstractContextManager
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mailguard.quarantine_backend import (
     RELEASED,
     BackendError,
+    KeyChangedError,
     AuditQuery,
     AuditRow,
     EntryQuery,
@@ -151,10 +152,11 @@ class SQLBackend:
 
     # -- entries
 
-    def insert(self, row: EntryRow, audit: AuditRow) -> None:
+    def insert(self, row: EntryRow, audit: AuditRow, key_id: str) -> None:
         if row.sealed_message is None:
             raise ValueError("an entry is stored with its message")
         with self._transaction() as cur:
+            self._check_key(cur, key_id)
             cur.execute(
                 "INSERT INTO entries (id, created, status, action, score, size, released_at, sealed_info, sealed_message)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -206,14 +208,37 @@ class SQLBackend:
                 " ORDER BY entry_id, idx", batch
             ):
                 recipients.setdefault(entry_id, []).append(RecipientRow(int(index), str(mac), delivered_at))
-        return [
-            EntryRow(
-                id=r[0], created=float(r[1]), status=r[2], action=r[3], score=r[4], size=r[5], released_at=r[6],
-                sealed_info=bytes(r[7]), sealed_message=bytes(r[8]) if with_message else None,
-                rules=tuple(rules.get(r[0], ())), recipients=tuple(recipients.get(r[0], ())),
+        return [_row(r, rules.get(r[0], ()), recipients.get(r[0], ()), with_message) for r in rows]
+
+    @staticmethod
+    def _check_key(cur: Any, key_id: str) -> None:
+        stored = cur.execute("SELECT value FROM meta WHERE key = 'key_id'").fetchone()
+        if stored is None or stored[0] != key_id:
+            raise KeyChangedError(
+                "the quarantine was re-encrypted with another key since this program opened it; restart it "
+                "with the new [quarantine] key_file"
             )
-            for r in rows
-        ]
+
+    def reseal(
+        self, old_key_id: str, new_key_id: str, reseal: Callable[[EntryRow], EntryRow], audit: AuditRow
+    ) -> int:
+        with self._transaction() as cur:
+            self._check_key(cur, old_key_id)
+            ids = [r[0] for r in cur.execute("SELECT id FROM entries ORDER BY created").fetchall()]
+            for entry_id in ids:  # one at a time: a large quarantine need not fit in memory
+                found = cur.execute(f"SELECT {_ENTRY_COLUMNS}, sealed_message FROM entries WHERE id = ?",
+                                    (entry_id,)).fetchone()
+                recipients = [RecipientRow(int(i), str(m), d) for i, m, d in cur.execute(
+                    "SELECT idx, mac, delivered_at FROM entry_recipients WHERE entry_id = ? ORDER BY idx",
+                    (entry_id,)).fetchall()]
+                new = reseal(_row(found, (), recipients, True))
+                cur.execute("UPDATE entries SET sealed_info = ?, sealed_message = ? WHERE id = ?",
+                            (new.sealed_info, new.sealed_message, entry_id))
+                cur.executemany("UPDATE entry_recipients SET mac = ? WHERE entry_id = ? AND idx = ?",
+                                [(r.mac, entry_id, r.index) for r in new.recipients])
+            cur.execute("UPDATE meta SET value = ? WHERE key = 'key_id'", (new_key_id,))
+            self._audit(cur, audit)
+        return len(ids)
 
     def match_ids(self, prefix: str) -> list[str]:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -270,6 +295,15 @@ class SQLBackend:
             sql += " ORDER BY seq"
         return [AuditRow(time=t, actor=ac, operation=op, entry_id=e, result=r, detail=d, seq=s)
                 for s, t, ac, op, e, r, d in self._read(sql, params)]
+
+
+def _row(r: Sequence[Any], rules: Sequence[str], recipients: Sequence[RecipientRow], with_message: bool) -> EntryRow:
+    """An EntryRow from the columns ``_ENTRY_COLUMNS`` (+ ``sealed_message``)."""
+    return EntryRow(
+        id=r[0], created=float(r[1]), status=r[2], action=r[3], score=r[4], size=r[5], released_at=r[6],
+        sealed_info=bytes(r[7]), sealed_message=bytes(r[8]) if with_message else None,
+        rules=tuple(rules), recipients=tuple(recipients),
+    )
 
 
 def _filtered(select: str, conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:

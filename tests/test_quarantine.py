@@ -70,11 +70,16 @@ class Backend:
         return files_containing(self.server.base, marker)
 
     def snapshot(self) -> Any:
-        """Everything stored, to show that a refused open changed nothing."""
+        """Everything on disk (SQLite: every file byte for byte), to show that a refused open
+        wrote nothing at all."""
         if self.server is None:
             folder = self.tmp_path / "q"
             return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
                     for p in sorted(folder.rglob("*")) if p.is_file()}
+        return self.contents()
+
+    def contents(self) -> Any:
+        """Every row of every table, to show that a failed operation changed no data."""
         return {table: self.execute(f"SELECT * FROM {table} ORDER BY 1")
                 for table in ("meta", "entries", "entry_rules", "entry_recipients", "audit")}
 
@@ -247,6 +252,44 @@ def test_wrong_key_is_a_clear_error_and_changes_nothing(backend: Backend) -> Non
         open_quarantine(backend.config(key_file=str(broken)))
     with opened(config) as q:
         assert q.get(entry_id).status == "held"
+
+
+def test_rekey_reencrypts_everything_and_retires_the_old_key(backend: Backend) -> None:
+    config = backend.config()
+    relay = open_quarantine(config)  # a long-running program that still holds the old key
+    try:
+        first = relay.store(make_message(1), make_envelope(RECIPIENT, "billing@practice.example"), make_verdict(1))
+        with opened(config, actor="it-admin") as q:
+            new_key = backend.tmp_path / "keys" / "new.key"
+            assert q.rekey(new_key) == 1
+            assert stat.S_IMODE(new_key.stat().st_mode) == 0o600
+            assert q.raw(first) == make_message(1)  # this object goes on with the new key
+            with pytest.raises(QuarantineError, match="already in use"):
+                q.rekey(new_key)
+        with pytest.raises(QuarantineError, match="re-encrypted with another key"):
+            relay.store(make_message(2), make_envelope(), make_verdict(2))  # refused (451), not mixed in
+    finally:
+        relay.close()
+    with pytest.raises(QuarantineError, match="is not the key of the"):
+        open_quarantine(config)  # the old key no longer opens it
+    with opened(backend.config(key_file=str(new_key))) as q:
+        assert [e.id for e in q.list(recipient="billing@practice.example")] == [first]  # hashes redone
+        assert q.raw(first) == make_message(1) and q.count() == 1
+        [line] = q.audit(operation="rekey")
+        assert line.actor == "it-admin" and line.result == "ok"
+
+
+def test_rekey_stops_at_a_damaged_entry_and_changes_nothing(backend: Backend) -> None:
+    with opened(backend.config()) as q:
+        good = q.store(make_message(1), make_envelope(), make_verdict(1))
+        bad = q.store(make_message(2), make_envelope(), make_verdict(2))
+        backend.execute(f"UPDATE entries SET sealed_message = (SELECT sealed_message FROM entries WHERE id = '{good}')"
+                        f" WHERE id = '{bad}'")
+        before = backend.contents()
+        with pytest.raises(QuarantineError, match=f"{bad}.*Nothing was changed"):
+            q.rekey(backend.tmp_path / "new.key")
+        assert backend.contents() == before
+        assert q.raw(good) == make_message(1)
 
 
 def test_release_delivers_with_the_original_envelope(backend: Backend) -> None:

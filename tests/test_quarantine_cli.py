@@ -137,6 +137,18 @@ def test_delete_purge_and_unknown_ids(tmp_path: Path, capsys: pytest.CaptureFixt
     assert [line.split()[3] for line in table[1:]] == ["store", "store", "delete", "purge", "purge", "purge"]
 
 
+def test_rekey_then_use_the_new_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path)
+    entry_id = seed(config, 1)[0]
+    code, out, _ = run(capsys, "rekey", str(tmp_path / "new.key"), "--config", str(config))
+    assert code == 0 and out.startswith("re-encrypted 1 message(s)") and "key_file" in out
+    code, _, err = run(capsys, "list", "--config", str(config))
+    assert code == 2 and "is not the key of the quarantine" in err
+    (tmp_path / "new.key").replace(tmp_path / "quarantine.key")  # as the command's advice says
+    code, out, _ = run(capsys, "list", "--config", str(config))
+    assert code == 0 and entry_id[:10] in out
+
+
 def test_wrong_key_and_bad_config_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path)
     seed(config, 1)

@@ -279,12 +279,19 @@ def test_rekey_reencrypts_everything_and_retires_the_old_key(backend: Backend) -
         assert line.actor == "it-admin" and line.result == "ok"
 
 
+def store_good_and_damaged(backend: Backend, q: Any, column: str) -> tuple[str, str]:
+    """Two entries; the second's ``column`` is replaced by the first's. Authenticated
+    encryption binds each sealed value to its entry, so the second can no longer be opened."""
+    good = q.store(make_message(1), make_envelope(), make_verdict(1))
+    bad = q.store(make_message(2), make_envelope(), make_verdict(2))
+    backend.execute(f"UPDATE entries SET {column} = (SELECT {column} FROM entries WHERE id = '{good}') "
+                    f"WHERE id = '{bad}'")
+    return good, bad
+
+
 def test_rekey_stops_at_a_damaged_entry_and_changes_nothing(backend: Backend) -> None:
     with opened(backend.config()) as q:
-        good = q.store(make_message(1), make_envelope(), make_verdict(1))
-        bad = q.store(make_message(2), make_envelope(), make_verdict(2))
-        backend.execute(f"UPDATE entries SET sealed_message = (SELECT sealed_message FROM entries WHERE id = '{good}')"
-                        f" WHERE id = '{bad}'")
+        good, bad = store_good_and_damaged(backend, q, "sealed_message")
         before = backend.contents()
         with pytest.raises(QuarantineError, match=f"{bad}.*Nothing was changed"):
             q.rekey(backend.tmp_path / "new.key")
@@ -400,11 +407,7 @@ def test_delete_and_purge_are_audited(backend: Backend) -> None:
 
 def test_a_damaged_entry_does_not_hide_the_others(backend: Backend) -> None:
     with opened(backend.config()) as q:
-        good = q.store(make_message(1), make_envelope(), make_verdict(1))
-        bad = q.store(make_message(2), make_envelope(), make_verdict(2))
-        # swap in another entry's sealed data: authenticated encryption refuses it
-        backend.execute(f"UPDATE entries SET sealed_info = (SELECT sealed_info FROM entries WHERE id = '{good}') "
-                        f"WHERE id = '{bad}'")
+        good, bad = store_good_and_damaged(backend, q, "sealed_info")
         listed = {e.id: e for e in q.list()}
         assert listed[good].subject.startswith(SUBJECT_MARKER)
         assert listed[bad].subject.startswith("[damaged entry")

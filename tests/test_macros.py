@@ -172,3 +172,23 @@ def test_documents_over_the_size_limit_are_reported_unchecked() -> None:
     small = build(Config.from_dict({"macros": {"max_document_bytes": 1024}}))
     verdict = small.scan(S.message([("a.doc", S.word97_with_macro(), "application/msword")]))
     assert "MACROS_UNCHECKED" in macro_rules(verdict) and "MACROS_VBA" not in macro_rules(verdict)
+
+
+def test_documents_that_would_stall_olevba_are_not_handed_to_it() -> None:
+    """A .docm whose parts unpack to gigabytes, or whose VBA storage is huge, is reported
+    unchecked instead of being unpacked without limit."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("[Content_Types].xml", b"<Types/>")
+        zf.writestr("word/document.xml", b"<w:document/>")
+        zf.writestr("word/vbaProject.bin", b"\0" * (3 * 1024 * 1024))
+    report = inspect("bomb.docm", buffer.getvalue(), max_unpacked=1024 * 1024)
+    assert report.unchecked and not report.vba
+    huge = S.ole_file({"VBA/Module1": b"\x01" + b"\0" * (5 * 1024 * 1024), "VBA/dir": b"\x01", "PROJECT": b""})
+    assert inspect("huge.doc", huge).unchecked == "its macro storage is too large to examine"
+    small = build(Config.from_dict({"macros": {"max_document_bytes": 1024 * 1024}}))
+    verdict = small.scan(S.message([("bomb.docm", buffer.getvalue(), DOCX)]))
+    assert "MACROS_UNCHECKED" in macro_rules(verdict) and not verdict.errors

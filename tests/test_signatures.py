@@ -308,3 +308,13 @@ def test_one_scanner_serves_many_threads(scanner: Scanner) -> None:
         for _ in range(3):
             got = list(pool.map(lambda raw: sorted(signature_rules(scanner.scan(raw))), raws))
             assert got == expected
+
+
+def test_decoded_views_are_bounded() -> None:
+    from mailguard.analyzers.signatures import decoded_script_literals, pdf_object_streams
+
+    page = b"<script>document.write(unescape('" + b"%41" * 10000 + b"'));</script>"
+    assert decoded_script_literals(page) == b"A" * 10000
+    assert len(decoded_script_literals(page, limit=100)) == 100
+    assert decoded_script_literals(b"<p>no scripts here</p>") == b""
+    assert pdf_object_streams(real_pdf()) == b""

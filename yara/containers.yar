@@ -131,3 +131,32 @@ rule WINDOWS_LIBRARY_MS : shortcut malware
     condition:
         not is_body and ($library or $connector) and ($ns or extension == "library-ms" or extension == "searchconnector-ms")
 }
+
+rule APPLE_CONFIGURATION_PROFILE : shortcut phishing
+{
+    meta:
+        description = "It is an Apple configuration profile (.mobileconfig). Installing it changes an iPhone's or Mac's settings, such as mail accounts, and should only come from your own IT support."
+        score = 6
+        body_score = 0
+    strings:
+        $plist = "<plist" nocase
+        $payload = "<key>PayloadContent</key>"
+        $type = "<key>PayloadType</key>"
+    condition:
+        not is_body and $plist and $payload and $type
+}
+
+rule APPLE_PROFILE_DEVICE_CONTROL : shortcut malware
+{
+    meta:
+        description = "It is an Apple configuration profile that would install a security certificate, a VPN, a web proxy or remote management, handing control of the device's traffic to the sender."
+        score = 9
+        action = "quarantine"
+        body_score = 0
+    strings:
+        $plist = "<plist" nocase
+        $payload = "<key>PayloadContent</key>"
+        $control = /<string>com\.apple\.(security\.root|security\.pkcs12|vpn\.managed|proxy\.http\.global|mdm|webcontent-filter|dnsSettings\.managed)<\/string>/
+    condition:
+        not is_body and $plist and $payload and $control
+}

@@ -120,6 +120,7 @@ rule HTML_SCRIPT_REDIRECT : html phishing
         $assign = /(window|document|top|self)\.location(\.href)?\s*=\s*["'`]\s*https?:/ nocase
         $call = /location\.(replace|assign)\s*\(\s*["'`]\s*https?:/ nocase
         $open = /window\.open\s*\(\s*["'`]\s*https?:[^)]{0,300}["']_self["']/ nocase
+        $autoclick = /onload\s*=\s*("[^"]{0,200}|'[^']{0,200})\.click\(\)/ nocase
     condition:
         not is_body and any of them
 }

@@ -1,7 +1,7 @@
 /*
   PDF documents. Names may be written with #xx escapes (/J#61vaScript) to dodge simple
-  filters, so the rules accept both spellings. Compressed object streams hide names from
-  any byte scanner: these rules catch what is visible, the common case for attack PDFs.
+  filters, so the rules accept both spellings. PDF 1.5 object streams hide dictionaries
+  in compressed streams: mailguard inflates them and scans them as view == "pdf-objects".
 */
 
 rule PDF_JAVASCRIPT : pdf
@@ -15,7 +15,7 @@ rule PDF_JAVASCRIPT : pdf
         $js_name = /\/J(a|#61)(v|#76)(a|#61)(S|#53)(c|#63)(r|#72)(i|#69)(p|#70)(t|#74)/
         $js_key = /\/J(S|#53)\s*[\(<\[\/0-9]/
     condition:
-        not is_body and $pdf in (0..1024) and ($js_name or $js_key)
+        not is_body and ($pdf in (0..1024) or view == "pdf-objects") and ($js_name or $js_key)
 }
 
 rule PDF_AUTO_ACTION : pdf
@@ -29,7 +29,7 @@ rule PDF_AUTO_ACTION : pdf
         $open = /\/O(p|#70)(e|#65)(n|#6[Ee])(A|#41)(c|#63)(t|#74)(i|#69)(o|#6[Ff])(n|#6[Ee])/
         $aa = /\/A(A|#41)\s*<</
     condition:
-        not is_body and $pdf in (0..1024) and ($open or $aa)
+        not is_body and ($pdf in (0..1024) or view == "pdf-objects") and ($open or $aa)
 }
 
 rule PDF_JAVASCRIPT_ON_OPEN : pdf malware
@@ -45,7 +45,7 @@ rule PDF_JAVASCRIPT_ON_OPEN : pdf malware
         $js_name = /\/J(a|#61)(v|#76)(a|#61)(S|#53)(c|#63)(r|#72)(i|#69)(p|#70)(t|#74)/
         $js_key = /\/J(S|#53)\s*[\(<\[\/0-9]/
     condition:
-        not is_body and $pdf in (0..1024) and ($open or $aa) and ($js_name or $js_key)
+        not is_body and ($pdf in (0..1024) or view == "pdf-objects") and ($open or $aa) and ($js_name or $js_key)
 }
 
 rule PDF_LAUNCH_ACTION : pdf malware
@@ -59,7 +59,7 @@ rule PDF_LAUNCH_ACTION : pdf malware
         $pdf = "%PDF-"
         $launch = /\/L(a|#61)(u|#75)(n|#6[Ee])(c|#63)(h|#68)[\s\/<>\[\(]/
     condition:
-        not is_body and $pdf in (0..1024) and $launch
+        not is_body and ($pdf in (0..1024) or view == "pdf-objects") and $launch
 }
 
 rule PDF_EMBEDDED_FILE : pdf
@@ -72,7 +72,7 @@ rule PDF_EMBEDDED_FILE : pdf
         $pdf = "%PDF-"
         $embedded = /\/E(m|#6[Dd])(b|#62)(e|#65)(d|#64)(d|#64)(e|#65)(d|#64)(F|#46)(i|#69)(l|#6[Cc])(e|#65)/
     condition:
-        not is_body and $pdf in (0..1024) and $embedded
+        not is_body and ($pdf in (0..1024) or view == "pdf-objects") and $embedded
 }
 
 rule PDF_EMBEDDED_EXECUTABLE_NAME : pdf malware
@@ -87,7 +87,7 @@ rule PDF_EMBEDDED_EXECUTABLE_NAME : pdf malware
         $name = /\/U?F\s*\([^)\r\n]{1,200}\.(exe|scr|pif|com|cpl|js|jse|vbs|vbe|wsf|hta|bat|cmd|ps1|lnk|msi|jar|chm|iso|img|vhd|vhdx|url|library-ms|one)\)/ nocase
         $export = /exportDataObject\s*\([^)]{0,200}nLaunch\s*:\s*[12]/ nocase
     condition:
-        not is_body and $pdf in (0..1024) and ($name or $export)
+        not is_body and ($pdf in (0..1024) or view == "pdf-objects") and ($name or $export)
 }
 
 rule PDF_FORM_SUBMIT_EXTERNAL : pdf phishing
@@ -102,5 +102,5 @@ rule PDF_FORM_SUBMIT_EXTERNAL : pdf phishing
         $url = /\/F\s*\(\s*https?:\/\// nocase
         $url_spec = /\/FS\s*\/URL/
     condition:
-        not is_body and $pdf in (0..1024) and $submit and ($url or $url_spec)
+        not is_body and ($pdf in (0..1024) or view == "pdf-objects") and $submit and ($url or $url_spec)
 }

@@ -18,9 +18,14 @@ Each rule's ``meta`` says what a person should be told and how much it counts:
 
 Rules may read external variables describing what is scanned: ``filename`` and
 ``extension`` (lower case), ``content_type`` (declared), ``is_body`` (an HTML body) and
-``view`` (``"file"``, ``"html-body"`` or ``"vba-source"``: the decompressed macro code of
-an Office file, because VBA is stored compressed and its keywords are invisible in the raw
-bytes).
+``view``, which says what the bytes are:
+
+- ``"file"``: an attachment or archive member as sent;
+- ``"html-body"``: an HTML body of the message or of an attached message;
+- ``"vba-source"``: the decompressed macro code of an Office file (VBA is stored
+  compressed, so its keywords are invisible in the raw bytes);
+- ``"pdf-objects"``: a PDF's decompressed object streams (where PDF 1.5+ hides actions);
+- ``"decoded-script"``: what a web page's script decodes with unescape()/atob() and writes.
 
 Compilation happens once, in the constructor; ``compile_rules`` is the same step for a
 server that wants to check a reload before swapping scanners. yara-python's ``match``
@@ -28,8 +33,12 @@ creates a scanner per call, so one compiled rule set serves many threads.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import time
+import urllib.parse
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -45,8 +54,15 @@ from mailguard.resources import data_dir
 RULE_SUFFIXES = (".yar", ".yara")
 RULE_ID_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-VBA_PROJECT_NAME = "_VBA_PROJECT".encode("utf-16-le")
+VBA_PROJECT_RE = re.compile(re.escape("_VBA_PROJECT".encode("utf-16-le")), re.IGNORECASE)
 MAX_LOCATIONS = 10
+VIEW_LIMIT = 8 * 1024 * 1024  # most bytes one derived view (decompressed, decoded) may hold
+MAX_PDF_OBJECT_STREAMS = 256
+MAX_SCRIPT_LITERALS = 32
+PDF_OBJSTM_RE = re.compile(rb"/Type\s*/ObjStm[^>]{0,300}>>\s*stream\r?\n")
+SCRIPT_LITERAL_RE = re.compile(
+    rb"(?P<func>unescape|decodeURIComponent|atob)\s*\(\s*(?P<q>[\"'`])(?P<literal>[^\"'`]{40,}?)(?P=q)\s*\)"
+)
 
 # External variables every rule may use; the values here are the defaults at compile time.
 EXTERNALS: Mapping[str, Any] = {
@@ -89,6 +105,11 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
         minimum=4096,
     ),
     "scan_html_bodies": Option(True, "bool", "Also scan the HTML bodies of the message and of attached messages."),
+    "decode_hidden_content": Option(
+        True, "bool",
+        "Also scan what attachments hide from a plain byte scan: a PDF's compressed object streams and "
+        "the text a web page's script decodes (unescape, atob) before showing it.",
+    ),
     "extract_vba": Option(
         True, "bool",
         "Decompress the VBA macro code of Office files (with oletools) and scan it too, so rules about "
@@ -276,10 +297,54 @@ def _rule_info(rule: Any, path: Path, default_score: float) -> RuleInfo:
 # --------------------------------------------------------------------------- scanning
 
 
+def pdf_object_streams(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
+    """The decompressed object streams (/Type /ObjStm) of a PDF, joined: PDF 1.5 packs
+    dictionaries (actions, JavaScript, embedded files) into compressed streams where no
+    byte scanner sees their names. Other streams (pictures, page text) are left alone."""
+    if b"%PDF-" not in data[:1024] or b"/ObjStm" not in data:
+        return b""
+    out: list[bytes] = []
+    room = limit
+    for count, match in enumerate(PDF_OBJSTM_RE.finditer(data)):
+        if count >= MAX_PDF_OBJECT_STREAMS or room <= 0:
+            break
+        try:
+            inflated = zlib.decompressobj().decompress(data[match.end():match.end() + limit], room)
+        except zlib.error:
+            continue
+        out.append(inflated)
+        room -= len(inflated)
+    return b"\n".join(out)
+
+
+def decoded_script_literals(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
+    """What a page's script would write out: the long string literals it passes to
+    unescape(), decodeURIComponent() or atob(), decoded. Phishing pages hide their login
+    form this way so that nothing readable is left in the file."""
+    if b"unescape" not in data and b"atob" not in data and b"decodeURIComponent" not in data:
+        return b""
+    out: list[bytes] = []
+    room = limit
+    for count, match in enumerate(SCRIPT_LITERAL_RE.finditer(data)):
+        if count >= MAX_SCRIPT_LITERALS or room <= 0:
+            break
+        literal = match.group("literal")
+        try:
+            if match.group("func") == b"atob":
+                decoded = base64.b64decode(re.sub(rb"\s+", b"", literal) + b"==", validate=False)
+            else:
+                decoded = urllib.parse.unquote_to_bytes(literal)
+        except (ValueError, binascii.Error):
+            continue
+        out.append(decoded[:room])
+        room -= len(decoded)
+    return b"\n".join(out)
+
+
 def vba_source(data: bytes) -> str:
     """The decompressed VBA code of an OLE file (a .doc/.xls or an OOXML vbaProject.bin),
     or "" when it has none or oletools cannot read it."""
-    if not data.startswith(OLE_MAGIC) or VBA_PROJECT_NAME not in data.upper():
+    if not data.startswith(OLE_MAGIC) or not VBA_PROJECT_RE.search(data):
         return ""
     from oletools.olevba import VBA_Parser  # imported lazily: it is slow to import
 
@@ -308,6 +373,7 @@ class SignaturesAnalyzer(Analyzer):
         self.max_scan_bytes = int(settings["max_scan_bytes"])
         self.scan_html_bodies = bool(settings["scan_html_bodies"])
         self.extract_vba = bool(settings["extract_vba"])
+        self.decode_views = bool(settings["decode_hidden_content"])
 
     def targets(self, message: ParsedMessage) -> Iterator[ScanTarget]:
         """Everything to scan: attachments (already flattened: archive members and attached
@@ -328,11 +394,20 @@ class SignaturesAnalyzer(Analyzer):
         truncated = len(data) > self.max_scan_bytes
         yield ScanTarget(data[: self.max_scan_bytes], where, "file", attachment.filename,
                          attachment.content_type, truncated)
+        name, ctype, shown = attachment.filename, attachment.content_type, attachment.display_name
         if self.extract_vba:
             code = vba_source(data)
             if code:
-                yield ScanTarget(code.encode("utf-8", "surrogateescape"), f"the macro code in {attachment.display_name}",
-                                 "vba-source", attachment.filename, attachment.content_type)
+                yield ScanTarget(code.encode("utf-8", "surrogateescape"), f"the macro code in {shown}",
+                                 "vba-source", name, ctype)
+        if self.decode_views:
+            objects = pdf_object_streams(data)
+            if objects:
+                yield ScanTarget(objects, f"the attachment {shown} (compressed PDF objects)", "pdf-objects", name, ctype)
+            decoded = decoded_script_literals(data[: self.max_scan_bytes])
+            if decoded:
+                yield ScanTarget(decoded, f"the attachment {shown} (content its script decodes)", "decoded-script",
+                                 name, ctype)
 
     def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
         deadline = time.monotonic() + self.timeout_s

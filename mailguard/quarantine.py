@@ -20,8 +20,6 @@ Library use (the relay, the milter and the ``mailguard quarantine`` command all 
 from __future__ import annotations
 
 import builtins
-import email.parser
-import email.policy
 import getpass
 import json
 import logging
@@ -49,6 +47,16 @@ from mailguard.quarantine_backend import (
     RecipientRow,
 )
 from mailguard.quarantine_crypto import KeyFileError, KeyRing, SealError, create_key_file, read_key_file
+from mailguard.quarantine_entry import (
+    AuditEntry,
+    Entry,
+    ReleaseResult,
+    envelope_of,
+    header_block,
+    info_for,
+    parse_since,
+    to_json,
+)
 from mailguard.quarantine_smtp import SmtpTargetError, parse_host_port, redact_addresses, send
 
 log = logging.getLogger("mailguard.quarantine")
@@ -105,85 +113,9 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "notify_from": Option("mailguard@localhost", "str", "Sender address of the digest."),
 }
 
-_HEADER_PARSER = email.parser.BytesParser(policy=email.policy.default)
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
 class QuarantineError(Exception):
     """The quarantine cannot do what was asked; the message says why, for the IT person.
     Raised by ``store`` when the entry is not durable (the relay then answers 451)."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A held message as a reviewer sees it (decrypted). The raw bytes are fetched
-    separately with ``Quarantine.raw`` so that every view of content is audited."""
-
-    id: str
-    created: datetime
-    status: str
-    action: Action
-    score: float
-    rules: tuple[str, ...]
-    size: int
-    envelope: Envelope
-    subject: str
-    from_header: str
-    message_id: str
-    verdict: Mapping[str, Any]
-    released_at: datetime | None = None
-    delivered: tuple[str, ...] = ()
-
-    @property
-    def reasons(self) -> tuple[str, ...]:
-        """The findings' plain-English summaries, strongest first."""
-        findings = sorted(self.verdict.get("findings", ()), key=lambda f: -float(f.get("score", 0)))
-        return tuple(str(f.get("summary", "")) for f in findings)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "created": _iso(self.created),
-            "status": self.status,
-            "action": str(self.action),
-            "score": self.score,
-            "rules": list(self.rules),
-            "size": self.size,
-            "envelope": self.envelope.to_dict(),
-            "subject": self.subject,
-            "from": self.from_header,
-            "message_id": self.message_id,
-            "released_at": _iso(self.released_at) if self.released_at else None,
-            "delivered": list(self.delivered),
-            "verdict": dict(self.verdict),
-        }
-
-
-@dataclass(frozen=True)
-class ReleaseResult:
-    """What one release did. ``ok``: every intended recipient was accepted downstream."""
-
-    entry_id: str
-    ok: bool
-    delivered: int = 0
-    refused: int = 0
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    seq: int
-    time: datetime
-    actor: str
-    operation: str
-    entry_id: str
-    result: str
-    detail: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "time": _iso(self.time), "actor": self.actor, "operation": self.operation,
-                "entry_id": self.entry_id, "result": self.result, "detail": self.detail}
 
 
 @dataclass
@@ -211,7 +143,7 @@ class Quarantine:
         entry_id = secrets.token_hex(8)
         now = self.clock()
         try:
-            info = _info_for(raw, envelope, verdict)
+            info = info_for(raw, envelope, verdict)
             row = EntryRow(
                 id=entry_id,
                 created=now,
@@ -220,7 +152,7 @@ class Quarantine:
                 score=float(verdict.score),
                 rules=tuple(verdict.rules),
                 size=len(raw),
-                sealed_info=self.keys.seal(_to_json(info), f"{entry_id}/info"),
+                sealed_info=self.keys.seal(to_json(info), f"{entry_id}/info"),
                 sealed_message=self.keys.seal(bytes(raw), f"{entry_id}/message"),
                 recipients=tuple(
                     RecipientRow(i, self.keys.address_mac(r)) for i, r in enumerate(envelope.rcpt_tos)
@@ -285,7 +217,7 @@ class Quarantine:
             raise QuarantineError(f"no quarantine entry {entry_id}")
         data = self._open(row.sealed_message, f"{full}/message")
         self._backend(lambda: self.backend.append_audit(self._audit_row(operation, full, "ok", "", actor)))
-        return _header_block(data) if headers_only else data
+        return header_block(data) if headers_only else data
 
     def resolve(self, entry_id: str) -> str:
         """Full id from an id or a unique prefix of at least 4 characters."""
@@ -342,7 +274,7 @@ class Quarantine:
         if row is None or row.sealed_message is None:
             return ReleaseResult(entry_id, False, message=f"no quarantine entry {entry_id}")
         info = self._info(row)
-        envelope = _envelope(info)
+        envelope = envelope_of(info)
         if to:
             recipients = list(to)
             pending = list(range(len(recipients)))
@@ -437,7 +369,7 @@ class Quarantine:
         def reseal(row: EntryRow) -> EntryRow:
             info_plain = self._open(row.sealed_info, f"{row.id}/info")
             message = self._open(row.sealed_message or b"", f"{row.id}/message")
-            rcpts = _envelope(json.loads(info_plain)).rcpt_tos
+            rcpts = envelope_of(json.loads(info_plain)).rcpt_tos
             return replace(
                 row,
                 sealed_info=new.seal(info_plain, f"{row.id}/info"),
@@ -534,7 +466,7 @@ class Quarantine:
                 raise QuarantineError(f"quarantine entry {row.id} is damaged: {exc}") from None
             log.error("quarantine entry is damaged", extra={"fields": {"entry_id": row.id, "error": str(exc)}})
             info = {"subject": "[damaged entry: its details cannot be decrypted]"}
-        envelope = _envelope(info)
+        envelope = envelope_of(info)
         delivered = tuple(
             envelope.rcpt_tos[r.index] for r in row.recipients
             if r.delivered_at is not None and r.index < len(envelope.rcpt_tos)
@@ -660,78 +592,6 @@ def default_actor() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return f"uid {os.getuid()}"
-
-
-def parse_since(text: str, now: float | None = None) -> float:
-    """'30m', '12h', '2d', '1w' (ago), or an ISO date/time ('2026-11-01', '2026-11-01T08:00',
-    UTC unless a zone is given) -> a Unix time."""
-    now = time.time() if now is None else now
-    match = _DURATION.match(text)
-    if match:
-        return now - float(match.group(1)) * _UNITS[match.group(2).lower()]
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"cannot understand the time {text!r}; use e.g. 2d, 12h, 30m or 2026-11-01") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
-
-
-def _info_for(raw: bytes, envelope: Envelope, verdict: Verdict) -> dict[str, Any]:
-    """What is sealed next to the message: envelope, verdict, and the headers a reviewer
-    looks at first (read from the header block only; never fails on broken mail)."""
-    subject = from_header = message_id = ""
-    try:
-        headers = _HEADER_PARSER.parsebytes(_header_block(raw), headersonly=True)
-        subject = _header_text(headers, "Subject")
-        from_header = _header_text(headers, "From")
-        message_id = _header_text(headers, "Message-ID")
-    except Exception:  # noqa: BLE001 - hostile headers must not stop a store
-        pass
-    return {
-        "envelope": envelope.to_dict(),
-        "verdict": verdict.to_dict(),
-        "subject": subject,
-        "from": from_header,
-        "message_id": verdict.message_id or message_id,
-    }
-
-
-def _to_json(info: Mapping[str, Any]) -> bytes:
-    """JSON of the sealed details. An analyzer may put anything in a finding's details
-    (bytes, sets, paths): it is kept as text rather than failing the store, which would
-    leave the sender retrying a message that can never be stored."""
-    return json.dumps(info, default=repr).encode("ascii")  # ASCII: lone surrogates from 8-bit headers survive
-
-
-def _header_text(headers: Any, name: str) -> str:
-    try:
-        value = headers.get(name)
-        return "" if value is None else str(value)[:2000]
-    except Exception:  # noqa: BLE001 - a malformed encoded word, etc.
-        raw = headers.get_all(name, failobj=[""])
-        return str(raw[0])[:2000] if raw else ""
-
-
-def _header_block(raw: bytes) -> bytes:
-    """The bytes up to and including the blank line that ends the headers."""
-    ends = [at + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (at := raw.find(sep)) >= 0]
-    return raw[: min(ends)] if ends else raw
-
-
-def _envelope(info: Mapping[str, Any]) -> Envelope:
-    env = info.get("envelope", {})
-    return Envelope(
-        mail_from=env.get("mail_from", ""),
-        rcpt_tos=tuple(env.get("rcpt_tos", ())),
-        client_address=env.get("client_address", ""),
-        helo=env.get("helo", ""),
-    )
-
-
-def _iso(when: datetime | None) -> str:
-    return when.isoformat(timespec="seconds").replace("+00:00", "Z") if when else ""
 
 
 __all__ = [

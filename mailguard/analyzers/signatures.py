@@ -297,24 +297,34 @@ def _rule_info(rule: Any, path: Path, default_score: float) -> RuleInfo:
 # --------------------------------------------------------------------------- scanning
 
 
+def _joined(pieces: Iterable[bytes | None], most: int, limit: int) -> bytes:
+    """Join at most ``most`` decoded pieces (None: undecodable, skipped) and at most
+    ``limit`` bytes: a hostile file must not turn a small attachment into a huge view."""
+    out: list[bytes] = []
+    room = limit
+    for count, piece in enumerate(pieces):
+        if count >= most or room <= 0:
+            break
+        if piece is not None:
+            out.append(piece[:room])
+            room -= len(piece)
+    return b"\n".join(out)
+
+
 def pdf_object_streams(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
     """The decompressed object streams (/Type /ObjStm) of a PDF, joined: PDF 1.5 packs
     dictionaries (actions, JavaScript, embedded files) into compressed streams where no
     byte scanner sees their names. Other streams (pictures, page text) are left alone."""
     if b"%PDF-" not in data[:1024] or b"/ObjStm" not in data:
         return b""
-    out: list[bytes] = []
-    room = limit
-    for count, match in enumerate(PDF_OBJSTM_RE.finditer(data)):
-        if count >= MAX_PDF_OBJECT_STREAMS or room <= 0:
-            break
+
+    def inflate(start: int) -> bytes | None:
         try:
-            inflated = zlib.decompressobj().decompress(data[match.end():match.end() + limit], room)
+            return zlib.decompressobj().decompress(data[start:start + limit], limit)
         except zlib.error:
-            continue
-        out.append(inflated)
-        room -= len(inflated)
-    return b"\n".join(out)
+            return None
+
+    return _joined((inflate(m.end()) for m in PDF_OBJSTM_RE.finditer(data)), MAX_PDF_OBJECT_STREAMS, limit)
 
 
 def decoded_script_literals(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
@@ -323,22 +333,17 @@ def decoded_script_literals(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
     form this way so that nothing readable is left in the file."""
     if b"unescape" not in data and b"atob" not in data and b"decodeURIComponent" not in data:
         return b""
-    out: list[bytes] = []
-    room = limit
-    for count, match in enumerate(SCRIPT_LITERAL_RE.finditer(data)):
-        if count >= MAX_SCRIPT_LITERALS or room <= 0:
-            break
+
+    def decode(match: re.Match[bytes]) -> bytes | None:
         literal = match.group("literal")
         try:
             if match.group("func") == b"atob":
-                decoded = base64.b64decode(re.sub(rb"\s+", b"", literal) + b"==", validate=False)
-            else:
-                decoded = urllib.parse.unquote_to_bytes(literal)
+                return base64.b64decode(re.sub(rb"\s+", b"", literal) + b"==", validate=False)
+            return urllib.parse.unquote_to_bytes(literal)
         except (ValueError, binascii.Error):
-            continue
-        out.append(decoded[:room])
-        room -= len(decoded)
-    return b"\n".join(out)
+            return None
+
+    return _joined((decode(m) for m in SCRIPT_LITERAL_RE.finditer(data)), MAX_SCRIPT_LITERALS, limit)
 
 
 def vba_source(data: bytes) -> str:

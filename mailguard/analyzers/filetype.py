@@ -44,6 +44,9 @@ CATEGORY_WHY = {
 }
 MAGIC_BYTES = 1 << 20  # libmagic reads at most this much; ISO needs 32 KiB + a sector
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# First bytes of programs: PE ("MZ"), ELF, Mach-O (both byte orders), fat Mach-O / Java class.
+PROGRAM_MAGIC = (b"MZ", b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe",
+                 b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
 
 # Unicode format characters that change how a name is displayed.
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
@@ -358,21 +361,23 @@ class FiletypeAnalyzer(Analyzer):
         attachments = message.attachments
         if not attachments:
             return []
-        detected = {a.location: self.detect(a.data) for a in attachments}
-        containers = _document_containers(attachments, detected)
+        # Zips that are really one document (OOXML, OpenDocument, a .jar): their members are
+        # parts, not files anyone opens. Known from marker members, or from the detected
+        # type of the zip itself (the parser lists a zip before its members).
+        containers = {a.location[:-1] for a in attachments
+                      if a.archive_depth and a.location[-1] in CONTAINER_MARKERS}
         by_location = {a.location: a for a in attachments}
+        detected: dict[tuple[str, ...], Detected] = {}
         findings: list[Finding] = []
         encrypted_archives: dict[tuple[str, ...], list[str]] = {}
         for attachment in attachments:
-            found = detected[attachment.location]
-            if attachment.archive_depth and attachment.location[:-1] in containers:
-                # Internals of an Office document: only "is it a program" applies; those of
-                # a program (a .jar, an .apk) are already covered by the program's finding.
-                if self._dangerous_by_either(by_location.get(attachment.location[:-1]), detected):
-                    continue
-                if found.kind is not None and found.kind.category == "executable":
-                    findings.append(self._dangerous(attachment, found, by_content=True))
+            parent = attachment.location[:-1]
+            if attachment.archive_depth and parent in containers:
+                findings.extend(self._internal(attachment, by_location.get(parent), detected))
                 continue
+            found = detected[attachment.location] = self.detect(attachment.data)
+            if found.kind is not None and found.kind.category in ("document", "email"):
+                containers.add(attachment.location)
             if attachment.encrypted:
                 # The content is locked, but the member's name is not: judge it by name.
                 encrypted_archives.setdefault(attachment.location[:-1], []).append(attachment.filename)
@@ -390,6 +395,18 @@ class FiletypeAnalyzer(Analyzer):
                 findings.append(self._opaque_archive(attachment, found))
         findings.extend(self._encrypted(message, encrypted_archives))
         return _merge_encrypted(findings, message, self)
+
+    def _internal(self, attachment: Attachment, container: Attachment | None,
+                  detected: Mapping[tuple[str, ...], Detected]) -> list[Finding]:
+        """A part of a document: only "is it a program" applies (checked by its first
+        bytes, then libmagic), and not at all inside a program (a .jar), which is already
+        reported as a whole."""
+        if self._dangerous_by_either(container, detected) or not attachment.data.startswith(PROGRAM_MAGIC):
+            return []
+        found = self.detect(attachment.data)
+        if found.kind is not None and found.kind.category == "executable":
+            return [self._dangerous(attachment, found, by_content=True)]
+        return []
 
     def _dangerous_by_either(self, attachment: Attachment | None,
                              detected: Mapping[tuple[str, ...], Detected]) -> bool:
@@ -551,18 +568,6 @@ class FiletypeAnalyzer(Analyzer):
 
 CONTAINER_MARKERS = frozenset({"[Content_Types].xml", "mimetype", "META-INF/manifest.xml", "META-INF/MANIFEST.MF",
                                "AndroidManifest.xml"})
-
-
-def _document_containers(attachments: Iterable[Attachment], detected: Mapping[tuple[str, ...], Detected]
-                         ) -> set[tuple[str, ...]]:
-    """Locations of zips that are really documents (OOXML, OpenDocument, ...): their
-    members are parts of one file, not files a person opens one by one."""
-    containers = {loc for loc, found in detected.items()
-                  if found.kind is not None and found.kind.category in ("document", "email")}
-    for attachment in attachments:
-        if attachment.archive_depth and attachment.location[-1] in CONTAINER_MARKERS:
-            containers.add(attachment.location[:-1])
-    return containers
 
 
 ENCRYPTED_RULES = ("FILETYPE_ENCRYPTED_ARCHIVE", "FILETYPE_ENCRYPTED_DOCUMENT")

@@ -229,8 +229,8 @@ def inspect(filename: str, data: bytes, max_chars: int = 100_000, max_unpacked: 
         _xlm_in_ole(data, report)
     elif data.startswith(ZIP_MAGIC):
         _xlm_in_ooxml(data, report)
-    report.unchecked = _too_costly(data, max_unpacked)
-    if report.unchecked:
+    report.unchecked, worth_parsing = _plan(data, max_unpacked)
+    if report.unchecked or not worth_parsing:
         return report
     parser = None
     try:
@@ -261,27 +261,32 @@ def inspect(filename: str, data: bytes, max_chars: int = 100_000, max_unpacked: 
     return report
 
 
-def _too_costly(data: bytes, max_unpacked: int) -> str:
-    """Why olevba must not be run on this document, or "". olevba unpacks a whole .docm
-    member and decompresses every VBA module in pure Python, without limits, so a zip
-    bomb or a huge compressed module would stall the scan: sizes are checked first."""
+def _plan(data: bytes, max_unpacked: int) -> tuple[str, bool]:
+    """(why olevba must not be run on this document or "", whether it is worth running).
+
+    olevba unpacks every member of a .docm and decompresses every VBA module in pure
+    Python, without limits, so a zip bomb or a huge compressed module would stall the
+    scan: sizes are checked first. In a zip, VBA can only live in an OLE member
+    (vbaProject.bin), so a DOCX or XLSX without one is not handed to olevba at all."""
+    too_large = "its macro storage is too large to examine"
     try:
-        if data.startswith(ZIP_MAGIC):
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                infos = zf.infolist()
-                if sum(i.file_size for i in infos) > max_unpacked:
-                    return "its parts unpack to more than can be examined"
-                for info in infos:
-                    with zf.open(info) as member:
-                        if member.read(8) != OLE_MAGIC:
-                            continue
-                    if _vba_storage_bytes(zf.read(info)) > MAX_VBA_STORAGE_BYTES:
-                        return "its macro storage is too large to examine"
-        elif _vba_storage_bytes(data) > MAX_VBA_STORAGE_BYTES:
-            return "its macro storage is too large to examine"
+        if not data.startswith(ZIP_MAGIC):
+            return (too_large if _vba_storage_bytes(data) > MAX_VBA_STORAGE_BYTES else ""), True
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+            if sum(i.file_size for i in infos) > max_unpacked:
+                return "its parts unpack to more than can be examined", False
+            has_ole = False
+            for info in infos:
+                with zf.open(info) as member:
+                    if member.read(8) != OLE_MAGIC:
+                        continue
+                has_ole = True
+                if _vba_storage_bytes(zf.read(info)) > MAX_VBA_STORAGE_BYTES:
+                    return too_large, False
+            return "", has_ole
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError, zlib.error):
-        return ""  # unreadable as a zip: olevba will find nothing either
-    return ""
+        return "", False  # unreadable as a zip: olevba would find nothing either
 
 
 def _vba_storage_bytes(data: bytes) -> int:

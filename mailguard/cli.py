@@ -246,6 +246,14 @@ def cmd_config_example(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- main
 
 
+# Commands whose options belong to their own modules (imported only when used).
+DELEGATED = {
+    "serve": ("mailguard.relay", "run the SMTP relay in front of the practice's mail server"),
+    "milter": ("mailguard.milter", "run the milter for Postfix or Sendmail"),
+    "quarantine": ("mailguard.quarantine_cli", "list, show, release and delete held messages"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailguard", description="Email and attachment scanning gateway.")
     from mailguard import __version__
@@ -270,11 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_example = config_sub.add_parser("example", help="print every key with its default and explanation")
     config_example.set_defaults(func=cmd_config_example)
 
-    for name, module, help_text in (
-        ("serve", "mailguard.relay", "run the SMTP relay in front of the practice's mail server"),
-        ("milter", "mailguard.milter", "run the milter for Postfix or Sendmail"),
-        ("quarantine", "mailguard.quarantine_cli", "list, show, release and delete held messages"),
-    ):
+    for name, (module, help_text) in DELEGATED.items():
         command = sub.add_parser(name, help=help_text, add_help=False)
         command.add_argument("rest", nargs=argparse.REMAINDER)
         command.set_defaults(func=_delegate(module, name))
@@ -296,6 +300,9 @@ def _delegate(module_name: str, command: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:  # argparse's REMAINDER would drop a leading --help or --config
+        return _delegate(DELEGATED[argv[0]][0], argv[0])(argparse.Namespace(rest=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -407,6 +407,14 @@ def pdf_form_submit() -> bytes:
     return pdf(field, catalog_extra=b"/AcroForm << /Fields [6 0 R] >>")
 
 
+def pdf_fillable_form() -> bytes:
+    """A print-and-fax intake form: it opens fitted to the page and its total field has a
+    calculation script, as form designers produce."""
+    field = (b"<< /FT /Tx /T (total) /Rect [72 600 300 620] /P 3 0 R "
+             b"/AA << /C << /S /JavaScript /JS (event.value = 40 * 3;) >> >> >>")
+    return pdf(field, catalog_extra=b"/OpenAction [3 0 R /Fit] /AcroForm << /Fields [6 0 R] >>")
+
+
 def pdf_with_link() -> bytes:
     return pdf(b"<< /Type /Annot /Subtype /Link /Rect [72 700 300 720] /A << /S /URI /URI (https://practice.example/pay) >> >>")
 
@@ -649,6 +657,8 @@ CONTEXT_SAMPLES: dict[str, tuple[Sample, str | None]] = {
                                             "HTML_CREDENTIAL_FORM_OFFSITE"),
     "page that clicks its own link on load": (Sample("site.html", HTML, text(AUTO_CLICK), Action.TAG),
                                               "HTML_SCRIPT_REDIRECT"),
+    "fillable PDF form with calculation scripts": (Sample("intake.pdf", PDF, pdf_fillable_form, Action.ACCEPT),
+                                                   "PDF_JAVASCRIPT"),
     "document-level PDF form script": (Sample("form.pdf", PDF, pdf_javascript_name_tree, Action.ACCEPT), "PDF_JAVASCRIPT"),
 }
 

@@ -8,7 +8,7 @@ rule PDF_JAVASCRIPT : pdf
 {
     meta:
         description = "This PDF contains JavaScript (a program inside the document). Ordinary letters, invoices and statements do not need it."
-        score = 4
+        score = 3
         body_score = 0
     strings:
         $pdf = "%PDF-"
@@ -21,31 +21,37 @@ rule PDF_JAVASCRIPT : pdf
 rule PDF_AUTO_ACTION : pdf
 {
     meta:
-        description = "This PDF is set to do something by itself when it is opened or viewed (an automatic action)."
-        score = 2
+        description = "This PDF is set to do something by itself when it is opened (an automatic action)."
+        score = 1
         body_score = 0
     strings:
         $pdf = "%PDF-"
         $open = /\/O(p|#70)(e|#65)(n|#6[Ee])(A|#41)(c|#63)(t|#74)(i|#69)(o|#6[Ff])(n|#6[Ee])/
-        $aa = /\/A(A|#41)\s*<</
+        // page-open (/O) or annotation page-open (/PO) triggers; form fields' own triggers do not count
+        $aa_open = /\/A(A|#41)\s*<<[^>]{0,100}\/P?O\s*[0-9<]/
     condition:
-        not is_body and ($pdf in (0..1024) or view == "pdf-objects") and ($open or $aa)
+        not is_body and ($pdf in (0..1024) or view == "pdf-objects") and ($open or $aa_open)
 }
 
 rule PDF_JAVASCRIPT_ON_OPEN : pdf malware
 {
     meta:
         description = "This PDF runs JavaScript automatically when it is opened, a technique used by malicious PDFs."
-        score = 4
+        score = 6
         body_score = 0
     strings:
         $pdf = "%PDF-"
         $open = /\/O(p|#70)(e|#65)(n|#6[Ee])(A|#41)(c|#63)(t|#74)(i|#69)(o|#6[Ff])(n|#6[Ee])/
-        $aa = /\/A(A|#41)\s*<</
+        $aa_open = /\/A(A|#41)\s*<<[^>]{0,100}\/P?O\s*[0-9<]/
+        $open_js = /\/OpenAction\s*<<[^>]{0,300}\/(S\s*\/JavaScript|JS\s*[\(<])/
+        $aa_open_js = /\/AA\s*<<[^>]{0,100}\/P?O\s*<<[^>]{0,300}\/(S\s*\/JavaScript|JS\s*[\(<])/
         $js_name = /\/J(a|#61)(v|#76)(a|#61)(S|#53)(c|#63)(r|#72)(i|#69)(p|#70)(t|#74)/
         $js_key = /\/J(S|#53)\s*[\(<\[\/0-9]/
+        // fillable forms carry scripts for their fields; without a form, script plus an open action is the attack shape
+        $acroform = "/AcroForm"
     condition:
-        not is_body and ($pdf in (0..1024) or view == "pdf-objects") and ($open or $aa) and ($js_name or $js_key)
+        not is_body and ($pdf in (0..1024) or view == "pdf-objects") and
+        ($open_js or $aa_open_js or ($open or $aa_open) and ($js_name or $js_key) and not $acroform)
 }
 
 rule PDF_LAUNCH_ACTION : pdf malware
@@ -94,7 +100,7 @@ rule PDF_FORM_SUBMIT_EXTERNAL : pdf phishing
 {
     meta:
         description = "This PDF contains a form that sends what you type in it to a web site. Never type passwords or card numbers into a PDF you received by email."
-        score = 7
+        score = 5
         body_score = 0
     strings:
         $pdf = "%PDF-"

@@ -383,3 +383,19 @@ def test_a_program_archive_is_one_finding_not_one_per_member(scanner: mailguard.
     verdict = scan(scanner, ("invoice.jar", jar, "application/java-archive"))
     assert [f.rule for f in verdict.findings if f.analyzer == "filetype"] == ["FILETYPE_EXECUTABLE"]
     assert verdict.action >= Action.QUARANTINE
+
+
+def test_attachments_of_a_forwarded_message_are_checked(scanner: mailguard.Scanner) -> None:
+    from email import message_from_bytes, policy
+    from email.message import EmailMessage
+
+    inner = message_from_bytes(S.message([("invoice.pdf", S.pe_exe(), "application/pdf")]), policy=policy.default)
+    outer = EmailMessage()
+    outer["From"], outer["To"], outer["Subject"] = "a@sender.example", "frontdesk@practice.example", "Fwd: invoice"
+    outer.set_content("See below.")
+    outer.add_attachment(inner)  # message/rfc822
+    raw = outer.as_bytes().replace(b"\n", b"\r\n")  # as it arrives over SMTP
+    verdict = scanner.scan(raw)
+    finding = next(f for f in verdict.findings if f.rule == "FILETYPE_EXECUTABLE")
+    assert finding.details["attachment"].endswith("invoice.pdf")
+    assert verdict.action >= Action.QUARANTINE

@@ -1,0 +1,142 @@
+"""The brand table (``rules/brands.toml``) and the free-mail list (``rules/freemail.toml``).
+
+Both are plain TOML an operator can read and replace. Loading checks every entry and
+raises ``ConfigError`` naming the file, the entry and what to fix, because a silently
+ignored brand is a protection the practice believes it has and does not.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mailguard.config import ConfigError
+
+_DOMAIN = re.compile(r"^(?=.{3,253}$)([a-z0-9\u00a1-\uffff]([a-z0-9\u00a1-\uffff-]{0,61}[a-z0-9\u00a1-\uffff])?\.)+[a-z\u00a1-\uffff][a-z0-9\u00a1-\uffff-]{1,62}$")
+
+
+@dataclass(frozen=True)
+class Brand:
+    """A brand practices are phished with: its name, the domains it really sends from
+    (never flagged), and the names that identify it in a display name.
+
+    ``names`` count wherever they appear in a display name ("PayPal", "DocuSign").
+    ``word_names`` are ordinary words or first names ("Chase", "Box", "Square") and count
+    only when the display name is that name plus generic words ("Chase Bank Alerts").
+    ``loose`` domains are ordinary words (live.com): protected against exact-form tricks
+    (look-alike letters, other endings, added words) but not typing slips, which would
+    hit many unrelated real names.
+    """
+
+    name: str
+    domains: tuple[str, ...]
+    names: tuple[str, ...] = ()
+    word_names: tuple[str, ...] = ()
+    loose: tuple[str, ...] = ()
+    category: str = ""
+
+
+@dataclass(frozen=True)
+class BrandTable:
+    brands: tuple[Brand, ...]
+    combo_words: tuple[str, ...]
+    generic_words: tuple[str, ...]
+    source: str
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """Parse a data file, or a ConfigError naming the file and what is wrong with it."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the {what} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error in the {what}: {exc}") from None
+
+
+def _str_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{where}: expected a list of non-empty strings, got {value!r}")
+    return tuple(v.strip() for v in value)
+
+
+def check_domain(domain: str, where: str) -> str:
+    value = domain.strip().lower().rstrip(".")
+    if not _DOMAIN.match(value):
+        raise ConfigError(
+            f"{where}: {domain!r} is not a domain name; write it as example.com (no @, no http://, no path)"
+        )
+    return value
+
+
+def load_brands(path: Path) -> BrandTable:
+    """Read and check a brand table. Each [[brand]] needs a name and at least one domain."""
+    data = read_toml(path, "brand table")
+    known = {"brand", "combosquat"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{path}: unknown top-level key '{key}'; expected [[brand]] entries and [combosquat]")
+    entries = data.get("brand", [])
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: no [[brand]] entries; each needs name = \"...\" and domains = [\"...\"]")
+    brands = []
+    seen: dict[str, str] = {}
+    fields = {"name", "domains", "names", "word_names", "loose", "category"}
+    for number, entry in enumerate(entries, 1):
+        where = f"{path}: brand #{number}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: must be a [[brand]] table")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where}: missing name = \"...\"")
+        where = f"{path}: brand #{number} ({name})"
+        for key in entry:
+            if key not in fields:
+                raise ConfigError(f"{where}: unknown key '{key}'; known keys: {', '.join(sorted(fields))}")
+        if "domains" not in entry:
+            raise ConfigError(f"{where}: missing domains = [\"...\"] (the domains this brand really sends from)")
+        domains = tuple(check_domain(d, f"{where} domains") for d in _str_list(entry["domains"], f"{where} domains"))
+        if not domains:
+            raise ConfigError(f"{where}: domains is empty; list the domains this brand really sends from")
+        for d in domains:
+            if d in seen and seen[d] != name:
+                raise ConfigError(f"{where}: domain {d} is already listed under brand {seen[d]}")
+            seen[d] = name
+        loose = tuple(check_domain(d, f"{where} loose") for d in _str_list(entry.get("loose", []), f"{where} loose"))
+        for d in loose:
+            if d not in domains:
+                raise ConfigError(f"{where}: loose domain {d} must also be in domains")
+        category = entry.get("category", "")
+        if not isinstance(category, str):
+            raise ConfigError(f"{where} category: expected a string")
+        brands.append(Brand(
+            name.strip(), domains,
+            _str_list(entry.get("names", [name]), f"{where} names"),
+            _str_list(entry.get("word_names", []), f"{where} word_names"),
+            loose, category,
+        ))
+    combo = data.get("combosquat", {})
+    if not isinstance(combo, dict):
+        raise ConfigError(f"{path}: [combosquat] must be a table with words = [...] and generic_words = [...]")
+    for key in combo:
+        if key not in ("words", "generic_words"):
+            raise ConfigError(f"{path}: unknown key '{key}' in [combosquat]; known keys: generic_words, words")
+    words = tuple(w.lower() for w in _str_list(combo.get("words", []), f"{path}: [combosquat] words"))
+    generic = tuple(w.lower() for w in _str_list(combo.get("generic_words", []), f"{path}: [combosquat] generic_words"))
+    return BrandTable(tuple(brands), words, generic, str(path))
+
+
+def load_freemail(path: Path) -> frozenset[str]:
+    """Free-mail provider domains (anyone can get an address there)."""
+    data = read_toml(path, "free-mail list")
+    for key in data:
+        if key != "domains":
+            raise ConfigError(f"{path}: unknown key '{key}'; expected domains = [\"gmail.com\", ...]")
+    if "domains" not in data:
+        raise ConfigError(f"{path}: missing domains = [\"gmail.com\", ...]")
+    values = _str_list(data["domains"], f"{path}: domains")
+    return frozenset(check_domain(d, f"{path}: domains") for d in values)

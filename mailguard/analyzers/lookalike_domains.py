@@ -1,0 +1,508 @@
+"""Is this domain imitating a protected one, and how? The pure matching engine.
+
+``DomainMatcher(protected).match(host)`` answers for one host name with a ``Match`` that
+names the technique and explains it in plain English, or ``None``. It knows nothing about
+messages, so the benchmark drives it directly. Everything is compiled in ``__init__``;
+``match`` only reads, and caches its answer per host (``lru_cache`` is thread-safe).
+
+Techniques, in the order they are tried (the clearest explanation wins):
+  embedded     the whole protected domain inside a longer host (paypal.com.verify.info)
+  tld_swap     the same name under another ending (paypal.net)
+  homoglyph    look-alike characters (pаypal with a Cyrillic а, paypa1, rnicrosoft)
+  hyphenation  a hyphen inside the name (pay-pal.com)
+  split        a dot inside the name (pay.pal.com)
+  combosquat   the name plus words (secure-paypal-billing.com, paypallogin.com)
+  typo         a small typing slip by edit distance, length-aware (paypall.com, chsae.com)
+  subdomain    the bare name in front of an unrelated domain (paypal.example-host.net)
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterable, Mapping, Sequence
+
+import tldextract
+from rapidfuzz import process
+from rapidfuzz.distance import DamerauLevenshtein
+
+from mailguard.analyzers.lookalike_glyphs import GlyphTable, mixed_scripts, script_of
+from mailguard.message import idna_to_ascii, idna_to_unicode
+
+TECHNIQUES = ("embedded", "tld_swap", "homoglyph", "hyphenation", "split", "combosquat", "typo", "subdomain")
+
+# Words phishers glue to a brand name (secure-paypal-billing.com). Operators add more in
+# the brand table's [combosquat] words.
+DEFAULT_COMBO_WORDS = (
+    "login", "logon", "signin", "sign", "secure", "security", "billing", "bill", "portal", "support", "verify",
+    "verification", "account", "accounts", "pay", "payment", "payments", "update", "service", "services",
+    "help", "online", "web", "mail", "auth", "id", "my", "team", "alert", "alerts", "notice", "center",
+    "centre", "app", "apps", "access", "customer", "client", "claims", "claim", "invoice", "docs", "doc",
+    "document", "file", "files", "share", "cloud", "office", "online", "secure", "mobile", "info", "net",
+    "com", "org", "us", "usa", "hr", "payroll", "benefits", "member", "members", "provider", "providers",
+    "health", "care", "status", "review", "confirm", "unlock", "recovery", "reset", "password", "notify",
+    "notification", "message", "messages", "inbox", "fax", "sign", "esign", "portal", "connect", "direct",
+    "official", "helpdesk", "desk", "it", "admin", "bank", "banking", "card", "cards", "wallet",
+)
+
+
+@dataclass(frozen=True)
+class Protected:
+    """One protected registrable domain, e.g. paypal.com owned by "PayPal" (owner "" for the
+    practice's own list). ``fuzzy`` false limits it to exact-form tricks (no typo matching),
+    for names that are ordinary words (live.com, box.com)."""
+
+    domain: str
+    label: str
+    suffix: str
+    owner: str = ""
+    fuzzy: bool = True
+
+    @property
+    def shown(self) -> str:
+        return f"{self.domain} ({self.owner})" if self.owner else self.domain
+
+
+@dataclass(frozen=True)
+class Match:
+    """A host that imitates ``target`` by ``technique``; ``explanation`` is the plain
+    English reason ("the letter l was replaced by the digit 1")."""
+
+    host: str
+    registrable: str
+    target: Protected
+    technique: str
+    explanation: str
+    distance: int = 0
+
+    def sentence(self) -> str:
+        """"paypa1.com imitates paypal.com (PayPal): the letter l was replaced by the digit 1"."""
+        return f"{self.shown_host} imitates {self.target.shown}: {self.explanation}"
+
+    @property
+    def shown_host(self) -> str:
+        """The host as read, with its punycode form when it has special characters."""
+        return self.host if self.host.isascii() else f"{self.host} ({idna_to_ascii(self.host)})"
+
+
+@dataclass(frozen=True)
+class HostParts:
+    """A host split by the public suffix list: ``registrable`` = ``label`` + "." + ``suffix``."""
+
+    host: str
+    registrable: str
+    label: str
+    suffix: str
+    subdomains: tuple[str, ...]
+
+    @property
+    def ulabel(self) -> str:
+        """The label as a reader sees it (IDN decoded)."""
+        return idna_to_unicode(self.label)
+
+    @property
+    def shown_registrable(self) -> str:
+        return idna_to_unicode(self.registrable)
+
+
+def is_ip_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+@dataclass
+class DomainMatcher:
+    """Matches hosts against protected domains. Build once; ``match`` is thread-safe."""
+
+    protected: Sequence[Protected]
+    owned: Iterable[str] = ()
+    glyphs: GlyphTable | None = None
+    combo_words: Iterable[str] = DEFAULT_COMBO_WORDS
+    cache_size: int = 65536
+    _by_domain: dict[str, Protected] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.glyphs is None:
+            from mailguard.resources import rules_file
+
+            self.glyphs = GlyphTable.load(rules_file("confusables.toml"))
+        g = self.glyphs
+        self._splitter = DomainSplitter()
+        by_domain: dict[str, Protected] = {}
+        for p in self.protected:
+            by_domain.setdefault(p.domain, p)
+        self._by_domain = by_domain
+        self._owned = frozenset(idna_to_ascii(d) for d in self.owned) | frozenset(by_domain)
+        self._by_label: dict[str, list[Protected]] = {}
+        self._by_skeleton: dict[str, list[Protected]] = {}
+        for p in by_domain.values():
+            self._by_label.setdefault(p.label, []).append(p)
+            self._by_skeleton.setdefault(g.skeleton(p.label), []).append(p)
+        self._fuzzy = [p for p in by_domain.values() if p.fuzzy]
+        self._fuzzy_skeletons = [g.skeleton(p.label) for p in self._fuzzy]
+        words = {w.lower() for w in self.combo_words if w}
+        self._words = frozenset(words | {g.skeleton(w) for w in words})
+        self._max_word = max((len(w) for w in self._words), default=0)
+        self._max_label = max((len(k) for k in self._by_skeleton), default=0)
+        self._cached = lru_cache(maxsize=self.cache_size)(self._match)
+
+    # ------------------------------------------------------------------ public API
+
+    def match(self, host: str) -> Match | None:
+        """The imitation this host commits, or None (also for protected and owned hosts)."""
+        host = (host or "").strip().lower().rstrip(".")
+        if not host or len(host) > 253:
+            return None
+        return self._cached(host)
+
+    def is_owned(self, host: str) -> bool:
+        """Whether ``host`` is, or is under, a protected or owned registrable domain."""
+        parts = self.split(host)
+        return parts is not None and parts.registrable in self._owned
+
+    def split(self, host: str) -> HostParts | None:
+        """Registrable domain, label and suffix by the bundled public suffix list."""
+        return self._splitter.parts(host)
+
+    def owner_domains(self) -> frozenset[str]:
+        return self._owned
+
+    # ------------------------------------------------------------------ matching
+
+    def _match(self, host: str) -> Match | None:
+        parts = self.split(host)
+        if parts is None:
+            return None
+        if parts.registrable in self._owned:
+            return None
+        for check in (
+            self._embedded, self._tld_swap, self._homoglyph, self._split_name,
+            self._combosquat, self._typo, self._subdomain,
+        ):
+            found = check(parts)
+            if found is not None:
+                return found
+        return None
+
+    def _embedded(self, parts: HostParts) -> Match | None:
+        labels = [idna_to_ascii(x) for x in parts.host.split(".")]
+        last = len(labels) - 1
+        for i in range(last):
+            for n in (2, 3, 4):
+                if i + n > last:
+                    break
+                window = ".".join(labels[i:i + n])
+                target = self._by_domain.get(window)
+                if target is not None:
+                    return Match(
+                        parts.host, parts.registrable, target, "embedded",
+                        f"the address only begins with {target.domain}; the domain it really belongs "
+                        f"to is {parts.shown_registrable}",
+                    )
+        return None
+
+    def _tld_swap(self, parts: HostParts) -> Match | None:
+        for target in self._by_label.get(parts.label, ()):
+            if target.suffix != parts.suffix:
+                return Match(
+                    parts.host, parts.registrable, target, "tld_swap",
+                    f"it uses the name {target.label} with a different ending (.{parts.suffix} instead of "
+                    f".{target.suffix}), and {parts.shown_registrable} is {_not_theirs(target)}",
+                )
+        return None
+
+    def _homoglyph(self, parts: HostParts) -> Match | None:
+        g = self._glyphs
+        label = parts.ulabel
+        for target in self._by_skeleton.get(g.skeleton(label), ()):
+            if target.label == parts.label:
+                continue
+            return Match(
+                parts.host, parts.registrable, target, "homoglyph",
+                describe_changes(target.label, label, g) + _script_note(label, g),
+            )
+        return None
+
+    def _split_name(self, parts: HostParts) -> Match | None:
+        g = self._glyphs
+        pieces = [idna_to_unicode(x) for x in parts.subdomains[-2:]] + [parts.ulabel]
+        for k in range(len(pieces)):
+            used = pieces[k:]
+            joined = "".join(used)
+            if len(used) == 1 and "-" not in joined:
+                continue
+            plain = joined.replace("-", "")
+            for target in self._by_skeleton.get(g.skeleton(plain), ()):
+                shown = ".".join(used)
+                if len(used) > 1:
+                    return Match(
+                        parts.host, parts.registrable, target, "split",
+                        f"a dot splits the name {target.label} into {shown}, so the address really belongs "
+                        f"to {parts.shown_registrable}",
+                    )
+                return Match(
+                    parts.host, parts.registrable, target, "hyphenation",
+                    f"a hyphen was added to the name {target.label} ({shown})"
+                    + ("" if plain == target.label else "; " + describe_changes(target.label, plain, g)),
+                )
+        return None
+
+    def _combosquat(self, parts: HostParts) -> Match | None:
+        g = self._glyphs
+        label = parts.ulabel
+        for text, index in ((g.fold(label), self._by_label), (g.skeleton(label), self._by_skeleton)):
+            found = self._find_brand_with_words(text, index)
+            if found is not None:
+                target, words = found
+                said = _join_words(words)
+                return Match(
+                    parts.host, parts.registrable, target, "combosquat",
+                    f"it adds {said} to the name {target.label}, and {parts.shown_registrable} is {_not_theirs(target)}",
+                )
+        return None
+
+    def _find_brand_with_words(
+        self, text: str, index: Mapping[str, list[Protected]]
+    ) -> tuple[Protected, list[str]] | None:
+        n = len(text)
+        for i in range(n):
+            for j in range(min(n, i + self._max_label), i + 2, -1):
+                if i == 0 and j == n:
+                    continue
+                targets = index.get(text[i:j])
+                if not targets:
+                    continue
+                left, right = text[:i], text[j:]
+                words = self._segment(left) if left else []
+                more = self._segment(right) if right else []
+                if words is not None and more is not None:
+                    return targets[0], words + more
+                bounded = (i == 0 or text[i - 1] in "-0123456789") and (j == n or text[j] in "-0123456789")
+                if bounded and j - i >= 4:
+                    extra = [w for w in re.split(r"[-0-9]+", left + "-" + right) if w]
+                    return targets[0], extra
+        return None
+
+    def _segment(self, text: str) -> list[str] | None:
+        """Split ``text`` (with hyphens and digits as free separators) into combo words,
+        or None when it is not made of them."""
+        pieces = [p for p in re.split(r"[-0-9]+", text) if p]
+        out: list[str] = []
+        for piece in pieces:
+            words = _word_break(piece, self._words, self._max_word)
+            if words is None:
+                return None
+            out.extend(words)
+        return out
+
+    def _typo(self, parts: HostParts) -> Match | None:
+        g = self._glyphs
+        label = parts.ulabel
+        skel = g.skeleton(label)
+        if len(skel) < 2 or not self._fuzzy:
+            return None
+        results = process.extract(
+            skel, self._fuzzy_skeletons, scorer=DamerauLevenshtein.distance, score_cutoff=2, limit=8
+        )
+        best: tuple[int, Protected] | None = None
+        for _, distance, idx in results:
+            target = self._fuzzy[idx]
+            if not typo_allowed(int(distance), len(self._fuzzy_skeletons[idx]), target.suffix == parts.suffix):
+                continue
+            if best is None or distance < best[0]:
+                best = (int(distance), target)
+        if best is None:
+            return None
+        distance, target = best
+        return Match(
+            parts.host, parts.registrable, target, "typo",
+            describe_changes(target.label, label, g) + _script_note(label, g), distance,
+        )
+
+    def _subdomain(self, parts: HostParts) -> Match | None:
+        for sub in parts.subdomains:
+            for target in self._by_label.get(sub, ()):
+                if len(target.label) >= 4:
+                    return Match(
+                        parts.host, parts.registrable, target, "subdomain",
+                        f"the name {target.label} is put in front of an unrelated domain, {parts.shown_registrable}",
+                    )
+        return None
+
+    @property
+    def _glyphs(self) -> GlyphTable:
+        assert self.glyphs is not None
+        return self.glyphs
+
+
+def typo_allowed(distance: int, length: int, same_suffix: bool) -> bool:
+    """Length-aware edit distance: one slip in a short name such as uhc.com turns it into
+    many real, unrelated names, so short names allow one slip under the same ending only,
+    names of 6-8 letters one slip, longer names two (under the same ending)."""
+    if distance <= 0:
+        return False
+    if length <= 5:
+        return distance == 1 and same_suffix
+    if length <= 8:
+        return distance == 1
+    return distance == 1 or (distance == 2 and same_suffix)
+
+
+def _word_break(text: str, words: frozenset[str], max_word: int) -> list[str] | None:
+    n = len(text)
+    best: list[list[str] | None] = [None] * (n + 1)
+    best[0] = []
+    for end in range(1, n + 1):
+        for start in range(max(0, end - max_word), end):
+            prefix = best[start]
+            if prefix is not None and text[start:end] in words:
+                best[end] = prefix + [text[start:end]]
+                break
+    return best[n]
+
+
+def _join_words(words: list[str]) -> str:
+    if not words:
+        return "other words"
+    quoted = [f"\"{w}\"" for w in dict.fromkeys(words)]
+    if len(quoted) == 1:
+        return f"the word {quoted[0]}"
+    return "the words " + ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _not_theirs(target: Protected) -> str:
+    return f"not one of {target.owner}'s domains" if target.owner else f"not {target.domain}"
+
+
+def _script_note(label: str, glyphs: GlyphTable) -> str:
+    scripts = mixed_scripts(label)
+    if not scripts:
+        return ""
+    names = [glyphs.script_name(s) for s in scripts]
+    return f" (the name mixes {' and '.join(names)} letters)"
+
+
+# ---------------------------------------------------------------------- explanations
+
+_CONFUSED_NAMES = {"0": "o", "1": "l"}
+
+
+def char_phrase(text: str, glyphs: GlyphTable) -> str:
+    """"the letter l", "the digit 1", "a hyphen", "the letters rn",
+    "the Cyrillic letter а"."""
+    if len(text) == 1:
+        ch = text
+        if ch == "-":
+            return "a hyphen"
+        if ch == ".":
+            return "a dot"
+        if ch.isdigit() and ch.isascii():
+            return f"the digit {ch}"
+        if ch.isascii():
+            return f"the letter {ch}"
+        script = script_of(ch)
+        if script and script != "LATIN":
+            return f"the {glyphs.script_name(script)} letter {ch}"
+        return f"the look-alike character {ch}"
+    if all(c.isascii() and c.isalpha() for c in text):
+        return f"the letters {text}"
+    if text.isascii():
+        return f"the characters {text}"
+    return f"the look-alike characters {text}"
+
+
+def _replaced(old: str, new: str, glyphs: GlyphTable) -> str:
+    looks = glyphs.skeleton(old) == glyphs.skeleton(new)
+    verb = "was" if len(old) == 1 else "were"
+    tail = ""
+    if looks:
+        tail = ", which looks the same" if not new.isascii() else f", which looks like {old}"
+    return f"{char_phrase(old, glyphs)} {verb} replaced by {char_phrase(new, glyphs)}{tail}"
+
+
+def describe_changes(target: str, shown: str, glyphs: GlyphTable, limit: int = 3) -> str:
+    """Plain English for how ``shown`` differs from ``target`` ("the letter l was replaced
+    by the digit 1 and the letter y was left out")."""
+    if len(target) == len(shown):
+        diffs = [i for i in range(len(target)) if target[i] != shown[i]]
+        if len(diffs) == 2 and diffs[1] == diffs[0] + 1:
+            i = diffs[0]
+            if target[i] == shown[i + 1] and target[i + 1] == shown[i]:
+                return f"the letters {target[i]} and {target[i + 1]} were swapped ({shown})"
+    phrases: list[str] = []
+    matcher = difflib.SequenceMatcher(None, target, shown, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        old, new = target[i1:i2], shown[j1:j2]
+        if op == "replace" and len(old) == len(new) > 1:
+            phrases.extend(_replaced(o, n, glyphs) for o, n in zip(old, new) if o != n)
+        elif op == "replace":
+            phrases.append(_replaced(old, new, glyphs))
+        elif op == "delete":
+            phrases.append(f"{char_phrase(old, glyphs)} {'was' if len(old) == 1 else 'were'} left out")
+        else:
+            before = target[i1 - 1] if i1 > 0 else ""
+            after = target[i1] if i1 < len(target) else ""
+            if len(new) == 1 and new in (before, after):
+                phrases.append(f"{char_phrase(new, glyphs)} was doubled")
+            else:
+                phrase = char_phrase(new, glyphs)
+                extra = "an extra " + phrase[4:] if phrase.startswith("the ") else phrase
+                phrases.append(f"{extra} {'was' if len(new) == 1 else 'were'} added")
+    foreign = [ch for ch in shown if not ch.isascii()]
+    if len(phrases) > limit and foreign and len(foreign) >= len(phrases):
+        scripts = sorted({glyphs.script_name(script_of(ch)) for ch in foreign if script_of(ch)})
+        kind = f"{' and '.join(scripts)} " if scripts else ""
+        return f"{len(foreign)} of its letters were replaced by {kind}look-alike characters ({shown})"
+    if not phrases:
+        return f"it is written almost exactly like {target}"
+    if len(phrases) > limit:
+        phrases = phrases[:limit] + ["more"]
+    if len(phrases) == 1:
+        return phrases[0]
+    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def protected_from_domains(
+    domains: Iterable[str], owner: str = "", fuzzy: bool = True, splitter: "DomainSplitter | None" = None
+) -> list[Protected]:
+    """Protected entries (registrable domain, label, suffix) from domain names."""
+    split = splitter or DomainSplitter()
+    out = []
+    for d in domains:
+        parts = split.parts(d)
+        if parts is not None:
+            out.append(Protected(parts.registrable, parts.label, parts.suffix, owner, fuzzy))
+    return out
+
+
+class DomainSplitter:
+    """Registrable domain, label and suffix of a host by the public suffix list bundled
+    with tldextract (never fetched). Private suffixes count (blogspot.com, web.app), so a
+    tenant host such as paypal-login.web.app is judged on its own, not as the platform's."""
+
+    def __init__(self) -> None:
+        self._extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
+        self._extract("warm.example.com")  # load the bundled list now, not in a worker thread
+
+    def parts(self, host: str) -> HostParts | None:
+        """All names in ASCII (punycode) form except ``host``, kept as the reader sees it."""
+        shown = idna_to_unicode((host or "").strip().lower().rstrip("."))
+        if not shown or is_ip_host(shown):
+            return None
+        ascii_host = idna_to_ascii(shown)
+        ext = self._extract(ascii_host)
+        if ext.domain and ext.suffix:
+            subs = tuple(ext.subdomain.split(".")) if ext.subdomain else ()
+            return HostParts(shown, f"{ext.domain}.{ext.suffix}", ext.domain, ext.suffix, subs)
+        # A suffix the list does not know (.example, .internal, .local): the last label.
+        labels = [x for x in ascii_host.split(".") if x]
+        if len(labels) < 2 or ext.suffix:
+            return None
+        return HostParts(shown, ".".join(labels[-2:]), labels[-2], labels[-1], tuple(labels[:-2]))

@@ -1,0 +1,247 @@
+"""Lookalike senders and links, scanned as whole messages through mailguard.Scanner the way
+a front desk would meet them: each technique, the display-name and Reply-To checks, link
+deception, the wording staff read, and the real senders that must never be flagged."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from email.message import EmailMessage
+from email.utils import formataddr
+from pathlib import Path
+
+import pytest
+
+import mailguard
+from mailguard import Action, Config, Envelope
+from mailguard.analyzers.base import AnalyzerContext
+from mailguard.analyzers.lookalike import LookalikeAnalyzer
+from mailguard.config import ConfigError
+
+PRACTICE = "mindwellpsychology.org"
+
+
+def make_config(**lookalike: object) -> Config:
+    settings = {"protected_domains": [PRACTICE, "brightpaththerapy.com"], "protected_names": ["Dr. Jane Roe"]}
+    settings.update(lookalike)
+    return Config.from_dict({"lookalike": settings})
+
+
+@pytest.fixture(scope="module")
+def scanner() -> mailguard.Scanner:
+    return mailguard.Scanner(make_config())
+
+
+def message(
+    sender: str = "billing@paypal.com",
+    name: str = "",
+    reply_to: str = "",
+    text: str = "Hello, please see the attached statement.",
+    html: str = "",
+    subject: str = "Your statement",
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = formataddr((name, sender)) if name else sender
+    msg["To"] = f"frontdesk@{PRACTICE}"
+    msg["Subject"] = subject
+    msg["Message-ID"] = "<test-1@example.net>"
+    if reply_to:
+        msg["Reply-To"] = reply_to
+    msg.set_content(text)
+    if html:
+        msg.add_alternative(html, subtype="html")
+    return msg.as_bytes()
+
+
+def lookalike(verdict: mailguard.Verdict) -> dict[str, mailguard.Finding]:
+    assert not verdict.errors, verdict.errors
+    return {f.rule: f for f in verdict.findings if f.analyzer == "lookalike"}
+
+
+def scan(scanner: mailguard.Scanner, **kw: str) -> dict[str, mailguard.Finding]:
+    return lookalike(scanner.scan(message(**kw)))
+
+
+# ---------------------------------------------------------------- sender domain techniques
+
+SENDER_CASES = {
+    # host: (technique, imitated domain, words the explanation must contain)
+    "paypa1.com": ("homoglyph", "paypal.com", "the letter l was replaced by the digit 1"),
+    "xn--pypal-4ve.com": ("homoglyph", "paypal.com", "Cyrillic letter а"),
+    "rnicrosoft.com": ("homoglyph", "microsoft.com", "the letter m was replaced by the letters rn"),
+    "paypal.net": ("tld_swap", "paypal.com", "different ending (.net instead of .com)"),
+    "pay-pal.com": ("hyphenation", "paypal.com", "a hyphen was added"),
+    "pay.pal.com": ("split", "paypal.com", "a dot splits the name paypal"),
+    "secure-paypal-billing.com": ("combosquat", "paypal.com", "adds the words \"secure\" and \"billing\""),
+    "availity-billing.net": ("combosquat", "availity.com", "the word \"billing\""),
+    "paypal.com.verify-account.info": ("embedded", "paypal.com", "really belongs to is verify-account.info"),
+    "paypall.com": ("typo", "paypal.com", "the letter l was doubled"),
+    "pyapal.com": ("typo", "paypal.com", "the letters a and y were swapped"),
+    "simplepractise.com": ("typo", "simplepractice.com", "the letter c was replaced by the letter s"),
+    "mindwelpsychology.org": ("typo", PRACTICE, "the letter l was left out"),
+    "uhx.com": ("typo", "uhc.com", "the letter c was replaced by the letter x"),
+}
+
+
+@pytest.mark.parametrize("host", sorted(SENDER_CASES))
+def test_sender_lookalike_quarantines_and_names_technique(scanner: mailguard.Scanner, host: str) -> None:
+    technique, target, words = SENDER_CASES[host]
+    verdict = scanner.scan(message(sender=f"accounts@{host}"))
+    found = lookalike(verdict)
+    finding = found["LOOKALIKE_SENDER_DOMAIN"]
+    assert finding.details["technique"] == technique
+    assert finding.details["imitates"] == target
+    assert words in finding.summary
+    assert finding.summary.startswith("Sender domain ")
+    assert verdict.action >= Action.QUARANTINE
+
+
+def test_explanation_wording_is_plain_english(scanner: mailguard.Scanner) -> None:
+    found = scan(scanner, sender="billing@paypa1.com")
+    assert found["LOOKALIKE_SENDER_DOMAIN"].summary == (
+        "Sender domain paypa1.com imitates paypal.com (PayPal): the letter l was replaced by the digit 1, "
+        "which looks like l"
+    )
+    found = scan(scanner, sender="billing@pаypal.com")
+    assert "the letter a was replaced by the Cyrillic letter а, which looks the same" in (
+        found["LOOKALIKE_SENDER_DOMAIN"].summary
+    )
+    assert "mixes Cyrillic and Latin letters" in found["LOOKALIKE_SENDER_DOMAIN"].summary
+
+
+@pytest.mark.parametrize("sender", [
+    "billing@paypal.com", "service@mail.paypal.com", "no-reply@office365.com", "alerts@outlook.com",
+    "x@sharepoint.com", "team@simplepractice.com", f"jane@{PRACTICE}", "someone@gmail.com",
+    "news@github.com", "list@vger.kernel.org", "dse@docusign.net", "no-reply@zoom.us",
+])
+def test_real_domains_are_never_flagged(scanner: mailguard.Scanner, sender: str) -> None:
+    found = scan(scanner, sender=sender)
+    assert not {r for r in found if r.endswith("_DOMAIN")}, found
+
+
+def test_reply_to_and_envelope_lookalikes(scanner: mailguard.Scanner) -> None:
+    found = scan(scanner, sender="billing@paypal.com", reply_to="billing@paypa1.com")
+    assert "LOOKALIKE_REPLY_TO_DOMAIN" in found
+    verdict = scanner.scan(message(sender="x@example.net"), Envelope(mail_from="bounce@paypa1.com"))
+    found = lookalike(verdict)
+    assert found["LOOKALIKE_ENVELOPE_DOMAIN"].summary.startswith("Envelope sender domain paypa1.com imitates")
+
+
+# ---------------------------------------------------------------- display names
+
+def test_brand_in_display_name_of_unrelated_sender_tags(scanner: mailguard.Scanner) -> None:
+    verdict = scanner.scan(message(sender="billing@invoices-center.net", name="PayPal Billing"))
+    finding = lookalike(verdict)["LOOKALIKE_DISPLAY_NAME_BRAND"]
+    assert finding.summary == (
+        "The sender calls itself \"PayPal Billing\" but writes from invoices-center.net, which is not one of "
+        "PayPal's domains"
+    )
+    assert verdict.action == Action.TAG
+
+
+@pytest.mark.parametrize("name,sender", [
+    ("PayPal", "service@paypal.com"),
+    ("Chase Miller", "chase.miller@gmail.com"),      # a first name, not the bank
+    ("Microsoft Teams", "noreply@email.teams.microsoft.com"),
+    ("Zoom", "no-reply@zoom.us"),
+])
+def test_display_name_brand_not_flagged_for_real_or_ordinary_names(
+    scanner: mailguard.Scanner, name: str, sender: str
+) -> None:
+    assert "LOOKALIKE_DISPLAY_NAME_BRAND" not in scan(scanner, sender=sender, name=name)
+
+
+def test_word_brand_counts_with_generic_words(scanner: mailguard.Scanner) -> None:
+    found = scan(scanner, sender="alerts@secure-notices.info", name="Chase Online Banking")
+    assert found["LOOKALIKE_DISPLAY_NAME_BRAND"].details["brand"] == "Chase"
+
+
+def test_protected_person_from_free_mail(scanner: mailguard.Scanner) -> None:
+    found = scan(scanner, sender="drjaneroe1@gmail.com", name="Dr. Jane Roe")
+    finding = found["LOOKALIKE_DISPLAY_NAME_PERSON_FREEMAIL"]
+    assert "uses the name \"Dr. Jane Roe\" but writes from a free email account at gmail.com" in finding.summary
+    assert not scan(scanner, sender=f"jroe@{PRACTICE}", name="Jane Roe, PsyD")
+
+
+def test_address_written_into_display_name(scanner: mailguard.Scanner) -> None:
+    found = scan(scanner, sender="x@mailer-42.biz", name="billing@availity.com")
+    finding = found["LOOKALIKE_DISPLAY_NAME_ADDRESS"]
+    assert "shows the address billing@availity.com but the mail really comes from mailer-42.biz" in finding.summary
+
+
+# ---------------------------------------------------------------- Reply-To diversion
+
+def test_reply_to_free_mail_from_protected_domain(scanner: mailguard.Scanner) -> None:
+    found = scan(scanner, sender=f"office@{PRACTICE}", reply_to="mindwell.office@gmail.com")
+    finding = found["LOOKALIKE_REPLY_TO_FREEMAIL"]
+    assert finding.summary == (
+        f"The message claims to come from {PRACTICE}, but replies would go to a free email account at gmail.com"
+    )
+
+
+def test_reply_to_same_brand_is_fine_and_free_mail_senders_are_individuals(scanner: mailguard.Scanner) -> None:
+    assert not scan(scanner, sender="a@microsoft.com", reply_to="b@email.microsoft.com")
+    assert not scan(scanner, sender="a@office365.com", reply_to="b@microsoft.com")
+    # A Gmail user writing to a mailing list: Reply-To elsewhere is normal.
+    assert not scan(scanner, sender="someone@gmail.com", reply_to="list@lists.example.org")
+
+
+# ---------------------------------------------------------------- links
+
+def test_link_text_shows_protected_domain_but_goes_elsewhere(scanner: mailguard.Scanner) -> None:
+    html = '<p>Sign in at <a href="https://login.example-verify.net/x">www.chase.com</a></p>'
+    found = scan(scanner, sender="news@example.org", html=html)
+    finding = found["LOOKALIKE_LINK_TEXT_PROTECTED"]
+    assert finding.summary == "A link shows chase.com but really goes to login.example-verify.net"
+
+
+def test_link_to_lookalike_tags(scanner: mailguard.Scanner) -> None:
+    verdict = scanner.scan(message(sender="news@example.org", text="Pay here: https://paypa1.com/pay now"))
+    finding = lookalike(verdict)["LOOKALIKE_LINK_DOMAIN"]
+    assert finding.summary.startswith("A link goes to paypa1.com, which imitates paypal.com (PayPal): the letter l")
+    assert verdict.action == Action.TAG
+
+
+def test_raw_ip_and_punycode_links(scanner: mailguard.Scanner) -> None:
+    found = scan(scanner, sender="news@example.org", text="See http://203.0.113.7/login and http://xn--mnchen-3ya.de/")
+    assert "203.0.113.7" in found["LOOKALIKE_LINK_IP"].summary
+    assert "münchen.de" in found["LOOKALIKE_LINK_PUNYCODE"].summary
+    assert "xn--mnchen-3ya.de" in found["LOOKALIKE_LINK_PUNYCODE"].summary
+    # A punycode host that imitates a brand is called what it is.
+    found = scan(scanner, sender="news@example.org", text="See http://xn--80ak6aa92e.com/")
+    assert found["LOOKALIKE_LINK_DOMAIN"].summary.startswith(
+        "A link goes to аррӏе.com (xn--80ak6aa92e.com), which imitates apple.com (Apple)"
+    )
+
+
+def test_same_brand_link_text_is_fine(scanner: mailguard.Scanner) -> None:
+    html = '<a href="https://click.email.microsoft.com/t/1">www.microsoft.com</a>'
+    assert not scan(scanner, sender="news@microsoft.com", html=html)
+
+
+# ---------------------------------------------------------------- configuration
+
+def test_relay_domains_are_protected_when_present() -> None:
+    config = make_config()
+    analyzer = LookalikeAnalyzer(config.section("lookalike"), AnalyzerContext(config))
+    assert "mindwellpsychology.org" in analyzer.own_domains
+
+
+def test_bad_brand_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "brands.toml"
+    bad.write_text('[[brand]]\nname = "Acme"\ndomains = ["http://acme.com/x"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"brand #1 \(Acme\).*not a domain name"):
+        mailguard.Scanner(make_config(brands_file=str(bad)))
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match="brands_file"):
+        mailguard.Scanner(make_config(brands_file=str(missing)))
+
+
+def test_bad_protected_domain_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="protected_domains.*not a domain name"):
+        mailguard.Scanner(make_config(protected_domains=["https://practice.example.com/"]))
+
+
+def test_thread_safe_under_concurrency(scanner: mailguard.Scanner) -> None:
+    raws = [message(sender=f"a@{h}") for h in SENDER_CASES] * 4
+    with ThreadPoolExecutor(8) as pool:
+        verdicts = list(pool.map(scanner.scan, raws))
+    assert all("LOOKALIKE_SENDER_DOMAIN" in lookalike(v) for v in verdicts)

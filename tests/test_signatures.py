@@ -24,7 +24,8 @@ from attachment_samples import (
 from filetype_samples import pe_exe
 
 from mailguard import Scanner
-from mailguard.analyzers.signatures import EXTERNALS, SignaturesAnalyzer, compile_rules, vba_source
+from mailguard.analyzers.hidden_content import vba_source
+from mailguard.analyzers.signatures import EXTERNALS, SignaturesAnalyzer, compile_rules
 from mailguard.config import Config, ConfigError, load_config
 from mailguard.model import Action, Verdict
 from mailguard.resources import data_dir
@@ -311,7 +312,7 @@ def test_one_scanner_serves_many_threads(scanner: Scanner) -> None:
 
 
 def test_decoded_views_are_bounded() -> None:
-    from mailguard.analyzers.signatures import decoded_script_literals, pdf_object_streams
+    from mailguard.analyzers.hidden_content import decoded_script_literals, pdf_object_streams
 
     page = b"<script>document.write(unescape('" + b"%41" * 10000 + b"'));</script>"
     assert decoded_script_literals(page) == b"A" * 10000

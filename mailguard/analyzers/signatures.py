@@ -33,12 +33,9 @@ creates a scanner per call, so one compiled rule set serves many threads.
 """
 from __future__ import annotations
 
-import base64
-import binascii
+import importlib
 import re
 import time
-import urllib.parse
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -46,6 +43,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import yara
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.analyzers.hidden_content import decoded_script_literals, pdf_object_streams, vba_source
 from mailguard.config import Config, ConfigError, Option
 from mailguard.message import Attachment, ParsedMessage, iter_all_messages, url_host
 from mailguard.model import Action, Finding
@@ -53,19 +51,10 @@ from mailguard.resources import data_dir
 
 RULE_SUFFIXES = (".yar", ".yara")
 RULE_ID_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
-OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-VBA_PROJECT_RE = re.compile(re.escape("_VBA_PROJECT".encode("utf-16-le")), re.IGNORECASE)
 MAX_LOCATIONS = 10
-VIEW_LIMIT = 8 * 1024 * 1024  # most bytes one derived view (decompressed, decoded) may hold
-MAX_PDF_OBJECT_STREAMS = 256
-MAX_SCRIPT_LITERALS = 32
-PDF_OBJSTM_RE = re.compile(rb"/Type\s*/ObjStm[^>]{0,300}>>\s*stream\r?\n")
 FORM_ACTION_RE = re.compile(rb"""<form\b[^>]{0,500}?\baction\s*=\s*["']?\s*([^"'\s>]+)""", re.IGNORECASE)
 # Rules with this tag are not reported for a page whose every form posts to a trusted host.
 TRUSTED_FORM_TAG = "credential_form"
-SCRIPT_LITERAL_RE = re.compile(
-    rb"(?P<func>unescape|decodeURIComponent|atob)\s*\(\s*(?P<q>[\"'`])(?P<literal>[^\"'`]{40,}?)(?P=q)\s*\)"
-)
 
 # External variables every rule may use; the values here are the defaults at compile time.
 EXTERNALS: Mapping[str, Any] = {
@@ -86,7 +75,8 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
         [], "list[path]",
         "Extra folders (or single files) of YARA rules compiled together with the built-in set. Each rule's "
         "meta gives description (shown to staff), score, and optionally action = \"quarantine\" or \"reject\", "
-        "body_score, body_action and rule_id. A broken file stops start-up with its name and line.",
+        "body_score, body_action and rule_id; conditions may use the external variables filename, extension, "
+        "content_type, is_body and view. A broken file stops start-up with its name and line.",
     ),
     "disabled_rules": Option(
         [], "list[str]", "Rule ids (e.g. SIGNATURE_PDF_AUTO_ACTION) whose matches are ignored."
@@ -307,75 +297,6 @@ def _rule_info(rule: Any, path: Path, default_score: float) -> RuleInfo:
 # --------------------------------------------------------------------------- scanning
 
 
-def _joined(pieces: Iterable[bytes | None], most: int, limit: int) -> bytes:
-    """Join at most ``most`` decoded pieces (None: undecodable, skipped) and at most
-    ``limit`` bytes: a hostile file must not turn a small attachment into a huge view."""
-    out: list[bytes] = []
-    room = limit
-    for count, piece in enumerate(pieces):
-        if count >= most or room <= 0:
-            break
-        if piece is not None:
-            out.append(piece[:room])
-            room -= len(piece)
-    return b"\n".join(out)
-
-
-def pdf_object_streams(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
-    """The decompressed object streams (/Type /ObjStm) of a PDF, joined: PDF 1.5 packs
-    dictionaries (actions, JavaScript, embedded files) into compressed streams where no
-    byte scanner sees their names. Other streams (pictures, page text) are left alone."""
-    if b"%PDF-" not in data[:1024] or b"/ObjStm" not in data:
-        return b""
-
-    def inflate(start: int) -> bytes | None:
-        try:
-            return zlib.decompressobj().decompress(data[start:start + limit], limit)
-        except zlib.error:
-            return None
-
-    return _joined((inflate(m.end()) for m in PDF_OBJSTM_RE.finditer(data)), MAX_PDF_OBJECT_STREAMS, limit)
-
-
-def decoded_script_literals(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
-    """What a page's script would write out: the long string literals it passes to
-    unescape(), decodeURIComponent() or atob(), decoded. Phishing pages hide their login
-    form this way so that nothing readable is left in the file."""
-    if b"unescape" not in data and b"atob" not in data and b"decodeURIComponent" not in data:
-        return b""
-
-    def decode(match: re.Match[bytes]) -> bytes | None:
-        literal = match.group("literal")
-        try:
-            if match.group("func") == b"atob":
-                return base64.b64decode(re.sub(rb"\s+", b"", literal) + b"==", validate=False)
-            return urllib.parse.unquote_to_bytes(literal)
-        except (ValueError, binascii.Error):
-            return None
-
-    return _joined((decode(m) for m in SCRIPT_LITERAL_RE.finditer(data)), MAX_SCRIPT_LITERALS, limit)
-
-
-def vba_source(data: bytes) -> str:
-    """The decompressed VBA code of an OLE file (a .doc/.xls or an OOXML vbaProject.bin),
-    or "" when it has none or oletools cannot read it."""
-    if not data.startswith(OLE_MAGIC) or not VBA_PROJECT_RE.search(data):
-        return ""
-    from oletools.olevba import VBA_Parser  # imported lazily: it is slow to import
-
-    parser = None
-    try:
-        parser = VBA_Parser("attachment", data=data)
-        if not parser.detect_vba_macros():
-            return ""
-        return "\n".join(code for _f, _s, _n, code in parser.extract_macros() if isinstance(code, str))
-    except Exception:  # a damaged file is still scanned as bytes; olevba raises many kinds
-        return ""
-    finally:
-        if parser is not None:
-            parser.close()
-
-
 class SignaturesAnalyzer(Analyzer):
     name = "signatures"
     config_schema = CONFIG_SCHEMA
@@ -391,7 +312,7 @@ class SignaturesAnalyzer(Analyzer):
         self.decode_views = bool(settings["decode_hidden_content"])
         self.trusted_form_hosts = tuple(h.lower().strip(".") for h in settings["trusted_form_hosts"] if h.strip("."))
         if self.extract_vba:
-            import oletools.olevba  # noqa: F401  (slow first import: pay it at start-up, not on a message)
+            importlib.import_module("oletools.olevba")  # slow first import: pay it at start-up, not on a message
 
     def targets(self, message: ParsedMessage) -> Iterator[ScanTarget]:
         """Everything to scan: attachments (already flattened: archive members and attached

@@ -1,0 +1,95 @@
+"""What attachments hide from a plain byte scan, made visible for the YARA rules.
+
+Each function returns a derived "view" of an attachment's bytes, or b"" when there is
+nothing to show: the decompressed VBA code of an Office file (VBA is stored compressed),
+a PDF's decompressed object streams (PDF 1.5 packs actions and JavaScript there), and the
+text a web page's script decodes before writing it (phishing pages hide their login form
+so). Every view is bounded, so a small hostile file cannot become a huge one.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import urllib.parse
+import zlib
+from typing import Iterable
+
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+VBA_PROJECT_RE = re.compile(re.escape("_VBA_PROJECT".encode("utf-16-le")), re.IGNORECASE)
+VIEW_LIMIT = 8 * 1024 * 1024  # most bytes one derived view (decompressed, decoded) may hold
+MAX_PDF_OBJECT_STREAMS = 256
+MAX_SCRIPT_LITERALS = 32
+PDF_OBJSTM_RE = re.compile(rb"/Type\s*/ObjStm[^>]{0,300}>>\s*stream\r?\n")
+SCRIPT_LITERAL_RE = re.compile(
+    rb"(?P<func>unescape|decodeURIComponent|atob)\s*\(\s*(?P<q>[\"'`])(?P<literal>[^\"'`]{40,}?)(?P=q)\s*\)"
+)
+
+
+def _joined(pieces: Iterable[bytes | None], most: int, limit: int) -> bytes:
+    """Join at most ``most`` decoded pieces (None: undecodable, skipped) and at most
+    ``limit`` bytes: a hostile file must not turn a small attachment into a huge view."""
+    out: list[bytes] = []
+    room = limit
+    for count, piece in enumerate(pieces):
+        if count >= most or room <= 0:
+            break
+        if piece is not None:
+            out.append(piece[:room])
+            room -= len(piece)
+    return b"\n".join(out)
+
+
+def pdf_object_streams(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
+    """The decompressed object streams (/Type /ObjStm) of a PDF, joined: PDF 1.5 packs
+    dictionaries (actions, JavaScript, embedded files) into compressed streams where no
+    byte scanner sees their names. Other streams (pictures, page text) are left alone."""
+    if b"%PDF-" not in data[:1024] or b"/ObjStm" not in data:
+        return b""
+
+    def inflate(start: int) -> bytes | None:
+        try:
+            return zlib.decompressobj().decompress(data[start:start + limit], limit)
+        except zlib.error:
+            return None
+
+    return _joined((inflate(m.end()) for m in PDF_OBJSTM_RE.finditer(data)), MAX_PDF_OBJECT_STREAMS, limit)
+
+
+def decoded_script_literals(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
+    """What a page's script would write out: the long string literals it passes to
+    unescape(), decodeURIComponent() or atob(), decoded. Phishing pages hide their login
+    form this way so that nothing readable is left in the file."""
+    if b"unescape" not in data and b"atob" not in data and b"decodeURIComponent" not in data:
+        return b""
+
+    def decode(match: re.Match[bytes]) -> bytes | None:
+        literal = match.group("literal")
+        try:
+            if match.group("func") == b"atob":
+                return base64.b64decode(re.sub(rb"\s+", b"", literal) + b"==", validate=False)
+            return urllib.parse.unquote_to_bytes(literal)
+        except (ValueError, binascii.Error):
+            return None
+
+    return _joined((decode(m) for m in SCRIPT_LITERAL_RE.finditer(data)), MAX_SCRIPT_LITERALS, limit)
+
+
+def vba_source(data: bytes) -> str:
+    """The decompressed VBA code of an OLE file (a .doc/.xls or an OOXML vbaProject.bin),
+    or "" when it has none or oletools cannot read it."""
+    if not data.startswith(OLE_MAGIC) or not VBA_PROJECT_RE.search(data):
+        return ""
+    from oletools.olevba import VBA_Parser  # imported lazily: it is slow to import
+
+    parser = None
+    try:
+        parser = VBA_Parser("attachment", data=data)
+        if not parser.detect_vba_macros():
+            return ""
+        return "\n".join(code for _f, _s, _n, code in parser.extract_macros() if isinstance(code, str))
+    except Exception:  # a damaged file is still scanned as bytes; olevba raises many kinds
+        return ""
+    finally:
+        if parser is not None:
+            parser.close()

@@ -130,6 +130,14 @@ def test_right_to_left_override_in_name(scanner: mailguard.Scanner) -> None:
 def test_invisible_characters_in_name(scanner: mailguard.Scanner) -> None:
     verdict = scan(scanner, ("lnvoice\u034f\u200b.pdf", S.real_pdf(), "application/pdf"))
     assert filetype_rules(verdict) == {"FILETYPE_NAME_INVISIBLE"}
+    assert verdict.action == Action.TAG
+    assert "lnvoice[U+034F][U+200B].pdf" in next(f.summary for f in verdict.findings if f.analyzer == "filetype")
+    # Joiners and direction marks are ordinary in Persian, Hebrew or Hindi names.
+    for name in ("\u0646\u0627\u0645\u0647\u200c\u0647\u0627.pdf", "\u05d3\u05d5\u05d7\u200f.pdf",
+                 "\u0915\u094d\u200d\u0937.pdf"):
+        assert not filetype_rules(scan(scanner, (name, S.real_pdf(), "application/pdf"))), name
+    assert filetype_rules(scan(scanner, ("invoice\u200f.pdf", S.real_pdf(), "application/pdf"))) == {
+        "FILETYPE_NAME_INVISIBLE"}
 
 
 def test_name_padded_with_spaces(scanner: mailguard.Scanner) -> None:

@@ -49,13 +49,24 @@ PROGRAM_MAGIC = (b"MZ", b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"
                  b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
 
 # Unicode format characters that change how a name is displayed.
-BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+# Embeddings, overrides and isolates: they reorder what follows, which is how "exe.pdf"
+# is made to display as "pdf.exe". (The plain marks LRM/RLM/ALM cannot fake an ending.)
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Joiners and direction marks belong in Arabic, Hebrew, Persian and Indic names.
+SCRIPT_FORMATTING = frozenset("\u200c\u200d\u200e\u200f\u061c")
 # Characters that display as nothing although they are not format characters (Cf).
 INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\uffa0\u00ad")
 
 
 def is_invisible(ch: str) -> bool:
     return ch in INVISIBLE or unicodedata.category(ch) == "Cf"
+
+
+def disguising_characters(filename: str) -> list[str]:
+    """Invisible characters in a name that serve no writing system there: joiners and
+    direction marks count only in a name written entirely in Latin letters."""
+    non_latin = any(ch.isalpha() and ord(ch) > 0x24F for ch in filename)
+    return [ch for ch in filename if is_invisible(ch) and not (non_latin and ch in SCRIPT_FORMATTING)]
 
 # Blanks (or look-alike blanks, or underscores) pushing the real ending out of view:
 # "invoice.pdf                    .exe", or trailing blanks that Windows drops anyway.
@@ -222,7 +233,7 @@ def _hex_prefixes(values: Iterable[str], where: str) -> tuple[bytes, ...]:
 
 
 DEFAULT_SCORES = {
-    "FILETYPE_DOUBLE_EXTENSION": 5.0, "FILETYPE_NAME_BIDI": 10.0, "FILETYPE_NAME_INVISIBLE": 3.0,
+    "FILETYPE_DOUBLE_EXTENSION": 5.0, "FILETYPE_NAME_BIDI": 10.0, "FILETYPE_NAME_INVISIBLE": 5.0,
     "FILETYPE_NAME_PADDING": 5.0, "FILETYPE_MISMATCH": 3.0, "FILETYPE_DISGUISED_WEB_PAGE": 5.0,
     "FILETYPE_DECLARED_MISMATCH": 1.5, "FILETYPE_ENCRYPTED_ARCHIVE": 5.0,
     "FILETYPE_ENCRYPTED_ARCHIVE_PASSWORD": 10.0, "FILETYPE_UNSCANNABLE_ARCHIVE": 1.0,
@@ -494,7 +505,7 @@ class FiletypeAnalyzer(Analyzer):
                 f"displays a false ending; it really ends in {real_ext}.",
                 attachment, found,
             ))
-        elif any(is_invisible(ch) for ch in filename):
+        elif disguising_characters(filename):
             findings.append(self._finding(
                 "FILETYPE_NAME_INVISIBLE",
                 f"The name of attachment '{visible_name}' contains invisible characters, a trick to disguise it.",

@@ -284,14 +284,18 @@ def test_operator_table_overrides_and_errors(tmp_path: Path) -> None:
         "extensions=[\"q\"]\n": "already listed",
         "[kinds.x\n": "TOML syntax error",
     }
+    def build_filetype() -> FiletypeAnalyzer:
+        config = load_config(config_file)
+        return FiletypeAnalyzer(config.section("filetype"), AnalyzerContext(config))
+
     for text, expected in bad_cases.items():
         custom.write_text(text, encoding="utf-8")
         with pytest.raises(ConfigError) as err:
-            mailguard.Scanner(load_config(config_file))
+            build_filetype()
         assert str(custom) in str(err.value) and expected in str(err.value), str(err.value)
     config_file.write_text('[filetype]\ntypes_file = "missing.toml"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="missing.toml"):
-        mailguard.Scanner(load_config(config_file))
+        build_filetype()
 
 
 def test_scans_in_parallel_threads_agree(scanner: mailguard.Scanner) -> None:

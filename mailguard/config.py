@@ -191,6 +191,19 @@ class Config:
         return {name: {k: plain(v) for k, v in sec.items()} for name, sec in self._sections.items()}
 
 
+def read_data_toml(path: Path, what: str) -> dict[str, Any]:
+    """Read an operator-editable data file (rules/*.toml or an override); every failure
+    is a ConfigError that names the file and what it was for."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the {what} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error in the {what}: {exc}") from None
+
+
 def _restore_config(data: Mapping[str, Any], source: Path | None) -> Config:
     return Config.from_dict(data, source)
 

@@ -332,3 +332,12 @@ def test_trusted_form_hosts_are_the_operators_to_set() -> None:
         "example.invalid", "collector.example") + "</body>")
     rules = signature_rules(Scanner().scan(message([("securedoc.html", mixed.encode(), "text/html")])))
     assert "SIGNATURE_HTML_CREDENTIAL_FORM_OFFSITE" in rules
+
+
+def test_operator_can_reject_a_whole_tag() -> None:
+    config = Config.from_dict({"signatures": {"tag_actions": {"executable": "reject"}}})
+    scanner = Scanner(config)
+    assert scanner.scan(SAMPLES["SHORTCUT_WINDOWS_LNK"][0].message()).action == Action.REJECT
+    assert scanner.scan(SAMPLES["HTML_CREDENTIAL_FORM_OFFSITE"][0].message()).action == Action.QUARANTINE
+    with pytest.raises(ConfigError, match=r"tag_actions executable"):
+        Scanner(Config.from_dict({"signatures": {"tag_actions": {"executable": "tag"}}}))

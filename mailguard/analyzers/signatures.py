@@ -78,6 +78,12 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
         "body_score, body_action and rule_id; conditions may use the external variables filename, extension, "
         "content_type, is_body and view. A broken file stops start-up with its name and line.",
     ),
+    "tag_actions": Option(
+        {}, "dict[str,str]",
+        "Least action for every rule carrying a YARA tag, when it matches an attachment, e.g. "
+        "{ executable = \"reject\", malware = \"reject\" } to refuse programs and malware outright. "
+        "Built-in tags: executable, script, office, pdf, html, container, shortcut, exploit, malware, phishing.",
+    ),
     "disabled_rules": Option(
         [], "list[str]", "Rule ids (e.g. SIGNATURE_PDF_AUTO_ACTION) whose matches are ignored."
     ),
@@ -305,6 +311,12 @@ class SignaturesAnalyzer(Analyzer):
         super().__init__(settings, context)
         self.compiled = compile_rules(settings, context.config)
         self.disabled = frozenset(settings["disabled_rules"])
+        self.tag_actions: dict[str, Action] = {}
+        for tag, name in settings["tag_actions"].items():
+            action = _parse_action(name, f"[signatures] tag_actions {tag}")
+            if action is None:
+                raise ConfigError(f"[signatures] tag_actions {tag}: expected \"quarantine\" or \"reject\", got {name!r}")
+            self.tag_actions[tag] = action
         self.timeout_s = int(settings["timeout_s"])
         self.max_scan_bytes = int(settings["max_scan_bytes"])
         self.scan_html_bodies = bool(settings["scan_html_bodies"])
@@ -394,6 +406,11 @@ class SignaturesAnalyzer(Analyzer):
         if info is None or info.rule_id in self.disabled:
             return
         score, action = (info.body_score, info.body_action) if target.is_body else (info.score, info.action)
+        if not target.is_body:
+            for tag in info.tags:
+                forced = self.tag_actions.get(tag)
+                if forced is not None and (action is None or forced > action):
+                    action = forced
         if target.is_body and score <= 0 and action is None:
             return
         if TRUSTED_FORM_TAG in info.tags and self.forms_post_to_trusted_hosts(target.data):

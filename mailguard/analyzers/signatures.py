@@ -82,7 +82,8 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
         {}, "dict[str,str]",
         "Least action for every rule carrying a YARA tag, when it matches an attachment, e.g. "
         "{ executable = \"reject\", malware = \"reject\" } to refuse programs and malware outright. "
-        "Built-in tags: executable, script, office, pdf, html, container, shortcut, exploit, malware, phishing.",
+        "Built-in tags: executable, script, office, pdf, html, container, shortcut, exploit, malware, phishing, "
+        "credential_form, test (EICAR).",
     ),
     "disabled_rules": Option(
         [], "list[str]", "Rule ids (e.g. SIGNATURE_PDF_AUTO_ACTION) whose matches are ignored."

@@ -110,6 +110,11 @@ def jar_archive() -> bytes:
                      "Invoice.class": class_file})
 
 
+def msix_package() -> bytes:
+    return zip_with({"AppxManifest.xml": b'<?xml version="1.0"?><Package/>', "AppxSignature.p7x": b"PKCX",
+                     "VFS/update.exe": pe_exe()})
+
+
 def word97_document() -> bytes:
     """A Word 97-2003 document without macros: the same container as an MSI or a macro file."""
     fib = struct.pack("<HH", 0xA5EC, 0x00C1) + b"\0" * 508
@@ -314,6 +319,17 @@ def rtf_auto_update_object() -> bytes:
     return rtf_embedded_package().replace(b"\\objemb", b"\\objemb\\objupdate", 1)
 
 
+SYLK_EXEC = 'ID;P\r\nC;X1;Y1;EEXEC("calc.exe")\r\nC;X1;Y2;EHALT()\r\nE\r\n'
+SYLK_PRICES = 'ID;PWXL;N;E\r\nC;Y1;X1;K"Total"\r\nC;Y1;X2;K3;ESUM(1,2)\r\nC;Y2;X2;K2;ETRUNC(2.5)\r\nE\r\n'
+IQY = "WEB\r\n1\r\nhttp://example.invalid/a.txt\r\n"
+SETTINGCONTENT = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<PCSettings><SearchableContent xmlns="http://schemas.microsoft.com/Search/'
+    '2013/SettingContent"><ApplicationInformation><AppID>windows.immersivecontrolpanel_cw5n1h2txyewy!microsoft.windows.'
+    "immersivecontrolpanel</AppID><DeepLink>%windir%\\system32\\cmd.exe /c calc.exe</DeepLink></ApplicationInformation>"
+    "</SearchableContent></PCSettings>\n"
+)
+SETTINGS_XML = '<?xml version="1.0"?>\n<Settings><Display brightness="80"/><Link>https://practice.example</Link></Settings>\n'
+
 RTF_LETTER = (b"{\\rtf1\\ansi\\deff0{\\fonttbl{\\f0 Times New Roman;}}\\f0\\fs24 Dear patient,\\par "
               b"The object of this letter is to confirm your appointment and the update to your file.\\par }\n")
 
@@ -436,6 +452,11 @@ HTML_SMUGGLING = page(
     "a.download = 'Invoice.iso'; document.body.appendChild(a); a.click();\n"
     "</script>"
 )
+HTML_SMUGGLING_SAVEAS = page(
+    "<script>var raw = window.atob(payload); var bytes = new Uint8Array(raw.length);"
+    "for (var i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);"
+    "saveAs(new Blob([bytes]), 'Scan_0042.img');</script>"
+)
 HTML_DOWNLOAD_LINK = page('<p>Your statement: <a href="statement.pdf" download>download</a></p>')
 HTML_DATA_URI = page('<a href="data:application/octet-stream;base64,UEsDBAoAAAAAAA==" download="Invoice.zip">Open invoice</a>')
 HTML_INLINE_IMAGE = page(
@@ -552,6 +573,8 @@ SAMPLES: dict[str, tuple[Sample, Sample]] = {
                              Sample("lunch.txt", TXT, text("Lunch menu for Friday: soup, salad.\n"))),
     "HELP_FILE_WINDOWS_CHM": (Sample("manual.chm", BIN, chm_help),
                               Sample("itsf-notes.txt", TXT, text("ITSF meeting notes: schedule review.\n"))),
+    "INSTALLER_WINDOWS_MSIX": (Sample("update.msix", "application/zip", msix_package),
+                               Sample("intake.docx", DOCX_TYPE, real_docx)),
     "JAVA_ARCHIVE_JAR": (Sample("invoice.jar", "application/java-archive", jar_archive, Action.TAG),
                          Sample("documents.zip", "application/zip", zip_of_documents)),
     "SCRIPT_JSCRIPT_DROPPER": (Sample("payment.js", "application/javascript", text(JSCRIPT)),
@@ -579,6 +602,9 @@ SAMPLES: dict[str, tuple[Sample, Sample]] = {
                                     Sample("letter.doc", "application/msword", word97_document)),
     "OFFICE_XLM_MACRO_SHEET": (Sample("report.xls", "application/vnd.ms-excel", xls_with_xlm_macro_sheet),
                                Sample("invoices.xlsx", XLSX_TYPE, xlsx)),
+    "OFFICE_SYLK_MACRO": (Sample("prices.slk", BIN, text(SYLK_EXEC)), Sample("prices.slk", BIN, text(SYLK_PRICES))),
+    "OFFICE_EXCEL_WEB_QUERY": (Sample("report.iqy", BIN, text(IQY)),
+                               Sample("web-notes.txt", TXT, text("WEB\r\nteam notes: https://practice.example\r\n"))),
     "OFFICE_DDE_FIELD": (Sample("notice.docx", DOCX_TYPE, dde_docx), Sample("notice.docx", DOCX_TYPE, page_field_docx)),
     "OFFICE_REMOTE_TEMPLATE": (Sample("invoice.docx", DOCX_TYPE, remote_template_docx),
                                Sample("invoice.docx", DOCX_TYPE, local_template_docx)),
@@ -640,6 +666,8 @@ SAMPLES: dict[str, tuple[Sample, Sample]] = {
                                     Sample("preferences.plist", "application/xml", text(PREFERENCES_PLIST))),
     "APPLE_PROFILE_DEVICE_CONTROL": (Sample("wifi.mobileconfig", BIN, text(ROOT_CA_PROFILE)),
                                      Sample("preferences.plist", "application/xml", text(PREFERENCES_PLIST))),
+    "WINDOWS_SETTINGCONTENT_MS": (Sample("display.settingcontent-ms", BIN, text(SETTINGCONTENT)),
+                                  Sample("settings.xml", "application/xml", text(SETTINGS_XML))),
     "WINDOWS_LIBRARY_MS": (Sample("documents.library-ms", BIN, text(LIBRARY_MS)),
                            Sample("books.xml", "application/xml", text(LIBRARY_XML))),
 }
@@ -659,6 +687,8 @@ CONTEXT_SAMPLES: dict[str, tuple[Sample, str | None]] = {
                                                          "PDF_JAVASCRIPT_ON_OPEN"),
     "ordinary compressed PDF object stream": (Sample("statement.pdf", PDF, pdf_compressed_page_text, Action.ACCEPT),
                                               None),
+    "smuggling through FileSaver's saveAs()": (Sample("scan.html", HTML, text(HTML_SMUGGLING_SAVEAS), Action.QUARANTINE),
+                                               "HTML_SMUGGLING"),
     "login page hidden behind unescape()": (Sample("payment.html", HTML, text(HIDDEN_LOGIN)),
                                             "HTML_CREDENTIAL_FORM_OFFSITE"),
     "page that clicks its own link on load": (Sample("site.html", HTML, text(AUTO_CLICK), Action.TAG),

@@ -98,3 +98,17 @@ rule JAVA_ARCHIVE_JAR : executable
     condition:
         uint32(0) == 0x04034B50 and $manifest and $class
 }
+
+rule INSTALLER_WINDOWS_MSIX : executable malware
+{
+    meta:
+        description = "It is a Windows app installer package (.msix or .appx). Opening it would install software on this computer."
+        score = 10
+        action = "quarantine"
+    strings:
+        $manifest = "AppxManifest.xml"
+        $signature = "AppxSignature.p7x"
+        $bundle = "AppxMetadata/AppxBundleManifest.xml"
+    condition:
+        uint32(0) == 0x04034B50 and ($manifest and $signature or $bundle)
+}

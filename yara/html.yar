@@ -18,12 +18,13 @@ rule HTML_SMUGGLING : html malware
         $dl_prop = /\.download\s*=/ nocase
         $dl_attr = /<a\s[^>]{0,300}\bdownload\s*[=>]/ nocase
         $dl_set = /setAttribute\s*\(\s*["']download["']/ nocase
-        $ms_save = "msSaveOrOpenBlob"
+        $ms_save = /msSave(OrOpen)?Blob/
+        $saveas = /\bsaveAs\s*\(\s*[a-zA-Z_$]/
         $atob = /\batob\s*\(/
         $bytes = "Uint8Array"
         $charcode = "charCodeAt"
     condition:
-        ($blob or $objurl) and ($dl_prop or $dl_attr or $dl_set or $ms_save) and ($atob or $bytes or $charcode)
+        ($blob or $objurl) and ($dl_prop or $dl_attr or $dl_set or $ms_save or $saveas) and ($atob or $bytes or $charcode)
 }
 
 rule HTML_DATA_URI_DOWNLOAD : html malware

@@ -226,3 +226,44 @@ rule RTF_OBJECT_AUTO_UPDATE : office malware
     condition:
         not is_body and uint32(0) == 0x74725C7B and $update
 }
+
+rule OFFICE_SYLK_MACRO : office malware
+{
+    meta:
+        description = "It is an old-style Excel file (SYLK) with formulas that run commands or load code when it is opened."
+        score = 9
+        action = "quarantine"
+        body_score = 0
+    strings:
+        $formula = /(^|\n)C;[^\r\n]{0,80};E[^\r\n]{0,200}(EXEC|CALL|REGISTER|RUN)\s*\(/ nocase
+        $dde = /(^|\n)C;[^\r\n]{0,80};E[^\r\n]{0,40}(cmd|mshta|powershell|msexcel)\s*\|/ nocase
+    condition:
+        not is_body and uint32(0) == 0x503B4449 and ($formula or $dde)
+}
+
+rule OFFICE_EXCEL_WEB_QUERY : office malware
+{
+    meta:
+        description = "It is an Excel web query file (.iqy). Opening it makes Excel fetch content from the internet, a known way to deliver malware."
+        score = 9
+        action = "quarantine"
+        body_score = 0
+    strings:
+        $query = /^WEB\r?\n[0-9]\r?\n(https?|ftp):\/\// nocase
+    condition:
+        not is_body and $query at 0
+}
+
+rule WINDOWS_SETTINGCONTENT_MS : shortcut malware
+{
+    meta:
+        description = "It is a Windows settings shortcut (.settingcontent-ms) that can run any command when opened."
+        score = 9
+        action = "quarantine"
+        body_score = 0
+    strings:
+        $settings = /<PCSettings[\s>]/ nocase
+        $deeplink = /<DeepLink[\s>]/ nocase
+    condition:
+        not is_body and $settings and $deeplink
+}

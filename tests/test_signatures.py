@@ -341,3 +341,15 @@ def test_operator_can_reject_a_whole_tag() -> None:
     assert scanner.scan(SAMPLES["HTML_CREDENTIAL_FORM_OFFSITE"][0].message()).action == Action.QUARANTINE
     with pytest.raises(ConfigError, match=r"tag_actions executable"):
         Scanner(Config.from_dict({"signatures": {"tag_actions": {"executable": "tag"}}}))
+
+
+def test_a_page_full_of_unclosed_script_literals_is_cheap() -> None:
+    import time
+
+    from mailguard.analyzers.hidden_content import decoded_script_literals
+
+    hostile = b"atob('" * 200_000 + (b"unescape(`" + b"%41" * 50_000) * 100 + b"atob(\"" + b"B" * 5_000_000
+    t0 = time.perf_counter()
+    decoded = decoded_script_literals(hostile)
+    assert time.perf_counter() - t0 < 2.0
+    assert len(decoded) <= 8 * 1024 * 1024

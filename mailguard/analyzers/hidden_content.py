@@ -19,11 +19,11 @@ OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 VBA_PROJECT_RE = re.compile(re.escape("_VBA_PROJECT".encode("utf-16-le")), re.IGNORECASE)
 VIEW_LIMIT = 8 * 1024 * 1024  # most bytes one derived view (decompressed, decoded) may hold
 MAX_PDF_OBJECT_STREAMS = 256
-MAX_SCRIPT_LITERALS = 32
+MAX_SCRIPT_CALLS = 64  # unescape()/atob() calls looked at per attachment
+MIN_SCRIPT_LITERAL = 40  # shorter literals are ordinary code, not a hidden page
+MAX_SCRIPT_LITERAL = 4 * 1024 * 1024
 PDF_OBJSTM_RE = re.compile(rb"/Type\s*/ObjStm[^>]{0,300}>>\s*stream\r?\n")
-SCRIPT_LITERAL_RE = re.compile(
-    rb"(?P<func>unescape|decodeURIComponent|atob)\s*\(\s*(?P<q>[\"'`])(?P<literal>[^\"'`]{40,}?)(?P=q)\s*\)"
-)
+SCRIPT_CALL_RE = re.compile(rb"(?P<func>unescape|decodeURIComponent|atob)\s*\(\s*(?P<quote>[\"'`])")
 
 
 def _joined(pieces: Iterable[bytes | None], most: int, limit: int) -> bytes:
@@ -59,20 +59,27 @@ def pdf_object_streams(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
 def decoded_script_literals(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
     """What a page's script would write out: the long string literals it passes to
     unescape(), decodeURIComponent() or atob(), decoded. Phishing pages hide their login
-    form this way so that nothing readable is left in the file."""
+    form this way so that nothing readable is left in the file. Literals are found with
+    bytes.find, never a backtracking pattern, and both calls and literal length are capped,
+    so a page full of unclosed quotes costs a bounded, small time."""
     if b"unescape" not in data and b"atob" not in data and b"decodeURIComponent" not in data:
         return b""
 
     def decode(match: re.Match[bytes]) -> bytes | None:
-        literal = match.group("literal")
+        start = match.end()
+        end = data.find(match.group("quote"), start, start + MAX_SCRIPT_LITERAL)
+        if end - start < MIN_SCRIPT_LITERAL:
+            return None
+        literal = data[start:end]
         try:
             if match.group("func") == b"atob":
-                return base64.b64decode(re.sub(rb"\s+", b"", literal) + b"==", validate=False)
+                compact = re.sub(rb"\s+", b"", literal).rstrip(b"=")
+                return base64.b64decode(compact + b"=" * (-len(compact) % 4))
             return urllib.parse.unquote_to_bytes(literal)
         except (ValueError, binascii.Error):
             return None
 
-    return _joined((decode(m) for m in SCRIPT_LITERAL_RE.finditer(data)), MAX_SCRIPT_LITERALS, limit)
+    return _joined((decode(m) for m in SCRIPT_CALL_RE.finditer(data)), MAX_SCRIPT_CALLS, limit)
 
 
 def vba_source(data: bytes) -> str:

@@ -66,6 +66,7 @@ rule SCRIPT_HTA_APPLICATION : script malware
         score = 9
         action = "quarantine"
         body_score = 4
+        body_action = "none"
     strings:
         $hta = /<HTA:APPLICATION[\s>\/]/ nocase
     condition:

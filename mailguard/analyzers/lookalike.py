@@ -138,26 +138,32 @@ class LookalikeAnalyzer(Analyzer):
         allow = [self._registrable(d) for d in self._domains(settings["allow_domains"], "allow_domains")]
 
         self.brand_of: dict[str, Brand] = {}
-        protected: list[Protected] = []
-        for d in sorted(self.own_domains):
-            parts = self.splitter.parts(d)
-            if parts is not None:
-                protected.append(Protected(parts.registrable, parts.label, parts.suffix, "", True))
+        protected: dict[str, Protected] = {}
         for brand in self.brands:
+            for d in brand.domains + brand.also_owns:
+                parts = self.splitter.parts(d)
+                if parts is not None:
+                    self.brand_of.setdefault(parts.registrable, brand)
             for d in brand.domains:
                 parts = self.splitter.parts(d)
-                if parts is None:
-                    continue
-                self.brand_of.setdefault(parts.registrable, brand)
-                if d != parts.registrable and parts.registrable in {self._registrable(x) for x in brand.domains if x != d}:
-                    continue
-                protected.append(Protected(
-                    parts.registrable, parts.label, parts.suffix, brand.name, d not in brand.loose
-                ))
-        words = tuple(table.combo_words) or None
+                if parts is not None and parts.registrable not in protected:
+                    protected[parts.registrable] = Protected(
+                        parts.registrable, parts.label, parts.suffix, brand.name,
+                        d not in brand.loose, brand.other_endings_owned,
+                    )
+        for d in sorted(self.own_domains):
+            parts = self.splitter.parts(d)
+            if parts is None:
+                continue
+            # The practice's list is always matched in full, with the brand's name when known.
+            brand = self.brand_of.get(parts.registrable)
+            protected[parts.registrable] = Protected(
+                parts.registrable, parts.label, parts.suffix, brand.name if brand else "", True,
+                brand.other_endings_owned if brand else False,
+            )
         self.matcher = DomainMatcher(
-            protected, owned=[*self.brand_of, *allow], glyphs=glyphs,
-            **({"combo_words": words} if words else {}),
+            list(protected.values()), owned=[*self.brand_of, *allow], glyphs=glyphs,
+            combo_words=table.combo_words,
         )
         self.generic_words = frozenset(table.generic_words)
         self._brand_names = self._compile_brand_names()

@@ -25,6 +25,9 @@ class Brand:
     ``names`` count wherever they appear in a display name ("PayPal", "DocuSign").
     ``word_names`` are ordinary words or first names ("Chase", "Box", "Square") and count
     only when the display name is that name plus generic words ("Chase Bank Alerts").
+    ``also_owns`` are owned but not protected (content networks, tracking domains):
+    never flagged, and names resembling them are not imitations. ``other_endings_owned``
+    says the brand holds its name under most endings (google.com.br).
     ``loose`` domains are ordinary words (live.com): protected against exact-form tricks
     (look-alike letters, other endings, added words) but not typing slips, which would
     hit many unrelated real names.
@@ -36,6 +39,8 @@ class Brand:
     word_names: tuple[str, ...] = ()
     loose: tuple[str, ...] = ()
     category: str = ""
+    also_owns: tuple[str, ...] = ()
+    other_endings_owned: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ def load_brands(path: Path) -> BrandTable:
         raise ConfigError(f"{path}: no [[brand]] entries; each needs name = \"...\" and domains = [\"...\"]")
     brands = []
     seen: dict[str, str] = {}
-    fields = {"name", "domains", "names", "word_names", "loose", "category"}
+    fields = {"name", "domains", "names", "word_names", "loose", "category", "also_owns", "other_endings_owned"}
     for number, entry in enumerate(entries, 1):
         where = f"{path}: brand #{number}"
         if not isinstance(entry, dict):
@@ -102,7 +107,10 @@ def load_brands(path: Path) -> BrandTable:
         domains = tuple(check_domain(d, f"{where} domains") for d in _str_list(entry["domains"], f"{where} domains"))
         if not domains:
             raise ConfigError(f"{where}: domains is empty; list the domains this brand really sends from")
-        for d in domains:
+        also = tuple(
+            check_domain(d, f"{where} also_owns") for d in _str_list(entry.get("also_owns", []), f"{where} also_owns")
+        )
+        for d in domains + also:
             if d in seen and seen[d] != name:
                 raise ConfigError(f"{where}: domain {d} is already listed under brand {seen[d]}")
             seen[d] = name
@@ -113,11 +121,14 @@ def load_brands(path: Path) -> BrandTable:
         category = entry.get("category", "")
         if not isinstance(category, str):
             raise ConfigError(f"{where} category: expected a string")
+        everywhere = entry.get("other_endings_owned", False)
+        if not isinstance(everywhere, bool):
+            raise ConfigError(f"{where} other_endings_owned: expected true or false")
         brands.append(Brand(
             name.strip(), domains,
             _str_list(entry.get("names", [name]), f"{where} names"),
             _str_list(entry.get("word_names", []), f"{where} word_names"),
-            loose, category,
+            loose, category, also, everywhere,
         ))
     combo = data.get("combosquat", {})
     if not isinstance(combo, dict):

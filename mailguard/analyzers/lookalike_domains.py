@@ -33,32 +33,22 @@ from mailguard.message import idna_to_ascii, idna_to_unicode
 
 TECHNIQUES = ("embedded", "tld_swap", "homoglyph", "hyphenation", "split", "combosquat", "typo", "subdomain")
 
-# Words phishers glue to a brand name (secure-paypal-billing.com). Operators add more in
-# the brand table's [combosquat] words.
-DEFAULT_COMBO_WORDS = (
-    "login", "logon", "signin", "sign", "secure", "security", "billing", "bill", "portal", "support", "verify",
-    "verification", "account", "accounts", "pay", "payment", "payments", "update", "service", "services",
-    "help", "online", "web", "mail", "auth", "id", "my", "team", "alert", "alerts", "notice", "center",
-    "centre", "app", "apps", "access", "customer", "client", "claims", "claim", "invoice", "docs", "doc",
-    "document", "file", "files", "share", "cloud", "office", "online", "secure", "mobile", "info", "net",
-    "com", "org", "us", "usa", "hr", "payroll", "benefits", "member", "members", "provider", "providers",
-    "health", "care", "status", "review", "confirm", "unlock", "recovery", "reset", "password", "notify",
-    "notification", "message", "messages", "inbox", "fax", "sign", "esign", "portal", "connect", "direct",
-    "official", "helpdesk", "desk", "it", "admin", "bank", "banking", "card", "cards", "wallet",
-)
-
-
 @dataclass(frozen=True)
 class Protected:
     """One protected registrable domain, e.g. paypal.com owned by "PayPal" (owner "" for the
     practice's own list). ``fuzzy`` false limits it to exact-form tricks (no typo matching),
-    for names that are ordinary words (live.com, box.com)."""
+    for names that are ordinary words (live.com, box.com). ``other_endings_owned`` marks
+    global brands that hold their name under country endings (google.com.br, microsoft.de):
+    the same name under such an ending is theirs, not an imitation (see
+    ``is_country_ending``); generic endings (.net, .info) and open country endings (.co,
+    .io) stay flagged unless listed as the brand's."""
 
     domain: str
     label: str
     suffix: str
     owner: str = ""
     fuzzy: bool = True
+    other_endings_owned: bool = False
 
     @property
     def shown(self) -> str:
@@ -107,6 +97,19 @@ class HostParts:
         return idna_to_unicode(self.registrable)
 
 
+# Country endings sold to anyone worldwide as if generic: a global brand's name under
+# these is as likely an attacker's as under .net or .info.
+OPEN_COUNTRY_ENDINGS = frozenset(
+    "co io me tv cc ws ai ly to gg la fm am nu tk ml ga cf gq pw su vc sh ac bz mn so st cx ms sx us".split()
+)
+
+
+def is_country_ending(suffix: str) -> bool:
+    """A country-code ending (.de, .com.br, .co.uk), not one of the open ones (.co, .io)."""
+    last = suffix.rsplit(".", 1)[-1]
+    return len(last) == 2 and last.isalpha() and last not in OPEN_COUNTRY_ENDINGS
+
+
 def is_ip_host(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -117,12 +120,15 @@ def is_ip_host(host: str) -> bool:
 
 @dataclass
 class DomainMatcher:
-    """Matches hosts against protected domains. Build once; ``match`` is thread-safe."""
+    """Matches hosts against protected domains. Build once; ``match`` is thread-safe.
+
+    ``owned`` are further domains never flagged; ``combo_words`` the words phishers join
+    to a name (default: the built-in brand table's [combosquat] words)."""
 
     protected: Sequence[Protected]
     owned: Iterable[str] = ()
     glyphs: GlyphTable | None = None
-    combo_words: Iterable[str] = DEFAULT_COMBO_WORDS
+    combo_words: Iterable[str] | None = None
     cache_size: int = 65536
     _by_domain: dict[str, Protected] = field(init=False, repr=False)
 
@@ -132,6 +138,11 @@ class DomainMatcher:
 
             self.glyphs = GlyphTable.load(rules_file("confusables.toml"))
         g = self.glyphs
+        if self.combo_words is None:
+            from mailguard.analyzers.lookalike_brands import load_brands
+            from mailguard.resources import rules_file
+
+            self.combo_words = load_brands(rules_file("brands.toml")).combo_words
         self._splitter = DomainSplitter()
         by_domain: dict[str, Protected] = {}
         for p in self.protected:
@@ -145,6 +156,7 @@ class DomainMatcher:
             self._by_skeleton.setdefault(g.skeleton(p.label), []).append(p)
         self._fuzzy = [p for p in by_domain.values() if p.fuzzy]
         self._fuzzy_skeletons = [g.skeleton(p.label) for p in self._fuzzy]
+        self._fuzzy_folds = [g.fold(p.label) for p in self._fuzzy]
         words = {w.lower() for w in self.combo_words if w}
         self._words = frozenset(words | {g.skeleton(w) for w in words})
         self._max_word = max((len(w) for w in self._words), default=0)
@@ -163,7 +175,14 @@ class DomainMatcher:
     def is_owned(self, host: str) -> bool:
         """Whether ``host`` is, or is under, a protected or owned registrable domain."""
         parts = self.split(host)
-        return parts is not None and parts.registrable in self._owned
+        return parts is not None and self._owns(parts)
+
+    def _owns(self, parts: HostParts) -> bool:
+        if parts.registrable in self._owned:
+            return True
+        if not is_country_ending(parts.suffix):
+            return False
+        return any(t.other_endings_owned for t in self._by_label.get(parts.label, ()))
 
     def split(self, host: str) -> HostParts | None:
         """Registrable domain, label and suffix by the bundled public suffix list."""
@@ -178,7 +197,7 @@ class DomainMatcher:
         parts = self.split(host)
         if parts is None:
             return None
-        if parts.registrable in self._owned:
+        if self._owns(parts):
             return None
         for check in (
             self._embedded, self._tld_swap, self._homoglyph, self._split_name,
@@ -190,11 +209,11 @@ class DomainMatcher:
         return None
 
     def _embedded(self, parts: HostParts) -> Match | None:
-        labels = [idna_to_ascii(x) for x in parts.host.split(".")]
-        last = len(labels) - 1
-        for i in range(last):
+        labels = [*parts.subdomains, parts.label]
+        end = len(labels)  # a window may end at the registrable label, never inside the suffix
+        for i in range(end - 1):
             for n in (2, 3, 4):
-                if i + n > last:
+                if i + n > end:
                     break
                 window = ".".join(labels[i:i + n])
                 target = self._by_domain.get(window)
@@ -269,53 +288,57 @@ class DomainMatcher:
     def _find_brand_with_words(
         self, text: str, index: Mapping[str, list[Protected]]
     ) -> tuple[Protected, list[str]] | None:
+        """A protected name inside ``text`` with nothing around it but phishing words,
+        digits and hyphens (the name's own ending counts as a word: paypalcom.com). Other
+        words around a name make other real names (zoominfo, dropboxapi), so they do not
+        count."""
         n = len(text)
         for i in range(n):
             for j in range(min(n, i + self._max_label), i + 2, -1):
                 if i == 0 and j == n:
                     continue
-                targets = index.get(text[i:j])
-                if not targets:
-                    continue
-                left, right = text[:i], text[j:]
-                words = self._segment(left) if left else []
-                more = self._segment(right) if right else []
-                if words is not None and more is not None:
-                    return targets[0], words + more
-                bounded = (i == 0 or text[i - 1] in "-0123456789") and (j == n or text[j] in "-0123456789")
-                if bounded and j - i >= 4:
-                    extra = [w for w in re.split(r"[-0-9]+", left + "-" + right) if w]
-                    return targets[0], extra
+                for target in index.get(text[i:j], ()):
+                    words = self._segment(text[:i] + "-" + text[j:], self._suffix_words(target))
+                    if words is not None:
+                        return target, words
         return None
 
-    def _segment(self, text: str) -> list[str] | None:
-        """Split ``text`` (with hyphens and digits as free separators) into combo words,
-        or None when it is not made of them."""
-        pieces = [p for p in re.split(r"[-0-9]+", text) if p]
+    def _suffix_words(self, target: Protected) -> frozenset[str]:
+        return self._words | frozenset(target.suffix.split("."))
+
+    def _segment(self, text: str, words: frozenset[str]) -> list[str] | None:
+        """Split ``text`` (hyphens and digits are free separators) into known words, or
+        None when it is not made of them."""
         out: list[str] = []
-        for piece in pieces:
-            words = _word_break(piece, self._words, self._max_word)
-            if words is None:
+        for piece in re.split(r"[-0-9]+", text):
+            if not piece:
+                continue
+            found = _word_break(piece, words, self._max_word)
+            if found is None:
                 return None
-            out.extend(words)
+            out.extend(found)
         return out
 
     def _typo(self, parts: HostParts) -> Match | None:
+        """Edit distance (Damerau-Levenshtein) to each fuzzy-protected name, both on the
+        letters as written (paypcl) and on the look-alike skeleton (rnicrosft), since
+        reading "rn" as "m" can hide a plain typing slip as much as reveal one."""
         g = self._glyphs
         label = parts.ulabel
-        skel = g.skeleton(label)
-        if len(skel) < 2 or not self._fuzzy:
-            return None
-        results = process.extract(
-            skel, self._fuzzy_skeletons, scorer=DamerauLevenshtein.distance, score_cutoff=2, limit=8
-        )
         best: tuple[int, Protected] | None = None
-        for _, distance, idx in results:
-            target = self._fuzzy[idx]
-            if not typo_allowed(int(distance), len(self._fuzzy_skeletons[idx]), target.suffix == parts.suffix):
+        for text, choices in ((g.fold(label), self._fuzzy_folds), (g.skeleton(label), self._fuzzy_skeletons)):
+            if len(text) < 2:
                 continue
-            if best is None or distance < best[0]:
-                best = (int(distance), target)
+            for _, distance, idx in process.extract(
+                text, choices, scorer=DamerauLevenshtein.distance, score_cutoff=2, limit=8
+            ):
+                target = self._fuzzy[idx]
+                distance = int(distance)
+                added = len(text) == len(choices[idx]) + distance and is_subsequence(choices[idx], text)
+                if not typo_allowed(distance, len(choices[idx]), target.suffix == parts.suffix, added):
+                    continue
+                if best is None or distance < best[0]:
+                    best = (distance, target)
         if best is None:
             return None
         distance, target = best
@@ -340,17 +363,27 @@ class DomainMatcher:
         return self.glyphs
 
 
-def typo_allowed(distance: int, length: int, same_suffix: bool) -> bool:
-    """Length-aware edit distance: one slip in a short name such as uhc.com turns it into
-    many real, unrelated names, so short names allow one slip under the same ending only,
-    names of 6-8 letters one slip, longer names two (under the same ending)."""
+def typo_allowed(distance: int, length: int, same_suffix: bool, only_added: bool = False) -> bool:
+    """Length-aware edit distance. One slip in a short name such as uhc.com turns it into
+    many real, unrelated names, so names of up to 5 letters allow one slip under the same
+    ending only; names of 6-9 letters one slip, or two added letters under the same
+    ending (microsesoft: every letter of the name is still there, in order); names of 10
+    letters or more two slips under the same ending."""
     if distance <= 0:
         return False
     if length <= 5:
         return distance == 1 and same_suffix
-    if length <= 8:
-        return distance == 1
-    return distance == 1 or (distance == 2 and same_suffix)
+    if distance == 1:
+        return True
+    if distance == 2 and same_suffix:
+        return length >= 10 or only_added
+    return False
+
+
+def is_subsequence(short: str, long: str) -> bool:
+    """Whether every letter of ``short`` appears in ``long`` in the same order."""
+    it = iter(long)
+    return all(ch in it for ch in short)
 
 
 def _word_break(text: str, words: frozenset[str], max_word: int) -> list[str] | None:

@@ -1,0 +1,363 @@
+"""The milter protocol, driven over a real socket with hand-built packets.
+
+The server runs in a background thread (as `mailguard milter` runs it); each test plays the
+MTA: option negotiation, the SMTP session's commands, the message, and end of message,
+and reads back exactly what a Postfix would get.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pytest
+
+from mailguard import milter_protocol as mp
+from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.config import Config
+from mailguard.message import ParsedMessage
+from mailguard.milter import Engine, MilterSettings
+from mailguard.model import Action, Finding
+from mailguard.scanner import Scanner
+from postfix_instance import MilterThread
+
+ALL_ACTIONS = 0x1FF
+ALL_STEPS = 0x1FFFFF
+
+
+class KeywordAnalyzer(Analyzer):
+    """Deterministic findings from words in the subject, so each test picks its verdict."""
+
+    name = "keyword"
+
+    def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
+        subject = message.subject or ""
+        if "BOOM" in subject:
+            raise RuntimeError("analyzer failure on purpose")
+        if "PHISH" in subject:
+            yield self.finding("TEST_PHISH", 6.0, "Looks like a phish. More detail here")
+        if "VIRUS" in subject:
+            yield self.finding("TEST_VIRUS", 1.0, "Contains a test virus", min_action=Action.QUARANTINE)
+        if "REFUSE" in subject:
+            yield self.finding("TEST_REFUSE", 1.0, "Refused 100% for testing. Second sentence",
+                               min_action=Action.REJECT)
+
+
+def make_config(tmp_path: Path, **milter: object) -> Config:
+    return Config.from_dict({
+        "milter": {"listen": "inet:127.0.0.1:0", **milter},
+        "quarantine": {"path": str(tmp_path / "q"), "key_file": str(tmp_path / "q.key")},
+    })
+
+
+def make_engine(config: Config) -> Engine:
+    from mailguard.quarantine import open_quarantine
+
+    settings = MilterSettings.from_config(config)
+    quarantine = open_quarantine(config) if settings.quarantine == "store" else None
+    return Engine(config, settings, Scanner(config, extra_analyzers=[KeywordAnalyzer({}, AnalyzerContext(config))]),
+                  quarantine)
+
+
+@pytest.fixture
+def milter(tmp_path: Path) -> Iterator[MilterThread]:
+    config = make_config(tmp_path, max_message_size=200_000)
+    with MilterThread(config, make_engine(config)) as running:
+        yield running
+
+
+class MTA:
+    """The MTA side: sends packets, reads replies."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+
+    def send(self, command: bytes, data: bytes = b"") -> None:
+        self.sock.sendall(mp.encode_packet(command, data))
+
+    def read(self) -> tuple[bytes, bytes]:
+        while True:
+            packets, rest = mp.split_packets(self.buffer)
+            if packets:
+                command, data = packets[0]
+                self.buffer = self.buffer[5 + len(data):]
+                return command, data
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("milter closed the connection")
+            self.buffer += chunk
+
+    def until_final(self) -> list[tuple[bytes, bytes]]:
+        """Replies up to and including the final one of end of message."""
+        out = []
+        while True:
+            command, data = self.read()
+            out.append((command, data))
+            if command in (mp.SMFIR_CONTINUE, mp.SMFIR_ACCEPT, mp.SMFIR_DISCARD, mp.SMFIR_REJECT,
+                           mp.SMFIR_TEMPFAIL, mp.SMFIR_REPLYCODE):
+                return out
+
+    def closed(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionError:
+            return True
+
+    def negotiate(self, actions: int = ALL_ACTIONS, steps: int = ALL_STEPS) -> mp.OptNeg:
+        self.send(mp.SMFIC_OPTNEG, struct.pack("!III", 6, actions, steps))
+        command, data = self.read()
+        assert command == mp.SMFIC_OPTNEG
+        return mp.decode_optneg(data)
+
+    def expect_continue(self, command: bytes, data: bytes = b"") -> None:
+        self.send(command, data)
+        assert self.read() == (mp.SMFIR_CONTINUE, b"")
+
+    def envelope(self) -> None:
+        self.send(mp.SMFIC_MACRO, b"C" + b"j\0mx.practice.example\0{daemon_name}\0smtpd\0")
+        self.expect_continue(mp.SMFIC_CONNECT, b"client.example\x004" + struct.pack("!H", 40000) + b"192.0.2.7\0")
+        self.expect_continue(mp.SMFIC_HELO, b"client.example\0")
+        self.send(mp.SMFIC_MACRO, b"M" + b"i\0ABC123\0")
+        self.expect_continue(mp.SMFIC_MAIL, b"<sender@example.org>\0SIZE=100\0")
+        self.expect_continue(mp.SMFIC_RCPT, b"<frontdesk@practice.example>\0")
+
+    def message(self, headers: list[tuple[str, str]], body: bytes, chunk: int = 65535) -> list[tuple[bytes, bytes]]:
+        for name, value in headers:
+            self.expect_continue(mp.SMFIC_HEADER, name.encode() + b"\0" + value.encode() + b"\0")
+        self.expect_continue(mp.SMFIC_EOH)
+        for i in range(0, len(body), chunk):
+            self.expect_continue(mp.SMFIC_BODY, body[i: i + chunk])
+        self.send(mp.SMFIC_MACRO, b"E" + b"i\0ABC123\0")
+        self.send(mp.SMFIC_BODYEOB)
+        return self.until_final()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def headers_for(subject: str) -> list[tuple[str, str]]:
+    return [("From", "Sender <sender@example.org>"), ("To", "frontdesk@practice.example"),
+            ("Subject", subject), ("Message-ID", "<m1@example.org>")]
+
+
+def inserted(replies: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    out = {}
+    for command, data in replies:
+        if command == mp.SMFIR_INSHEADER:
+            name, value = data[4:-1].split(b"\0")
+            out[name.decode()] = value.decode()
+    return out
+
+
+@pytest.fixture
+def mta(milter: MilterThread) -> Iterator[MTA]:
+    client = MTA(milter.port)
+    yield client
+    client.close()
+
+
+# ---------------------------------------------------------------------- codec
+
+
+def test_packet_framing_round_trip() -> None:
+    packet = mp.encode_packet(mp.SMFIC_HEADER, b"Subject\0hi\0")
+    assert packet == b"\x00\x00\x00\x0cLSubject\0hi\0"
+    assert mp.split_packets(packet + packet[:3]) == ([(b"L", b"Subject\0hi\0")], packet[:3])
+
+
+def test_decoders_reject_malformed_arguments() -> None:
+    with pytest.raises(mp.ProtocolError):
+        mp.decode_optneg(b"\0\0\0\x06")
+    with pytest.raises(mp.ProtocolError):
+        mp.decode_header(b"Subject\0no terminator")
+    with pytest.raises(mp.ProtocolError):
+        mp.decode_connect(b"host\x00X")
+    with pytest.raises(mp.ProtocolError):
+        mp.packet_length(b"\0\0\0\0")
+    assert mp.decode_connect(b"host\0U") == mp.Connect("host", "U", 0, "")
+    assert mp.decode_macros(b"Mi\0Q1\0{mail_addr}\0a@b\0") == (b"M", {"i": "Q1", "mail_addr": "a@b"})
+
+
+def test_reply_code_is_one_printable_line() -> None:
+    packet = mp.reply_code("550 5.7.1 bad\r\nnews 100%")
+    assert packet[4:5] == mp.SMFIR_REPLYCODE
+    assert packet[5:] == b"550 5.7.1 bad news 100\0"
+    with pytest.raises(ValueError):
+        mp.reply_code("250 ok")
+
+
+def test_replace_body_splits_into_chunks() -> None:
+    packets = mp.replace_body(b"x" * (mp.CHUNK_SIZE * 2 + 10))
+    assert [len(p) - 5 for p in packets] == [mp.CHUNK_SIZE, mp.CHUNK_SIZE, 10]
+
+
+# ---------------------------------------------------------------------- server
+
+
+def test_negotiation_asks_for_header_changes_and_skips_unneeded_steps(mta: MTA) -> None:
+    answer = mta.negotiate()
+    assert answer.version == 6
+    assert answer.actions == mp.SMFIF_ADDHDRS | mp.SMFIF_CHGHDRS | mp.SMFIF_CHGBODY | mp.SMFIF_QUARANTINE
+    assert answer.protocol == mp.SMFIP_NOUNKNOWN | mp.SMFIP_NODATA
+
+
+def test_negotiation_only_takes_what_the_mta_offers(mta: MTA) -> None:
+    answer = mta.negotiate(actions=mp.SMFIF_ADDHDRS, steps=0)
+    assert (answer.actions, answer.protocol) == (mp.SMFIF_ADDHDRS, 0)
+
+
+def test_clean_message_gets_verdict_headers_and_continue(mta: MTA) -> None:
+    mta.negotiate()
+    mta.envelope()
+    replies = mta.message(headers_for("Appointment on Tuesday"), b"See you then.\r\n")
+    assert replies[-1] == (mp.SMFIR_CONTINUE, b"")
+    assert inserted(replies) == {"X-MailGuard-Action": "accept", "X-MailGuard-Score": "0.0",
+                                 "X-MailGuard-Rules": "none"}
+    assert [struct.unpack("!I", d[:4])[0] for c, d in replies if c == mp.SMFIR_INSHEADER] == [0, 1, 2]
+    assert not [c for c, _ in replies if c == mp.SMFIR_CHGHEADER]
+
+
+def test_every_command_including_data_unknown_abort_and_quit_nc(mta: MTA) -> None:
+    mta.negotiate(steps=0)  # nothing skipped: the MTA sends DATA and unknown commands too
+    mta.envelope()
+    mta.expect_continue(mp.SMFIC_UNKNOWN, b"XFOO bar\0")
+    mta.expect_continue(mp.SMFIC_DATA)
+    mta.expect_continue(mp.SMFIC_HEADER, b"Subject\0PHISH first\0")
+    mta.send(mp.SMFIC_ABORT)  # no reply; the message is forgotten
+    mta.expect_continue(mp.SMFIC_MAIL, b"<other@example.org>\0")
+    mta.expect_continue(mp.SMFIC_RCPT, b"<frontdesk@practice.example>\0")
+    replies = mta.message(headers_for("Second try"), b"hello\r\n")
+    assert inserted(replies)["X-MailGuard-Action"] == "accept"
+    mta.send(mp.SMFIC_QUIT_NC)  # a new SMTP session on the same connection
+    mta.envelope()
+    replies = mta.message(headers_for("Third"), b"hi\r\n")
+    assert replies[-1] == (mp.SMFIR_CONTINUE, b"")
+    mta.send(mp.SMFIC_QUIT)
+    assert mta.closed()
+
+
+def test_macros_and_connect_without_reply_when_negotiated(mta: MTA) -> None:
+    no_reply = mp.SMFIP_NR_CONN | mp.SMFIP_NR_HELO | mp.SMFIP_NR_MAIL | mp.SMFIP_NR_RCPT
+    mta.negotiate(steps=no_reply)
+    mta.send(mp.SMFIC_CONNECT, b"h\x004" + struct.pack("!H", 1) + b"192.0.2.1\0")
+    mta.send(mp.SMFIC_HELO, b"h\0")
+    mta.send(mp.SMFIC_MAIL, b"<a@example.org>\0")
+    mta.send(mp.SMFIC_RCPT, b"<b@practice.example>\0")
+    replies = mta.message(headers_for("hello"), b"x\r\n")  # the first reply seen is the header's
+    assert replies[-1] == (mp.SMFIR_CONTINUE, b"")
+
+
+def test_phish_is_tagged_in_subject_and_headers(mta: MTA) -> None:
+    mta.negotiate()
+    mta.envelope()
+    replies = mta.message(headers_for("PHISH your password expires"), b"click\r\n")
+    assert inserted(replies)["X-MailGuard-Action"] == "tag"
+    assert "TEST_PHISH(6)" in inserted(replies)["X-MailGuard-Rules"]
+    changes = [d for c, d in replies if c == mp.SMFIR_CHGHEADER]
+    assert changes == [struct.pack("!I", 1) + b"Subject\0[SUSPICIOUS] PHISH your password expires\0"]
+    assert replies[-1] == (mp.SMFIR_CONTINUE, b"")
+
+
+def test_forged_verdict_headers_are_deleted_by_index(mta: MTA) -> None:
+    mta.negotiate()
+    mta.envelope()
+    headers = [("X-MailGuard-Action", "accept"), *headers_for("hi"), ("x-mailguard-action", "accept"),
+               ("X-MailGuard-Score", "-100")]
+    replies = mta.message(headers, b"body\r\n")
+    deletions = [(struct.unpack("!I", d[:4])[0], d[4:]) for c, d in replies if c == mp.SMFIR_CHGHEADER]
+    assert deletions == [(1, b"X-MailGuard-Score\0\0"), (2, b"x-mailguard-action\0\0"),
+                         (1, b"X-MailGuard-Action\0\0")]
+
+
+def test_reject_has_550_and_the_reason(mta: MTA) -> None:
+    mta.negotiate()
+    mta.envelope()
+    replies = mta.message(headers_for("REFUSE"), b"x\r\n")
+    assert replies == [(mp.SMFIR_REPLYCODE, b"550 5.7.1 Message refused as dangerous: Refused 100 for testing\0")]
+
+
+def test_quarantine_store_keeps_the_message_then_discards(tmp_path: Path, mta: MTA, milter: MilterThread) -> None:
+    mta.negotiate()
+    mta.envelope()
+    replies = mta.message(headers_for("VIRUS inside"), b"payload\r\n")
+    assert replies == [(mp.SMFIR_DISCARD, b"")]
+    entries = list(milter.engine.quarantine.list())
+    assert len(entries) == 1 and entries[0].rules == ("TEST_VIRUS",)
+
+
+def test_quarantine_store_failure_is_tempfail(tmp_path: Path, mta: MTA, milter: MilterThread) -> None:
+    milter.engine.quarantine.close()  # a broken database: storing fails
+    mta.negotiate()
+    mta.envelope()
+    replies = mta.message(headers_for("VIRUS inside"), b"payload\r\n")
+    assert replies[-1][0] == mp.SMFIR_REPLYCODE and replies[-1][1].startswith(b"451 4.7.1 ")
+
+
+def test_quarantine_hold_uses_the_mta_hold_queue(tmp_path: Path) -> None:
+    config = make_config(tmp_path, quarantine="hold")
+    with MilterThread(config, make_engine(config)) as running:
+        mta = MTA(running.port)
+        mta.negotiate()
+        mta.envelope()
+        replies = mta.message(headers_for("VIRUS inside"), b"payload\r\n")
+        mta.close()
+    commands = [c for c, _ in replies]
+    assert mp.SMFIR_QUARANTINE in commands and replies[-1] == (mp.SMFIR_CONTINUE, b"")
+    reason = dict(replies)[mp.SMFIR_QUARANTINE]
+    assert reason.startswith(b"mailguard score") and b"TEST_VIRUS" in reason
+    assert inserted(replies)["X-MailGuard-Action"] == "quarantine"
+
+
+def test_analyzer_failure_is_tempfail(mta: MTA) -> None:
+    mta.negotiate()
+    mta.envelope()
+    replies = mta.message(headers_for("BOOM"), b"x\r\n")
+    assert replies == [(mp.SMFIR_REPLYCODE, b"451 4.7.1 The message could not be checked right now; "
+                                            b"please try again later\0")]
+
+
+def test_body_larger_than_one_packet_is_scanned_whole(mta: MTA) -> None:
+    mta.negotiate()
+    mta.envelope()
+    body = (b"line of text\r\n" * 12000) + b"PHISH at the very end\r\n"
+    replies = mta.message(headers_for("big one"), body, chunk=65535)
+    assert inserted(replies)["X-MailGuard-Action"] == "accept"
+    assert len(body) > 65535 * 2
+
+
+def test_oversize_message_is_refused_at_once(mta: MTA) -> None:
+    mta.negotiate()
+    mta.envelope()
+    for name, value in headers_for("large"):
+        mta.expect_continue(mp.SMFIC_HEADER, name.encode() + b"\0" + value.encode() + b"\0")
+    mta.expect_continue(mp.SMFIC_EOH)
+    for _ in range(3):
+        mta.expect_continue(mp.SMFIC_BODY, b"x" * 65535)
+    mta.send(mp.SMFIC_BODY, b"x" * 65535)
+    assert mta.read() == (mp.SMFIR_REPLYCODE, b"552 5.3.4 Message too big to be checked (limit 200000 bytes)\0")
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x00\x00\x00\x00",                       # no command byte
+    b"\xff\xff\xff\xff",                       # absurd length
+    mp.encode_packet(b"Z", b"what"),           # unknown command
+    mp.encode_packet(mp.SMFIC_HEADER, b"Subject\0no end"),  # unterminated string
+    mp.encode_packet(mp.SMFIC_OPTNEG, b"\0\0"),  # short negotiation
+    b"\x00\x00\x01\x00L" + b"short",           # truncated: connection ends mid-packet
+])
+def test_malformed_packets_close_only_that_connection(milter: MilterThread, garbage: bytes) -> None:
+    bad = MTA(milter.port)
+    good = MTA(milter.port)
+    good.negotiate()
+    bad.sock.sendall(garbage)
+    if garbage.startswith(b"\x00\x00\x01\x00"):
+        bad.sock.shutdown(socket.SHUT_WR)
+    assert bad.closed()
+    good.envelope()
+    assert good.message(headers_for("still served"), b"x\r\n")[-1] == (mp.SMFIR_CONTINUE, b"")
+    fresh = MTA(milter.port)
+    assert fresh.negotiate().version == 6
+    for client in (bad, good, fresh):
+        client.close()

@@ -12,7 +12,9 @@ import email.errors
 import email.header
 import email.parser
 import email.utils
+import binascii
 import io
+import quopri
 import re
 import zipfile
 import zlib
@@ -525,6 +527,11 @@ def _walk(
             if isinstance(payload, list):
                 children = [c for c in payload if isinstance(c, Message)]
                 if ctype == "message/rfc822" or ctype.startswith("message/"):
+                    encoded = _transfer_encoded_message(node, children)
+                    if encoded is not None:
+                        name = _filename(node, limits.max_header_chars) or "attached message"
+                        _attached_raw(encoded, name, budget, out, level, location)
+                        continue
                     for child in children[:1]:
                         _attached_message(child, node, budget, out, level, location)
                     continue
@@ -532,6 +539,28 @@ def _walk(
                     stack.append((child, level + 1))
             continue
         _leaf(node, ctype, budget, out, level, location)
+
+
+def _transfer_encoded_message(node: Message, children: list[Message]) -> bytes | None:
+    """The bytes of an attached message sent base64 or quoted-printable encoded, which
+    RFC 2046 forbids but mail programs (and Python's own add_attachment) produce. The stdlib
+    parses such a part as a message made of encoded text; decode it so its attachments are
+    seen. None when the part is not encoded."""
+    cte = str(node.get("Content-Transfer-Encoding", "")).strip().lower()
+    if cte not in ("base64", "quoted-printable") or not children:
+        return None
+    try:
+        encoded = children[0].as_bytes(policy=email_policy.compat32)
+    except Exception:
+        try:
+            encoded = children[0].as_string(policy=email_policy.compat32).encode("utf-8", "surrogateescape")
+        except Exception:
+            return None
+    if cte == "base64":
+        cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", encoded)
+        cleaned = cleaned[: len(cleaned) - len(cleaned) % 4]
+        return binascii.a2b_base64(cleaned) if cleaned else b""
+    return quopri.decodestring(encoded)
 
 
 def _content_type(part: Message) -> str:

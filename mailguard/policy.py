@@ -32,7 +32,7 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "scores": Option({}, "dict[str,float]", "Score overrides by rule id, e.g. { LANGUAGE_URGENCY = 1.0 }."),
     "actions": Option(
         {}, "dict[str,str]",
-        "Minimum action forced by a rule id, e.g. { SIGNATURE_EXECUTABLE = \"reject\" }; \"none\" lifts a built-in one.",
+        "Minimum action forced by a rule id, e.g. { SIGNATURE_EXECUTABLE_WINDOWS_PE = \"reject\" }; \"none\" lifts a built-in one.",
     ),
 }
 

@@ -129,3 +129,24 @@ def test_addresses_are_parsed_without_dns() -> None:
     assert sender.domain == "exämple.com" and sender.ascii_domain == "xn--exmple-cua.com"
     assert msg.reply_to[0].domain == "gmail.com"
     assert msg.sender and not msg.sender[0].valid
+
+
+def test_base64_encoded_attached_message_is_unpacked() -> None:
+    """RFC 2046 forbids encoding message/rfc822, but mail programs (and Python's own
+    add_attachment) do it; an attacker must not hide attachments that way."""
+    inner = EmailMessage()
+    inner["From"] = "x@example.com"
+    inner["Subject"] = "inner"
+    inner.set_content("hello inner")
+    inner.add_attachment(b"MZ payload", maintype="application", subtype="octet-stream", filename="a.exe")
+    outer = EmailMessage()
+    outer["From"] = "y@example.com"
+    outer["Subject"] = "outer"
+    outer.set_content("see attached")
+    outer.add_attachment(inner.as_bytes(), maintype="message", subtype="rfc822")
+    raw = outer.as_bytes()
+    assert b"Content-Transfer-Encoding: base64" in raw
+    parsed = parse(raw)
+    assert [m.subject for m in parsed.attached_messages] == ["inner"]
+    assert [a.filename for a in parsed.attachments] == ["a.exe"]
+    assert parsed.attachments[0].data == b"MZ payload"

@@ -1,8 +1,124 @@
-"""Placeholder for the relay (its issue builds it)."""
+"""``mailguard serve``: the SMTP relay in front of the practice's mail server.
+
+This module holds only the [relay] settings schema and the command line, so that loading a
+configuration does not import the SMTP libraries; the server is ``mailguard.relay_server``
+and the per-message logic ``mailguard.relay_handler``.
+"""
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Mapping
 
 from mailguard.config import Option
 
-CONFIG_SCHEMA: Mapping[str, Option] = {}
+CONFIG_SCHEMA: Mapping[str, Option] = {
+    "listen": Option(
+        "127.0.0.1:10025", "str",
+        "Address and port the relay listens on, as \"host:port\" (\"[::]:25\" for every IPv6 and IPv4 address). "
+        "Use \"0.0.0.0:25\" when mailguard is the MX; keep a loopback address when it sits beside Postfix as a "
+        "content filter.",
+    ),
+    "downstream": Option(
+        "127.0.0.1:10026", "str",
+        "The practice's real mail server, as \"host:port\": every accepted message is handed to it with its "
+        "original envelope, and its reply is passed back to the sender.",
+    ),
+    "hostname": Option("", "str", "Name in the greeting and in EHLO to the downstream server; empty: this machine's name."),
+    "relay_domains": Option(
+        [], "list[str]",
+        "Recipient domains accepted from anyone, e.g. [\"practice.example\"] (subdomains included). Recipients "
+        "in other domains are refused with 550 5.7.1 unless the client is in trusted_networks: never an open relay.",
+    ),
+    "trusted_networks": Option(
+        [], "list[str]",
+        "Client networks (CIDR, e.g. \"127.0.0.1/32\", \"192.168.10.0/24\") allowed to send to any domain: the "
+        "practice's own server or Postfix in a content_filter arrangement. Empty: none.",
+    ),
+    "max_message_bytes": Option(
+        26_214_400, "int", "Largest message accepted, in bytes (advertised as SIZE); larger ones get 552.", minimum=1024
+    ),
+    "max_connections": Option(
+        100, "int", "Simultaneous client connections; more are refused with 421 so they retry later.", minimum=1
+    ),
+    "command_timeout": Option(
+        300.0, "float", "Seconds a client may stay silent between commands before it is disconnected.", minimum=1
+    ),
+    "data_timeout": Option(
+        600.0, "float", "Seconds a client has to send a whole message after DATA (stops trickling clients).",
+        minimum=1,
+    ),
+    "scan_timeout": Option(
+        120.0, "float", "Seconds a scan may take before the message is answered as on_error says.", minimum=1
+    ),
+    "downstream_timeout": Option(
+        60.0, "float",
+        "Seconds to wait for each step with the downstream server; past it the sender gets 451 and retries.",
+        minimum=1,
+    ),
+    "downstream_tls": Option(
+        "opportunistic", "str",
+        "STARTTLS to the downstream server: opportunistic (when offered, certificate not checked), required "
+        "(refuse to deliver without it; certificate checked unless downstream_tls_verify = false), or none.",
+        choices=("opportunistic", "required", "none"),
+    ),
+    "downstream_tls_verify": Option(
+        True, "bool", "With downstream_tls = \"required\": check the server's certificate and name."
+    ),
+    "downstream_ca_file": Option(
+        "", "path", "CA certificates (PEM) for checking the downstream server; empty: the system's."
+    ),
+    "tls_cert": Option("", "path", "Certificate chain (PEM) for STARTTLS to clients; STARTTLS is offered when set."),
+    "tls_key": Option("", "path", "Private key (PEM) of tls_cert."),
+    "require_tls": Option(False, "bool", "Refuse mail from clients that have not started TLS (530). Needs tls_cert."),
+    "workers": Option(0, "int", "Scanning threads; 0: one per CPU core.", minimum=0),
+    "queue_limit": Option(
+        0, "int",
+        "Messages waiting for or in scanning at once; beyond it senders get 451 (at the end of DATA) or 421 "
+        "(at connect) and retry later. 0: four per worker.", minimum=0,
+    ),
+    "on_error": Option(
+        "tempfail", "str",
+        "When a scan fails as a whole (crashed or past scan_timeout): tempfail (451, the sender retries) or "
+        "accept (deliver with an X-MailGuard-Action: error header). Failures of single analyzers follow "
+        "[policy] on_error.",
+        choices=("tempfail", "accept"),
+    ),
+    "bare_line_endings": Option(
+        "normalize", "str",
+        "A lone CR or LF inside a message (used in SMTP smuggling): normalize (turn it into CRLF, so the "
+        "message stays one message downstream) or reject (550 5.5.2).",
+        choices=("normalize", "reject"),
+    ),
+    "shutdown_timeout": Option(
+        60.0, "float",
+        "On SIGTERM, seconds to let messages in transfer finish before the remaining connections are closed "
+        "(their senders retry: nothing is lost).", minimum=0,
+    ),
+}
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run the SMTP relay: scan inbound mail and pass it on to the practice's mail server. "
+        "SIGHUP reloads the configuration and rules; SIGTERM finishes messages in transfer, then exits.",
+    )
+    parser.add_argument("--config", "-c", metavar="FILE", help="configuration file (TOML)")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="override [relay] listen")
+    parser.add_argument("--downstream", metavar="HOST:PORT", help="override [relay] downstream")
+    return parser
+
+
+def cli_main(argv: list[str], prog: str = "mailguard serve") -> int:
+    args = build_parser(prog).parse_args(argv)
+    from mailguard.config import ConfigError
+    from mailguard.relay_server import run
+
+    try:
+        return run(args.config, listen=args.listen, downstream=args.downstream)
+    except ConfigError as exc:
+        print(f"mailguard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

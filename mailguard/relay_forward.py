@@ -1,0 +1,171 @@
+"""Handing a scanned message to the downstream server, and turning what happened into the
+reply the relay's own client gets.
+
+The relay is a before-queue proxy: it never keeps a message itself, so every failure here
+must become a 4xx (the sending server keeps the message and retries) unless the downstream
+server refused the message for good, in which case its 5xx is passed back.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import aiosmtplib
+
+TLS_MODES = ("opportunistic", "required", "none")
+
+# Only these MAIL FROM parameters are passed on; SIZE is recomputed, AUTH and the rest are
+# the client's business with us, not with the downstream server.
+_PASSED_MAIL_OPTIONS = ("BODY=", "SMTPUTF8")
+_ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\s+")
+
+
+@dataclass(frozen=True)
+class Downstream:
+    """Where and how to deliver: the practice's real mail server."""
+
+    host: str
+    port: int
+    tls: str = "opportunistic"
+    tls_verify: bool = True
+    ca_file: str = ""
+    timeout: float = 60.0
+    local_hostname: str = "localhost"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An SMTP reply for the relay's client (code and text without the code)."""
+
+    code: int
+    text: str
+    delivered: bool = False
+    detail: str = ""  # for the log: what went wrong downstream
+
+    def line(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+@dataclass
+class _Attempt:
+    refused: list[tuple[str, int, str]] = field(default_factory=list)
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def passed_back(code: int, message: str, *, delivered: bool = False) -> Reply:
+    """The downstream server's own reply, made safe to send on: one line, and a 4xx is
+    always 451 so that every sender treats it as 'try again later'."""
+    text = _one_line(message) or "no text"
+    if 400 <= code < 500:
+        match = _ENHANCED.match(text)
+        status = match.group(1) if match else "4.4.0"
+        rest = text[match.end():] if match else text
+        return Reply(451, f"{status} Downstream server said: {code} {rest}"[:400], detail=f"{code} {text}")
+    if code >= 500:
+        return Reply(code if 500 <= code < 600 else 554, text[:400], detail=f"{code} {text}")
+    return Reply(code, text[:400], delivered=delivered, detail=f"{code} {text}")
+
+
+def _tls_context(target: Downstream) -> ssl.SSLContext:
+    if target.tls == "required" and target.tls_verify:
+        return ssl.create_default_context(cafile=target.ca_file or None)
+    # Opportunistic TLS (as Postfix's 'may'): encryption without authentication beats none.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def _open(target: Downstream) -> aiosmtplib.SMTP:
+    smtp = aiosmtplib.SMTP(
+        hostname=target.host, port=target.port, timeout=target.timeout,
+        local_hostname=target.local_hostname, start_tls=False,
+    )
+    await smtp.connect()
+    try:
+        await smtp.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        await smtp.helo()
+    if target.tls != "none" and smtp.supports_extension("starttls"):
+        await smtp.starttls(tls_context=_tls_context(target))
+    elif target.tls == "required":
+        smtp.close()
+        raise aiosmtplib.SMTPException("the downstream server does not offer STARTTLS and downstream_tls = required")
+    return smtp
+
+
+def _mail_options(smtp: aiosmtplib.SMTP, client_options: Sequence[str], size: int) -> list[str]:
+    options = [o for o in client_options if o.upper().startswith(_PASSED_MAIL_OPTIONS)]
+    if smtp.supports_extension("size"):
+        options.append(f"SIZE={size}")
+    return options
+
+
+async def forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], data: bytes,
+                  mail_options: Sequence[str] = ()) -> Reply:
+    """Deliver ``data`` with the original envelope; never raises for network or SMTP
+    trouble. Every recipient must be accepted, or nothing is sent: a sender told '250' must
+    never have lost a recipient silently."""
+    try:
+        return await asyncio.wait_for(_forward(target, mail_from, rcpt_tos, data, mail_options),
+                                      target.timeout * 3)
+    except (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError) as exc:
+        return Reply(451, "4.4.2 Downstream server timed out, please try again later", detail=f"timeout {exc}")
+    except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, OSError) as exc:
+        return Reply(451, "4.4.1 Downstream server unavailable, please try again later",
+                     detail=_one_line(f"{type(exc).__name__}: {exc}"))
+    except aiosmtplib.SMTPResponseException as exc:
+        return passed_back(exc.code, exc.message)
+    except aiosmtplib.SMTPException as exc:
+        return Reply(451, "4.4.0 Downstream delivery failed, please try again later",
+                     detail=_one_line(f"{type(exc).__name__}: {exc}"))
+
+
+async def _forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], data: bytes,
+                   mail_options: Sequence[str]) -> Reply:
+    smtp = await _open(target)
+    try:
+        await smtp.mail(mail_from, options=_mail_options(smtp, mail_options, len(data)))
+        attempt = _Attempt()
+        for rcpt in rcpt_tos:
+            try:
+                await smtp.rcpt(rcpt)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                attempt.refused.append((rcpt, exc.code, exc.message))
+        if attempt.refused:
+            await smtp.rset()
+            return _refused_reply(attempt, len(rcpt_tos))
+        response = await smtp.data(data)
+        reply = passed_back(response.code, response.message, delivered=True)
+    finally:
+        await _quit(smtp)
+    return reply
+
+
+def _refused_reply(attempt: _Attempt, total: int) -> Reply:
+    """Some recipients refused downstream: nothing is delivered and the client is told: a
+    4xx if any refusal was temporary (the whole message is retried later), else a 5xx naming
+    the refused address, so the sender learns of it instead of one recipient silently missing
+    the message."""
+    codes = [code for _, code, _ in attempt.refused]
+    first = attempt.refused[0]
+    detail = f"{len(attempt.refused)} of {total} recipients refused downstream: {first[1]} {_one_line(first[2])}"
+    if any(400 <= c < 500 for c in codes):
+        return Reply(451, "4.1.0 Downstream server refused a recipient for now, please try again later",
+                     detail=detail)
+    return Reply(550, f"5.1.1 Recipient <{first[0]}> refused by the mail server: {_one_line(first[2], 150)}",
+                 detail=detail)
+
+
+async def _quit(smtp: aiosmtplib.SMTP) -> None:
+    try:
+        if smtp.is_connected:
+            await smtp.quit()
+    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+        smtp.close()

@@ -1,0 +1,263 @@
+"""The relay end to end: real SMTP clients (smtplib) talk to the relay on loopback, which
+talks to a real SMTP server (aiosmtpd) standing in for the practice's mail server."""
+from __future__ import annotations
+
+import smtplib
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.headers import strip_verdict_headers
+from mailguard.model import Finding
+from mailguard.quarantine import open_quarantine
+from mailguard.scanner import Scanner
+from test_relay_support import (
+    RECIPIENT,
+    SENDER,
+    LoopThread,
+    RelayRunner,
+    Sink,
+    clean_message,
+    malware_message,
+    phish_message,
+    relay_config,
+)
+
+
+@pytest.fixture(scope="module")
+def scanner() -> Scanner:
+    return Scanner()  # default rules; built once for the module (compiling takes a while)
+
+
+@pytest.fixture()
+def loop_thread() -> Iterator[LoopThread]:
+    runner = LoopThread()
+    yield runner
+    runner.close()
+
+
+@pytest.fixture()
+def sink(loop_thread: LoopThread) -> Iterator[Sink]:
+    server = Sink(loop_thread)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def start_relay(tmp_path: Path, sink: Sink, scanner: Scanner) -> Iterator[Any]:
+    started: list[tuple[RelayRunner, Any]] = []
+
+    def start(relay: dict[str, Any] | None = None, policy: dict[str, Any] | None = None,
+              scanner_override: Scanner | None = None) -> RelayRunner:
+        config = relay_config(tmp_path, sink.port, relay, policy)
+        quarantine = open_quarantine(config)
+        use = scanner_override or (Scanner(config) if policy else scanner)
+        runner = RelayRunner(config, quarantine=quarantine, scanner=use)
+        started.append((runner, quarantine))
+        return runner
+
+    yield start
+    for runner, quarantine in started:
+        runner.stop()
+        quarantine.close()
+
+
+def send(relay: RelayRunner, data: bytes, rcpts: tuple[str, ...] = (RECIPIENT,), sender: str = SENDER) -> Any:
+    with smtplib.SMTP(relay.host, relay.port, timeout=20) as client:
+        return client.sendmail(sender, list(rcpts), data)
+
+
+def header(data: bytes, name: str) -> str:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(name.lower().encode() + b":"):
+            return line.split(b":", 1)[1].strip().decode()
+    return ""
+
+
+def test_clean_mail_arrives_byte_identical_apart_from_added_headers(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay()
+    original = clean_message()
+    send(relay, original, rcpts=(RECIPIENT, f"billing@{'practice.example'}"))
+    got = sink.handler.wait_for(1)[0]
+    assert got.mail_from == SENDER
+    assert got.rcpt_tos == [RECIPIENT, "billing@practice.example"]
+    assert strip_verdict_headers(got.data) == original
+    assert header(got.data, "X-MailGuard-Action") == "accept"
+    assert got.data.endswith(original.split(b"\r\n\r\n", 1)[1])
+
+
+def test_downstream_reply_is_passed_back(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay()
+    with smtplib.SMTP(relay.host, relay.port, timeout=20) as client:
+        client.ehlo()
+        client.mail(SENDER)
+        client.rcpt(RECIPIENT)
+        code, text = client.data(clean_message())
+    assert code == 250 and b"queued as SINK1" in text
+
+
+def test_tagged_mail_arrives_tagged(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay(policy={"quarantine_at": 1000.0})
+    send(relay, phish_message())
+    got = sink.handler.wait_for(1)[0]
+    assert header(got.data, "X-MailGuard-Action") == "tag"
+    assert "LOOKALIKE_SENDER_DOMAIN" in got.data.decode()
+    assert header(got.data, "Subject").startswith("[SUSPICIOUS] Invoice")
+    assert b"CAUTION" not in got.data  # no banner unless configured
+
+
+def test_banner_when_configured(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay(policy={"quarantine_at": 1000.0, "banner": True})
+    send(relay, phish_message())
+    text = sink.handler.wait_for(1)[0].data.decode()
+    assert text.count("CAUTION: this message may be a scam") == 2  # plain and HTML halves
+    assert "imitates paypal.com" in text
+    assert text.rstrip().endswith("--alt-1--")
+
+
+def test_quarantined_mail_is_in_the_store_not_downstream(start_relay: Any, sink: Sink, tmp_path: Path) -> None:
+    relay = start_relay()
+    with smtplib.SMTP(relay.host, relay.port, timeout=20) as client:
+        client.ehlo()
+        client.mail(SENDER)
+        client.rcpt(RECIPIENT)
+        code, _ = client.data(phish_message())
+        assert code == 250
+        client.mail(SENDER)  # the session goes on; a clean message after it is delivered
+        client.rcpt(RECIPIENT)
+        assert client.data(clean_message())[0] == 250
+    delivered = sink.handler.wait_for(1)
+    assert len(delivered) == 1 and b"Appointment" in delivered[0].data
+    q = open_quarantine(relay_config(tmp_path, sink.port))
+    try:
+        entries = q.list()
+        assert len(entries) == 1
+        assert "LOOKALIKE_SENDER_DOMAIN" in entries[0].rules
+        assert q.raw(entries[0].id) == phish_message()
+    finally:
+        q.close()
+
+
+def test_malware_is_held_or_rejected(start_relay: Any, sink: Sink, tmp_path: Path) -> None:
+    relay = start_relay(policy={"actions": {"SIGNATURE_EICAR_TEST_FILE": "reject"}})
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(relay, malware_message())
+    assert refused.value.smtp_code == 550
+    assert b"5.7.1" in refused.value.smtp_error
+    assert sink.handler.messages == []
+
+
+def test_malware_held_by_default(start_relay: Any, sink: Sink, tmp_path: Path) -> None:
+    relay = start_relay()
+    send(relay, malware_message())
+    q = open_quarantine(relay_config(tmp_path, sink.port))
+    try:
+        assert ["SIGNATURE_EICAR_TEST_FILE" in e.rules for e in q.list()] == [True]
+    finally:
+        q.close()
+    assert sink.handler.messages == []
+
+
+def test_relay_to_other_domains_is_refused(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay()
+    with smtplib.SMTP(relay.host, relay.port, timeout=20) as client:
+        client.ehlo()
+        client.mail(SENDER)
+        code, text = client.rcpt("victim@elsewhere.example")
+        assert code == 550 and b"5.7.1" in text
+        code, _ = client.rcpt("someone@practice.example.evil.example")
+        assert code == 550
+        assert client.rcpt(RECIPIENT)[0] == 250
+        assert client.data(clean_message())[0] == 250
+    assert sink.handler.wait_for(1)[0].rcpt_tos == [RECIPIENT]
+
+
+def test_trusted_network_may_relay_anywhere(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay({"trusted_networks": ["127.0.0.0/8"]})
+    send(relay, clean_message(), rcpts=("patient@elsewhere.example",))
+    assert sink.handler.wait_for(1)[0].rcpt_tos == ["patient@elsewhere.example"]
+
+
+def test_forged_verdict_headers_never_survive(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay()
+    forged = (b"X-MailGuard-Action: accept\r\nX-Mailguard-Score: -100\r\nx-mailguard-rules: none\r\n"
+              b"X-MailGuard-Note: trust me\r\n\tcontinued\r\n" + phish_message())
+    relay_policy = start_relay(policy={"quarantine_at": 1000.0})
+    send(relay_policy, forged)
+    got = sink.handler.wait_for(1)[0]
+    lines = [line for line in got.data.split(b"\r\n\r\n")[0].split(b"\r\n") if line.lower().startswith(b"x-mailguard")]
+    assert [line.split(b":")[0] for line in lines] == [b"X-MailGuard-Action", b"X-MailGuard-Score",
+                                                       b"X-MailGuard-Rules"]
+    assert header(got.data, "X-MailGuard-Action") == "tag"
+    assert b"trust me" not in got.data and b"continued" not in got.data
+    assert relay is not relay_policy
+
+
+def test_downstream_down_gives_4xx_and_nothing_is_lost(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay()
+    sink.stop()
+    with pytest.raises(smtplib.SMTPDataError) as deferred:
+        send(relay, clean_message(7))
+    assert deferred.value.smtp_code == 451 and b"4.4.1" in deferred.value.smtp_error
+    sink.start()  # same port: the mail server is back; the sending server retries
+    send(relay, clean_message(7))
+    got = sink.handler.wait_for(1)
+    assert len(got) == 1 and strip_verdict_headers(got[0].data) == clean_message(7)
+
+
+def test_downstream_temporary_and_permanent_refusals(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay()
+    sink.handler.data_reply = "452 4.3.1 Insufficient system storage"
+    with pytest.raises(smtplib.SMTPDataError) as deferred:
+        send(relay, clean_message())
+    assert deferred.value.smtp_code == 451 and deferred.value.smtp_error.startswith(b"4.3.1")
+    sink.handler.data_reply = "554 5.6.0 Content refused"
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(relay, clean_message())
+    assert refused.value.smtp_code == 554 and b"5.6.0" in refused.value.smtp_error
+    sink.handler.data_reply = "250 OK"
+    sink.handler.refuse = {"gone@practice.example": "550 5.1.1 No such user"}
+    with pytest.raises(smtplib.SMTPDataError) as unknown:
+        send(relay, clean_message(), rcpts=(RECIPIENT, "gone@practice.example"))
+    assert unknown.value.smtp_code == 550 and b"gone@practice.example" in unknown.value.smtp_error
+    assert sink.handler.messages == []  # never delivered to some recipients behind the sender's back
+
+
+def test_slow_downstream_gives_451(start_relay: Any, sink: Sink, loop_thread: LoopThread) -> None:
+    import asyncio
+
+    async def make_gate() -> asyncio.Event:
+        return asyncio.Event()
+
+    gate = loop_thread.call(make_gate())
+    sink.handler.gate = gate
+    relay = start_relay({"downstream_timeout": 1.0})
+    with pytest.raises(smtplib.SMTPDataError) as deferred:
+        send(relay, clean_message())
+    assert deferred.value.smtp_code == 451 and b"4.4.2" in deferred.value.smtp_error
+    loop_thread.loop.call_soon_threadsafe(gate.set)
+
+
+class _Broken(Analyzer):
+    name = "broken"
+
+    def analyze(self, message: Any) -> list[Finding]:
+        raise RuntimeError("rules file damaged")
+
+
+def test_scan_error_tempfails_by_default(start_relay: Any, sink: Sink, tmp_path: Path) -> None:
+    config = relay_config(tmp_path, sink.port)
+    relay = start_relay(scanner_override=Scanner(config, extra_analyzers=[_Broken({}, AnalyzerContext(config))]))
+    with pytest.raises(smtplib.SMTPDataError) as deferred:
+        send(relay, clean_message())
+    assert deferred.value.smtp_code == 451 and b"4.3.0" in deferred.value.smtp_error
+    assert sink.handler.messages == []
+
+
+def test_scan_error_accept_when_policy_says_so(start_relay: Any, sink: Sink, tmp_path: Path) -> None:
+    config = relay_config(tmp_path, sink.port, policy={"on_error": "tag"})
+    relay = start_relay(scanner_override=Scanner(config, extra_analyzers=[_Broken({}, AnalyzerContext(config))]))
+    send(relay, clean_message())
+    assert header(sink.handler.wait_for(1)[0].data, "X-MailGuard-Action") == "tag"

@@ -1,0 +1,227 @@
+"""Shared pieces of the relay tests: an event loop in a thread, a real downstream SMTP
+server (aiosmtpd) on loopback that records what it receives, the relay itself on an
+ephemeral port, configurations, and sample messages built in code."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, TypeVar
+
+from aiosmtpd.smtp import SMTP
+
+from mailguard.config import Config
+from mailguard.relay_server import RelayServer
+from mailguard.scanner import Scanner
+
+T = TypeVar("T")
+PRACTICE = "practice.example"
+RECIPIENT = f"frontdesk@{PRACTICE}"
+SENDER = "someone@partner.example"
+EICAR = base64.b64decode(
+    b"WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
+)
+
+
+class LoopThread:
+    """An asyncio event loop running in a daemon thread; ``call`` runs a coroutine on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def call(self, coro: Awaitable[T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class SinkHandler:
+    """Records every message; ``data_reply`` and ``refuse`` script the server's answers, and
+    ``gate`` (when set) holds DATA until released, to make the server slow on demand."""
+
+    messages: list[Received] = field(default_factory=list)
+    data_reply: str = "250 2.0.0 Ok: queued as SINK1"
+    refuse: dict[str, str] = field(default_factory=dict)
+    gate: asyncio.Event | None = None
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.data_reply.startswith("250"):
+            with self.changed:
+                self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                              bytes(envelope.original_content)))
+                self.changed.notify_all()
+        return self.data_reply
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[Received]:
+        with self.changed:
+            if not self.changed.wait_for(lambda: len(self.messages) >= count, timeout):
+                raise AssertionError(f"downstream received {len(self.messages)} messages, expected {count}")
+            return list(self.messages)
+
+
+class Sink:
+    """A real SMTP server on 127.0.0.1 (the practice's mail server in the tests)."""
+
+    def __init__(self, runner: LoopThread, port: int = 0, tls_context: Any = None) -> None:
+        self.runner = runner
+        self.handler = SinkHandler()
+        self.tls_context = tls_context
+        self.tls_sessions = 0
+        self._server: asyncio.AbstractServer | None = None
+        self.port = port
+        self.start()
+
+    def _protocol(self) -> SMTP:
+        return SMTP(self.handler, hostname="sink.test", enable_SMTPUTF8=True, tls_context=self.tls_context,
+                    loop=self.runner.loop)
+
+    def start(self) -> None:
+        async def go() -> asyncio.AbstractServer:
+            return await self.runner.loop.create_server(self._protocol, "127.0.0.1", self.port, reuse_address=True)
+
+        self._server = self.runner.call(go())
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        async def go() -> None:
+            assert self._server is not None
+            self._server.close()
+            await self._server.wait_closed()
+
+        self.runner.call(go())
+
+
+class RelayRunner:
+    """The relay under test on an ephemeral loopback port, in its own loop thread."""
+
+    def __init__(self, config: Config, *, quarantine: Any = None, scanner: Scanner | None = None) -> None:
+        self.thread = LoopThread()
+        self.server: RelayServer = self.thread.call(_build(config, quarantine, scanner))
+        self.thread.call(self.server.start())
+        self.host, self.port = self.server.address
+
+    def call(self, fn: Callable[[], Awaitable[T]], timeout: float = 30) -> T:
+        return self.thread.call(fn(), timeout)
+
+    def stop(self, timeout: float = 5) -> None:
+        self.thread.call(self.server.drain(timeout), timeout + 10)
+        self.thread.close()
+
+
+async def _build(config: Config, quarantine: Any, scanner: Scanner | None) -> RelayServer:
+    return RelayServer(config, quarantine=quarantine, scanner=scanner)
+
+
+def relay_config(folder: Path, downstream_port: int, relay: dict[str, Any] | None = None,
+                 policy: dict[str, Any] | None = None, logging: dict[str, Any] | None = None) -> Config:
+    settings: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "downstream": f"127.0.0.1:{downstream_port}",
+        "relay_domains": [PRACTICE],
+        "hostname": "mailguard.test",
+        "downstream_timeout": 5.0,
+        "workers": 2,
+    }
+    settings.update(relay or {})
+    data: dict[str, Any] = {
+        "relay": settings,
+        "quarantine": {"path": str(folder / "q"), "key_file": str(folder / "quarantine.key")},
+    }
+    if policy:
+        data["policy"] = policy
+    if logging:
+        data["logging"] = logging
+    return Config.from_dict(data, folder / "mailguard.toml")
+
+
+def clean_message(n: int = 0, eol: str = "\r\n") -> bytes:
+    lines = [
+        "From: Dr. Jane Roe <jane@partner.example>",
+        f"To: {RECIPIENT}",
+        f"Subject: Appointment moved to Thursday {n}",
+        "Date: Mon, 23 Nov 2026 09:14:00 +0000",
+        f"Message-ID: <appt{n}@partner.example>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+        "",
+        "Hi, the appointment is moved to Thursday at 10:00. See you then.",
+        ".a line that starts with a dot",
+        "..and one with two",
+        "Gr\u00fc\u00dfe, Jane",
+        "",
+    ]
+    return eol.join(lines).encode("utf-8")
+
+
+def phish_message(n: int = 0) -> bytes:
+    """A lookalike-domain invoice: scored well above the default tag threshold."""
+    return (
+        "From: \"PayPal Billing\" <billing@paypa1.com>\r\n"
+        "Reply-To: paypal.billing.dept@gmail.com\r\n"
+        f"To: {RECIPIENT}\r\n"
+        f"Subject: Invoice INV-{n} is past due\r\n"
+        f"Message-ID: <inv{n}@paypa1.com>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/alternative; boundary=\"alt-1\"\r\n"
+        "\r\n"
+        "--alt-1\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "\r\n"
+        "Your invoice is past due. Sign in to view the invoice and pay today to avoid\r\n"
+        "suspension of your account: https://paypa1.com/invoice/INV\r\n"
+        "--alt-1\r\n"
+        "Content-Type: text/html; charset=utf-8\r\n"
+        "\r\n"
+        "<html><body><p>Your invoice is past due. Sign in to pay today to avoid suspension:\r\n"
+        "<a href=\"https://paypa1.com/invoice/INV\">https://www.paypal.com/invoice/INV</a></p></body></html>\r\n"
+        "--alt-1--\r\n"
+    ).encode()
+
+
+def malware_message() -> bytes:
+    attachment = base64.b64encode(EICAR).decode()
+    return (
+        "From: Scanner <scans@partner.example>\r\n"
+        f"To: {RECIPIENT}\r\n"
+        "Subject: Scanned document\r\n"
+        "Message-ID: <scan1@partner.example>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=\"b1\"\r\n"
+        "\r\n"
+        "--b1\r\n"
+        "Content-Type: text/plain\r\n"
+        "\r\n"
+        "See attached.\r\n"
+        "--b1\r\n"
+        "Content-Type: application/octet-stream; name=\"scan.com\"\r\n"
+        "Content-Disposition: attachment; filename=\"scan.com\"\r\n"
+        "Content-Transfer-Encoding: base64\r\n"
+        "\r\n"
+        f"{attachment}\r\n"
+        "--b1--\r\n"
+    ).encode()

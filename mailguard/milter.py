@@ -333,10 +333,13 @@ class Session:
             if not self.refused:
                 self.message.add_body(data)
             self._after_content(command)
-        elif command in (mp.SMFIC_EOH, mp.SMFIC_DATA, mp.SMFIC_UNKNOWN):
-            if command == mp.SMFIC_UNKNOWN:
-                mp.decode_strings(data, "unknown")
-            self._after_content(command) if command == mp.SMFIC_EOH else self._continue(command)
+        elif command == mp.SMFIC_EOH:
+            self._after_content(command)
+        elif command == mp.SMFIC_DATA:
+            self._continue(command)
+        elif command == mp.SMFIC_UNKNOWN:
+            mp.decode_strings(data, "unknown")  # checked for form; nothing to do with it
+            self._continue(command)
         elif command == mp.SMFIC_BODYEOB:
             if data and not self.refused:
                 self.message.add_body(data)

@@ -12,13 +12,14 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from email import message_from_bytes
-from email.message import Message
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from mailguard.config import Config
 from mailguard.milter import Engine, MilterServer
@@ -89,8 +90,10 @@ class Delivered:
     content: bytes
 
     @property
-    def message(self) -> Message:
-        return message_from_bytes(self.content)
+    def message(self) -> EmailMessage:
+        parsed = message_from_bytes(self.content, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
 
 
 @dataclass
@@ -175,12 +178,16 @@ def _postfix_bin(name: str) -> str:
 @dataclass
 class PostfixInstance:
     """A throwaway Postfix: ``start`` writes main.cf/master.cf under ``root`` and runs
-    ``postfix -c DIR start``; ``stop`` runs ``postfix -c DIR stop``."""
+    ``postfix -c DIR start``; ``stop`` runs ``postfix -c DIR stop`` and removes ``root``.
 
-    root: Path
+    ``root`` is a fresh folder directly under the system's temporary folder with mode 0755:
+    Postfix's daemons run as the postfix user and must reach their data directory, which
+    pytest's private (0700) temporary folders would not allow."""
+
     sink_port: int
     milter_port: int
     smtpd_port: int = field(default_factory=free_port)
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mailguard-postfix-")))
 
     @property
     def config_dir(self) -> Path:
@@ -202,6 +209,7 @@ class PostfixInstance:
             "mail_owner = postfix",
             "setgid_group = postdrop",
             f"maillog_file = {self.log_file}",
+            f"maillog_file_prefixes = {self.root}",
             "myhostname = mx.mailguard.test",
             "mydomain = mailguard.test",
             "mydestination =",
@@ -232,6 +240,7 @@ class PostfixInstance:
         ])
 
     def start(self) -> "PostfixInstance":
+        self.root.chmod(0o755)
         self.config_dir.mkdir(parents=True, exist_ok=True)
         (self.root / "data").mkdir(exist_ok=True)
         self.queue_dir.mkdir(exist_ok=True)
@@ -275,12 +284,4 @@ class PostfixInstance:
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self.postfix("stop")
-
-
-@contextlib.contextmanager
-def postfix_instance(root: Path, sink_port: int, milter_port: int) -> Iterator[PostfixInstance]:
-    instance = PostfixInstance(root, sink_port, milter_port).start()
-    try:
-        yield instance
-    finally:
-        instance.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,241 @@
+"""`mailguard milter` behind a real Postfix on loopback.
+
+One throwaway Postfix instance for the module (its own config and queue folders, smtpd on
+an unprivileged port, relaying everything to an aiosmtpd sink, milter_default_action =
+tempfail). The milter runs in this process and is restarted with another configuration
+where a test needs one; Postfix opens a new milter connection per SMTP session, so it
+follows at once. Messages are submitted with smtplib, as a sending server would.
+"""
+from __future__ import annotations
+
+import os
+import smtplib
+import uuid
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from mailguard.config import Config
+from mailguard.milter import Engine
+from postfix_instance import Delivered, MilterThread, PostfixInstance, Sink, free_port, postfix_available, wait_until
+
+if not postfix_available():
+    if os.environ.get("CI") == "true":
+        raise RuntimeError("CI=true but Postfix is not installed: .ci/run must install it")
+    pytest.skip("Postfix is not installed", allow_module_level=True)
+if os.geteuid() != 0 and os.environ.get("CI") != "true":
+    pytest.skip("a throwaway Postfix instance needs root", allow_module_level=True)
+
+PRACTICE = "practice.example"
+EICAR = ("X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-ANTIVIRUS-" + "TEST-FILE!$H+H*").encode()
+
+
+def milter_config(tmp: Path, port: int, **overrides: dict[str, Any]) -> Config:
+    data: dict[str, dict[str, Any]] = {
+        "milter": {"listen": f"inet:127.0.0.1:{port}"},
+        "quarantine": {"path": str(tmp / "quarantine"), "key_file": str(tmp / "quarantine.key")},
+        "lookalike": {"protected_domains": [PRACTICE]},
+        # a lookalike sender alone tags (score 6 >= tag_at 5) but does not quarantine
+        "policy": {"tag_at": 5.0, "quarantine_at": 50.0, "scores": {"LOOKALIKE_SENDER_DOMAIN": 6.0}},
+    }
+    for section, values in overrides.items():
+        data.setdefault(section, {}).update(values)
+    return Config.from_dict(data)
+
+
+class Rig:
+    """Postfix, the sink, and the milter, with a way to swap the milter's configuration."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.milter_port = free_port()
+        self.sink = Sink().start()
+        self.postfix = PostfixInstance(self.sink.port, self.milter_port)
+        self.milter: MilterThread | None = None
+        self.changed = False  # the running milter is not the default one
+
+    def start_milter(self, config: Config | None = None, engine: Engine | None = None) -> MilterThread:
+        self.stop_milter()
+        self.changed = config is not None or engine is not None
+        config = config or milter_config(self.tmp, self.milter_port)
+        self.milter = MilterThread(config, engine).start()
+        return self.milter
+
+    def stop_milter(self) -> None:
+        if self.milter is not None:
+            self.milter.stop()
+            self.milter = None
+
+    def send(self, message: EmailMessage) -> None:
+        with smtplib.SMTP("127.0.0.1", self.postfix.smtpd_port, timeout=30) as smtp:
+            smtp.send_message(message)
+
+    def delivered(self, message: EmailMessage) -> Delivered:
+        message_id = message["Message-ID"]
+        try:
+            return self.sink.wait_for(lambda d: d.message["Message-ID"] == message_id)
+        except AssertionError:
+            raise AssertionError(f"not delivered: {message_id}{self.postfix.log_tail()}") from None
+
+    def never_delivered(self, message: EmailMessage) -> None:
+        """Prove a negative without sleeping: a clean message sent afterwards arrives, and
+        the first one is still not there (Postfix delivers each queue file on its own, but
+        the refused or discarded one never entered the queue)."""
+        marker = new_message("marker")
+        self.send(marker)
+        self.delivered(marker)
+        assert not self.sink.find(lambda d: d.message["Message-ID"] == message["Message-ID"])
+
+    def close(self) -> None:
+        self.stop_milter()
+        self.postfix.stop()
+        self.sink.stop()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    rig = Rig(tmp_path_factory.mktemp("milter-postfix"))
+    try:
+        rig.start_milter()
+        rig.postfix.start()
+        yield rig
+    finally:
+        rig.close()
+
+
+@pytest.fixture
+def default_milter(rig: Rig) -> Rig:
+    """The default milter for each test, put back if the previous test changed it."""
+    if rig.milter is None or rig.changed:
+        rig.start_milter()
+    return rig
+
+
+def new_message(subject: str, sender: str = "Dr. Sam Lee <sam.lee@example.org>", body: str = "See you Tuesday.\n"
+                ) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = f"frontdesk@{PRACTICE}"
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@example.org>"
+    msg.set_content(body)
+    return msg
+
+
+def eicar_message() -> EmailMessage:
+    msg = new_message("Scanned documents")
+    msg.add_attachment(EICAR, maintype="application", subtype="octet-stream", filename="scan.txt")
+    return msg
+
+
+def test_clean_mail_arrives_with_verdict_headers(default_milter: Rig) -> None:
+    msg = new_message("Appointment on Tuesday")
+    default_milter.send(msg)
+    got = default_milter.delivered(msg).message
+    assert got["X-MailGuard-Action"] == "accept"
+    assert got["X-MailGuard-Score"] == "0.0"
+    assert got["X-MailGuard-Rules"] == "none"
+    assert got["Subject"] == "Appointment on Tuesday"
+    assert "See you Tuesday." in got.get_content()
+
+
+def test_phish_arrives_tagged_in_subject_and_headers(default_milter: Rig) -> None:
+    msg = new_message("Invoice overdue", sender=f"Billing <billing@practlce.example>")
+    default_milter.send(msg)
+    got = default_milter.delivered(msg).message
+    assert got["Subject"] == "[SUSPICIOUS] Invoice overdue"
+    assert got["X-MailGuard-Action"] == "tag"
+    assert "LOOKALIKE_SENDER_DOMAIN(6)" in got["X-MailGuard-Rules"]
+
+
+def test_forged_verdict_headers_are_removed(default_milter: Rig) -> None:
+    msg = new_message("Invoice overdue", sender=f"Billing <billing@practlce.example>")
+    msg["X-MailGuard-Action"] = "accept"
+    msg["X-MailGuard-Rules"] = "forged-by-sender"
+    msg["X-Mailguard-Score"] = "-100"
+    default_milter.send(msg)
+    got = default_milter.delivered(msg).message
+    assert got.get_all("X-MailGuard-Action") == ["tag"]
+    assert got.get_all("X-MailGuard-Score") == ["6.0"]
+    assert "forged-by-sender" not in str(got.get_all("X-MailGuard-Rules"))
+    assert len(got.get_all("X-MailGuard-Rules")) == 1
+
+
+def test_malware_is_stored_in_the_quarantine_and_never_delivered(default_milter: Rig) -> None:
+    rig = default_milter
+    assert rig.milter is not None
+    before = len(list(rig.milter.engine.quarantine.list()))
+    msg = eicar_message()
+    rig.send(msg)  # accepted (250) and discarded by Postfix: the copy is in the quarantine
+    rig.never_delivered(msg)
+    entries = list(rig.milter.engine.quarantine.list())
+    assert len(entries) == before + 1
+    assert "SIGNATURE_EICAR_TEST_FILE" in entries[0].rules or any(
+        "SIGNATURE_EICAR_TEST_FILE" in e.rules for e in entries)
+
+
+def test_malware_is_rejected_with_5xx_when_policy_says_reject(default_milter: Rig) -> None:
+    rig = default_milter
+    rig.start_milter(milter_config(rig.tmp, rig.milter_port,
+                                   policy={"actions": {"SIGNATURE_EICAR_TEST_FILE": "reject"}}))
+    msg = eicar_message()
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        rig.send(msg)
+    assert refused.value.smtp_code == 550
+    assert refused.value.smtp_error.startswith(b"5.7.1 Message refused as dangerous")
+    rig.never_delivered(msg)
+
+
+def test_malware_is_held_in_the_postfix_hold_queue(default_milter: Rig) -> None:
+    rig = default_milter
+    rig.start_milter(milter_config(rig.tmp, rig.milter_port, milter={"quarantine": "hold"}))
+    held_before = set(rig.postfix.queue_files("hold"))
+    msg = eicar_message()
+    rig.send(msg)
+    wait_until(lambda: set(rig.postfix.queue_files("hold")) - held_before, 20, "a message in the hold queue")
+    rig.never_delivered(msg)
+
+
+def test_quarantine_failure_is_a_451_and_nothing_is_lost(default_milter: Rig) -> None:
+    rig = default_milter
+    assert rig.milter is not None
+    rig.milter.engine.quarantine.close()  # the database is gone: storing fails
+    rig.changed = True
+    msg = eicar_message()
+    with pytest.raises(smtplib.SMTPDataError) as deferred:
+        rig.send(msg)
+    assert deferred.value.smtp_code == 451
+    rig.never_delivered(msg)
+
+
+def test_banner_replaces_the_body_of_tagged_mail(default_milter: Rig) -> None:
+    rig = default_milter
+    rig.start_milter(milter_config(rig.tmp, rig.milter_port, policy={"banner": True}))
+    # a body of several milter packets, so the replacement is sent in chunks too
+    msg = new_message("Invoice overdue", sender="Billing <billing@practlce.example>",
+                      body="Please pay today.\n" + "filler line\n" * 8000)
+    rig.send(msg)
+    got = rig.delivered(msg).message
+    text = got.get_content().replace("\r\n", "\n")
+    assert text.startswith("CAUTION: this message may be a scam")
+    assert "practlce.example imitates practice.example" in text
+    assert "Please pay today.\n" + "filler line\n" * 8000 in text
+    assert got["X-MailGuard-Action"] == "tag"
+
+
+def test_with_the_milter_stopped_postfix_tempfails_and_nothing_is_lost(default_milter: Rig) -> None:
+    rig = default_milter
+    rig.stop_milter()
+    msg = new_message("Lab results are ready")
+    with pytest.raises(smtplib.SMTPResponseException) as deferred:
+        rig.send(msg)
+    assert 400 <= deferred.value.smtp_code < 500
+    assert rig.postfix.queue_files("incoming") == [] and rig.postfix.queue_files("active") == []
+    rig.start_milter()
+    rig.send(msg)  # the sending server retries
+    got = rig.delivered(msg).message
+    assert got["X-MailGuard-Action"] == "accept"
+    assert len(rig.sink.find(lambda d: d.message["Message-ID"] == msg["Message-ID"])) == 1
+

@@ -1,0 +1,358 @@
+"""Structural tells in a message's links, whoever the message claims to be from.
+
+Phishing that imitates no known brand and is worded plainly still has to get the reader
+to a page the attacker controls, and that page is rarely on the attacker's own domain: it
+sits behind a URL shortener, on free web hosting, on a form builder or an IPFS gateway,
+or under a throw-away top-level domain (the host lists are data, ``rules/links.toml``).
+Kits also personalise the link with the recipient's own address (so the fake sign-in page
+greets them by name), send a single picture with one link (no words for a filter to read),
+or use ``javascript:``/``data:`` links that open a page no web address points to.
+
+Every rule here is weak on its own (real mail uses shorteners and file-transfer sites);
+the scores are meant to add to the language and lookalike evidence, never to decide
+alone. Raw-IP, punycode and "text shows one domain, link goes to another" links belong to
+the lookalike analyzer and are not repeated here; password forms in the body belong to
+the signatures analyzer.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+from urllib.parse import unquote, urlsplit
+
+from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.config import ConfigError, Option, read_data_toml
+from mailguard.message import Link, ParsedMessage, iter_all_messages
+from mailguard.model import Finding
+from mailguard.resources import rules_file
+
+# Built-in scores (operators override them in [policy] scores). The host-list rules take
+# their ids from rules/links.toml; their scores are here so that all weights sit together.
+SCORES: Mapping[str, float] = {
+    "LINKS_SHORTENER": 1.5,
+    "LINKS_FREE_HOSTING": 2.0,
+    "LINKS_FORM_BUILDER": 2.0,
+    "LINKS_IPFS": 3.0,
+    "LINKS_FILE_SHARE": 1.0,
+    "LINKS_RISKY_TLD": 1.0,
+    "LINKS_RECIPIENT_IN_URL": 2.0,
+    "LINKS_SCRIPT_URL": 3.0,
+    "LINKS_IMAGE_ONLY": 2.0,
+    "LINKS_HIDDEN_TEXT": 1.5,
+}
+DEFAULT_HOST_SCORE = 1.0
+
+_RULE_ID = re.compile(r"^LINKS_[A-Z0-9_]+$")
+_SCRIPT_HREF = re.compile(r"""<a\b[^>]{0,500}?\bhref\s*=\s*["']?\s*(javascript|data|vbscript)\s*:""", re.I)
+_IMG = re.compile(r"<img\b", re.I)
+_WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
+_EMAIL = re.compile(r"[\w.+'-]+@(?:[\w-]+\.)+[a-z]{2,}", re.I)
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+# Hidden text also holds style sheets and scripts (layout, not words meant for a filter):
+# their blocks are dropped and only plain words are counted.
+_CODE_BLOCK = re.compile(r"\{[^{}]*\}")
+_PLAIN_TOKEN = re.compile(r"^[^\W\d_]{2,}[.,!?]?$", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class HostGroup:
+    """One group of rules/links.toml: hosts (or top-level domains) and the rule they raise."""
+
+    key: str
+    rule: str
+    summary: str
+    hosts: frozenset[str]  # plain hosts, matched with their subdomains
+    prefixes: tuple[tuple[str, str], ...]  # (host, path prefix)
+    tlds: frozenset[str]
+
+    def matches(self, host: str, path: str) -> bool:
+        if self.tlds:
+            return any(host.endswith("." + tld) for tld in self.tlds if "." in tld) or \
+                host.rpartition(".")[2] in self.tlds
+        for candidate in _suffixes(host):
+            if candidate in self.hosts:
+                return True
+        for prefix_host, prefix in self.prefixes:
+            if (host == prefix_host or host.endswith("." + prefix_host)) and path.lower().startswith(prefix):
+                return True
+        return False
+
+
+def _suffixes(host: str) -> Iterator[str]:
+    """host, then each parent domain: a.b.c.com, b.c.com, c.com, com."""
+    while host:
+        yield host
+        _, _, host = host.partition(".")
+
+
+def load_host_groups(path: Path) -> tuple[HostGroup, ...]:
+    """Read rules/links.toml (or an operator's copy); every problem is a ConfigError
+    naming the file and the group."""
+    data = read_data_toml(path, "link host lists")
+    groups = []
+    for key, table in data.items():
+        where = f"{path}: [{key}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table with rule, summary and hosts (or tlds)")
+        unknown = set(table) - {"rule", "summary", "hosts", "tlds"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected rule, summary, hosts or tlds")
+        rule = table.get("rule")
+        if not isinstance(rule, str) or not _RULE_ID.match(rule):
+            raise ConfigError(f"{where}: rule must be an id such as \"LINKS_SHORTENER\" (LINKS_ and capitals), got {rule!r}")
+        summary = table.get("summary")
+        if not isinstance(summary, str) or not summary.strip():
+            raise ConfigError(f"{where}: summary must be a sentence for staff (may use {{host}} and {{tld}})")
+        try:
+            summary.format(host="example.com", tld="com")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"{where}: summary may only use {{host}} and {{tld}} ({exc})") from None
+        if ("hosts" in table) == ("tlds" in table):
+            raise ConfigError(f"{where}: give either hosts = [...] or tlds = [...]")
+        values = table.get("hosts", table.get("tlds"))
+        if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+            raise ConfigError(f"{where}: expected a list of non-empty strings, got {values!r}")
+        hosts: set[str] = set()
+        prefixes: list[tuple[str, str]] = []
+        tlds: set[str] = set()
+        for value in values:
+            entry = value.strip().lower().strip(".")
+            if "://" in entry or "@" in entry or " " in entry:
+                raise ConfigError(f"{where}: {value!r} is not a host; write it as example.com or example.com/path")
+            if "tlds" in table:
+                tlds.add(entry.lstrip("."))
+            elif "/" in entry:
+                host, _, rest = entry.partition("/")
+                prefixes.append((host, "/" + rest))
+            else:
+                hosts.add(entry)
+        groups.append(HostGroup(key, rule, summary.strip(), frozenset(hosts), tuple(prefixes), frozenset(tlds)))
+    return tuple(groups)
+
+
+def _split(url: str) -> tuple[str, str, str]:
+    """(path, query, fragment) of a URL, "" parts when it cannot be split."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return "", "", ""
+    return parts.path, parts.query, parts.fragment
+
+
+def _decoded_forms(text: str) -> Iterator[tuple[str, bool]]:
+    """(form, disguised) pairs: the text percent-decoded (twice: kits double-encode), then
+    every long base64 run in it decoded, the ways a kit writes the recipient's address
+    into a link."""
+    once = unquote(text)
+    yield once.lower(), False
+    twice = unquote(once)
+    if twice != once:
+        yield twice.lower(), False
+    for run in _B64_RUN.findall(once):
+        compact = run.replace("-", "+").replace("_", "/").rstrip("=")
+        try:
+            decoded = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        yield decoded.decode("latin-1").lower(), True
+
+
+def _prose_words(text: str) -> int:
+    """Words of prose in hidden text: tokens made only of letters, after CSS and script
+    blocks are removed."""
+    for _ in range(3):
+        text = _CODE_BLOCK.sub(" ", text)
+    return sum(1 for token in text.split() if _PLAIN_TOKEN.match(token))
+
+
+class LinksAnalyzer(Analyzer):
+    name = "links"
+    config_schema = {
+        "hosts_file": Option(
+            "", "path",
+            "Link host lists (TOML): shorteners, free web hosting, form builders, IPFS gateways, "
+            "file-transfer services, throw-away top-level domains. Empty for the built-in rules/links.toml.",
+        ),
+        "allow_hosts": Option(
+            [], "list[str]",
+            "Hosts never counted against a link (with their subdomains): services the practice "
+            "really uses, e.g. its own form provider.",
+        ),
+        "hidden_words": Option(
+            40, "int", "Words of hidden (invisible) HTML text from which it counts as stuffing.", minimum=1
+        ),
+        "image_only_words": Option(
+            12, "int", "Fewest words of visible text in an HTML message for it not to count as picture-only.",
+            minimum=0,
+        ),
+        "max_links": Option(500, "int", "Most links looked at per message.", minimum=1),
+    }
+
+    def __init__(self, settings: Mapping[str, Any], context: AnalyzerContext) -> None:
+        super().__init__(settings, context)
+        value = str(settings["hosts_file"])
+        if value:
+            path = context.config.resolve_path(value)
+            if not path.is_file():
+                raise ConfigError(
+                    f"[links] hosts_file: {path} does not exist or is not a file; fix the path or leave it "
+                    "empty for the built-in list"
+                )
+        else:
+            path = rules_file("links.toml")
+        self.groups = load_host_groups(path)
+        self.allow = frozenset(h.strip().lower().strip(".") for h in settings["allow_hosts"] if h.strip("."))
+        self.hidden_words = int(settings["hidden_words"])
+        self.image_only_words = int(settings["image_only_words"])
+        self.max_links = int(settings["max_links"])
+
+    def _score(self, rule: str) -> float:
+        return SCORES.get(rule, DEFAULT_HOST_SCORE)
+
+    def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
+        links = self._links(message)
+        findings: list[Finding] = []
+        findings += self._host_groups(links)
+        findings += self._recipient_in_url(message, links)
+        findings += self._script_urls(message)
+        findings += self._image_only(message, links)
+        findings += self._hidden_text(message)
+        return findings
+
+    def _links(self, message: ParsedMessage) -> list[Link]:
+        out: list[Link] = []
+        for part in iter_all_messages(message):
+            for link in part.links:
+                out.append(link)
+                if len(out) >= self.max_links:
+                    return out
+        return out
+
+    def _allowed(self, host: str) -> bool:
+        return any(s in self.allow for s in _suffixes(host))
+
+    # ------------------------------------------------------------------ host lists
+
+    def _host_groups(self, links: list[Link]) -> Iterator[Finding]:
+        hits: dict[str, list[str]] = {}
+        seen: set[tuple[str, str]] = set()
+        for link in links:
+            host = link.host
+            path = _split(link.url)[0]
+            key = (host, path[:64])
+            if key in seen or self._allowed(host):
+                continue
+            seen.add(key)
+            for group in self.groups:
+                if group.matches(host, path):
+                    found = hits.setdefault(group.key, [])
+                    if host not in found:
+                        found.append(host)
+        for group in self.groups:
+            hosts = hits.get(group.key)
+            if not hosts:
+                continue
+            tld = hosts[0].rpartition(".")[2]
+            summary = group.summary.format(host=hosts[0], tld=tld)
+            if len(hosts) > 1:
+                summary += f" (and {len(hosts) - 1} more such links)"
+            yield self.finding(group.rule, self._score(group.rule), summary, {"hosts": hosts[:10]})
+
+    # ------------------------------------------------------------------ personalised links
+
+    def _recipients(self, message: ParsedMessage) -> set[str]:
+        """The addresses this copy was sent to: the envelope when there is one, and the
+        To/Cc headers (a kit fills in the address it mailed, which is one of these)."""
+        out: set[str] = set()
+        if message.envelope is not None:
+            out.update(r.strip().strip("<>").lower() for r in message.envelope.rcpt_tos if "@" in r)
+        for name in ("to", "cc", "delivered-to", "x-original-to"):
+            for value in message.header_all(name):
+                out.update(m.lower() for m in _EMAIL.findall(value))
+        sender = message.from_address
+        if sender is not None:
+            out.discard(sender.address.lower())
+        return {a for a in out if len(a) >= 6}
+
+    def _recipient_in_url(self, message: ParsedMessage, links: list[Link]) -> Iterator[Finding]:
+        recipients = self._recipients(message)
+        if not recipients:
+            return
+        for link in links:
+            path, query, fragment = _split(link.url)
+            for where, text in (("fragment", fragment), ("address", path + "?" + query)):
+                if len(text) < 6:
+                    continue
+                for form, disguised in _decoded_forms(text):
+                    # In the fragment (never sent to the web server, read by the page's
+                    # script) or base64-encoded: a kit prefilling a fake sign-in page. A
+                    # plain ?email= in the query is how real newsletters build unsubscribe
+                    # links, so that alone does not count.
+                    if where != "fragment" and not disguised:
+                        continue
+                    address = next((a for a in recipients if a in form), None)
+                    if address is None:
+                        continue
+                    yield self.finding(
+                        "LINKS_RECIPIENT_IN_URL", self._score("LINKS_RECIPIENT_IN_URL"),
+                        f"A link carries your own email address ({address}){' in disguised form' if disguised else ''}, "
+                        "so the page it opens can pretend to know you; fake sign-in pages do this",
+                        {"host": link.host, "recipient": address, "where": where, "encoded": disguised},
+                    )
+                    return
+
+    # ------------------------------------------------------------------ script links
+
+    def _script_urls(self, message: ParsedMessage) -> Iterator[Finding]:
+        for part in iter_all_messages(message):
+            for html in part.html_parts:
+                found = _SCRIPT_HREF.search(html)
+                if found:
+                    scheme = found.group(1).lower()
+                    yield self.finding(
+                        "LINKS_SCRIPT_URL", self._score("LINKS_SCRIPT_URL"),
+                        f"A link in the message is a \"{scheme}:\" link: it runs code or opens a page "
+                        "built into the message instead of going to a web site",
+                        {"scheme": scheme},
+                    )
+                    return
+
+    # ------------------------------------------------------------------ picture-only mail
+
+    def _image_only(self, message: ParsedMessage, links: list[Link]) -> Iterator[Finding]:
+        if not message.html_parts or message.text.strip() and len(_WORD.findall(message.text)) > self.image_only_words:
+            return
+        if not any(_IMG.search(h) for h in message.html_parts):
+            return
+        words = len(_WORD.findall(message.html_text))
+        if words > self.image_only_words:
+            return
+        targets = {l.url for l in message.links if l.source == "html"}
+        if not 1 <= len(targets) <= 2:
+            return
+        host = next(l.host for l in message.links if l.source == "html")
+        yield self.finding(
+            "LINKS_IMAGE_ONLY", self._score("LINKS_IMAGE_ONLY"),
+            f"The message is a picture with a link (to {host}) and almost no text, a way to slip "
+            "past filters that read the words",
+            {"host": host, "visible_words": words},
+        )
+
+    # ------------------------------------------------------------------ hidden words
+
+    def _hidden_text(self, message: ParsedMessage) -> Iterator[Finding]:
+        hidden = message.html_hidden_text
+        if not hidden:
+            return
+        words = _prose_words(hidden)
+        if words < self.hidden_words:
+            return
+        yield self.finding(
+            "LINKS_HIDDEN_TEXT", self._score("LINKS_HIDDEN_TEXT"),
+            f"The message hides {words} words of invisible text, a way to fool mail filters",
+            {"hidden_words": words},
+        )

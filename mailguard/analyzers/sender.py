@@ -1,0 +1,235 @@
+"""Structural tells in who a message says it is from and how it was put together.
+
+Scam and phishing mail that imitates no protected brand still gives itself away in its
+headers: an office name on a free-mail account ("Billing Department <x@gmail.com>"),
+replies quietly diverted to a free-mail address, a subject written in look-alike letters
+from other alphabets so filters cannot read it, a bulk send to "undisclosed recipients",
+headers that every real mail program writes (Message-ID, Date) missing, a sender domain
+under a throw-away top-level domain.
+
+Each rule is weak on its own (scores 1 to 2): together with the language and lookalike
+evidence they decide; on their own they never reach the tag threshold. Checks that the
+lookalike analyzer makes (brand and person names in display names, an address written in
+the display name, Reply-To diversion when From is a protected brand) are not repeated.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.analyzers.lookalike_brands import load_freemail
+from mailguard.config import ConfigError, Option, read_data_toml
+from mailguard.message import Address, ParsedMessage
+from mailguard.model import Finding
+from mailguard.resources import rules_file
+
+SCORES: Mapping[str, float] = {
+    "SENDER_FREEMAIL_BUSINESS_NAME": 2.0,
+    "SENDER_REPLY_TO_FREEMAIL": 2.0,
+    "SENDER_SUBJECT_LOOKALIKE_LETTERS": 2.0,
+    "SENDER_UNDISCLOSED_RECIPIENTS": 1.0,
+    "SENDER_NO_MESSAGE_ID": 1.0,
+    "SENDER_NO_DATE": 1.0,
+    "SENDER_RISKY_TLD": 1.0,
+    "SENDER_FROM_INVALID": 1.0,
+}
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_ENCODED_WORD = re.compile(rb"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_LETTER_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u00ad]")
+
+
+@dataclass(frozen=True)
+class SenderData:
+    """rules/sender.toml: business words for display names and throw-away TLDs."""
+
+    business_words: tuple[tuple[str, ...], ...]
+    risky_tlds: frozenset[str]
+
+
+def _string_list(data: Mapping[str, Any], key: str, path: Path) -> tuple[str, ...]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{path}: {key} must be a list of non-empty strings, got {value!r}")
+    return tuple(v.strip().lower() for v in value)
+
+
+def load_sender_data(path: Path) -> SenderData:
+    data = read_data_toml(path, "sender heuristics data")
+    unknown = set(data) - {"business_words", "risky_tlds"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected business_words, risky_tlds")
+    words = tuple(tuple(_LETTER_WORD.findall(w)) for w in _string_list(data, "business_words", path))
+    tlds = frozenset(t.lstrip(".") for t in _string_list(data, "risky_tlds", path))
+    return SenderData(tuple(w for w in words if w), tlds)
+
+
+def _script(char: str) -> str:
+    """A coarse script name from the Unicode character name (LATIN, CYRILLIC, GREEK...)."""
+    try:
+        return unicodedata.name(char).split(" ", 1)[0]
+    except ValueError:
+        return "UNKNOWN"
+
+
+def lookalike_letters(subject: str) -> list[str]:
+    """Words of the subject that a reader sees as ordinary Latin words but that are not:
+    Latin mixed with Cyrillic or Greek letters inside one word ("Pаyment" with a Cyrillic
+    а), or "styled" letters (mathematical bold, full-width, circled) that NFKC folds back
+    to plain ASCII. Whole words in another alphabet are just another language."""
+    out = []
+    for word in _LETTER_WORD.findall(_INVISIBLE.sub("", subject)):
+        if word.isascii():
+            continue
+        folded = unicodedata.normalize("NFKC", word)
+        if folded != word and folded.isascii():
+            out.append(word)
+            continue
+        scripts = {_script(c) for c in word if not c.isascii()}
+        has_latin = any(c.isascii() for c in word) or "LATIN" in scripts
+        if has_latin and scripts & {"CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE"}:
+            out.append(word)
+    return out
+
+
+class SenderAnalyzer(Analyzer):
+    name = "sender"
+    config_schema = {
+        "data_file": Option(
+            "", "path",
+            "Business words for display names and throw-away top-level domains (TOML). Empty for the "
+            "built-in rules/sender.toml.",
+        ),
+        "freemail_file": Option(
+            "", "path", "Free-mail provider list (TOML, domains = [...]). Empty for the built-in rules/freemail.toml "
+            "(the list the lookalike analyzer uses).",
+        ),
+    }
+
+    def __init__(self, settings: Mapping[str, Any], context: AnalyzerContext) -> None:
+        super().__init__(settings, context)
+        self.data = load_sender_data(self._path("data_file", "sender.toml"))
+        self.freemail = load_freemail(self._path("freemail_file", "freemail.toml"))
+
+    def _path(self, key: str, builtin: str) -> Path:
+        value = str(self.settings[key])
+        if not value:
+            return rules_file(builtin)
+        path = self.context.config.resolve_path(value)
+        if not path.is_file():
+            raise ConfigError(
+                f"[sender] {key}: {path} does not exist or is not a file; fix the path or leave it empty for the built-in data"
+            )
+        return path
+
+    def _score(self, rule: str) -> float:
+        return SCORES[rule]
+
+    def _is_freemail(self, domain: str) -> bool:
+        domain = domain.lower()
+        return any(domain == d or domain.endswith("." + d) for d in self.freemail) if domain else False
+
+    def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
+        findings: list[Finding] = []
+        sender = message.from_address
+        findings += self._from_address(message, sender)
+        if sender is not None and sender.domain:
+            findings += self._business_name(sender)
+            findings += self._reply_to(message, sender)
+        findings += self._subject(message)
+        findings += self._recipients(message)
+        findings += self._missing_headers(message)
+        return findings
+
+    # ------------------------------------------------------------------ From
+
+    def _from_address(self, message: ParsedMessage, sender: Address | None) -> Iterator[Finding]:
+        if sender is None or not sender.valid or not sender.domain:
+            shown = str(sender) if sender is not None else "(none)"
+            yield self.finding(
+                "SENDER_FROM_INVALID", self._score("SENDER_FROM_INVALID"),
+                f"The sender's address ({shown}) is missing or not a real email address",
+                {"from": shown},
+            )
+            return
+        tld = sender.domain.rpartition(".")[2]
+        if tld in self.data.risky_tlds:
+            yield self.finding(
+                "SENDER_RISKY_TLD", self._score("SENDER_RISKY_TLD"),
+                f"The sender writes from {sender.domain}, under an internet ending (.{tld}) that is mostly "
+                "used for throw-away addresses",
+                {"domain": sender.domain, "tld": tld},
+            )
+
+    def _business_name(self, sender: Address) -> Iterator[Finding]:
+        if not sender.display_name or not self._is_freemail(sender.domain):
+            return
+        tokens = tuple(w.lower() for w in _LETTER_WORD.findall(sender.display_name))
+        for words in self.data.business_words:
+            n = len(words)
+            if any(tokens[i:i + n] == words for i in range(len(tokens) - n + 1)):
+                yield self.finding(
+                    "SENDER_FREEMAIL_BUSINESS_NAME", self._score("SENDER_FREEMAIL_BUSINESS_NAME"),
+                    f"The sender calls itself \"{sender.display_name}\" but writes from a free email account "
+                    f"({sender.address}); real offices write from their organisation's own address",
+                    {"display_name": sender.display_name, "domain": sender.domain, "word": " ".join(words)},
+                )
+                return
+
+    def _reply_to(self, message: ParsedMessage, sender: Address) -> Iterator[Finding]:
+        for reply in message.reply_to[:5]:
+            if not reply.domain or reply.address.lower() == sender.address.lower():
+                continue
+            if not self._is_freemail(reply.domain) or reply.domain == sender.domain:
+                continue
+            yield self.finding(
+                "SENDER_REPLY_TO_FREEMAIL", self._score("SENDER_REPLY_TO_FREEMAIL"),
+                f"The message comes from {sender.address}, but replies would go to a different, free email "
+                f"account ({reply.address})",
+                {"from": sender.address, "reply_to": reply.address},
+            )
+            return
+
+    # ------------------------------------------------------------------ subject
+
+    def _subject(self, message: ParsedMessage) -> Iterator[Finding]:
+        words = lookalike_letters(message.subject)
+        if words:
+            yield self.finding(
+                "SENDER_SUBJECT_LOOKALIKE_LETTERS", self._score("SENDER_SUBJECT_LOOKALIKE_LETTERS"),
+                f"The subject is written with look-alike letters from other alphabets or styled symbols "
+                f"(\"{words[0]}\"), which hides its words from mail filters",
+                {"words": words[:5]},
+            )
+
+    # ------------------------------------------------------------------ recipients and headers
+
+    def _recipients(self, message: ParsedMessage) -> Iterator[Finding]:
+        to = " ".join(message.header_all("to")).strip()
+        cc = " ".join(message.header_all("cc")).strip()
+        if "@" in to or "@" in cc:
+            return
+        shown = to or "(no To line)"
+        yield self.finding(
+            "SENDER_UNDISCLOSED_RECIPIENTS", self._score("SENDER_UNDISCLOSED_RECIPIENTS"),
+            f"The message is not addressed to anyone by name (To: {shown}); it was sent in bulk with the "
+            "recipients hidden",
+            {"to": to[:200]},
+        )
+
+    def _missing_headers(self, message: ParsedMessage) -> Iterator[Finding]:
+        if not message.message_id:
+            yield self.finding(
+                "SENDER_NO_MESSAGE_ID", self._score("SENDER_NO_MESSAGE_ID"),
+                "The message has no Message-ID, which every ordinary mail program adds; bulk-sending tools often leave it out",
+            )
+        if message.header("date") is None:
+            yield self.finding(
+                "SENDER_NO_DATE", self._score("SENDER_NO_DATE"),
+                "The message has no date, which every ordinary mail program adds; bulk-sending tools often leave it out",
+            )

@@ -20,7 +20,10 @@ PRACTICE = "mindwellpsychology.org"
 
 
 def make_config(**lookalike: object) -> Config:
-    settings = {"protected_domains": [PRACTICE, "brightpaththerapy.com"], "protected_names": ["Dr. Jane Roe"]}
+    settings = {
+        "protected_domains": [PRACTICE, "brightpaththerapy.com", "uhc.com"],
+        "protected_names": ["Dr. Jane Roe"],
+    }
     settings.update(lookalike)
     return Config.from_dict({"lookalike": settings})
 
@@ -123,6 +126,50 @@ def test_reply_to_and_envelope_lookalikes(scanner: mailguard.Scanner) -> None:
     verdict = scanner.scan(message(sender="x@example.net"), Envelope(mail_from="bounce@paypa1.com"))
     found = lookalike(verdict)
     assert found["LOOKALIKE_ENVELOPE_DOMAIN"].summary.startswith("Envelope sender domain paypa1.com imitates")
+
+
+@pytest.mark.parametrize("sender", [
+    "a@ibm.com",            # one slip from ibx.com (a built-in Blue Cross plan): another company
+    "a@epic.org",           # an ordinary word under another ending (Epic is epic.com)
+    "a@google.com.br", "a@microsoft.de", "a@amazon.co.uk",  # global brands' country endings
+    "a@mail.com",           # a real free-mail provider, not a slip of gmail.com
+    "a@evernote.com",       # two slips from evernorth.com: too far for a 9-letter name
+    "a@zoominfo.com",       # a brand word plus a word phishers do not use
+])
+def test_real_companies_resembling_brands_are_not_flagged(scanner: mailguard.Scanner, sender: str) -> None:
+    assert not scan(scanner, sender=sender)
+
+
+def test_short_builtin_names_need_listing_for_typos() -> None:
+    builtin_only = mailguard.Scanner(Config.from_dict({}))
+    assert not lookalike(builtin_only.scan(message(sender="a@uhx.com")))
+    # Exact-form tricks on a short built-in name are still caught.
+    found = lookalike(builtin_only.scan(message(sender="a@uhc-billing.com")))
+    assert found["LOOKALIKE_SENDER_DOMAIN"].details["technique"] == "combosquat"
+
+
+def test_global_brand_under_generic_ending_is_flagged(scanner: mailguard.Scanner) -> None:
+    found = scan(scanner, sender="a@google.info")
+    assert found["LOOKALIKE_SENDER_DOMAIN"].details["technique"] == "tld_swap"
+
+
+def test_brand_word_as_subdomain_is_evidence_only(scanner: mailguard.Scanner) -> None:
+    verdict = scanner.scan(message(sender="billing@paypal.mailer-host.net"))
+    finding = lookalike(verdict)["LOOKALIKE_SENDER_SUBDOMAIN"]
+    assert "the name paypal is put in front of an unrelated domain, mailer-host.net" in finding.summary
+    assert verdict.action == Action.ACCEPT
+    links = scan(scanner, sender="news@example.org", text="Add-in: https://outlook.addin-vendor.com/get")
+    assert not links
+
+
+def test_mixed_script_sender_domain_without_brand(scanner: mailguard.Scanner) -> None:
+    found = scan(scanner, sender="a@nоrdlake-clinic.com")  # a Cyrillic о inside a Latin name
+    finding = found["LOOKALIKE_MIXED_SCRIPT_DOMAIN"]
+    assert "mixes Cyrillic and Latin letters" in finding.summary
+
+
+def test_unregistrable_link_hosts_are_ignored(scanner: mailguard.Scanner) -> None:
+    assert not scan(scanner, sender="a@example.org", text="See http://uk.my.yahoo.comm/ today")
 
 
 # ---------------------------------------------------------------- display names

@@ -38,7 +38,7 @@ SCORES: Mapping[str, float] = {
     "LOOKALIKE_SENDER_DOMAIN": 10.0,
     "LOOKALIKE_REPLY_TO_DOMAIN": 10.0,
     "LOOKALIKE_ENVELOPE_DOMAIN": 6.0,
-    "LOOKALIKE_SENDER_SUBDOMAIN": 6.0,
+    "LOOKALIKE_SENDER_SUBDOMAIN": 4.0,
     "LOOKALIKE_LINK_DOMAIN": 5.0,
     "LOOKALIKE_MIXED_SCRIPT_DOMAIN": 4.0,
     "LOOKALIKE_DISPLAY_NAME_BRAND": 5.0,
@@ -52,6 +52,9 @@ SCORES: Mapping[str, float] = {
     "LOOKALIKE_LINK_IP": 3.0,
     "LOOKALIKE_LINK_PUNYCODE": 2.0,
 }
+
+# Built-in brand names this short are matched by exact forms only (see __init__).
+SHORT_BRAND = 4
 
 # Titles and credentials dropped before comparing a display name with protected_names.
 _TITLES = frozenset(
@@ -147,9 +150,11 @@ class LookalikeAnalyzer(Analyzer):
             for d in brand.domains:
                 parts = self.splitter.parts(d)
                 if parts is not None and parts.registrable not in protected:
+                    # Typing slips of a built-in name of 4 letters or fewer are mostly other
+                    # real companies (ibm.com is one slip from ibx.com): exact forms only.
+                    fuzzy = d not in brand.loose and len(parts.label) > SHORT_BRAND
                     protected[parts.registrable] = Protected(
-                        parts.registrable, parts.label, parts.suffix, brand.name,
-                        d not in brand.loose, brand.other_endings_owned,
+                        parts.registrable, parts.label, parts.suffix, brand.name, fuzzy, brand.other_endings_owned,
                     )
         for d in sorted(self.own_domains):
             parts = self.splitter.parts(d)
@@ -162,7 +167,8 @@ class LookalikeAnalyzer(Analyzer):
                 brand.other_endings_owned if brand else False,
             )
         self.matcher = DomainMatcher(
-            list(protected.values()), owned=[*self.brand_of, *allow], glyphs=glyphs,
+            # Free-mail providers are real services, never imitations (mail.com is not gmail.com).
+            list(protected.values()), owned=[*self.brand_of, *allow, *self.freemail], glyphs=glyphs,
             combo_words=table.combo_words,
         )
         self.generic_words = frozenset(table.generic_words)
@@ -277,7 +283,11 @@ class LookalikeAnalyzer(Analyzer):
             if place in (_FROM, _SENDER) and from_match is None:
                 from_match = match
             rule = place.rule
-            if match.technique == "subdomain" and place is not _ENVELOPE:
+            if match.technique == "subdomain":
+                # A brand word in front of another domain (outlook.example-vendor.com) is
+                # common in real mail: evidence, never a verdict on its own.
+                if place is _ENVELOPE:
+                    continue
                 rule = "LOOKALIKE_SENDER_SUBDOMAIN"
             out.append(self.finding(
                 rule, self._score(rule), f"{place.label} {match.sentence()}",
@@ -315,9 +325,10 @@ class LookalikeAnalyzer(Analyzer):
             brand = self._brand_in_name(tokens)
             if brand is not None and domain and not self._owned_by(domain, brand) \
                     and self._registrable(domain) not in self.own_domains:
+                where = domain if "." in domain else f"an address without a real domain ({domain})"
                 out.append(self.finding(
                     "LOOKALIKE_DISPLAY_NAME_BRAND", self._score("LOOKALIKE_DISPLAY_NAME_BRAND"),
-                    f"The sender calls itself \"{name}\" but writes from {domain}, which is not one of "
+                    f"The sender calls itself \"{name}\" but writes from {where}, which is not one of "
                     f"{brand.name}'s domains",
                     {"brand": brand.name, "domain": domain},
                 ))
@@ -481,6 +492,8 @@ class LookalikeAnalyzer(Analyzer):
             return
         unicode_host = idna_to_unicode(host)
         match = self.matcher.match(unicode_host)
+        if match is not None and match.technique == "subdomain":
+            match = None  # a brand word as a subdomain of another site is too common in links
         if match is not None:
             if unicode_host not in flagged:
                 lookalikes.append(match)

@@ -36,8 +36,9 @@ TECHNIQUES = ("embedded", "tld_swap", "homoglyph", "hyphenation", "split", "comb
 @dataclass(frozen=True)
 class Protected:
     """One protected registrable domain, e.g. paypal.com owned by "PayPal" (owner "" for the
-    practice's own list). ``fuzzy`` false limits it to exact-form tricks (no typo matching),
-    for names that are ordinary words (live.com, box.com). ``other_endings_owned`` marks
+    practice's own list). ``fuzzy`` false is for names that are ordinary words (live.com,
+    box.com): no typing slips and no other endings, which are mostly other real names;
+    look-alike letters, added phishing words and embedding are still caught. ``other_endings_owned`` marks
     global brands that hold their name under country endings (google.com.br, microsoft.de):
     the same name under such an ending is theirs, not an imitation (see
     ``is_country_ending``); generic endings (.net, .info) and open country endings (.co,
@@ -86,6 +87,7 @@ class HostParts:
     label: str
     suffix: str
     subdomains: tuple[str, ...]
+    unlisted: bool = False  # the ending is not on the public suffix list (.example, .local)
 
     @property
     def ulabel(self) -> str:
@@ -144,6 +146,9 @@ class DomainMatcher:
 
             self.combo_words = load_brands(rules_file("brands.toml")).combo_words
         self._splitter = DomainSplitter()
+        self._private_endings = frozenset(
+            p.suffix for p in self.protected if not self._splitter.is_listed_suffix(p.suffix)
+        )
         by_domain: dict[str, Protected] = {}
         for p in self.protected:
             by_domain.setdefault(p.domain, p)
@@ -197,6 +202,8 @@ class DomainMatcher:
         parts = self.split(host)
         if parts is None:
             return None
+        if parts.unlisted and parts.suffix not in self._private_endings:
+            return None  # a name under an ending nobody can register (a typo, an intranet)
         if self._owns(parts):
             return None
         for check in (
@@ -227,7 +234,8 @@ class DomainMatcher:
 
     def _tld_swap(self, parts: HostParts) -> Match | None:
         for target in self._by_label.get(parts.label, ()):
-            if target.suffix != parts.suffix:
+            # An ordinary word is someone else's name under other endings (epic.org).
+            if target.suffix != parts.suffix and target.fuzzy:
                 return Match(
                     parts.host, parts.registrable, target, "tld_swap",
                     f"it uses the name {target.label} with a different ending (.{parts.suffix} instead of "
@@ -299,7 +307,10 @@ class DomainMatcher:
                     continue
                 for target in index.get(text[i:j], ()):
                     words = self._segment(text[:i] + "-" + text[j:], self._suffix_words(target))
-                    if words is not None:
+                    if words is None:
+                        continue
+                    # An ordinary word plus a number is usually another real name (1office).
+                    if target.fuzzy or any(not w.isdigit() for w in words):
                         return target, words
         return None
 
@@ -307,11 +318,14 @@ class DomainMatcher:
         return self._words | frozenset(target.suffix.split("."))
 
     def _segment(self, text: str, words: frozenset[str]) -> list[str] | None:
-        """Split ``text`` (hyphens and digits are free separators) into known words, or
+        """Split ``text`` into known words and numbers (hyphens are free separators), or
         None when it is not made of them."""
         out: list[str] = []
-        for piece in re.split(r"[-0-9]+", text):
+        for piece in re.split(r"-+|([0-9]+)", text):
             if not piece:
+                continue
+            if piece.isdigit():
+                out.append(piece)
                 continue
             found = _word_break(piece, words, self._max_word)
             if found is None:
@@ -329,11 +343,14 @@ class DomainMatcher:
         for text, choices in ((g.fold(label), self._fuzzy_folds), (g.skeleton(label), self._fuzzy_skeletons)):
             if len(text) < 2:
                 continue
+            short_ok = choices is self._fuzzy_folds  # skeletons of short names collide too easily
             for _, distance, idx in process.extract(
                 text, choices, scorer=DamerauLevenshtein.distance, score_cutoff=2, limit=8
             ):
                 target = self._fuzzy[idx]
                 distance = int(distance)
+                if len(choices[idx]) <= 5 and not short_ok:
+                    continue
                 added = len(text) == len(choices[idx]) + distance and is_subsequence(choices[idx], text)
                 if not typo_allowed(distance, len(choices[idx]), target.suffix == parts.suffix, added):
                     continue
@@ -400,12 +417,16 @@ def _word_break(text: str, words: frozenset[str], max_word: int) -> list[str] | 
 
 
 def _join_words(words: list[str]) -> str:
-    if not words:
-        return "other words"
-    quoted = [f"\"{w}\"" for w in dict.fromkeys(words)]
-    if len(quoted) == 1:
-        return f"the word {quoted[0]}"
-    return "the words " + ", ".join(quoted[:-1]) + " and " + quoted[-1]
+    """'the word "login"', 'the words "secure" and "billing"', 'the number 1'."""
+    unique = list(dict.fromkeys(words))
+    texts = [w if w.isdigit() else f"\"{w}\"" for w in unique]
+    if all(w.isdigit() for w in unique):
+        noun = "number" if len(unique) == 1 else "numbers"
+    else:
+        noun = "word" if len(unique) == 1 else "words"
+    if len(texts) == 1:
+        return f"the {noun} {texts[0]}"
+    return f"the {noun} " + ", ".join(texts[:-1]) + " and " + texts[-1]
 
 
 def _not_theirs(target: Protected) -> str:
@@ -538,4 +559,7 @@ class DomainSplitter:
         labels = [x for x in ascii_host.split(".") if x]
         if len(labels) < 2 or ext.suffix:
             return None
-        return HostParts(shown, ".".join(labels[-2:]), labels[-2], labels[-1], tuple(labels[:-2]))
+        return HostParts(shown, ".".join(labels[-2:]), labels[-2], labels[-1], tuple(labels[:-2]), True)
+
+    def is_listed_suffix(self, suffix: str) -> bool:
+        return bool(self._extract("x." + suffix).suffix == suffix)

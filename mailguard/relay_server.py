@@ -98,7 +98,7 @@ class RelayServer:
             try:
                 state = await loop.run_in_executor(None, build_state, config)
             except (ConfigError, OSError, ValueError) as exc:
-                log.error("reload failed; keeping the running configuration: %s", exc)
+                log.error("reload failed", extra={"fields": {"error": str(exc), "kept": "running configuration"}})
                 return False
             restart = self.state.settings.restart_needed(state.settings)
             self.state = state
@@ -176,7 +176,7 @@ async def _serve(server: RelayServer, path: str | None, listen: str | None, down
         try:
             config = _config_with_overrides(path, listen, downstream)
         except ConfigError as exc:
-            log.error("reload failed; keeping the running configuration: %s", exc)
+            log.error("reload failed", extra={"fields": {"error": str(exc), "kept": "running configuration"}})
             return
         task = loop.create_task(server.reload(config))
         tasks.add(task)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import smtplib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -13,7 +13,7 @@ from mailguard.headers import strip_verdict_headers
 from mailguard.model import Finding
 from mailguard.quarantine import open_quarantine
 from mailguard.scanner import Scanner
-from test_relay_support import (
+from test_relay_support import (  # noqa: F401 (fixtures)
     RECIPIENT,
     SENDER,
     LoopThread,
@@ -22,46 +22,12 @@ from test_relay_support import (
     clean_message,
     malware_message,
     phish_message,
+    loop_thread,
     relay_config,
+    scanner,
+    sink,
+    start_relay,
 )
-
-
-@pytest.fixture(scope="module")
-def scanner() -> Scanner:
-    return Scanner()  # default rules; built once for the module (compiling takes a while)
-
-
-@pytest.fixture()
-def loop_thread() -> Iterator[LoopThread]:
-    runner = LoopThread()
-    yield runner
-    runner.close()
-
-
-@pytest.fixture()
-def sink(loop_thread: LoopThread) -> Iterator[Sink]:
-    server = Sink(loop_thread)
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def start_relay(tmp_path: Path, sink: Sink, scanner: Scanner) -> Iterator[Any]:
-    started: list[tuple[RelayRunner, Any]] = []
-
-    def start(relay: dict[str, Any] | None = None, policy: dict[str, Any] | None = None,
-              scanner_override: Scanner | None = None) -> RelayRunner:
-        config = relay_config(tmp_path, sink.port, relay, policy)
-        quarantine = open_quarantine(config)
-        use = scanner_override or (Scanner(config) if policy else scanner)
-        runner = RelayRunner(config, quarantine=quarantine, scanner=use)
-        started.append((runner, quarantine))
-        return runner
-
-    yield start
-    for runner, quarantine in started:
-        runner.stop()
-        quarantine.close()
 
 
 def send(relay: RelayRunner, data: bytes, rcpts: tuple[str, ...] = (RECIPIENT,), sender: str = SENDER) -> Any:

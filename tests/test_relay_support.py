@@ -8,11 +8,14 @@ import base64
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, TypeVar
+
+import pytest
 
 from aiosmtpd.smtp import SMTP
 
 from mailguard.config import Config
+from mailguard.quarantine import open_quarantine
 from mailguard.relay_server import RelayServer
 from mailguard.scanner import Scanner
 
@@ -47,6 +50,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    tls: bool = False
 
 
 @dataclass
@@ -72,7 +76,7 @@ class SinkHandler:
         if self.data_reply.startswith("250"):
             with self.changed:
                 self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
-                                              bytes(envelope.original_content)))
+                                              bytes(envelope.original_content), session.ssl is not None))
                 self.changed.notify_all()
         return self.data_reply
 
@@ -225,3 +229,129 @@ def malware_message() -> bytes:
         f"{attachment}\r\n"
         "--b1--\r\n"
     ).encode()
+
+
+class RawClient:
+    """A hand-driven SMTP client over a plain socket, for what smtplib will not send
+    (bare line endings, stalls, half-finished commands). Blocking reads have a guard
+    timeout; they wait on the socket, never on a clock."""
+
+    def __init__(self, host: str, port: int, timeout: float = 20) -> None:
+        import socket
+
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self._buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self) -> tuple[int, str]:
+        """One whole (possibly multi-line) reply; (0, '') when the server closed."""
+        lines = []
+        while True:
+            while b"\r\n" not in self._buffer:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return (0, "") if not lines else (int(lines[-1][:3]), "\n".join(lines))
+                self._buffer += chunk
+            line, self._buffer = self._buffer.split(b"\r\n", 1)
+            text = line.decode("utf-8", "replace")
+            lines.append(text)
+            if len(text) < 4 or text[3] != "-":
+                return int(text[:3]), "\n".join(l[4:] for l in lines)
+
+    def command(self, line: str) -> tuple[int, str]:
+        self.send(line.encode() + b"\r\n")
+        return self.reply()
+
+    def closed_by_server(self) -> bool:
+        """Reads until the server closes the connection (True) or sends something (False)."""
+        try:
+            return self.sock.recv(65536) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "RawClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- fixtures (imported by the test modules)
+
+
+@pytest.fixture(scope="module")
+def scanner() -> Scanner:
+    return Scanner()  # default rules; built once for the module (compiling takes a while)
+
+
+@pytest.fixture()
+def loop_thread() -> Iterator[LoopThread]:
+    runner = LoopThread()
+    yield runner
+    runner.close()
+
+
+@pytest.fixture()
+def sink(loop_thread: LoopThread) -> Iterator[Sink]:
+    server = Sink(loop_thread)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def start_relay(tmp_path: Path, sink: Sink, scanner: Scanner) -> Iterator[Any]:
+    started: list[tuple[RelayRunner, Any]] = []
+
+    def start(relay: dict[str, Any] | None = None, policy: dict[str, Any] | None = None,
+              scanner_override: Scanner | None = None) -> RelayRunner:
+        config = relay_config(tmp_path, sink.port, relay, policy)
+        quarantine = open_quarantine(config)
+        use = scanner_override or (Scanner(config) if policy else scanner)
+        runner = RelayRunner(config, quarantine=quarantine, scanner=use)
+        started.append((runner, quarantine))
+        return runner
+
+    yield start
+    for runner, quarantine in started:
+        runner.stop()
+        quarantine.close()
+
+
+def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
+    """A throwaway certificate and key for STARTTLS tests (written as PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def wire(message: bytes) -> bytes:
+    """A CRLF message as a client sends it after DATA: dots stuffed, end-of-data line added."""
+    import re
+
+    return re.sub(rb"(?m)^\.", b"..", message) + b".\r\n"

@@ -6,8 +6,13 @@ and reads back exactly what a Postfix would get.
 """
 from __future__ import annotations
 
+import signal
 import socket
+import stat
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -20,7 +25,7 @@ from mailguard.message import ParsedMessage
 from mailguard.milter import Engine, MilterSettings
 from mailguard.model import Action, Finding
 from mailguard.scanner import Scanner
-from postfix_instance import MilterThread
+from postfix_instance import MilterThread, wait_until
 
 ALL_ACTIONS = 0x1FF
 ALL_STEPS = 0x1FFFFF
@@ -39,6 +44,10 @@ class KeywordAnalyzer(Analyzer):
             yield self.finding("TEST_PHISH", 6.0, "Looks like a phish. More detail here")
         if "VIRUS" in subject:
             yield self.finding("TEST_VIRUS", 1.0, "Contains a test virus", min_action=Action.QUARANTINE)
+        if "SLOW" in subject:
+            time.sleep(0.6)
+        if "STUCK" in subject:
+            time.sleep(1.8)
         if "REFUSE" in subject:
             yield self.finding("TEST_REFUSE", 1.0, "Refused 100% for testing. Second sentence",
                                min_action=Action.REJECT)
@@ -361,3 +370,142 @@ def test_malformed_packets_close_only_that_connection(milter: MilterThread, garb
     assert fresh.negotiate().version == 6
     for client in (bad, good, fresh):
         client.close()
+
+
+def test_progress_is_sent_while_a_slow_scan_runs(tmp_path: Path) -> None:
+    config = make_config(tmp_path, progress_interval=0.1)
+    with MilterThread(config, make_engine(config)) as running:
+        mta = MTA(running.port)
+        mta.negotiate()
+        mta.envelope()
+        replies = mta.message(headers_for("SLOW but fine"), b"x\r\n")
+        mta.close()
+    assert replies.count((mp.SMFIR_PROGRESS, b"")) >= 2
+    assert replies[-1] == (mp.SMFIR_CONTINUE, b"")
+
+
+def test_scan_over_its_time_limit_is_tempfail(tmp_path: Path) -> None:
+    config = make_config(tmp_path, scan_timeout=1.0, progress_interval=0.3)
+    with MilterThread(config, make_engine(config)) as running:
+        mta = MTA(running.port)
+        mta.negotiate()
+        mta.envelope()
+        started = time.monotonic()
+        replies = mta.message(headers_for("STUCK"), b"x\r\n")
+        took = time.monotonic() - started
+        # the connection goes on serving the next message
+        mta.expect_continue(mp.SMFIC_MAIL, b"<a@example.org>\0")
+        mta.close()
+    assert replies[-1][0] == mp.SMFIR_REPLYCODE and replies[-1][1].startswith(b"451 4.7.1")
+    assert (mp.SMFIR_PROGRESS, b"") in replies
+    assert 0.9 < took < 1.7
+
+
+def test_connections_over_the_limit_are_closed_at_once(tmp_path: Path) -> None:
+    config = make_config(tmp_path, max_connections=1)
+    with MilterThread(config, make_engine(config)) as running:
+        first = MTA(running.port)
+        first.negotiate()
+        second = MTA(running.port)
+        assert second.closed()
+        first.close()
+        second.close()
+
+        def third_served() -> bool:
+            third = MTA(running.port)
+            try:
+                return third.negotiate().version == 6
+            except (EOFError, ConnectionError):
+                return False
+            finally:
+                third.close()
+
+        wait_until(third_served, 5, "a free connection slot")
+
+
+def test_idle_connection_is_closed_after_idle_timeout(tmp_path: Path) -> None:
+    config = make_config(tmp_path, idle_timeout=1.0)
+    with MilterThread(config, make_engine(config)) as running:
+        mta = MTA(running.port)
+        mta.negotiate()
+        started = time.monotonic()
+        assert mta.closed()
+        assert 0.9 < time.monotonic() - started < 3
+        mta.close()
+
+
+def test_example_configuration_is_valid() -> None:
+    from mailguard.config import load_config
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "postfix-milter" / "mailguard.toml"
+    settings = MilterSettings.from_config(load_config(example))
+    assert str(settings.listen) == "inet:127.0.0.1:8894"
+
+
+def test_bad_listen_setting_is_a_config_error(tmp_path: Path) -> None:
+    from mailguard.config import ConfigError
+
+    for bad in ("tcp:1.2.3.4:5", "inet:localhost", "inet:host:99999", "unix:"):
+        with pytest.raises(ConfigError, match="listen"):
+            MilterSettings.from_config(make_config(tmp_path, listen=bad))
+    with pytest.raises(ConfigError, match="socket_mode"):
+        MilterSettings.from_config(make_config(tmp_path, socket_mode="rw-rw----"))
+
+
+# ---------------------------------------------------------------------- the command
+
+
+def test_mailguard_milter_command_on_a_unix_socket(tmp_path: Path) -> None:
+    """`mailguard milter --config F`: binds the socket with its mode, scans, logs one line
+    without the body, reloads on SIGHUP, and stops cleanly on SIGTERM."""
+    sock_path = tmp_path / "milter.sock"
+    config_file = tmp_path / "mailguard.toml"
+    log_file = tmp_path / "mailguard.log"
+    config_file.write_text(
+        "[milter]\n"
+        f'listen = "unix:{sock_path}"\n'
+        'socket_mode = "0600"\n'
+        "[logging]\n"
+        f'file = "{log_file}"\n'
+        "[quarantine]\n"
+        f'path = "{tmp_path / "q"}"\n'
+        f'key_file = "{tmp_path / "q.key"}"\n'
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "mailguard.cli", "milter", "--config", str(config_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: sock_path.exists() or proc.poll() is not None, 30, "the milter socket")
+        assert proc.poll() is None, proc.communicate()[1]
+        assert stat.S_IMODE(sock_path.stat().st_mode) == 0o600
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(str(sock_path))
+        mta = MTA.__new__(MTA)
+        mta.sock, mta.buffer = client, b""
+        mta.negotiate()
+        mta.envelope()
+        replies = mta.message(headers_for("Appointment"), b"Patient Jane Example, DOB 1970\r\n")
+        assert inserted(replies)["X-MailGuard-Action"] == "accept"
+        mta.send(mp.SMFIC_QUIT)
+        mta.close()
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "configuration reloaded" in log_file.read_text(), 30, "the reload")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert not sock_path.exists()
+    log = log_file.read_text()
+    assert "message scanned" in log and 'queue_id="ABC123"' in log and 'action="accept"' in log
+    assert "Patient" not in log and "Appointment" not in log and "sender@example.org" not in log
+
+
+def test_mailguard_milter_command_reports_a_bad_configuration(tmp_path: Path) -> None:
+    config_file = tmp_path / "mailguard.toml"
+    config_file.write_text('[milter]\nlisten = "nowhere"\n')
+    result = subprocess.run([sys.executable, "-m", "mailguard.cli", "milter", "--config", str(config_file)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "listen" in result.stderr

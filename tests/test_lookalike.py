@@ -12,6 +12,7 @@ import pytest
 
 import mailguard
 from mailguard import Action, Config, Envelope
+from mailguard.analyzers import analyzer_classes
 from mailguard.analyzers.base import AnalyzerContext
 from mailguard.analyzers.lookalike import LookalikeAnalyzer
 from mailguard.config import ConfigError
@@ -19,13 +20,20 @@ from mailguard.config import ConfigError
 PRACTICE = "mindwellpsychology.org"
 
 
+def only_lookalike(settings: dict[str, object]) -> Config:
+    """The lookalike analyzer alone, so each test shows what its findings do by themselves
+    (a tag or a quarantine from these scores alone)."""
+    others = {name: {"enabled": False} for name in analyzer_classes() if name != "lookalike"}
+    return Config.from_dict({**others, "lookalike": settings})
+
+
 def make_config(**lookalike: object) -> Config:
-    settings = {
+    settings: dict[str, object] = {
         "protected_domains": [PRACTICE, "brightpaththerapy.com", "uhc.com"],
         "protected_names": ["Dr. Jane Roe"],
     }
     settings.update(lookalike)
-    return Config.from_dict({"lookalike": settings})
+    return only_lookalike(settings)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +149,7 @@ def test_real_companies_resembling_brands_are_not_flagged(scanner: mailguard.Sca
 
 
 def test_short_builtin_names_need_listing_for_typos() -> None:
-    builtin_only = mailguard.Scanner(Config.from_dict({}))
+    builtin_only = mailguard.Scanner(only_lookalike({}))
     assert not lookalike(builtin_only.scan(message(sender="a@uhx.com")))
     # Exact-form tricks on a short built-in name are still caught.
     found = lookalike(builtin_only.scan(message(sender="a@uhc-billing.com")))

@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
-from mailguard.analyzers.lookalike_brands import Brand, BrandTable, check_domain, load_brands, load_freemail
+from mailguard.analyzers.lookalike_brands import Brand, check_domain, load_brands, load_freemail
 from mailguard.analyzers.lookalike_domains import (
-    DomainMatcher, DomainSplitter, HostParts, Match, Protected, is_ip_host,
+    DomainMatcher, DomainSplitter, Match, Protected, is_ip_host,
 )
 from mailguard.analyzers.lookalike_glyphs import GlyphTable, mixed_scripts
 from mailguard.config import ConfigError, Option
-from mailguard.message import Address, Link, ParsedMessage, idna_to_unicode, iter_all_messages, url_host
+from mailguard.message import (
+    Address, Link, ParsedMessage, idna_to_ascii, idna_to_unicode, iter_all_messages, url_host,
+)
 from mailguard.model import Finding
 from mailguard.resources import rules_file
 
@@ -279,7 +281,9 @@ class LookalikeAnalyzer(Analyzer):
                         {"domain": domain, "ascii_domain": address.ascii_domain, "scripts": list(mixed), "where": place.label},
                     ))
                 continue
-            flagged.add(domain)
+            if match.registrable in flagged:
+                continue  # the same imitation already reported for a more visible place
+            flagged.add(match.registrable)
             if place in (_FROM, _SENDER) and from_match is None:
                 from_match = match
             rule = place.rule
@@ -495,12 +499,11 @@ class LookalikeAnalyzer(Analyzer):
         if match is not None and match.technique == "subdomain":
             match = None  # a brand word as a subdomain of another site is too common in links
         if match is not None:
-            if unicode_host not in flagged:
+            if match.registrable not in flagged:
+                flagged.add(match.registrable)
                 lookalikes.append(match)
             return
         if ("xn--" in host or not host.isascii()) and not self.matcher.is_owned(host):
-            from mailguard.message import idna_to_ascii
-
             puny.append(idna_to_ascii(unicode_host))
 
     def _check_link_text(self, link: Link, seen: set[tuple[str, str]], out: list[tuple[str, str, bool]]) -> None:

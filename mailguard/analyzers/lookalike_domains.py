@@ -26,7 +26,7 @@ from typing import Iterable, Mapping, Sequence
 
 import tldextract
 from rapidfuzz import process
-from rapidfuzz.distance import DamerauLevenshtein
+from rapidfuzz.distance import OSA
 
 from mailguard.analyzers.lookalike_glyphs import GlyphTable, mixed_scripts, script_of
 from mailguard.message import idna_to_ascii, idna_to_unicode
@@ -159,9 +159,9 @@ class DomainMatcher:
         for p in by_domain.values():
             self._by_label.setdefault(p.label, []).append(p)
             self._by_skeleton.setdefault(g.skeleton(p.label), []).append(p)
-        self._fuzzy = [p for p in by_domain.values() if p.fuzzy]
-        self._fuzzy_skeletons = [g.skeleton(p.label) for p in self._fuzzy]
-        self._fuzzy_folds = [g.fold(p.label) for p in self._fuzzy]
+        fuzzy = [p for p in by_domain.values() if p.fuzzy]
+        self._fold_buckets = _length_buckets([(g.fold(p.label), p) for p in fuzzy])
+        self._skeleton_buckets = _length_buckets([(g.skeleton(p.label), p) for p in fuzzy])
         words = {w.lower() for w in self.combo_words if w}
         self._words = frozenset(words | {g.skeleton(w) for w in words})
         self._max_word = max((len(w) for w in self._words), default=0)
@@ -334,25 +334,29 @@ class DomainMatcher:
         return out
 
     def _typo(self, parts: HostParts) -> Match | None:
-        """Edit distance (Damerau-Levenshtein) to each fuzzy-protected name, both on the
-        letters as written (paypcl) and on the look-alike skeleton (rnicrosft), since
-        reading "rn" as "m" can hide a plain typing slip as much as reveal one."""
+        """Edit distance (optimal string alignment: a swap of neighbours is one slip) to
+        each fuzzy-protected name, both on the letters as written (paypcl) and on the
+        look-alike skeleton (rnicrosft), since reading "rn" as "m" can hide a plain typing
+        slip as much as reveal one. Short names use the letters as written only: their
+        skeletons collide too easily."""
         g = self._glyphs
         label = parts.ulabel
         best: tuple[int, Protected] | None = None
-        for text, choices in ((g.fold(label), self._fuzzy_folds), (g.skeleton(label), self._fuzzy_skeletons)):
-            if len(text) < 2:
+        for text, buckets, short_ok in (
+            (g.fold(label), self._fold_buckets, True), (g.skeleton(label), self._skeleton_buckets, False)
+        ):
+            bucket = buckets.get(len(text))
+            if len(text) < 2 or bucket is None:
                 continue
-            short_ok = choices is self._fuzzy_folds  # skeletons of short names collide too easily
-            for _, distance, idx in process.extract(
-                text, choices, scorer=DamerauLevenshtein.distance, score_cutoff=2, limit=8
+            choices, targets = bucket
+            for choice, distance, idx in process.extract(
+                text, choices, scorer=OSA.distance, score_cutoff=MAX_TYPO_DISTANCE, limit=8
             ):
-                target = self._fuzzy[idx]
-                distance = int(distance)
-                if len(choices[idx]) <= 5 and not short_ok:
+                target, distance = targets[idx], int(distance)
+                if len(choice) <= 5 and not short_ok:
                     continue
-                added = len(text) == len(choices[idx]) + distance and is_subsequence(choices[idx], text)
-                if not typo_allowed(distance, len(choices[idx]), target.suffix == parts.suffix, added):
+                added = len(text) == len(choice) + distance and is_subsequence(choice, text)
+                if not typo_allowed(distance, len(choice), target.suffix == parts.suffix, added):
                     continue
                 if best is None or distance < best[0]:
                     best = (distance, target)
@@ -378,6 +382,23 @@ class DomainMatcher:
     def _glyphs(self) -> GlyphTable:
         assert self.glyphs is not None
         return self.glyphs
+
+
+MAX_TYPO_DISTANCE = 2
+
+
+def _length_buckets(
+    names: list[tuple[str, Protected]]
+) -> dict[int, tuple[list[str], list[Protected]]]:
+    """For each length, the names close enough in length to be within MAX_TYPO_DISTANCE,
+    so one lookup compares a host with a few dozen names instead of every one."""
+    out: dict[int, tuple[list[str], list[Protected]]] = {}
+    lengths = {len(n) for n, _ in names}
+    for length in range(1, max(lengths, default=0) + MAX_TYPO_DISTANCE + 1):
+        near = [(n, p) for n, p in names if abs(len(n) - length) <= MAX_TYPO_DISTANCE]
+        if near:
+            out[length] = ([n for n, _ in near], [p for _, p in near])
+    return out
 
 
 def typo_allowed(distance: int, length: int, same_suffix: bool, only_added: bool = False) -> bool:

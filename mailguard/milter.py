@@ -30,6 +30,7 @@ from mailguard.logsetup import setup_logging, verdict_log_fields
 from mailguard.milter_actions import (
     TEMPFAIL_REPLY,
     ReceivedMessage,
+    allowed_replies,
     banner_body,
     header_edits,
     hold_reason,
@@ -104,6 +105,10 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
 WANTED_ACTIONS = mp.SMFIF_ADDHDRS | mp.SMFIF_CHGHDRS | mp.SMFIF_CHGBODY | mp.SMFIF_QUARANTINE
 # Steps we do not need: skipping them saves packets.
 SKIPPED_STEPS = mp.SMFIP_NOUNKNOWN | mp.SMFIP_NODATA
+# Macros that describe the connection, kept across messages (others are per message).
+CONNECTION_MACROS = frozenset(("j", "_", "client_addr", "client_name", "client_port", "daemon_name", "if_addr",
+                               "if_name", "client_ptr", "client_connections", "tls_version", "cipher",
+                               "cipher_bits", "cert_subject", "cert_issuer"))
 
 
 # ---------------------------------------------------------------------- settings
@@ -257,6 +262,8 @@ class Session:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     protocol: int = 0
+    actions: int = 0  # what the MTA allowed us to do (SMFIF_*)
+    deciding: bool = False  # between end of message and our answer: let it finish on shutdown
     macros: dict[str, str] = field(default_factory=dict)
     client_address: str = ""
     helo: str = ""
@@ -358,11 +365,13 @@ class Session:
     def _negotiate(self, offer: mp.OptNeg) -> None:
         if offer.version < 2:
             raise mp.ProtocolError(f"milter protocol version {offer.version} is too old")
-        missing = WANTED_ACTIONS & ~offer.actions & ~mp.SMFIF_QUARANTINE
+        self.actions = WANTED_ACTIONS & offer.actions
+        missing = WANTED_ACTIONS & ~self.actions
         if missing:
-            log.warning("the MTA does not allow header/body changes (actions 0x%x); tagging will not work", missing)
+            log.warning("the MTA does not allow every change we make (missing actions 0x%x); those are left out",
+                        missing)
         self.protocol = SKIPPED_STEPS & offer.protocol
-        self._send(mp.OptNeg(min(offer.version, mp.VERSION), WANTED_ACTIONS & offer.actions, self.protocol).encode())
+        self._send(mp.OptNeg(min(offer.version, mp.VERSION), self.actions, self.protocol).encode())
 
     def _after_content(self, command: bytes) -> None:
         """Continue, or refuse a message over the size bound as soon as it is known."""
@@ -384,8 +393,11 @@ class Session:
             if self.refused or self.message.size > self.engine.settings.max_message_size:
                 self._send(mp.reply_code(oversize_reply(self.engine.settings)))
                 return
+            self.deciding = True
             await self._with_progress(self._decide())
+            await self.writer.drain()
         finally:
+            self.deciding = False
             self._reset_message()
 
     async def _with_progress(self, work: Awaitable[list[bytes]]) -> None:
@@ -417,10 +429,11 @@ class Session:
     async def _decide(self) -> list[bytes]:
         """Scan, act, log one line, and return the replies for end of message."""
         engine, message = self.engine, self.message
+        scanner = engine.scanner  # one scanner for the whole message, even if a reload swaps it
+        policy = scanner.config.section("policy")
         raw = message.raw()
         envelope = Envelope(self.mail_from, tuple(self.rcpt_tos), self.client_address, self.helo)
-        verdict: Verdict = await engine.run(engine.scanner.scan, raw, envelope)
-        policy = engine.config.section("policy")
+        verdict: Verdict = await engine.run(scanner.scan, raw, envelope)
         replies: list[bytes]
         if verdict.tempfail:
             outcome, replies = "tempfail", [mp.reply_code(TEMPFAIL_REPLY)]
@@ -428,6 +441,9 @@ class Session:
             outcome, replies = "reject", [mp.reply_code(reject_reply(verdict))]
         elif verdict.action == Action.QUARANTINE and engine.settings.quarantine == "store":
             outcome, replies = await self._store(raw, envelope, verdict)
+        elif verdict.action == Action.QUARANTINE and not self.actions & mp.SMFIF_QUARANTINE:
+            log.error("quarantine = \"hold\" but the MTA does not allow quarantine; answered 451")
+            outcome, replies = "tempfail", [mp.reply_code(TEMPFAIL_REPLY)]
         else:
             replies = header_edits(verdict, message, policy["subject_tag"])
             if verdict.action == Action.QUARANTINE:
@@ -435,10 +451,11 @@ class Session:
                 replies.append(mp.quarantine(hold_reason(verdict)))
             else:
                 outcome = str(verdict.action)
-                if verdict.action == Action.TAG and policy["banner"]:
+                if verdict.action == Action.TAG and policy["banner"] and self.actions & mp.SMFIF_CHGBODY:
                     body = await engine.run(banner_body, raw, verdict, engine.add_banner)
                     if body is not None:
                         replies.extend(mp.replace_body(body))
+            replies = allowed_replies(replies, self.actions)
             replies.append(mp.reply(mp.SMFIR_CONTINUE))
         self._log(verdict, outcome)
         return replies
@@ -463,23 +480,17 @@ class Session:
         log.info("message scanned", extra={"fields": fields})
 
 
-# Macros that describe the connection, kept across messages (others are per message).
-CONNECTION_MACROS = frozenset(("j", "_", "client_addr", "client_name", "client_port", "daemon_name", "if_addr",
-                               "if_name", "client_ptr", "client_connections", "tls_version", "cipher",
-                               "cipher_bits", "cert_subject", "cert_issuer"))
-
-
 # ---------------------------------------------------------------------- the server
 
 
 @dataclass
 class MilterServer:
     """The listening socket and its sessions. ``start`` binds; ``close`` stops accepting,
-    lets sessions finish their current message for ``grace`` seconds, then ends them."""
+    lets a session finish the message it is deciding for ``grace`` seconds, then ends it."""
 
     engine: Engine
     server: asyncio.AbstractServer | None = None
-    sessions: set[asyncio.Task[None]] = field(default_factory=set)
+    sessions: dict[asyncio.Task[None], Session] = field(default_factory=dict)
 
     async def start(self) -> None:
         listen = self.engine.settings.listen
@@ -512,18 +523,25 @@ class MilterServer:
                         self.engine.settings.max_connections)
             writer.close()
             return
-        self.sessions.add(task)
+        session = Session(self.engine, reader, writer)
+        self.sessions[task] = session
         try:
-            await Session(self.engine, reader, writer).run()
+            await session.run()
         finally:
-            self.sessions.discard(task)
+            self.sessions.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
     async def close(self, grace: float = 10.0) -> None:
+        """Connections waiting for the MTA end at once (the MTA retries or tempfails);
+        a message being decided (scanned, stored) gets ``grace`` seconds to be answered,
+        so a stored message is not also retried by the sender."""
         if self.server is not None:
             self.server.close()
+        for task, session in list(self.sessions.items()):
+            if not session.deciding:
+                task.cancel()
         if self.sessions:
             _, pending = await asyncio.wait(set(self.sessions), timeout=grace)
             for task in pending:

@@ -96,6 +96,21 @@ def header_edits(
     return out
 
 
+_NEEDS = {
+    mp.SMFIR_ADDHEADER: mp.SMFIF_ADDHDRS,
+    mp.SMFIR_INSHEADER: mp.SMFIF_ADDHDRS,
+    mp.SMFIR_CHGHEADER: mp.SMFIF_CHGHDRS,
+    mp.SMFIR_REPLBODY: mp.SMFIF_CHGBODY,
+    mp.SMFIR_QUARANTINE: mp.SMFIF_QUARANTINE,
+}
+
+
+def allowed_replies(packets: list[bytes], actions: int) -> list[bytes]:
+    """Only the changes the MTA allowed in negotiation: sending another one is a protocol
+    violation that makes the MTA drop the connection (and tempfail the message)."""
+    return [p for p in packets if actions & _NEEDS.get(p[4:5], 0) or p[4:5] not in _NEEDS]
+
+
 def banner_body(
     raw: bytes, verdict: Verdict, add_banner: Callable[[bytes, Verdict], bytes] | None
 ) -> bytes | None:

@@ -79,8 +79,8 @@ def milter(tmp_path: Path) -> Iterator[MilterThread]:
 class MTA:
     """The MTA side: sends packets, reads replies."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port: int | None = None, sock: socket.socket | None = None) -> None:
+        self.sock = sock or socket.create_connection(("127.0.0.1", port or 0), timeout=10)
         self.buffer = b""
 
     def send(self, command: bytes, data: bytes = b"") -> None:
@@ -158,6 +158,20 @@ def inserted(replies: list[tuple[bytes, bytes]]) -> dict[str, str]:
             name, value = data[4:-1].split(b"\0")
             out[name.decode()] = value.decode()
     return out
+
+
+def one_message(tmp_path: Path, subject: str, actions: int = ALL_ACTIONS, **milter: object
+                ) -> list[tuple[bytes, bytes]]:
+    """The replies to one message, from a milter started with these [milter] settings."""
+    config = make_config(tmp_path, **milter)
+    with MilterThread(config, make_engine(config)) as running:
+        mta = MTA(running.port)
+        try:
+            mta.negotiate(actions=actions)
+            mta.envelope()
+            return mta.message(headers_for(subject), b"payload\r\n")
+        finally:
+            mta.close()
 
 
 @pytest.fixture
@@ -305,13 +319,7 @@ def test_quarantine_store_failure_is_tempfail(tmp_path: Path, mta: MTA, milter: 
 
 
 def test_quarantine_hold_uses_the_mta_hold_queue(tmp_path: Path) -> None:
-    config = make_config(tmp_path, quarantine="hold")
-    with MilterThread(config, make_engine(config)) as running:
-        mta = MTA(running.port)
-        mta.negotiate()
-        mta.envelope()
-        replies = mta.message(headers_for("VIRUS inside"), b"payload\r\n")
-        mta.close()
+    replies = one_message(tmp_path, "VIRUS inside", quarantine="hold")
     commands = [c for c, _ in replies]
     assert mp.SMFIR_QUARANTINE in commands and replies[-1] == (mp.SMFIR_CONTINUE, b"")
     reason = dict(replies)[mp.SMFIR_QUARANTINE]
@@ -372,14 +380,30 @@ def test_malformed_packets_close_only_that_connection(milter: MilterThread, garb
         client.close()
 
 
+def test_quarantine_hold_needs_the_mta_permission_else_tempfail(tmp_path: Path) -> None:
+    replies = one_message(tmp_path, "VIRUS inside", actions=mp.SMFIF_ADDHDRS | mp.SMFIF_CHGHDRS, quarantine="hold")
+    assert replies[-1][0] == mp.SMFIR_REPLYCODE and replies[-1][1].startswith(b"451 4.7.1")
+
+
+def test_only_changes_the_mta_allowed_are_sent(tmp_path: Path) -> None:
+    replies = one_message(tmp_path, "PHISH", actions=mp.SMFIF_CHGHDRS)
+    assert [c for c, _ in replies] == [mp.SMFIR_CHGHEADER, mp.SMFIR_CONTINUE]
+
+
+def test_stopping_does_not_wait_for_idle_connections(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    running = MilterThread(config, make_engine(config)).start()
+    mta = MTA(running.port)
+    mta.negotiate()
+    started = time.monotonic()
+    running.stop()
+    assert time.monotonic() - started < 1.5
+    assert mta.closed()
+    mta.close()
+
+
 def test_progress_is_sent_while_a_slow_scan_runs(tmp_path: Path) -> None:
-    config = make_config(tmp_path, progress_interval=0.1)
-    with MilterThread(config, make_engine(config)) as running:
-        mta = MTA(running.port)
-        mta.negotiate()
-        mta.envelope()
-        replies = mta.message(headers_for("SLOW but fine"), b"x\r\n")
-        mta.close()
+    replies = one_message(tmp_path, "SLOW but fine", progress_interval=0.1)
     assert replies.count((mp.SMFIR_PROGRESS, b"")) >= 2
     assert replies[-1] == (mp.SMFIR_CONTINUE, b"")
 
@@ -478,9 +502,9 @@ def test_mailguard_milter_command_on_a_unix_socket(tmp_path: Path) -> None:
         assert proc.poll() is None, proc.communicate()[1]
         assert stat.S_IMODE(sock_path.stat().st_mode) == 0o600
         client = socket.socket(socket.AF_UNIX)
+        client.settimeout(10)
         client.connect(str(sock_path))
-        mta = MTA.__new__(MTA)
-        mta.sock, mta.buffer = client, b""
+        mta = MTA(sock=client)
         mta.negotiate()
         mta.envelope()
         replies = mta.message(headers_for("Appointment"), b"Patient Jane Example, DOB 1970\r\n")

@@ -56,8 +56,10 @@ def _source(repo: str) -> str:
         return "phishing_pot"
     if "spam-assassin" in lowered or "spamassassin" in lowered:
         return "spamassassin"
-    if "linux" in lowered:
-        return "linux_lists"
+    if "linux-clk" in lowered:
+        return "linux_clk"
+    if "mips" in lowered:
+        return "linux_mips"
     if "phishing" in lowered.replace("_", "-") or "nazario" in lowered:
         return "nazario"
     return repo

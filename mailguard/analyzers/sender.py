@@ -35,7 +35,9 @@ SCORES: Mapping[str, float] = {
     "SENDER_NO_MESSAGE_ID": 1.0,
     "SENDER_NO_DATE": 1.0,
     "SENDER_RISKY_TLD": 1.0,
-    "SENDER_FROM_INVALID": 1.0,
+    "SENDER_FROM_MALFORMED": 1.5,
+    "SENDER_SUBJECT_HAS_RECIPIENT": 1.5,
+    "SENDER_SUBJECT_ENCODED_ASCII": 1.0,
 }
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -97,6 +99,36 @@ def lookalike_letters(subject: str) -> list[str]:
     return out
 
 
+def _first_valid(addresses: tuple[Address, ...]) -> Address | None:
+    """The first well-formed From address (a malformed From line may parse as several
+    pieces, the real address among them)."""
+    return next((a for a in addresses if a.valid and a.domain), None)
+
+
+_EMAIL = re.compile(r"[\w.+'-]+@(?:[\w-]+\.)+[a-z]{2,}", re.I)
+_SUBJECT_LINE = re.compile(rb"^subject[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+
+
+def recipients(message: ParsedMessage) -> set[str]:
+    """The addresses this copy was sent to: the envelope's when known, and To/Cc."""
+    out: set[str] = set()
+    if message.envelope is not None:
+        out.update(r.strip().strip("<>").lower() for r in message.envelope.rcpt_tos if "@" in r)
+    for name in ("to", "cc"):
+        for value in message.header_all(name):
+            out.update(m.lower() for m in _EMAIL.findall(value))
+    return out
+
+
+def _encoded_subject(raw: bytes) -> bool:
+    """Whether the Subject as sent uses RFC 2047 encoded words (read from the raw header
+    block: the parsed subject is already decoded)."""
+    found = _HEADER_END.search(raw, 0, 256 * 1024)
+    head = raw[: found.start()] if found else raw[: 256 * 1024]
+    line = _SUBJECT_LINE.search(head)
+    return bool(line and _ENCODED_WORD.search(line.group(1)))
+
+
 class SenderAnalyzer(Analyzer):
     name = "sender"
     config_schema = {
@@ -131,32 +163,41 @@ class SenderAnalyzer(Analyzer):
         return SCORES[rule]
 
     def _is_freemail(self, domain: str) -> bool:
-        domain = domain.lower()
-        return any(domain == d or domain.endswith("." + d) for d in self.freemail) if domain else False
+        """The provider's own domain only: a subdomain (groups.msn.com) is a service of
+        the provider, not a personal mailbox anyone can open."""
+        return domain.lower() in self.freemail
 
     def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
         findings: list[Finding] = []
-        sender = message.from_address
-        findings += self._from_address(message, sender)
-        if sender is not None and sender.domain:
+        findings += self._from_header(message)
+        sender = _first_valid(message.from_)
+        if sender is not None:
+            findings += self._risky_tld(sender)
             findings += self._business_name(sender)
             findings += self._reply_to(message, sender)
-        findings += self._subject(message)
+        findings += self._subject(message, sender)
         findings += self._recipients(message)
         findings += self._missing_headers(message)
         return findings
 
     # ------------------------------------------------------------------ From
 
-    def _from_address(self, message: ParsedMessage, sender: Address | None) -> Iterator[Finding]:
-        if sender is None or not sender.valid or not sender.domain:
-            shown = str(sender) if sender is not None else "(none)"
-            yield self.finding(
-                "SENDER_FROM_INVALID", self._score("SENDER_FROM_INVALID"),
-                f"The sender's address ({shown}) is missing or not a real email address",
-                {"from": shown},
-            )
+    def _from_header(self, message: ParsedMessage) -> Iterator[Finding]:
+        """A From line that does not parse as one clean address: an unquoted comma in the
+        name that splits it in two, a comma for a dot in the domain, no address at all.
+        Mail programs never write these; careless bulk senders and kits do."""
+        addresses = message.from_
+        broken = [a for a in addresses if not a.valid or not a.domain]
+        if addresses and not broken:
             return
+        shown = " ".join(message.header_all("from"))[:200] or "(no From line)"
+        yield self.finding(
+            "SENDER_FROM_MALFORMED", self._score("SENDER_FROM_MALFORMED"),
+            f"The sender line is malformed ({shown}); ordinary mail programs never write it like that",
+            {"from": shown, "addresses": len(addresses)},
+        )
+
+    def _risky_tld(self, sender: Address) -> Iterator[Finding]:
         tld = sender.domain.rpartition(".")[2]
         if tld in self.data.risky_tlds:
             yield self.finding(
@@ -182,6 +223,8 @@ class SenderAnalyzer(Analyzer):
                 return
 
     def _reply_to(self, message: ParsedMessage, sender: Address) -> Iterator[Finding]:
+        if " via " in f" {sender.display_name.lower()} ":
+            return  # sent on someone's behalf (Google Groups, list relays): Reply-To is theirs
         for reply in message.reply_to[:5]:
             if not reply.domain or reply.address.lower() == sender.address.lower():
                 continue
@@ -197,14 +240,32 @@ class SenderAnalyzer(Analyzer):
 
     # ------------------------------------------------------------------ subject
 
-    def _subject(self, message: ParsedMessage) -> Iterator[Finding]:
-        words = lookalike_letters(message.subject)
+    def _subject(self, message: ParsedMessage, sender: Address | None) -> Iterator[Finding]:
+        subject = message.subject
+        words = lookalike_letters(subject)
         if words:
             yield self.finding(
                 "SENDER_SUBJECT_LOOKALIKE_LETTERS", self._score("SENDER_SUBJECT_LOOKALIKE_LETTERS"),
                 f"The subject is written with look-alike letters from other alphabets or styled symbols "
                 f"(\"{words[0]}\"), which hides its words from mail filters",
                 {"words": words[:5]},
+            )
+        lowered = subject.lower()
+        own = sender.address.lower() if sender is not None else ""
+        for address in sorted(recipients(message)):
+            if address != own and address in lowered:
+                yield self.finding(
+                    "SENDER_SUBJECT_HAS_RECIPIENT", self._score("SENDER_SUBJECT_HAS_RECIPIENT"),
+                    f"The subject spells out your own email address ({address}), a trick of automated "
+                    "phishing to look personal and official",
+                    {"recipient": address},
+                )
+                break
+        if subject.isascii() and _encoded_subject(message.raw):
+            yield self.finding(
+                "SENDER_SUBJECT_ENCODED_ASCII", self._score("SENDER_SUBJECT_ENCODED_ASCII"),
+                "The subject is plain English but was sent in encoded form, a way to hide its words from mail filters",
+                {"subject": subject[:200]},
             )
 
     # ------------------------------------------------------------------ recipients and headers

@@ -1,0 +1,169 @@
+"""The links analyzer on messages a front desk would meet: links through shorteners, free
+hosting, form builders and IPFS; links personalised with the recipient's own address;
+script links; picture-only mail; hidden words. And the ordinary mail that must stay quiet."""
+from __future__ import annotations
+
+import base64
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailguard import Config, Envelope
+from mailguard.analyzers.base import AnalyzerContext
+from mailguard.analyzers.links import LinksAnalyzer
+from mailguard.config import ConfigError
+from mailguard.message import parse
+
+RECIPIENT = "frontdesk@mindwellpsychology.org"
+
+
+def analyzer(config: Config | None = None, **settings: Any) -> LinksAnalyzer:
+    schema = LinksAnalyzer.full_schema()
+    values = {key: option.check(settings.get(key, option.default), key) for key, option in schema.items()}
+    return LinksAnalyzer(values, AnalyzerContext(config or Config.default()))
+
+
+@pytest.fixture(scope="module")
+def links() -> LinksAnalyzer:
+    return analyzer()
+
+
+def message(text: str = "Hello, see you Tuesday.", html: str = "", to: str = RECIPIENT) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Billing <billing@northsidelabs.com>"
+    msg["To"] = to
+    msg["Subject"] = "Your statement"
+    msg["Message-ID"] = "<t1@northsidelabs.com>"
+    msg["Date"] = "Mon, 02 Mar 2026 10:00:00 +0000"
+    msg.set_content(text)
+    if html:
+        msg.add_alternative(html, subtype="html")
+    return msg.as_bytes()
+
+
+def rules(analyzer: LinksAnalyzer, raw: bytes, envelope: Envelope | None = None) -> dict[str, Any]:
+    return {f.rule: f for f in analyzer.analyze(parse(raw, envelope))}
+
+
+def test_shortener_link_is_named_in_plain_words(links: LinksAnalyzer) -> None:
+    found = rules(links, message("Your invoice is ready: https://bit.ly/3xYz9Qa"))
+    finding = found["LINKS_SHORTENER"]
+    assert "bit.ly" in finding.summary and "hides where it really leads" in finding.summary
+    assert 0 < finding.score < 5
+
+
+def test_free_hosting_subdomain_and_form_builder_path(links: LinksAnalyzer) -> None:
+    html = (
+        '<p>Review the document <a href="https://secure-docs-review.weebly.com/">here</a> and '
+        '<a href="https://docs.google.com/forms/d/e/1FAIpQLSd/viewform">confirm your account</a></p>'
+    )
+    found = rules(links, message(html=html))
+    assert "LINKS_FREE_HOSTING" in found and "secure-docs-review.weebly.com" in found["LINKS_FREE_HOSTING"].summary
+    assert "LINKS_FORM_BUILDER" in found
+
+
+def test_google_docs_document_is_not_a_form(links: LinksAnalyzer) -> None:
+    found = rules(links, message("Agenda: https://docs.google.com/document/d/1abc/edit"))
+    assert "LINKS_FORM_BUILDER" not in found
+
+
+def test_ipfs_gateway_and_risky_tld(links: LinksAnalyzer) -> None:
+    text = "Sign in: https://ipfs.io/ipfs/bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi/index.html\n" \
+           "Or https://account-check.top/login"
+    found = rules(links, message(text))
+    assert "LINKS_IPFS" in found
+    assert "LINKS_RISKY_TLD" in found and ".top" in found["LINKS_RISKY_TLD"].summary
+
+
+def test_ordinary_links_stay_quiet(links: LinksAnalyzer) -> None:
+    html = (
+        '<p>Your appointment with Dr. Roe is confirmed. Directions: '
+        '<a href="https://www.google.com/maps/place/Clinic">map</a>. Forms: '
+        '<a href="https://www.mindwellpsychology.org/intake">intake</a>. '
+        '<a href="https://northsidelabs.com/unsubscribe?email=frontdesk%40mindwellpsychology.org">Unsubscribe</a></p>'
+    )
+    assert rules(links, message(html=html)) == {}
+
+
+def test_allow_hosts_silences_a_service_the_practice_uses() -> None:
+    quiet = analyzer(allow_hosts=["jotform.com"])
+    assert "LINKS_FORM_BUILDER" not in rules(quiet, message("Intake form: https://form.jotform.com/2301/intake"))
+
+
+def test_recipient_address_in_fragment_or_base64_is_flagged(links: LinksAnalyzer) -> None:
+    found = rules(links, message(f"Review the shared file: https://files-portal.example.net/view#{RECIPIENT}"))
+    assert "LINKS_RECIPIENT_IN_URL" in found
+    assert RECIPIENT in found["LINKS_RECIPIENT_IN_URL"].summary
+    token = base64.b64encode(RECIPIENT.encode()).decode()
+    found = rules(links, message(f"Open: https://files-portal.example.net/s?u={token}"))
+    assert found["LINKS_RECIPIENT_IN_URL"].details["encoded"] is True
+
+
+def test_recipient_from_envelope_counts_when_to_is_hidden(links: LinksAnalyzer) -> None:
+    raw = message(f"Open: https://doc-view.example.net/#{RECIPIENT}", to="undisclosed-recipients:;")
+    assert "LINKS_RECIPIENT_IN_URL" not in rules(links, raw)
+    envelope = Envelope("x@sender.example", (RECIPIENT,))
+    assert "LINKS_RECIPIENT_IN_URL" in rules(links, raw, envelope)
+
+
+def test_plain_email_parameter_in_query_is_newsletter_practice(links: LinksAnalyzer) -> None:
+    found = rules(links, message(f"Manage preferences: https://news.example.org/prefs?email={RECIPIENT}"))
+    assert "LINKS_RECIPIENT_IN_URL" not in found
+
+
+def test_javascript_and_data_links(links: LinksAnalyzer) -> None:
+    html = '<p>Your voicemail: <a href="javascript:window.location=atob(\'aHR0cA==\')">play</a></p>'
+    assert "LINKS_SCRIPT_URL" in rules(links, message(html=html))
+    html = '<p>Invoice: <a href="data:text/html;base64,PGgxPkxvZ2luPC9oMT4=">open</a></p>'
+    assert rules(links, message(html=html))["LINKS_SCRIPT_URL"].details["scheme"] == "data"
+
+
+def test_picture_with_one_link_and_no_words(links: LinksAnalyzer) -> None:
+    html = '<a href="https://promo.example.net/claim"><img src="https://promo.example.net/offer.png"></a>'
+    found = rules(links, message(text=" ", html=html))
+    assert "LINKS_IMAGE_ONLY" in found and "promo.example.net" in found["LINKS_IMAGE_ONLY"].summary
+
+
+def test_newsletter_with_pictures_and_text_is_not_picture_only(links: LinksAnalyzer) -> None:
+    html = (
+        '<img src="https://clinic.example.org/logo.png"><p>This month at the clinic: new group therapy '
+        'sessions on Thursdays, parking changes, and a reminder about our holiday hours.</p>'
+        '<a href="https://clinic.example.org/news">Read more</a>'
+    )
+    assert "LINKS_IMAGE_ONLY" not in rules(links, message(text="This month at the clinic", html=html))
+
+
+def test_hidden_word_stuffing_but_not_a_preheader_or_style_sheet(links: LinksAnalyzer) -> None:
+    stuffing = " ".join(["meeting agenda quarterly report lunch schedule"] * 10)
+    html = f'<p>Click to verify</p><div style="display:none">{stuffing}</div>'
+    assert "LINKS_HIDDEN_TEXT" in rules(links, message(html=html))
+    style = "<style>" + " ".join(f".c{i} {{ color: red; font-family: Arial, sans-serif; }}" for i in range(50)) + "</style>"
+    html = f'<html><head>{style}</head><body><span style="display:none">Your March newsletter is here</span>' \
+           "<p>Hello</p></body></html>"
+    assert "LINKS_HIDDEN_TEXT" not in rules(links, message(html=html))
+
+
+def test_bad_hosts_file_names_file_and_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "links.toml"
+    bad.write_text('[shortener]\nrule = "SHORT"\nsummary = "x"\nhosts = ["bit.ly"]\n', encoding="utf-8")
+    config = Config.default()
+    with pytest.raises(ConfigError, match=r"links\.toml.*\[shortener\].*LINKS_"):
+        analyzer(config, hosts_file=str(bad))
+    bad.write_text('[x]\nrule = "LINKS_X"\nsummary = "s"\nhosts = ["https://bit.ly"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="not a host"):
+        analyzer(config, hosts_file=str(bad))
+    with pytest.raises(ConfigError, match="does not exist"):
+        analyzer(config, hosts_file=str(tmp_path / "missing.toml"))
+
+
+def test_operator_hosts_file_replaces_built_in_lists(tmp_path: Path) -> None:
+    own = tmp_path / "links.toml"
+    own.write_text(
+        '[tracker]\nrule = "LINKS_TRACKER"\nsummary = "A link goes to {host}"\nhosts = ["evil-redirect.example"]\n',
+        encoding="utf-8",
+    )
+    custom = analyzer(hosts_file=str(own))
+    found = rules(custom, message("https://go.evil-redirect.example/x and https://bit.ly/abc"))
+    assert set(found) == {"LINKS_TRACKER"}

@@ -1,0 +1,161 @@
+"""The sender analyzer on headers a front desk would meet: office names on free-mail
+accounts, replies diverted to free mail, subjects in look-alike letters or carrying the
+recipient's address, malformed From lines, bulk sends with hidden recipients, missing
+Message-ID and Date. And the everyday mail that must stay quiet."""
+from __future__ import annotations
+
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailguard import Config, Envelope, Scanner
+from mailguard.analyzers.base import AnalyzerContext
+from mailguard.analyzers.links import LinksAnalyzer
+from mailguard.analyzers.sender import SenderAnalyzer, lookalike_letters
+from mailguard.config import ConfigError
+from mailguard.message import parse
+
+RECIPIENT = "frontdesk@mindwellpsychology.org"
+
+
+def analyzer(cls: type = SenderAnalyzer, **settings: Any) -> Any:
+    schema = cls.full_schema()
+    values = {key: option.check(settings.get(key, option.default), key) for key, option in schema.items()}
+    return cls(values, AnalyzerContext(Config.default()))
+
+
+@pytest.fixture(scope="module")
+def sender() -> SenderAnalyzer:
+    return analyzer()
+
+
+def message(
+    from_: str = "Dana Smith <dana@northsidelabs.com>",
+    subject: str = "Lab results for Tuesday",
+    to: str | None = RECIPIENT,
+    reply_to: str = "",
+    message_id: bool = True,
+    date: bool = True,
+) -> bytes:
+    lines = [f"From: {from_}"]
+    if to is not None:
+        lines.append(f"To: {to}")
+    lines.append(f"Subject: {subject}")
+    if reply_to:
+        lines.append(f"Reply-To: {reply_to}")
+    if message_id:
+        lines.append("Message-ID: <abc123@northsidelabs.com>")
+    if date:
+        lines.append("Date: Mon, 02 Mar 2026 10:00:00 +0000")
+    lines += ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8", "", "Please see the results below.", ""]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def rules(raw: bytes, sender: SenderAnalyzer, envelope: Envelope | None = None) -> dict[str, Any]:
+    return {f.rule: f for f in sender.analyze(parse(raw, envelope))}
+
+
+def test_everyday_mail_is_quiet(sender: SenderAnalyzer) -> None:
+    assert rules(message(), sender) == {}
+    # A patient writing from Gmail is normal; so is a colleague's Reply-To at work.
+    assert rules(message("Maria Lopez <maria.lopez1987@gmail.com>"), sender) == {}
+    assert rules(message(reply_to="billing@northsidelabs.com"), sender) == {}
+
+
+def test_office_name_on_free_mail(sender: SenderAnalyzer) -> None:
+    found = rules(message('"Billing Department" <acct.dept2291@gmail.com>'), sender)
+    finding = found["SENDER_FREEMAIL_BUSINESS_NAME"]
+    assert "Billing Department" in finding.summary and "free email account" in finding.summary
+    assert "SENDER_FREEMAIL_BUSINESS_NAME" in rules(message("IT Help Desk <helpdesk.it@outlook.com>"), sender)
+
+
+def test_office_name_on_own_domain_is_fine(sender: SenderAnalyzer) -> None:
+    assert rules(message("Billing Department <billing@northsidelabs.com>"), sender) == {}
+
+
+def test_reply_to_diverted_to_free_mail(sender: SenderAnalyzer) -> None:
+    found = rules(message(reply_to="ceo.private.office@outlook.com"), sender)
+    assert "ceo.private.office@outlook.com" in found["SENDER_REPLY_TO_FREEMAIL"].summary
+    # A free-mail sender replying to a different free-mail account: the classic scam.
+    assert "SENDER_REPLY_TO_FREEMAIL" in rules(message("J. Ortiz <jortiz@yahoo.com>", reply_to="jo.payments@gmail.com"), sender)
+
+
+def test_reply_to_for_relayed_and_list_mail_is_fine(sender: SenderAnalyzer) -> None:
+    relayed = message("Ann Lee via Practice Group <group@googlegroups.com>", reply_to="ann.lee@gmail.com")
+    assert "SENDER_REPLY_TO_FREEMAIL" not in rules(relayed, sender)
+    provider_service = message("joy <joy88@hotmail.com>", reply_to="Living <OneIncome@groups.msn.com>")
+    assert "SENDER_REPLY_TO_FREEMAIL" not in rules(provider_service, sender)
+
+
+def test_subject_in_lookalike_letters(sender: SenderAnalyzer) -> None:
+    cyrillic_a = "P\u0430yment overdue"  # Cyrillic а inside a Latin word
+    assert "SENDER_SUBJECT_LOOKALIKE_LETTERS" in rules(message(subject=cyrillic_a), sender)
+    bold = "\U0001d40f\U0001d41a\U0001d432\U0001d426\U0001d41e\U0001d427\U0001d42d due"  # mathematical bold "Payment"
+    assert lookalike_letters(bold) == ["\U0001d40f\U0001d41a\U0001d432\U0001d426\U0001d41e\U0001d427\U0001d42d"]
+
+
+def test_subjects_in_other_languages_are_fine() -> None:
+    assert lookalike_letters("Счёт за март") == []  # Russian
+    assert lookalike_letters("Résumé de la séance — café") == []  # French accents
+    assert lookalike_letters("Ηλεκτρονική συνταγή") == []  # Greek
+    assert lookalike_letters("予約の確認 appointment") == []
+
+
+def test_subject_with_recipient_address(sender: SenderAnalyzer) -> None:
+    found = rules(message(subject=f"{RECIPIENT}: your mailbox storage is full"), sender)
+    assert RECIPIENT in found["SENDER_SUBJECT_HAS_RECIPIENT"].summary
+    hidden_to = message(subject=f"Password expiry notice for {RECIPIENT}", to="undisclosed-recipients:;")
+    assert "SENDER_SUBJECT_HAS_RECIPIENT" in rules(hidden_to, sender, Envelope("x@y.example", (RECIPIENT,)))
+
+
+def test_plain_subject_sent_encoded(sender: SenderAnalyzer) -> None:
+    encoded = "=?UTF-8?B?WW91ciBhY2NvdW50IGhhcyBiZWVuIHN1c3BlbmRlZA==?="  # "Your account has been suspended"
+    assert "SENDER_SUBJECT_ENCODED_ASCII" in rules(message(subject=encoded), sender)
+    accented = "=?UTF-8?Q?Caf=C3=A9_meeting?="  # encoding needed for é: normal
+    assert "SENDER_SUBJECT_ENCODED_ASCII" not in rules(message(subject=accented), sender)
+
+
+def test_malformed_from_line(sender: SenderAnalyzer) -> None:
+    found = rules(message("Google Storage-Update <no_reply@ses,fi>"), sender)
+    assert "SENDER_FROM_MALFORMED" in found
+    assert "SENDER_FROM_MALFORMED" in rules(message("DIE Losung! Endlich!, <service@promo.example>"), sender)
+    assert "SENDER_FROM_MALFORMED" not in rules(message('"Roe, Jane" <jane@northsidelabs.com>'), sender)
+
+
+def test_bulk_send_and_missing_headers(sender: SenderAnalyzer) -> None:
+    found = rules(message(to="undisclosed-recipients:;", message_id=False, date=False), sender)
+    assert {"SENDER_UNDISCLOSED_RECIPIENTS", "SENDER_NO_MESSAGE_ID", "SENDER_NO_DATE"} <= set(found)
+    assert "SENDER_UNDISCLOSED_RECIPIENTS" in rules(message(to=None), sender)
+    assert "SENDER_UNDISCLOSED_RECIPIENTS" not in rules(message(to="Staff <staff@mindwellpsychology.org>"), sender)
+
+
+def test_risky_top_level_domain(sender: SenderAnalyzer) -> None:
+    found = rules(message("Accounts <accounts@invoice-center.top>"), sender)
+    assert ".top" in found["SENDER_RISKY_TLD"].summary
+
+
+def test_heuristics_alone_do_not_tag_a_message() -> None:
+    """Every structural tell at once still needs other evidence before anything happens."""
+    scanner = Scanner(extra_analyzers=[analyzer(), analyzer(LinksAnalyzer)])
+    msg = EmailMessage()
+    msg["From"] = "Billing Department <billing.dept@gmail.com>"
+    msg["To"] = RECIPIENT
+    msg["Subject"] = "Statement"
+    msg["Date"] = "Mon, 02 Mar 2026 10:00:00 +0000"
+    msg["Message-ID"] = "<x1@mail.gmail.com>"
+    msg.set_content("Your statement: https://bit.ly/abc123")
+    verdict = scanner.scan(msg.as_bytes())
+    mine = sum(f.score for f in verdict.findings if f.analyzer in ("sender", "links"))
+    assert 0 < mine < 5
+
+
+def test_bad_data_file_names_file_and_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "sender.toml"
+    bad.write_text("business_words = [1, 2]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"sender\.toml.*business_words"):
+        analyzer(data_file=str(bad))
+    bad.write_text("risky_tld = ['top']\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown key"):
+        analyzer(data_file=str(bad))

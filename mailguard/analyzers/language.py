@@ -1,16 +1,119 @@
-"""Placeholder for the language analyzer (its issue builds it)."""
+"""Social-engineering language: what the words of a message push a person to do.
+
+Reads what a person sees (the subject, counted more, and the visible body text; hidden
+HTML text is ignored), normalised against obfuscation by ``language_text``, and matches
+every phrase rule of ``rules/language/`` in one pass (``language_match``). Scoring is by
+combination, not keyword counting: each category (urgency, account threat, credential
+request, payment change, secrecy, healthcare lure, prize) adds at most its cap, so one
+"urgent" in an ordinary reply stays quiet, and categories that reinforce each other
+(urgency with a credential request) add a combination bonus.
+"""
 from __future__ import annotations
 
-from typing import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
-from mailguard.analyzers.base import Analyzer
+from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.analyzers.language_match import ENGINES, build_matcher
+from mailguard.analyzers.language_rules import Category, RuleSet, load_rules, rule_files
+from mailguard.analyzers.language_text import Normaliser
+from mailguard.analyzers.lookalike_glyphs import GlyphTable
+from mailguard.config import Option
 from mailguard.message import ParsedMessage
 from mailguard.model import Finding
+from mailguard.resources import data_dir, rules_file
+
+MAX_QUOTED = 3
+
+
+@dataclass(frozen=True)
+class CategoryHit:
+    category: Category
+    score: float
+    phrases: tuple[str, ...]
+    in_subject: bool
 
 
 class LanguageAnalyzer(Analyzer):
     name = "language"
-    config_schema = {}
+    config_schema = {
+        "rules_dir": Option(
+            "", "path",
+            "Folder of phrase rule files (*.toml: one per category plus scoring.toml) that replaces the "
+            "built-in rules/language; empty for the built-in rules. Copy the built-in folder to start.",
+        ),
+        "extra_rules": Option(
+            [], "list[path]",
+            "More phrase rule files read after the built-in (or rules_dir) ones: add phrases to a category "
+            "of the same name, new categories, or combinations.",
+        ),
+        "max_body_chars": Option(
+            100_000, "int", "Only the first this many characters of the visible body text are read.", minimum=1000
+        ),
+        "engine": Option(
+            "auto", "str", "Phrase matching engine: auto (Aho-Corasick when installed), ahocorasick or re.",
+            choices=ENGINES,
+        ),
+    }
+
+    def __init__(self, settings: Mapping[str, Any], context: AnalyzerContext) -> None:
+        super().__init__(settings, context)
+        config = context.config
+        folder = config.resolve_path(settings["rules_dir"]) if settings["rules_dir"] else data_dir("rules") / "language"
+        files = rule_files(folder) + [config.resolve_path(p) for p in settings["extra_rules"]]
+        self.rules: RuleSet = load_rules(files)
+        self.normaliser = Normaliser(GlyphTable.load(rules_file("confusables.toml")), self.rules.words())
+        keys: list[str] = []
+        owners: list[int] = []
+        for index, phrase in enumerate(self.rules.phrases):
+            for variant in phrase.variants:
+                key = self.normaliser.normalise(variant)
+                if key.strip():
+                    keys.append(key)
+                    owners.append(index)
+        self._owners = tuple(owners)
+        self._matcher = build_matcher(keys, settings["engine"])
+        self._max_chars = int(settings["max_body_chars"])
+
+    def phrases_in(self, text: str) -> set[int]:
+        """Indices (into ``rules.phrases``) of the phrase rules found in ``text``."""
+        return {self._owners[k] for k in self._matcher.find(self.normaliser.normalise(text))}
+
+    def category_hits(self, message: ParsedMessage) -> list[CategoryHit]:
+        subject = self.phrases_in(message.subject)
+        body = self.phrases_in(message.body_text[: self._max_chars])
+        per_category: dict[str, list[tuple[float, str, bool]]] = {}
+        for index in subject | body:
+            phrase = self.rules.phrases[index]
+            weight = phrase.weight * (self.rules.subject_weight if index in subject else 1.0)
+            per_category.setdefault(phrase.category, []).append((weight, phrase.variants[0], index in subject))
+        hits = []
+        for name, found in per_category.items():
+            category = self.rules.categories[name]
+            found.sort(reverse=True)
+            score = min(category.cap, sum(w for w, _, _ in found))
+            if score > 0:
+                hits.append(CategoryHit(category, round(score, 2), tuple(p for _, p, _ in found),
+                                        any(s for _, _, s in found)))
+        return hits
 
     def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
-        return ()
+        hits = self.category_hits(message)
+        findings = []
+        for hit in sorted(hits, key=lambda h: -h.score):
+            quoted = ", ".join(f'"{p}"' for p in hit.phrases[:MAX_QUOTED])
+            findings.append(self.finding(
+                hit.category.rule, hit.score, f"{hit.category.summary} ({quoted})",
+                {"category": hit.category.name, "phrases": list(hit.phrases[:10]), "in_subject": hit.in_subject},
+            ))
+        present = {h.category.name for h in hits}
+        for combo in self.rules.combinations:
+            if combo.bonus > 0 and all(c in present for c in combo.categories):
+                findings.append(self.finding(combo.rule, combo.bonus, combo.summary,
+                                             {"categories": list(combo.categories)}))
+        return findings
+
+
+def built_in_rules_dir() -> Path:
+    return data_dir("rules") / "language"

@@ -227,3 +227,14 @@ def test_scan_error_accept_when_policy_says_so(start_relay: Any, sink: Sink, tmp
     relay = start_relay(scanner_override=Scanner(config, extra_analyzers=[_Broken({}, AnalyzerContext(config))]))
     send(relay, clean_message())
     assert header(sink.handler.wait_for(1)[0].data, "X-MailGuard-Action") == "tag"
+
+
+@pytest.mark.parametrize("name", ["relay.toml", "postfix-relay/mx-in-front.toml", "postfix-relay/proxy-filter.toml",
+                                  "postfix-relay/content-filter.toml"])
+def test_example_configurations_are_valid(name: str) -> None:
+    from mailguard.config import load_config
+    from mailguard.relay_settings import RelaySettings
+
+    config = load_config(Path(__file__).resolve().parent.parent / "examples" / name)
+    settings = RelaySettings.from_config(config)
+    assert settings.relay_domains or settings.trusted_networks

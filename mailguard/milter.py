@@ -306,8 +306,14 @@ class Session:
             self._send(mp.reply(mp.SMFIR_CONTINUE))
 
     def _reset_message(self) -> None:
+        """A new transaction starts (MAIL): forget the previous envelope and message. The
+        macros stay: the MTA sends those of a stage just before the stage's command."""
         self.mail_from, self.rcpt_tos = "", []
         self.message, self.refused = ReceivedMessage(), False
+
+    def _end_transaction(self) -> None:
+        """After end of message or abort: also drop the per-message macros (queue id...)."""
+        self._reset_message()
         for name in [n for n in self.macros if n not in CONNECTION_MACROS]:
             del self.macros[name]
 
@@ -352,11 +358,11 @@ class Session:
                 self.message.add_body(data)
             await self._end_of_message()
         elif command == mp.SMFIC_ABORT:
-            self._reset_message()
+            self._end_transaction()
         elif command == mp.SMFIC_QUIT:
             raise CloseConnection
         elif command == mp.SMFIC_QUIT_NC:
-            self._reset_message()
+            self._end_transaction()
             self.macros.clear()
             self.client_address = self.helo = ""
         else:
@@ -398,7 +404,7 @@ class Session:
             await self.writer.drain()
         finally:
             self.deciding = False
-            self._reset_message()
+            self._end_transaction()
 
     async def _with_progress(self, work: Awaitable[list[bytes]]) -> None:
         """Run ``work``, sending SMFIR_PROGRESS while it lasts and 451 if it overruns."""
@@ -406,19 +412,21 @@ class Session:
         settings = self.engine.settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.scan_timeout
-        while True:
-            remaining = deadline - loop.time()
-            done, _ = await asyncio.wait({task}, timeout=min(settings.progress_interval, max(remaining, 0)))
-            if done:
-                break
-            if loop.time() >= deadline:
-                task.cancel()
-                log.error("scan took longer than %.0f s; answered 451%s", settings.scan_timeout,
-                          self._queue_id_text())
-                self._send(mp.reply_code(TEMPFAIL_REPLY))
-                return
-            self._send(mp.reply(mp.SMFIR_PROGRESS))
-            await self.writer.drain()
+        try:
+            while not task.done():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    log.error("scan took longer than %.0f s; answered 451%s", settings.scan_timeout,
+                              self._queue_id_text())
+                    self._send(mp.reply_code(TEMPFAIL_REPLY))
+                    return
+                done, _ = await asyncio.wait({task}, timeout=min(settings.progress_interval, remaining))
+                if not done and loop.time() < deadline:
+                    self._send(mp.reply(mp.SMFIR_PROGRESS))
+                    await self.writer.drain()
+        finally:
+            if not task.done():
+                task.cancel()  # the worker thread finishes on its own; its result is dropped
         try:
             replies = task.result()
         except Exception:

@@ -150,6 +150,24 @@ def test_phish_arrives_tagged_in_subject_and_headers(default_milter: Rig) -> Non
     assert "LOOKALIKE_SENDER_DOMAIN(6)" in got["X-MailGuard-Rules"]
 
 
+def test_long_non_ascii_subject_is_tagged_and_the_body_is_untouched(default_milter: Rig) -> None:
+    """A folded, RFC 2047-encoded subject keeps its words; the body arrives byte for byte."""
+    rig = default_milter
+    subject = "Überweisung dringend: Ihre Rechnung Nr. 4711 für die Behandlung vom 3. März " * 2
+    msg = new_message(subject.strip(), sender="Billing <billing@practlce.example>",
+                      body="Zahlen Sie heute.\n" + "x" * 70 + "\n")
+    sent_body = split_body(msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
+    rig.send(msg)
+    delivered = rig.delivered(msg)
+    got = delivered.message
+    assert got["Subject"] == "[SUSPICIOUS] " + subject.strip()
+    assert split_body(delivered.content) == sent_body
+
+
+def split_body(raw: bytes) -> bytes:
+    return raw.split(b"\r\n\r\n", 1)[1]
+
+
 def test_forged_verdict_headers_are_removed(default_milter: Rig) -> None:
     msg = new_message("Invoice overdue", sender=f"Billing <billing@practlce.example>")
     msg["X-MailGuard-Action"] = "accept"

@@ -6,6 +6,7 @@ and reads back exactly what a Postfix would get.
 """
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import stat
@@ -270,6 +271,44 @@ def test_macros_and_connect_without_reply_when_negotiated(mta: MTA) -> None:
     mta.send(mp.SMFIC_RCPT, b"<b@practice.example>\0")
     replies = mta.message(headers_for("hello"), b"x\r\n")  # the first reply seen is the header's
     assert replies[-1] == (mp.SMFIR_CONTINUE, b"")
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_one_log_line_per_message_with_the_queue_id_and_no_content(mta: MTA) -> None:
+    """The queue id comes with MAIL (Postfix's milter_mail_macros) and is kept to the end."""
+    logger = logging.getLogger("mailguard.milter")
+    handler = Records()
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        mta.negotiate()
+        mta.send(mp.SMFIC_MACRO, b"M" + b"i\0QID42\0")
+        mta.expect_continue(mp.SMFIC_MAIL, b"<sender@example.org>\0")
+        mta.expect_continue(mp.SMFIC_RCPT, b"<frontdesk@practice.example>\0")
+        for name, value in headers_for("PHISH Jane Example's lab results"):
+            mta.expect_continue(mp.SMFIC_HEADER, name.encode() + b"\0" + value.encode() + b"\0")
+        mta.expect_continue(mp.SMFIC_EOH)
+        mta.expect_continue(mp.SMFIC_BODY, b"Diagnosis: confidential\r\n")
+        mta.send(mp.SMFIC_BODYEOB)
+        mta.until_final()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    lines = [r for r in handler.records if r.getMessage() == "message scanned"]
+    assert len(lines) == 1
+    fields = lines[0].fields  # type: ignore[attr-defined]
+    assert fields["queue_id"] == "QID42" and fields["milter"] == "tag" and fields["rules"] == ["TEST_PHISH"]
+    text = repr(fields)
+    assert "Jane" not in text and "Diagnosis" not in text and "sender@example.org" not in text
 
 
 def test_phish_is_tagged_in_subject_and_headers(mta: MTA) -> None:

@@ -300,3 +300,27 @@ def test_thread_safe_under_concurrency(scanner: mailguard.Scanner) -> None:
     with ThreadPoolExecutor(8) as pool:
         verdicts = list(pool.map(scanner.scan, raws))
     assert all("LOOKALIKE_SENDER_DOMAIN" in lookalike(v) for v in verdicts)
+
+
+def test_display_names_with_lookalike_letters(scanner: mailguard.Scanner) -> None:
+    found = scan(scanner, sender="x@notices-center.net", name="PayPaI Service")  # capital I for l
+    assert found["LOOKALIKE_DISPLAY_NAME_BRAND"].details["brand"] == "PayPal"
+    found = scan(scanner, sender="jroe.office@outlook.com", name="Dr. Jаne R0e")  # Cyrillic а, zero
+    assert "LOOKALIKE_DISPLAY_NAME_PERSON_FREEMAIL" in found
+
+
+@pytest.mark.parametrize("host", ["3232235777", "0xc0a80001", "0300.0250.0.1"])
+def test_obfuscated_ip_links(scanner: mailguard.Scanner, host: str) -> None:
+    found = scan(scanner, sender="a@example.org", text=f"Log in at http://{host}/portal today")
+    assert host in found["LOOKALIKE_LINK_IP"].summary
+
+
+def test_odd_hosts_never_break_the_scan(scanner: mailguard.Scanner) -> None:
+    raw = (
+        b"From: \"a@b@c\" <x@.>\r\nReply-To: <>\r\nContent-Type: text/html\r\n\r\n"
+        b"<a href=\"http://a..b/\">www..com</a><a href='http://xn--/'>http://xn--zz.com</a>"
+        b"<a href='http://[::1]/'>x</a> http://" + b"b" * 300 + b".com"
+    )
+    verdict = scanner.scan(raw)
+    assert not verdict.errors
+    assert all(f.summary and "  " not in f.summary for f in verdict.findings)

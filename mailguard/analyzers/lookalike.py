@@ -68,6 +68,9 @@ _DOMAIN_TEXT = re.compile(
     r"^(?:https?://)?((?:[\w-]+\.)+[a-z\u00a1-\uffff][\w-]{1,62})\.?(?:[:/?#].*)?$", re.IGNORECASE | re.UNICODE
 )
 _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
+# Hosts that browsers read as an internet address: decimal (3232235777), hex (0xc0a80001)
+# or dotted forms with hex or octal parts (0xc0.0250.1.1).
+_OBFUSCATED_IP = re.compile(r"^(?:\d{8,10}|0x[0-9a-f]{1,8}|(?:(?:0x[0-9a-f]+|0[0-7]*|\d+)\.){1,3}(?:0x[0-9a-f]+|0[0-7]*|\d+))$", re.I)
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,11 @@ _ENVELOPE = _Place("LOOKALIKE_ENVELOPE_DOMAIN", "Envelope sender domain")
 
 
 def _name_tokens(text: str, glyphs: GlyphTable) -> tuple[str, ...]:
-    """Display-name words, case-folded, look-alike letters folded to ASCII, accents off."""
+    """Display-name words as look-alike skeletons (case-folded, accents off, Cyrillic and
+    digit look-alikes read as the letters they imitate), so "PayPaI" and "Jаne R0e" match
+    the names they imitate."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    return tuple(glyphs.fold(w) for w in _WORDS.findall(text))
+    return tuple(glyphs.skeleton(w) for w in _WORDS.findall(text))
 
 
 class LookalikeAnalyzer(Analyzer):
@@ -173,7 +178,8 @@ class LookalikeAnalyzer(Analyzer):
             list(protected.values()), owned=[*self.brand_of, *allow, *self.freemail], glyphs=glyphs,
             combo_words=table.combo_words,
         )
-        self.generic_words = frozenset(table.generic_words)
+        self.generic_words = frozenset(glyphs.skeleton(w) for w in table.generic_words)
+        self.titles = frozenset(glyphs.skeleton(w) for w in _TITLES)
         self._brand_names = self._compile_brand_names()
         self._person_names = self._compile_person_names(settings["protected_names"])
 
@@ -234,7 +240,7 @@ class LookalikeAnalyzer(Analyzer):
     def _compile_person_names(self, names: Iterable[str]) -> list[tuple[str, frozenset[str]]]:
         out = []
         for name in names:
-            tokens = frozenset(t for t in _name_tokens(name, self.glyphs) if t not in _TITLES)
+            tokens = frozenset(t for t in _name_tokens(name, self.glyphs) if t not in self.titles)
             if tokens:
                 out.append((name.strip(), tokens))
         return out
@@ -365,7 +371,7 @@ class LookalikeAnalyzer(Analyzer):
         return None
 
     def _person_in_name(self, tokens: tuple[str, ...]) -> str | None:
-        present = frozenset(t for t in tokens if t not in _TITLES)
+        present = frozenset(t for t in tokens if t not in self.titles)
         for name, needed in self._person_names:
             if needed <= present:
                 return name
@@ -491,10 +497,12 @@ class LookalikeAnalyzer(Analyzer):
     def _check_link_host(
         self, host: str, flagged: set[str], lookalikes: list[Match], ips: list[str], puny: list[str]
     ) -> None:
-        if is_ip_host(host):
+        if is_ip_host(host) or _OBFUSCATED_IP.match(host):
             ips.append(host)
             return
         unicode_host = idna_to_unicode(host)
+        if not unicode_host or self.splitter.parts(unicode_host) is None:
+            return  # not a name anyone can register: nothing to imitate or visit
         match = self.matcher.match(unicode_host)
         if match is not None and match.technique == "subdomain":
             match = None  # a brand word as a subdomain of another site is too common in links
@@ -517,8 +525,9 @@ class LookalikeAnalyzer(Analyzer):
         if not shown or "." not in shown:
             return
         shown_parts = self.splitter.parts(shown)
-        real_parts = self.splitter.parts(link.host) if not is_ip_host(link.host) else None
-        if shown_parts is None:
+        real_is_ip = is_ip_host(link.host) or bool(_OBFUSCATED_IP.match(link.host))
+        real_parts = None if real_is_ip else self.splitter.parts(link.host)
+        if shown_parts is None or shown_parts.unlisted or (real_parts is None and not real_is_ip):
             return
         if real_parts is not None and self._same_owner(shown_parts.registrable, real_parts.registrable):
             return

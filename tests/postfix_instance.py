@@ -203,7 +203,7 @@ class PostfixInstance:
 
     def main_cf(self) -> str:
         return "\n".join([
-            "compatibility_level = 3.6",
+            "compatibility_level = 2",
             f"queue_directory = {self.queue_dir}",
             f"data_directory = {self.root / 'data'}",
             "mail_owner = postfix",

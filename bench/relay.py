@@ -43,6 +43,10 @@ RECIPIENT = "frontdesk@practice.example"
 _FROM = re.compile(rb"^Return-Path:\s*<([^<>\s@]+@[^<>\s]+)>", re.IGNORECASE | re.MULTILINE)
 
 
+class _SinkSMTP(SMTP):
+    line_length_limit = 1 << 20  # as the relay and Postfix: long lines are not refused
+
+
 class _Sink:
     """Counts what arrives; answers 250 like a mail server's queue."""
 
@@ -105,7 +109,23 @@ async def _send_all(port: int, messages: list[tuple[str, bytes]], clients: int) 
     }
 
 
-def _start_relay(folder: Path, sink_port: int, workers: int, config: Path | None) -> tuple[subprocess.Popen[str], int]:
+def _tally(stream: Any, outcomes: Counter[str]) -> None:
+    """Counts the relay's per-message log lines by result and reply (and any errors)."""
+    for line in stream:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "message":
+            key = f"{record.get('result')} {record.get('reply')}"
+            for note in ("busy", "scan_error", "downstream", "smuggling_attempt"):
+                if record.get(note):
+                    key += f" {note}={str(record[note])[:60]}"
+            outcomes[key] += 1
+
+
+def _start_relay(folder: Path, sink_port: int, workers: int, config: Path | None,
+                 outcomes: Counter[str]) -> tuple[subprocess.Popen[str], int]:
     path = folder / "relay.toml"
     base = config.read_text() if config else ""
     path.write_text(
@@ -133,22 +153,25 @@ def _start_relay(folder: Path, sink_port: int, workers: int, config: Path | None
             continue
         if record.get("event") == "listening":
             # One log line per message, as in production: keep reading so the pipe never fills.
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            threading.Thread(target=_tally, args=(proc.stderr, outcomes), daemon=True).start()
             return proc, int(record["port"])
     raise SystemExit(f"relay did not start (exit {proc.wait()})")
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     messages = sample(args.corpus, args.messages, args.seed)
+    if not messages:
+        raise SystemExit(f"no *.eml files under {args.corpus}")
     loop = asyncio.get_running_loop()
     sink = _Sink()
-    server = await loop.create_server(lambda: SMTP(sink, hostname="sink.bench", enable_SMTPUTF8=True),
+    server = await loop.create_server(lambda: _SinkSMTP(sink, hostname="sink.bench", enable_SMTPUTF8=True),
                                       "127.0.0.1", 0)
     sink_port = server.sockets[0].getsockname()[1]
     direct = [await _send_all(sink_port, messages, args.clients) for _ in range(args.rounds)]
     with tempfile.TemporaryDirectory(prefix="mailguard-bench-") as tmp:
+        outcomes: Counter[str] = Counter()
         proc, relay_port = await loop.run_in_executor(None, _start_relay, Path(tmp), sink_port, args.workers,
-                                                      args.config)
+                                                      args.config, outcomes)
         try:
             await _send_all(relay_port, messages[: args.clients * 2], args.clients)  # warm-up
             rounds = [await _send_all(relay_port, messages, args.clients) for _ in range(args.rounds)]
@@ -173,9 +196,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
             "rounds": rounds,
         },
+        "relay_outcomes": dict(outcomes.most_common()),
         "direct_to_sink": {
             "messages_per_s": direct_mps,
             "p99_ms": statistics.median(r["p99_ms"] for r in direct),
+            "replies": direct[-1]["replies"],
         },
         "relay_vs_direct_throughput": round(relay_mps / direct_mps, 3) if direct_mps else None,
     }

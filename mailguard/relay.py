@@ -75,7 +75,7 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "queue_limit": Option(
         0, "int",
         "Messages waiting for or in scanning at once; beyond it senders get 451 (at the end of DATA) or 421 "
-        "(at connect) and retry later. 0: four per worker.", minimum=0,
+        "(at connect) and retry later. 0: sixteen per worker.", minimum=0,
     ),
     "on_error": Option(
         "tempfail", "str",

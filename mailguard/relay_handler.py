@@ -35,6 +35,10 @@ from mailguard.scanner import Scanner
 log = logging.getLogger("mailguard.relay")
 
 MAX_RECIPIENTS = 1000
+# RFC 5321 allows 1000 octets a line, and aiosmtpd refuses longer ones with a permanent 500;
+# real mail (generated HTML, unwrapped base64) often has longer lines, and a 500 would bounce
+# a real message. Lines up to this length pass through untouched (Postfix keeps them too).
+LINE_LENGTH_LIMIT = 1 << 20
 # A lone CR or LF: never an end of line in SMTP, but some servers treat them as one, and
 # "<LF>.<CR><LF>" style sequences are how SMTP smuggling hides a second message in the first.
 _BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
@@ -269,6 +273,8 @@ class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with the relay's session rules: a separate time limit for the whole
     DATA transfer (a trickling client cannot hold a connection forever by sending a byte at
     a time), session tracking for connection limits and draining, and a goodbye on SIGTERM."""
+
+    line_length_limit = LINE_LENGTH_LIMIT
 
     def __init__(self, handler: RelayHandler, *, sessions: set["RelaySMTP"], data_timeout: float,
                  **kwargs: Any) -> None:

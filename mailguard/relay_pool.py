@@ -30,7 +30,7 @@ class ScanPool:
 
     def __init__(self, workers: int = 0, limit: int = 0) -> None:
         self.workers = workers or os.cpu_count() or 1
-        self.limit = limit or self.workers * 4
+        self.limit = limit or self.workers * 16
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mailguard-scan")
         self._lock = threading.Lock()
         self._pending = 0

@@ -72,7 +72,7 @@ class RelaySettings:
             tls_key=str(config.resolve_path(s["tls_key"])) if s["tls_key"] else "",
             require_tls=s["require_tls"],
             workers=workers,
-            queue_limit=s["queue_limit"] or workers * 4,
+            queue_limit=s["queue_limit"] or workers * 16,
             on_error=s["on_error"],
             bare_line_endings=s["bare_line_endings"],
         )

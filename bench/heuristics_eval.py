@@ -22,31 +22,45 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mailguard import Scanner  # noqa: E402
+from mailguard.analyzers import analyzer_classes  # noqa: E402
 from mailguard.analyzers.base import AnalyzerContext  # noqa: E402
 from mailguard.analyzers.links import LinksAnalyzer  # noqa: E402
 from mailguard.analyzers.sender import SenderAnalyzer  # noqa: E402
 from mailguard.config import Config  # noqa: E402
 from mailguard.message import parse  # noqa: E402
 
+MINE = ("links", "sender")
 _ANALYZERS: list[Any] = []
+_SCANNER: list[Scanner] = []
 
 
-def _init() -> None:
+def _init(with_all: bool) -> None:
     config = Config.default()
     context = AnalyzerContext(config)
     for cls in (LinksAnalyzer, SenderAnalyzer):
-        settings = {k: o.default for k, o in cls.full_schema().items()}
-        settings = {**settings, **{k: o.check(o.default, k) for k, o in cls.full_schema().items()}}
+        settings = {k: o.check(o.default, k) for k, o in cls.full_schema().items()}
         _ANALYZERS.append(cls(settings, context))
+    if with_all:
+        registered = set(analyzer_classes())
+        extra = [a for a in _ANALYZERS if a.name not in registered]
+        _SCANNER.append(Scanner(config, extra_analyzers=extra))
 
 
 def _scan(item: tuple[str, str]) -> dict[str, Any]:
     label, path = item
-    message = parse(Path(path).read_bytes())
-    findings = [f for a in _ANALYZERS for f in a.analyze(message)]
+    raw = Path(path).read_bytes()
+    if _SCANNER:
+        findings = list(_SCANNER[0].scan(raw).findings)
+    else:
+        message = parse(raw)
+        findings = [f for a in _ANALYZERS for f in a.analyze(message)]
+    mine = sum(f.score for f in findings if f.analyzer in MINE)
+    total = sum(f.score for f in findings)
+    forced = any(f.min_action is not None and f.min_action > 0 for f in findings)
     return {
-        "path": path, "label": label, "rules": sorted({f.rule for f in findings}),
-        "score": sum(f.score for f in findings),
+        "path": path, "label": label, "rules": sorted({f.rule for f in findings if f.analyzer in MINE}),
+        "score": mine, "total": total, "others": total - mine, "forced": forced,
     }
 
 
@@ -73,6 +87,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--examples", default="")
     ap.add_argument("--label", default="ham")
+    ap.add_argument("--with-all", action="store_true",
+                    help="run every registered analyzer too and show how often these two change the outcome")
     args = ap.parse_args()
     manifest_path = args.manifest or args.corpus.parent / "MANIFEST-dev.tsv"
     sources: dict[str, str] = {}
@@ -88,13 +104,17 @@ def main() -> None:
     totals: Counter[tuple[str, str]] = Counter()
     hits: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
     flagged: Counter[tuple[str, str]] = Counter()
+    with_mine: Counter[tuple[str, str]] = Counter()
+    without_mine: Counter[tuple[str, str]] = Counter()
     examples: list[str] = []
-    with ProcessPoolExecutor(args.jobs, initializer=_init) as pool:
+    with ProcessPoolExecutor(args.jobs, initializer=_init, initargs=(args.with_all,)) as pool:
         for result in pool.map(_scan, items, chunksize=64):
             key = (result["label"], sources.get(Path(result["path"]).name, "?"))
             totals[key] += 1
             if result["score"] >= 5:
                 flagged[key] += 1
+            with_mine[key] += result["total"] >= 5 or result["forced"]
+            without_mine[key] += result["others"] >= 5 or result["forced"]
             for rule in result["rules"]:
                 hits[rule][key] += 1
                 if rule == args.examples and result["label"] == args.label:
@@ -105,6 +125,9 @@ def main() -> None:
     for rule in sorted(hits):
         print(rule.ljust(34) + "".join(f"{100 * hits[rule][k] / totals[k]:>15.2f}%" for k in keys))
     print("score>=5 alone".ljust(34) + "".join(f"{100 * flagged[k] / totals[k]:>15.2f}%" for k in keys))
+    if args.with_all:
+        print("flagged, all analyzers".ljust(34) + "".join(f"{100 * with_mine[k] / totals[k]:>15.2f}%" for k in keys))
+        print("flagged, without these".ljust(34) + "".join(f"{100 * without_mine[k] / totals[k]:>15.2f}%" for k in keys))
     if args.examples:
         print(json.dumps(examples[:40], indent=0))
 

@@ -118,6 +118,15 @@ def test_explanation_wording_is_plain_english(scanner: mailguard.Scanner) -> Non
     assert "mixes Cyrillic and Latin letters" in found["LOOKALIKE_SENDER_DOMAIN"].summary
 
 
+def test_practice_domain_under_another_ending(scanner: mailguard.Scanner) -> None:
+    found = scan(scanner, sender="office@mindwellpsychology.com")
+    assert found["LOOKALIKE_SENDER_DOMAIN"].summary == (
+        "Sender domain mindwellpsychology.com imitates mindwellpsychology.org: it uses the name "
+        "mindwellpsychology with a different ending (.com instead of .org), and mindwellpsychology.com is "
+        "not on the practice's list of trusted domains"
+    )
+
+
 @pytest.mark.parametrize("sender", [
     "billing@paypal.com", "service@mail.paypal.com", "no-reply@office365.com", "alerts@outlook.com",
     "x@sharepoint.com", "team@simplepractice.com", f"jane@{PRACTICE}", "someone@gmail.com",
@@ -274,10 +283,15 @@ def test_same_brand_link_text_is_fine(scanner: mailguard.Scanner) -> None:
 
 # ---------------------------------------------------------------- configuration
 
-def test_relay_domains_are_protected_when_present() -> None:
-    config = make_config()
-    analyzer = LookalikeAnalyzer(config.section("lookalike"), AnalyzerContext(config))
-    assert "mindwellpsychology.org" in analyzer.own_domains
+def test_relay_domains_are_protected_too() -> None:
+    """The relay's own domains are the practice's: imitations of them are caught and
+    mail from them is never called a lookalike."""
+    others = {name: {"enabled": False} for name in analyzer_classes() if name != "lookalike"}
+    config = Config.from_dict({**others, "relay": {"relay_domains": ["northbridge-counseling.com"]}})
+    scanner = mailguard.Scanner(config)
+    found = lookalike(scanner.scan(message(sender="billing@northbrldge-counseling.com")))
+    assert found["LOOKALIKE_SENDER_DOMAIN"].details["imitates"] == "northbridge-counseling.com"
+    assert not lookalike(scanner.scan(message(sender="billing@northbridge-counseling.com")))
 
 
 def test_bad_brand_file_is_a_clear_error(tmp_path: Path) -> None:

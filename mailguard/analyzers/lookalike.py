@@ -176,7 +176,7 @@ class LookalikeAnalyzer(Analyzer):
         self.matcher = DomainMatcher(
             # Free-mail providers are real services, never imitations (mail.com is not gmail.com).
             list(protected.values()), owned=[*self.brand_of, *allow, *self.freemail], glyphs=glyphs,
-            combo_words=table.combo_words,
+            combo_words=table.combo_words, splitter=self.splitter,
         )
         self.generic_words = frozenset(glyphs.skeleton(w) for w in table.generic_words)
         self.titles = frozenset(glyphs.skeleton(w) for w in _TITLES)
@@ -277,7 +277,8 @@ class LookalikeAnalyzer(Analyzer):
                 continue
             match = self.matcher.match(domain)
             if match is None:
-                mixed = mixed_scripts(self.splitter.parts(domain).ulabel) if self.splitter.parts(domain) else ()
+                parts = self.splitter.parts(domain)
+                mixed = mixed_scripts(parts.ulabel) if parts is not None else ()
                 if mixed and place is not _ENVELOPE:
                     flagged.add(domain)
                     names = " and ".join(self.glyphs.script_name(s) for s in mixed)

@@ -132,6 +132,7 @@ class DomainMatcher:
     glyphs: GlyphTable | None = None
     combo_words: Iterable[str] | None = None
     cache_size: int = 65536
+    splitter: "DomainSplitter | None" = None
     _by_domain: dict[str, Protected] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -145,7 +146,7 @@ class DomainMatcher:
             from mailguard.resources import rules_file
 
             self.combo_words = load_brands(rules_file("brands.toml")).combo_words
-        self._splitter = DomainSplitter()
+        self._splitter = self.splitter or DomainSplitter()
         self._private_endings = frozenset(
             p.suffix for p in self.protected if not self._splitter.is_listed_suffix(p.suffix)
         )
@@ -451,7 +452,7 @@ def _join_words(words: list[str]) -> str:
 
 
 def _not_theirs(target: Protected) -> str:
-    return f"not one of {target.owner}'s domains" if target.owner else f"not {target.domain}"
+    return f"not one of {target.owner}'s domains" if target.owner else "not on the practice's list of trusted domains"
 
 
 def _script_note(label: str, glyphs: GlyphTable) -> str:
@@ -565,9 +566,14 @@ class DomainSplitter:
     def __init__(self) -> None:
         self._extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
         self._extract("warm.example.com")  # load the bundled list now, not in a worker thread
+        self.parts = lru_cache(maxsize=65536)(self._parts)  # type: ignore[method-assign]
 
     def parts(self, host: str) -> HostParts | None:
-        """All names in ASCII (punycode) form except ``host``, kept as the reader sees it."""
+        """All names in ASCII (punycode) form except ``host``, kept as the reader sees it.
+        Cached per host (the instance attribute set in ``__init__``)."""
+        return self._parts(host)
+
+    def _parts(self, host: str) -> HostParts | None:
         shown = idna_to_unicode((host or "").strip().lower().rstrip("."))
         if not shown or is_ip_host(shown):
             return None

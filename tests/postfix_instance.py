@@ -231,6 +231,7 @@ class PostfixInstance:
             "minimal_backoff_time = 1s",
             "maximal_backoff_time = 2s",
             f"smtpd_milters = inet:127.0.0.1:{self.milter_port}",
+            "non_smtpd_milters = $smtpd_milters",
             "milter_default_action = tempfail",
             "milter_protocol = 6",
             "milter_connect_timeout = 5s",
@@ -270,6 +271,17 @@ class PostfixInstance:
                                 capture_output=True, text=True, timeout=30)
         return result.stdout
 
+    def sendmail(self, sender: str, recipients: list[str], content: bytes) -> None:
+        """Submit on this machine (the sendmail command: maildrop, then pickup)."""
+        subprocess.run([_postfix_bin("sendmail"), "-C", str(self.config_dir), "-f", sender, "--", *recipients],
+                       input=content, check=True, capture_output=True, timeout=30)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
     def queue_files(self, queue: str) -> list[str]:
         folder = self.queue_dir / queue
         if not folder.is_dir():
@@ -277,9 +289,7 @@ class PostfixInstance:
         return [p.name for p in folder.rglob("*") if p.is_file()]
 
     def log_tail(self, lines: int = 40) -> str:
-        with contextlib.suppress(OSError):
-            return "\n--- maillog ---\n" + "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        return "\n--- maillog ---\n" + "\n".join(self.log_text().splitlines()[-lines:])
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -257,3 +257,22 @@ def test_with_the_milter_stopped_postfix_tempfails_and_nothing_is_lost(default_m
     assert got["X-MailGuard-Action"] == "accept"
     assert len(rig.sink.find(lambda d: d.message["Message-ID"] == msg["Message-ID"])) == 1
 
+
+
+def test_local_mail_waits_in_postfix_while_the_milter_is_down_then_is_delivered(default_milter: Rig) -> None:
+    """non_smtpd_milters: mail from the sendmail command stays in Postfix's maildrop while
+    mailguard is down (tempfail) and is delivered, scanned, after `postqueue -f`."""
+    rig = default_milter
+    rig.stop_milter()
+    msg = new_message("Fax from the scanner")
+    sender = f"scanner-{uuid.uuid4().hex[:8]}@{PRACTICE}"
+    rig.postfix.sendmail(sender, [f"frontdesk@{PRACTICE}"], msg.as_bytes())
+    wait_until(lambda: any("milter-reject" in line and sender in line for line in rig.postfix.log_text().splitlines()),
+               30, "Postfix to try the milter")
+    assert rig.postfix.queue_files("maildrop")
+    assert not rig.sink.find(lambda d: d.message["Message-ID"] == msg["Message-ID"])
+    rig.start_milter()
+    rig.postfix.postqueue("-f")
+    got = rig.delivered(msg)
+    assert got.mail_from == sender and got.message["X-MailGuard-Action"] == "accept"
+    assert len(rig.sink.find(lambda d: d.message["Message-ID"] == msg["Message-ID"])) == 1

@@ -497,7 +497,7 @@ class MilterServer:
     lets a session finish the message it is deciding for ``grace`` seconds, then ends it."""
 
     engine: Engine
-    server: asyncio.AbstractServer | None = None
+    server: asyncio.Server | None = None
     sessions: dict[asyncio.Task[None], Session] = field(default_factory=dict)
 
     async def start(self) -> None:

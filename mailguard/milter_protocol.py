@@ -133,7 +133,7 @@ def packet_length(header: bytes, limit: int = MAX_PACKET) -> int:
     """The length announced by a 4-byte packet header, checked against ``limit``."""
     if len(header) != 4:
         raise ProtocolError("truncated packet length")
-    (length,) = struct.unpack("!I", header)
+    length = int.from_bytes(header, "big")
     if length < 1:
         raise ProtocolError("empty packet (no command byte)")
     if length > limit:

@@ -142,7 +142,7 @@ def test_clean_mail_arrives_with_verdict_headers(default_milter: Rig) -> None:
 
 
 def test_phish_arrives_tagged_in_subject_and_headers(default_milter: Rig) -> None:
-    msg = new_message("Invoice overdue", sender=f"Billing <billing@practlce.example>")
+    msg = new_message("Invoice overdue", sender="Billing <billing@practlce.example>")
     default_milter.send(msg)
     got = default_milter.delivered(msg).message
     assert got["Subject"] == "[SUSPICIOUS] Invoice overdue"
@@ -169,7 +169,7 @@ def split_body(raw: bytes) -> bytes:
 
 
 def test_forged_verdict_headers_are_removed(default_milter: Rig) -> None:
-    msg = new_message("Invoice overdue", sender=f"Billing <billing@practlce.example>")
+    msg = new_message("Invoice overdue", sender="Billing <billing@practlce.example>")
     msg["X-MailGuard-Action"] = "accept"
     msg["X-MailGuard-Rules"] = "forged-by-sender"
     msg["X-Mailguard-Score"] = "-100"
@@ -178,7 +178,7 @@ def test_forged_verdict_headers_are_removed(default_milter: Rig) -> None:
     assert got.get_all("X-MailGuard-Action") == ["tag"]
     assert got.get_all("X-MailGuard-Score") == ["6.0"]
     assert "forged-by-sender" not in str(got.get_all("X-MailGuard-Rules"))
-    assert len(got.get_all("X-MailGuard-Rules")) == 1
+    assert len(got.get_all("X-MailGuard-Rules") or []) == 1
 
 
 def test_malware_is_stored_in_the_quarantine_and_never_delivered(default_milter: Rig) -> None:
@@ -202,7 +202,7 @@ def test_malware_is_rejected_with_5xx_when_policy_says_reject(default_milter: Ri
     with pytest.raises(smtplib.SMTPDataError) as refused:
         rig.send(msg)
     assert refused.value.smtp_code == 550
-    assert refused.value.smtp_error.startswith(b"5.7.1 Message refused as dangerous")
+    assert b"5.7.1 Message refused as dangerous" in refused.value.smtp_error
     rig.never_delivered(msg)
 
 

@@ -65,34 +65,43 @@ class LanguageAnalyzer(Analyzer):
         self.rules: RuleSet = load_rules(files)
         self.normaliser = Normaliser(GlyphTable.load(rules_file("confusables.toml")), self.rules.words())
         keys: list[str] = []
-        owners: list[int] = []
+        owners: list[tuple[int, str]] = []
         for index, phrase in enumerate(self.rules.phrases):
             for variant in phrase.variants:
                 key = self.normaliser.normalise(variant)
                 if key.strip():
                     keys.append(key)
-                    owners.append(index)
+                    owners.append((index, key.strip()))
         self._owners = tuple(owners)
         self._matcher = build_matcher(keys, settings["engine"])
         self._max_chars = int(settings["max_body_chars"])
 
-    def phrases_in(self, text: str) -> set[int]:
-        """Indices (into ``rules.phrases``) of the phrase rules found in ``text``."""
-        return {self._owners[k] for k in self._matcher.find(self.normaliser.normalise(text))}
+    def phrases_in(self, text: str) -> dict[int, str]:
+        """Phrase rules found in ``text``: index into ``rules.phrases`` -> the words that
+        matched (the longest variant, to quote to the reader)."""
+        found: dict[int, str] = {}
+        for key in self._matcher.find(self.normaliser.normalise(text)):
+            index, words = self._owners[key]
+            if len(words) > len(found.get(index, "")):
+                found[index] = words
+        return found
 
     def category_hits(self, message: ParsedMessage) -> list[CategoryHit]:
         subject = self.phrases_in(message.subject)
         body = self.phrases_in(message.body_text[: self._max_chars])
         per_category: dict[str, list[tuple[float, str, bool]]] = {}
-        for index in subject | body:
+        for index in subject.keys() | body.keys():
             phrase = self.rules.phrases[index]
-            weight = phrase.weight * (self.rules.subject_weight if index in subject else 1.0)
-            per_category.setdefault(phrase.category, []).append((weight, phrase.variants[0], index in subject))
+            in_subject = index in subject
+            weight = phrase.weight * (self.rules.scoring.subject_weight if in_subject else 1.0)
+            words = subject[index] if in_subject else body[index]
+            per_category.setdefault(phrase.category, []).append((weight, words, in_subject))
         hits = []
         for name, found in per_category.items():
             category = self.rules.categories[name]
             found.sort(reverse=True)
-            score = min(category.cap, sum(w for w, _, _ in found))
+            decay = self.rules.scoring.decay
+            score = min(category.cap, sum(w * decay**n for n, (w, _, _) in enumerate(found)))
             if score > 0:
                 hits.append(CategoryHit(category, round(score, 2), tuple(p for _, p, _ in found),
                                         any(s for _, _, s in found)))
@@ -107,11 +116,11 @@ class LanguageAnalyzer(Analyzer):
                 hit.category.rule, hit.score, f"{hit.category.summary} ({quoted})",
                 {"category": hit.category.name, "phrases": list(hit.phrases[:10]), "in_subject": hit.in_subject},
             ))
-        present = {h.category.name for h in hits}
+        present = {h.category.name for h in hits if h.score >= self.rules.scoring.present_at}
         for combo in self.rules.combinations:
-            if combo.bonus > 0 and all(c in present for c in combo.categories):
+            if combo.bonus > 0 and combo.applies(present):
                 findings.append(self.finding(combo.rule, combo.bonus, combo.summary,
-                                             {"categories": list(combo.categories)}))
+                                             {"categories": sorted(present & set(combo.categories))}))
         return findings
 
 

@@ -14,15 +14,18 @@ One file per category (urgency, account threats, credential requests, ...) plus
     match = ["within 24 hours", "{act|respond} {now|immediately}", "[your] account expires"]
 
 A phrase is a sequence of words: ``{a|b|c}`` is one of several words or word groups and
-``[x]`` is optional. Case, accents, punctuation and the obfuscations undone by
+``[x]`` or ``[x|y]`` is optional. Case, accents, punctuation and the obfuscations undone by
 ``language_text`` do not matter. ``scoring.toml``::
 
     [scoring]
     subject_weight = 1.5             # a phrase in the subject counts this much more
+    decay = 0.5                      # each further phrase of a category counts half the one before
+    present_at = 1.5                 # a category joins combinations from this score on
 
     [[combination]]
     rule = "LANGUAGE_URGENT_CREDENTIAL_REQUEST"
-    categories = ["urgency", "credential"]   # all must be present
+    categories = ["urgency", "credential"]   # all of these must be present,
+    # any_of = [...]  at_least = 1           # and at least that many of these
     bonus = 3.0
     summary = "It asks you to sign in or confirm details, under time pressure"
 """
@@ -38,6 +41,8 @@ from mailguard.config import ConfigError, read_data_toml
 
 MAX_EXPANSIONS = 5000
 _RULE_ID = re.compile(r"^LANGUAGE_[A-Z0-9_]+$")
+_NOT_WORDS = re.compile(r"[^\w\s'\-{}\[\]|]|_")
+_COMBINATION_KEYS = frozenset({"rule", "categories", "any_of", "at_least", "bonus", "summary"})
 _TOKEN = re.compile(r"\{[^{}\[\]]*\}|\[[^{}\[\]]*\]|[^\s{}\[\]]+")
 
 
@@ -62,10 +67,32 @@ class Category:
 
 @dataclass(frozen=True)
 class Combination:
+    """Adds ``bonus`` when every category of ``categories`` is present and at least
+    ``at_least`` of ``any_of``."""
+
     rule: str
     categories: tuple[str, ...]
+    any_of: tuple[str, ...]
+    at_least: int
     bonus: float
     summary: str
+
+    def applies(self, present: set[str]) -> bool:
+        if not all(c in present for c in self.categories):
+            return False
+        return not self.any_of or sum(1 for c in self.any_of if c in present) >= self.at_least
+
+    def names(self) -> tuple[str, ...]:
+        return self.categories + self.any_of
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How phrase weights become category scores (see scoring.toml)."""
+
+    subject_weight: float = 1.5   # a phrase in the subject counts this many times
+    decay: float = 0.5            # each further phrase of a category counts this share of the one before
+    present_at: float = 1.5       # a category takes part in combinations from this score on
 
 
 @dataclass(frozen=True)
@@ -73,7 +100,7 @@ class RuleSet:
     categories: dict[str, Category]
     phrases: tuple[Phrase, ...]
     combinations: tuple[Combination, ...]
-    subject_weight: float
+    scoring: Scoring
     sources: tuple[str, ...]
 
     def words(self) -> frozenset[str]:
@@ -85,12 +112,18 @@ def expand(pattern: str, where: str) -> tuple[str, ...]:
     """``"{act|respond} [now]"`` -> ("act now", "act", "respond now", "respond")."""
     if pattern.count("{") != pattern.count("}") or pattern.count("[") != pattern.count("]"):
         raise ConfigError(f"{where}: unbalanced braces or brackets in phrase {pattern!r}")
+    bad = _NOT_WORDS.findall(pattern)
+    if bad:
+        raise ConfigError(
+            f"{where}: phrase {pattern!r} contains {''.join(sorted(set(bad)))!r}: phrases are words only "
+            "(letters, digits, spaces, hyphens, apostrophes; {a|b} for choices, [x] for optional words)"
+        )
     choices: list[list[str]] = []
     for token in _TOKEN.findall(pattern):
         if token.startswith("{"):
             choices.append([alt.strip() for alt in token[1:-1].split("|")])
         elif token.startswith("["):
-            choices.append([token[1:-1].strip(), ""])
+            choices.append([alt.strip() for alt in token[1:-1].split("|")] + [""])
         else:
             choices.append([token])
     total = 1
@@ -156,31 +189,40 @@ def _category_file(path: Path, data: dict[str, Any]) -> tuple[Category, list[Phr
     return category, phrases
 
 
-def _scoring_file(path: Path, data: dict[str, Any]) -> tuple[float | None, list[Combination]]:
+def _scoring_file(path: Path, data: dict[str, Any]) -> tuple[dict[str, float], list[Combination]]:
     where = str(path)
     scoring = data.get("scoring", {})
-    if not isinstance(scoring, dict) or set(scoring) - {"subject_weight"}:
-        raise ConfigError(f"{where}: [scoring] takes only subject_weight")
-    subject_weight = (
-        _number(scoring["subject_weight"], f"{where}: [scoring] subject_weight") if "subject_weight" in scoring else None
-    )
+    known = set(Scoring.__dataclass_fields__)
+    if not isinstance(scoring, dict) or set(scoring) - known:
+        raise ConfigError(f"{where}: [scoring] takes only {', '.join(sorted(known))}")
+    values = {key: _number(value, f"{where}: [scoring] {key}") for key, value in scoring.items()}
     combos = []
     entries = data.get("combination", [])
     if not isinstance(entries, list):
         raise ConfigError(f"{where}: [[combination]] must be an array of tables")
     for n, entry in enumerate(entries, 1):
         cwhere = f"{where}: [[combination]] #{n}"
-        if not isinstance(entry, dict) or set(entry) - {"rule", "categories", "bonus", "summary"}:
-            raise ConfigError(f"{cwhere}: expected the keys rule, categories, bonus and summary")
+        if not isinstance(entry, dict) or set(entry) - _COMBINATION_KEYS:
+            raise ConfigError(f"{cwhere}: expected the keys {', '.join(sorted(_COMBINATION_KEYS))}")
         rule = _text(entry.get("rule"), f"{cwhere} rule")
         if not _RULE_ID.match(rule):
             raise ConfigError(f"{cwhere}: rule {rule!r} must look like LANGUAGE_SOMETHING (upper case)")
-        cats = entry.get("categories")
-        if not isinstance(cats, list) or len(cats) < 2 or not all(isinstance(c, str) for c in cats):
-            raise ConfigError(f"{cwhere}: categories must list at least two category names")
-        combos.append(Combination(rule, tuple(cats), _number(entry.get("bonus"), f"{cwhere} bonus"),
+        cats = _names(entry.get("categories", []), f"{cwhere} categories")
+        any_of = _names(entry.get("any_of", []), f"{cwhere} any_of")
+        at_least = entry.get("at_least", 1)
+        if isinstance(at_least, bool) or not isinstance(at_least, int) or not 1 <= at_least <= max(1, len(any_of)):
+            raise ConfigError(f"{cwhere}: at_least must be a whole number from 1 to the length of any_of")
+        if len(cats) + (at_least if any_of else 0) < 2:
+            raise ConfigError(f"{cwhere}: a combination needs at least two categories (categories plus at_least of any_of)")
+        combos.append(Combination(rule, cats, any_of, at_least, _number(entry.get("bonus"), f"{cwhere} bonus"),
                                   _text(entry.get("summary"), f"{cwhere} summary")))
-    return subject_weight, combos
+    return values, combos
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: expected a list of category names")
+    return tuple(value)
 
 
 def rule_files(folder: Path) -> list[Path]:
@@ -196,7 +238,7 @@ def load_rules(files: Iterable[Path]) -> RuleSet:
     categories: dict[str, Category] = {}
     phrases: list[Phrase] = []
     combos: dict[str, Combination] = {}
-    subject_weight = 1.5
+    scoring: dict[str, float] = {}
     sources = []
     for path in files:
         data = read_data_toml(path, "language phrase rules")
@@ -206,15 +248,15 @@ def load_rules(files: Iterable[Path]) -> RuleSet:
             categories.setdefault(category.name, category)
             phrases.extend(found)
         if "scoring" in data or "combination" in data:
-            weight, found_combos = _scoring_file(path, data)
-            subject_weight = weight if weight is not None else subject_weight
+            values, found_combos = _scoring_file(path, data)
+            scoring.update(values)
             combos.update((c.rule, c) for c in found_combos)
         if not {"category", "scoring", "combination"} & set(data):
             raise ConfigError(f"{path}: not a language rules file (expected [category] with [[phrases]], "
                               "or [scoring] / [[combination]])")
     for combo in combos.values():
-        for name in combo.categories:
+        for name in combo.names():
             if name not in categories:
                 raise ConfigError(f"combination {combo.rule}: unknown category {name!r} "
                                   f"(known: {', '.join(sorted(categories))})")
-    return RuleSet(categories, tuple(phrases), tuple(combos.values()), subject_weight, tuple(sources))
+    return RuleSet(categories, tuple(phrases), tuple(combos.values()), Scoring(**scoring), tuple(sources))

@@ -40,6 +40,8 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
                        "|": "l", "!": "i"})
 _LEET_ALT = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
                            "|": "l", "!": "i"})
+# Words where a capital I sits next to small letters or digits: "PayPaI", "Iimited".
+_CAPITAL_I = re.compile(r"[\w@$|!]*(?:[a-z0-9]I|I[a-z0-9])[\w@$|!]*")
 _LETTERS = re.compile(r"[a-z]")
 _SYMBOLS = frozenset("0134579@$|!")
 
@@ -69,11 +71,25 @@ class Normaliser:
         text = _APOSTROPHES.sub("", text)
         if not text.isascii():
             text = "".join(_fold_word(self, w) if not w.isascii() else w for w in re.split(r"(\s+)", text))
+        if "I" in text:
+            text = _CAPITAL_I.sub(self._capital_i, text)
         text = text.lower()
         text = _SPACED.sub(_join_spaced, text)
         text = _SEPARATORS.sub(" ", text)
         words = [self._deobfuscate(w) if not w.isalpha() else w for w in text.split()]
         return " " + " ".join(w for w in words if w) + " "
+
+    def _capital_i(self, match: re.Match[str]) -> str:
+        """A capital I drawn for a small l ("PayPaI", "Iimited", "CouId") is read as l
+        when that makes a word of the phrase rules and the word as written is not one."""
+        word = match.group(0)
+        lower = word.lower()
+        if lower in self.vocabulary:
+            return word
+        candidate = word.replace("I", "l").lower()
+        if candidate in self.vocabulary or candidate.translate(_LEET) in self.vocabulary:
+            return candidate
+        return word
 
     def _deobfuscate(self, word: str) -> str:
         """Digits and symbols inside a word read as letters ("acc0unt", "p@ssword"); a

@@ -1,6 +1,7 @@
 """End-to-end relay throughput and latency with concurrent real SMTP clients.
 
-    python bench/relay.py [--corpus DIR] [--clients 16] [--messages 600] [--workers 0] [--rounds 3]
+    python bench/relay.py [--corpus DIR] [--clients 16] [--messages 600] [--rounds 3]
+                          [--pool threads|processes] [--workers 0]
 
 Starts a sink SMTP server (aiosmtpd) and `mailguard serve` as a real process on loopback,
 then N concurrent clients (aiosmtplib, one connection per message, as inbound MX traffic)
@@ -124,17 +125,18 @@ def _tally(stream: Any, outcomes: Counter[str]) -> None:
             outcomes[key] += 1
 
 
-def _start_relay(folder: Path, sink_port: int, workers: int, config: Path | None,
+def _start_relay(folder: Path, sink_port: int, args: argparse.Namespace,
                  outcomes: Counter[str]) -> tuple[subprocess.Popen[str], int]:
     path = folder / "relay.toml"
-    base = config.read_text() if config else ""
+    base = args.config.read_text() if args.config else ""
     path.write_text(
         base + "\n[relay]\n"
         'listen = "127.0.0.1:0"\n'
         f'downstream = "127.0.0.1:{sink_port}"\n'
         'relay_domains = ["practice.example"]\n'
         'hostname = "mailguard.bench"\n'
-        f"workers = {workers}\n"
+        f"workers = {args.workers}\n"
+        f'pool = "{args.pool}"\n'
         "max_connections = 1000\n"
         "[quarantine]\n"
         f'path = "{folder / "q"}"\n'
@@ -170,8 +172,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     direct = [await _send_all(sink_port, messages, args.clients) for _ in range(args.rounds)]
     with tempfile.TemporaryDirectory(prefix="mailguard-bench-") as tmp:
         outcomes: Counter[str] = Counter()
-        proc, relay_port = await loop.run_in_executor(None, _start_relay, Path(tmp), sink_port, args.workers,
-                                                      args.config, outcomes)
+        proc, relay_port = await loop.run_in_executor(None, _start_relay, Path(tmp), sink_port, args, outcomes)
         try:
             await _send_all(relay_port, messages[: args.clients * 2], args.clients)  # warm-up
             rounds = [await _send_all(relay_port, messages, args.clients) for _ in range(args.rounds)]
@@ -187,6 +188,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "sample": len(messages),
         "sample_bytes": sum(len(raw) for _, raw in messages),
         "clients": args.clients,
+        "pool": args.pool,
         "workers": args.workers or os.cpu_count(),
         "cpus": os.cpu_count(),
         "relay": {
@@ -213,6 +215,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="[relay] workers (0: one per core)")
+    parser.add_argument("--pool", choices=("threads", "processes"), default="threads", help="[relay] pool")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--config", type=Path, help="a configuration to start from (its [relay] is used as is)")
     args = parser.parse_args()

@@ -71,7 +71,14 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "tls_cert": Option("", "path", "Certificate chain (PEM) for STARTTLS to clients; STARTTLS is offered when set."),
     "tls_key": Option("", "path", "Private key (PEM) of tls_cert."),
     "require_tls": Option(False, "bool", "Refuse mail from clients that have not started TLS (530). Needs tls_cert."),
-    "workers": Option(0, "int", "Scanning threads; 0: one per CPU core.", minimum=0),
+    "pool": Option(
+        "threads", "str",
+        "What scans: threads (one shared set of compiled rules; starts at once) or processes (one per worker, "
+        "each with its own rules; uses every core, costs memory and a second or two to start). See the "
+        "README's relay benchmark before changing it.",
+        choices=("threads", "processes"),
+    ),
+    "workers": Option(0, "int", "Scanning threads or processes; 0: one per CPU core.", minimum=0),
     "queue_limit": Option(
         0, "int",
         "Messages waiting for or in scanning at once; beyond it senders get 451 (at the end of DATA) or 421 "

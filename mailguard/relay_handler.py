@@ -26,6 +26,7 @@ from mailguard.config import Config
 from mailguard.headers import apply_verdict, split_head_body
 from mailguard.logsetup import verdict_log_fields
 from mailguard.model import Action, AnalyzerError, Envelope, Verdict
+from mailguard.policy import Policy
 from mailguard.quarantine import QuarantineError
 from mailguard.relay_forward import Reply, forward
 from mailguard.relay_pool import PoolBusy, ScanPool
@@ -47,29 +48,32 @@ _DOT_LINE = re.compile(rb"(?:\r\n|\r|\n)\.(?:\r\n|\r|\n)")
 
 @dataclass(frozen=True)
 class RelayState:
-    """Everything a reload replaces at once: settings, compiled rules, TLS certificate."""
+    """Everything a reload replaces at once: settings, policy, the scanning pool with its
+    compiled rules, the TLS certificate."""
 
     config: Config
     settings: RelaySettings
-    scanner: Scanner
+    policy: Policy
+    pool: ScanPool
     tls_context: ssl.SSLContext | None
 
 
 def build_state(config: Config, scanner: Scanner | None = None) -> RelayState:
-    """Blocking (compiles rules, reads certificates): call it off the event loop on reload."""
+    """Blocking (compiles rules, reads certificates): call it off the event loop on reload.
+    ``scanner`` (tests, library users) is used as is, in worker threads."""
     settings = RelaySettings.from_config(config)
     context = None
     if settings.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    return RelayState(config, settings, scanner or Scanner(config), context)
+    pool = ScanPool(config, settings.workers, settings.queue_limit, settings.pool, scanner)
+    return RelayState(config, settings, Policy(config.section("policy")), pool, context)
 
 
 class Runtime(Protocol):
     """What a session needs from the running server."""
 
     state: RelayState
-    pool: ScanPool
     quarantine: Any
     draining: bool
 
@@ -182,7 +186,7 @@ class RelayHandler:
             await self._hold(raw, meta, verdict, outcome)
             return outcome
         t0 = time.perf_counter()
-        policy = state.scanner.policy
+        policy = state.policy
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(None, _prepare, raw, verdict, policy.subject_tag, policy.banner)
         reply = await forward(settings.downstream, meta.mail_from, meta.rcpt_tos, data, mail_options)
@@ -197,7 +201,7 @@ class RelayHandler:
         settings = state.settings
         t0 = time.perf_counter()
         try:
-            verdict = await self.runtime.pool.run(lambda: state.scanner.scan(raw, meta), settings.scan_timeout)
+            verdict = await state.pool.scan(raw, meta, settings.scan_timeout)
         except PoolBusy:
             outcome.reply = Reply(451, "4.3.2 Too busy to check the message now, please try again later")
             outcome.notes["busy"] = True

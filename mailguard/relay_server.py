@@ -15,7 +15,6 @@ from typing import Any
 
 from mailguard.config import Config, ConfigError, load_config
 from mailguard.relay_handler import RelayHandler, RelaySMTP, RelayState, build_state
-from mailguard.relay_pool import ScanPool
 from mailguard.scanner import Scanner
 
 log = logging.getLogger("mailguard.relay")
@@ -39,8 +38,6 @@ class RelayServer:
 
     def __init__(self, config: Config, *, quarantine: Any = None, scanner: Scanner | None = None) -> None:
         self.state: RelayState = build_state(config, scanner)
-        settings = self.state.settings
-        self.pool = ScanPool(settings.workers, settings.queue_limit)
         self.quarantine = quarantine
         self.draining = False
         self.sessions: set[RelaySMTP] = set()
@@ -63,7 +60,8 @@ class RelayServer:
         host, port = self.address
         log.info("listening", extra={"fields": {
             "host": host, "port": port, "downstream": f"{settings.downstream.host}:{settings.downstream.port}",
-            "workers": self.pool.workers, "queue_limit": self.pool.limit, "tls": bool(self.state.tls_context)}})
+            "pool": self.state.pool.kind, "workers": self.state.pool.workers, "queue_limit": self.state.pool.limit,
+            "tls": bool(self.state.tls_context)}})
 
     def _protocol(self) -> asyncio.Protocol:
         state = self.state
@@ -74,7 +72,7 @@ class RelayServer:
             log.warning("connection refused", extra={"fields": {"reason": "max_connections",
                                                                 "limit": settings.max_connections}})
             return _Refuse("421 4.7.0 Too many connections, please try again later")
-        if self.pool.saturated():
+        if state.pool.saturated():
             log.warning("connection refused", extra={"fields": {"reason": "scan_queue_full"}})
             return _Refuse("421 4.3.2 Too busy, please try again later")
         return RelaySMTP(
@@ -101,7 +99,8 @@ class RelayServer:
                 log.error("reload failed", extra={"fields": {"error": str(exc), "kept": "running configuration"}})
                 return False
             restart = self.state.settings.restart_needed(state.settings)
-            self.state = state
+            old, self.state = self.state, state
+            old.pool.close(wait=False)  # its queued scans still finish and answer their senders
             fields: dict[str, Any] = {"source": str(config.source or "defaults")}
             if restart:
                 fields["restart_needed_for"] = restart
@@ -131,7 +130,7 @@ class RelayServer:
                 session.transport.close()
         if self._server is not None:
             await self._server.wait_closed()
-        await loop.run_in_executor(None, self.pool.close)
+        await loop.run_in_executor(None, self.state.pool.close)
         log.info("stopped")
 
 

@@ -34,6 +34,7 @@ class RelaySettings:
     tls_cert: str
     tls_key: str
     require_tls: bool
+    pool: str
     workers: int
     queue_limit: int
     on_error: str
@@ -71,6 +72,7 @@ class RelaySettings:
             tls_cert=str(config.resolve_path(s["tls_cert"])) if s["tls_cert"] else "",
             tls_key=str(config.resolve_path(s["tls_key"])) if s["tls_key"] else "",
             require_tls=s["require_tls"],
+            pool=s["pool"],
             workers=workers,
             queue_limit=s["queue_limit"] or workers * 16,
             on_error=s["on_error"],
@@ -95,8 +97,7 @@ class RelaySettings:
 
     def restart_needed(self, other: "RelaySettings") -> list[str]:
         """Keys whose change only takes effect after a restart (a reload cannot rebind)."""
-        keys = [("listen", (self.listen_host, self.listen_port), (other.listen_host, other.listen_port)),
-                ("workers", self.workers, other.workers)]
+        keys = [("listen", (self.listen_host, self.listen_port), (other.listen_host, other.listen_port))]
         return [name for name, old, new in keys if old != new]
 
 

@@ -238,3 +238,52 @@ def test_example_configurations_are_valid(name: str) -> None:
     config = load_config(Path(__file__).resolve().parent.parent / "examples" / name)
     settings = RelaySettings.from_config(config)
     assert settings.relay_domains or settings.trusted_networks
+
+
+def test_long_lines_pass_untouched(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay()
+    original = clean_message().replace(b"See you then.", b"See you then. " + b"<td>cell</td>" * 800)
+    send(relay, original)
+    assert strip_verdict_headers(sink.handler.wait_for(1)[0].data) == original
+
+
+def test_process_pool_scans_in_worker_processes(tmp_path: Path, sink: Sink) -> None:
+    config = relay_config(tmp_path, sink.port, {"pool": "processes", "workers": 1})
+    quarantine = open_quarantine(config)
+    relay = RelayRunner(config, quarantine=quarantine)
+    try:
+        assert relay.server.state.pool.kind == "processes"
+        send(relay, clean_message())
+        send(relay, phish_message())
+        assert len(sink.handler.wait_for(1)) == 1
+        assert len(quarantine.list()) == 1
+    finally:
+        relay.stop()
+        quarantine.close()
+
+
+def test_one_log_line_per_message_without_content(start_relay: Any, sink: Sink) -> None:
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("mailguard.relay")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        relay = start_relay()
+        send(relay, clean_message())
+        send(relay, phish_message())
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    lines = [r for r in records if r.getMessage() == "message"]
+    assert [line.fields["result"] for line in lines] == ["delivered", "quarantined"]  # type: ignore[attr-defined]
+    held = lines[1].fields  # type: ignore[attr-defined]
+    assert held["message_id"] == "<inv0@paypa1.com>" and "LOOKALIKE_SENDER_DOMAIN" in held["rules"]
+    assert held["client"] == "127.0.0.1" and held["queue_id"] and held["reply"] == 250 and "total_ms" in held
+    text = repr([r.__dict__ for r in records])
+    for private in ("Appointment", "Invoice INV", "frontdesk@", SENDER, "past due"):
+        assert private not in text

@@ -87,6 +87,10 @@ class SinkHandler:
             return list(self.messages)
 
 
+class _SinkSMTP(SMTP):
+    line_length_limit = 1 << 20  # like Postfix, long lines are kept rather than refused
+
+
 class Sink:
     """A real SMTP server on 127.0.0.1 (the practice's mail server in the tests)."""
 
@@ -100,7 +104,7 @@ class Sink:
         self.start()
 
     def _protocol(self) -> SMTP:
-        return SMTP(self.handler, hostname="sink.test", enable_SMTPUTF8=True, tls_context=self.tls_context,
+        return _SinkSMTP(self.handler, hostname="sink.test", enable_SMTPUTF8=True, tls_context=self.tls_context,
                     loop=self.runner.loop)
 
     def start(self) -> None:

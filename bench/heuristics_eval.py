@@ -60,6 +60,7 @@ def _scan(item: tuple[str, str]) -> dict[str, Any]:
     forced = any(f.min_action is not None and f.min_action > 0 for f in findings)
     return {
         "path": path, "label": label, "rules": sorted({f.rule for f in findings if f.analyzer in MINE}),
+        "other_rules": sorted({f.rule for f in findings if f.analyzer not in MINE}),
         "score": mine, "total": total, "others": total - mine, "forced": forced,
     }
 
@@ -87,6 +88,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--examples", default="")
     ap.add_argument("--label", default="ham")
+    ap.add_argument("--results", type=Path, help="write one JSON line per message here")
     ap.add_argument("--with-all", action="store_true",
                     help="run every registered analyzer too and show how often these two change the outcome")
     args = ap.parse_args()
@@ -107,9 +109,12 @@ def main() -> None:
     with_mine: Counter[tuple[str, str]] = Counter()
     without_mine: Counter[tuple[str, str]] = Counter()
     examples: list[str] = []
+    out = args.results.open("w") if args.results else None
     with ProcessPoolExecutor(args.jobs, initializer=_init, initargs=(args.with_all,)) as pool:
         for result in pool.map(_scan, items, chunksize=64):
             key = (result["label"], sources.get(Path(result["path"]).name, "?"))
+            if out is not None:
+                out.write(json.dumps({**result, "source": key[1]}) + "\n")
             totals[key] += 1
             if result["score"] >= 5:
                 flagged[key] += 1
@@ -119,6 +124,8 @@ def main() -> None:
                 hits[rule][key] += 1
                 if rule == args.examples and result["label"] == args.label:
                     examples.append(result["path"])
+    if out is not None:
+        out.close()
     keys = sorted(totals)
     print("rule".ljust(34) + "".join(f"{l[:2]}:{s[:12]:>13}" for l, s in keys))
     print("(messages)".ljust(34) + "".join(f"{totals[k]:>16}" for k in keys))

@@ -167,3 +167,25 @@ def test_operator_hosts_file_replaces_built_in_lists(tmp_path: Path) -> None:
     custom = analyzer(hosts_file=str(own))
     found = rules(custom, message("https://go.evil-redirect.example/x and https://bit.ly/abc"))
     assert set(found) == {"LINKS_TRACKER"}
+
+
+def test_cloud_functions_and_storage_buckets_count_as_free_hosting(links: LinksAnalyzer) -> None:
+    text = (
+        "Verify here: https://us-central1-pelagic-cat-364619.cloudfunctions.net/verify\n"
+        "Statement: https://recheck-portal.s3.us-east-1.amazonaws.com/index.html"
+    )
+    finding = rules(links, message(text))["LINKS_FREE_HOSTING"]
+    assert finding.details["hosts"] == [
+        "us-central1-pelagic-cat-364619.cloudfunctions.net", "recheck-portal.s3.us-east-1.amazonaws.com",
+    ]
+    assert "more such links" in finding.summary
+    assert "LINKS_FREE_HOSTING" not in rules(links, message("Docs: https://aws.amazon.com/s3/"))
+
+
+def test_link_to_a_rented_servers_automatic_name(links: LinksAnalyzer) -> None:
+    found = rules(links, message("Claim: http://74.148.167.72.host.secureserver.net/claim"))
+    assert "74.148.167.72" in found["LINKS_SERVER_HOSTNAME"].summary
+    assert "LINKS_SERVER_HOSTNAME" in rules(links, message("http://103-52-115-55.cloud.leaseweb.net/x"))
+    # A bare IP is the lookalike analyzer's finding, not counted twice; version numbers are not IPs.
+    assert "LINKS_SERVER_HOSTNAME" not in rules(links, message("http://74.148.167.72/claim"))
+    assert "LINKS_SERVER_HOSTNAME" not in rules(links, message("https://v1.2.3.example.com/release"))

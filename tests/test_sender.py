@@ -161,3 +161,15 @@ def test_bad_data_file_names_file_and_problem(tmp_path: Path) -> None:
     bad.write_text("risky_tld = ['top']\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="unknown key"):
         analyzer(data_file=str(bad))
+
+
+def test_mail_from_a_rented_servers_automatic_name(sender: SenderAnalyzer) -> None:
+    found = rules(message("Bradesco <livelo@vmi1736435.contaboserver.net>"), sender)
+    assert "SENDER_SERVER_HOSTNAME" in found
+    assert "SENDER_SERVER_HOSTNAME" in rules(message("Bank <alerts@45-33-35-202.ip.example.net>"), sender)
+    assert "SENDER_SERVER_HOSTNAME" in rules(message("Bank <alerts@localhost.members.example.com>"), sender)
+
+
+def test_sender_writing_only_to_itself_hides_the_recipients(sender: SenderAnalyzer) -> None:
+    raw = message("Claims Office <claims@northsidelabs.com>", to="claims@northsidelabs.com")
+    assert "SENDER_UNDISCLOSED_RECIPIENTS" in rules(raw, sender)

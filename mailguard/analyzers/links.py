@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
-from mailguard.analyzers.sender import recipients as message_recipients
+from mailguard.analyzers.sender import embedded_ip, recipients as message_recipients
 from mailguard.config import ConfigError, Option, read_data_toml
 from mailguard.message import Link, ParsedMessage, iter_all_messages
 from mailguard.model import Finding
@@ -44,6 +44,7 @@ SCORES: Mapping[str, float] = {
     "LINKS_SCRIPT_URL": 3.0,
     "LINKS_IMAGE_ONLY": 2.0,
     "LINKS_HIDDEN_TEXT": 1.5,
+    "LINKS_SERVER_HOSTNAME": 2.0,
 }
 DEFAULT_HOST_SCORE = 1.0
 
@@ -70,6 +71,7 @@ class HostGroup:
     hosts: frozenset[str]  # plain hosts, matched with their subdomains
     prefixes: tuple[tuple[str, str], ...]  # (host, path prefix)
     tlds: frozenset[str]
+    patterns: tuple[re.Pattern[str], ...] = ()  # entries with a "*" label
 
     def matches(self, host: str, path: str) -> bool:
         if self.tlds:
@@ -81,7 +83,13 @@ class HostGroup:
         for prefix_host, prefix in self.prefixes:
             if (host == prefix_host or host.endswith("." + prefix_host)) and path.lower().startswith(prefix):
                 return True
-        return False
+        return any(p.search(host) for p in self.patterns)
+
+
+def _wildcard(entry: str) -> re.Pattern[str]:
+    """"s3.*.amazonaws.com": the host or any subdomain of it, "*" standing for letters,
+    digits and hyphens within one label."""
+    return re.compile(r"(?:^|\.)" + r"[a-z0-9-]+".join(re.escape(p) for p in entry.split("*")) + "$")
 
 
 def _suffixes(host: str) -> Iterator[str]:
@@ -119,6 +127,7 @@ def load_host_groups(path: Path) -> tuple[HostGroup, ...]:
         if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
             raise ConfigError(f"{where}: expected a list of non-empty strings, got {values!r}")
         hosts: set[str] = set()
+        patterns: list[re.Pattern[str]] = []
         prefixes: list[tuple[str, str]] = []
         tlds: set[str] = set()
         for value in values:
@@ -127,12 +136,18 @@ def load_host_groups(path: Path) -> tuple[HostGroup, ...]:
                 raise ConfigError(f"{where}: {value!r} is not a host; write it as example.com or example.com/path")
             if "tlds" in table:
                 tlds.add(entry.lstrip("."))
+            elif "*" in entry:
+                if "/" in entry:
+                    raise ConfigError(f"{where}: {value!r}: a \"*\" entry cannot have a path")
+                patterns.append(_wildcard(entry))
             elif "/" in entry:
                 host, _, rest = entry.partition("/")
                 prefixes.append((host, "/" + rest))
             else:
                 hosts.add(entry)
-        groups.append(HostGroup(key, rule, summary.strip(), frozenset(hosts), tuple(prefixes), frozenset(tlds)))
+        groups.append(
+            HostGroup(key, rule, summary.strip(), frozenset(hosts), tuple(prefixes), frozenset(tlds), tuple(patterns))
+        )
     return tuple(groups)
 
 
@@ -229,6 +244,7 @@ class LinksAnalyzer(Analyzer):
         links = self._links(message)
         findings: list[Finding] = []
         findings += self._host_groups(links)
+        findings += self._server_hostnames(links)
         findings += self._recipient_in_url(message, links)
         findings += self._script_urls(message)
         findings += self._image_only(message, links)
@@ -273,6 +289,22 @@ class LinksAnalyzer(Analyzer):
             if len(hosts) > 1:
                 summary += f" (and {len(hosts) - 1} more such links)"
             yield self.finding(group.rule, self._score(group.rule), summary, {"hosts": hosts[:10]})
+
+    # ------------------------------------------------------------------ server names
+
+    def _server_hostnames(self, links: list[Link]) -> Iterator[Finding]:
+        """Bare-IP hosts are the lookalike analyzer's; this is the IP written inside a name."""
+        for link in links:
+            address = embedded_ip(link.host)
+            if address and not self._allowed(link.host):
+                host = link.host
+                yield self.finding(
+                    "LINKS_SERVER_HOSTNAME", self._score("LINKS_SERVER_HOSTNAME"),
+                    f"A link goes to {host}, the automatic name of a rented server (it contains the internet "
+                    f"address {address}), not a company's web site",
+                    {"host": host, "address": address},
+                )
+                return
 
     # ------------------------------------------------------------------ personalised links
 

@@ -35,6 +35,7 @@ SCORES: Mapping[str, float] = {
     "SENDER_NO_MESSAGE_ID": 1.0,
     "SENDER_NO_DATE": 1.0,
     "SENDER_RISKY_TLD": 1.0,
+    "SENDER_SERVER_HOSTNAME": 1.5,
     "SENDER_FROM_MALFORMED": 1.5,
     "SENDER_SUBJECT_HAS_RECIPIENT": 1.5,
     "SENDER_SUBJECT_ENCODED_ASCII": 1.0,
@@ -45,6 +46,11 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 # subjects in normal use, but nothing needs base64 to send plain English.
 _B64_WORD = re.compile(rb"=\?[^?\s]+\?[bB]\?[^?\s]*\?=")
 _LETTER_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+# A host name with an IPv4 address written into it ("74.148.167.72.host.secureserver.net",
+# "103-52-115-55.cloud.leaseweb.net"): the automatic name of a rented server or a home line.
+_EMBEDDED_IP = re.compile(
+    r"(?:^|[.-])((?:25[0-5]|2[0-4]\d|1?\d?\d)(?:[.-](?:25[0-5]|2[0-4]\d|1?\d?\d)){3})(?:[.-]|$)"
+)
 _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u00ad]")
 
 
@@ -54,6 +60,7 @@ class SenderData:
 
     business_words: tuple[tuple[str, ...], ...]
     risky_tlds: frozenset[str]
+    server_domains: frozenset[str] = frozenset()
 
 
 def _string_list(data: Mapping[str, Any], key: str, path: Path) -> tuple[str, ...]:
@@ -65,12 +72,22 @@ def _string_list(data: Mapping[str, Any], key: str, path: Path) -> tuple[str, ..
 
 def load_sender_data(path: Path) -> SenderData:
     data = read_data_toml(path, "sender heuristics data")
-    unknown = set(data) - {"business_words", "risky_tlds"}
+    known = {"business_words", "risky_tlds", "server_domains"}
+    unknown = set(data) - known
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected business_words, risky_tlds")
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(known))}")
     words = tuple(tuple(_LETTER_WORD.findall(w)) for w in _string_list(data, "business_words", path))
     tlds = frozenset(t.lstrip(".") for t in _string_list(data, "risky_tlds", path))
-    return SenderData(tuple(w for w in words if w), tlds)
+    servers = frozenset(d.strip(".") for d in _string_list(data, "server_domains", path))
+    return SenderData(tuple(w for w in words if w), tlds, servers)
+
+
+def embedded_ip(host: str) -> str:
+    """The IPv4 address written inside a host name, or "" (a bare IP is not "inside")."""
+    if not host or host.replace(".", "").isdigit() or ":" in host:
+        return ""
+    found = _EMBEDDED_IP.search(host)
+    return found.group(1).replace("-", ".") if found else ""
 
 
 def _script(char: str) -> str:
@@ -175,10 +192,11 @@ class SenderAnalyzer(Analyzer):
         sender = _first_valid(message.from_)
         if sender is not None:
             findings += self._risky_tld(sender)
+            findings += self._server_hostname(sender)
             findings += self._business_name(sender)
             findings += self._reply_to(message, sender)
         findings += self._subject(message, sender)
-        findings += self._recipients(message)
+        findings += self._recipients(message, sender)
         findings += self._missing_headers(message)
         return findings
 
@@ -208,6 +226,23 @@ class SenderAnalyzer(Analyzer):
                 "used for throw-away addresses",
                 {"domain": sender.domain, "tld": tld},
             )
+
+    def _server_hostname(self, sender: Address) -> Iterator[Finding]:
+        """Mail from the automatic name of a rented server (vmi1736435.contaboserver.net,
+        an address with the server's IP in it, localhost): what a freshly set-up
+        bulk-mail script sends as, never an organisation's mail."""
+        domain = sender.domain
+        address = embedded_ip(domain)
+        labels = domain.split(".")
+        listed = next((d for d in (".".join(labels[i:]) for i in range(len(labels))) if d in self.data.server_domains), "")
+        if not address and not listed and "localhost" not in labels and "localdomain" not in labels:
+            return
+        yield self.finding(
+            "SENDER_SERVER_HOSTNAME", self._score("SENDER_SERVER_HOSTNAME"),
+            f"The sender writes from {domain}, the automatic name of a rented server rather than an "
+            "organisation's mail domain",
+            {"domain": domain, "address": address, "listed": listed},
+        )
 
     def _business_name(self, sender: Address) -> Iterator[Finding]:
         if not sender.display_name or not self._is_freemail(sender.domain):
@@ -272,16 +307,21 @@ class SenderAnalyzer(Analyzer):
 
     # ------------------------------------------------------------------ recipients and headers
 
-    def _recipients(self, message: ParsedMessage) -> Iterator[Finding]:
+    def _recipients(self, message: ParsedMessage, sender: Address | None) -> Iterator[Finding]:
+        """No one named in To or Cc, or only the sender writing to itself: the real
+        recipients were all put in Bcc, the way bulk scams are sent."""
         to = " ".join(message.header_all("to")).strip()
         cc = " ".join(message.header_all("cc")).strip()
-        if "@" in to or "@" in cc:
+        named = {m.lower() for m in _EMAIL.findall(f"{to} {cc}")}
+        if sender is not None:
+            named.discard(sender.address.lower())
+        if named:
             return
         shown = to or "(no To line)"
         yield self.finding(
             "SENDER_UNDISCLOSED_RECIPIENTS", self._score("SENDER_UNDISCLOSED_RECIPIENTS"),
-            f"The message is not addressed to anyone by name (To: {shown}); it was sent in bulk with the "
-            "recipients hidden",
+            f"The message is not addressed to you or anyone else by name (To: {shown}); it was sent in bulk "
+            "with the recipients hidden",
             {"to": to[:200]},
         )
 

@@ -176,7 +176,8 @@ def test_forged_verdict_headers_are_removed(default_milter: Rig) -> None:
     default_milter.send(msg)
     got = default_milter.delivered(msg).message
     assert got.get_all("X-MailGuard-Action") == ["tag"]
-    assert got.get_all("X-MailGuard-Score") == ["6.0"]
+    scores = got.get_all("X-MailGuard-Score") or []
+    assert len(scores) == 1 and float(scores[0]) >= 6.0
     assert "forged-by-sender" not in str(got.get_all("X-MailGuard-Rules"))
     assert len(got.get_all("X-MailGuard-Rules") or []) == 1
 

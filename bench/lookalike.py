@@ -1,5 +1,6 @@
 """Lookalike analyzer benchmark: recall per dnstwist fuzzer class, false positives on
-legitimate domains, and cost per message with 1,000 protected domains. Prints JSON.
+legitimate domains, effect on the labelled corpus, and cost per message with 1,000
+protected domains. Prints JSON.
 
 dnstwist is an independent permutation engine and serves as the oracle: every permutation
 it generates for a protected domain is mail a practice should be warned about, except the
@@ -189,6 +190,33 @@ def cost(protected_count: int, messages: list[ParsedMessage], repeat: int) -> di
     return result
 
 
+def corpus_effect(protected: list[str], corpus: Path) -> dict[str, Any]:
+    """What the analyzer alone does to real ham and phish: messages with any finding, and
+    with findings adding up to the default tag (5) and quarantine (10) thresholds."""
+    analyzer = analyzer_for(protected)
+    out: dict[str, Any] = {}
+    for label in ("ham", "phish"):
+        files = sorted((corpus / "dev" / label).glob("*.eml"))
+        rules: Counter[str] = Counter()
+        any_finding = tagged = quarantined = 0
+        for path in files:
+            findings = list(analyzer.analyze(parse(path.read_bytes())))
+            score = sum(f.score for f in findings)
+            any_finding += bool(findings)
+            tagged += score >= 5
+            quarantined += score >= 10
+            rules.update({f.rule for f in findings})
+        out[label] = {
+            "messages": len(files),
+            "any_finding": any_finding,
+            "score_at_least_5": tagged,
+            "score_at_least_10": quarantined,
+            "rate_at_least_5": round(tagged / max(1, len(files)), 5),
+            "messages_per_rule": dict(rules.most_common()),
+        }
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     shared = ROOT.parent / "shared"
@@ -205,6 +233,7 @@ def main() -> int:
         "false_positives": false_positives(protected, legit),
     }
     if (args.corpus / "dev").is_dir():
+        report["corpus"] = corpus_effect(protected, args.corpus)
         report["cost"] = cost(args.protected, load_messages(args.corpus, args.messages), args.repeat)
     print(json.dumps(report, indent=1, ensure_ascii=False))
     return 0

@@ -106,7 +106,8 @@ class LookalikeAnalyzer(Analyzer):
         "protected_names": Option(
             [], "list[str]",
             "Names of staff, owners and billing contacts (\"Dr. Jane Roe\"). Mail whose display "
-            "name carries one of them but comes from outside protected_domains is flagged.",
+            "name carries one of them (titles such as Dr. or PsyD ignored) but comes from outside "
+            "protected_domains and the relay's relay_domains is flagged, more strongly from free mail.",
         ),
         "allow_domains": Option(
             [], "list[str]",

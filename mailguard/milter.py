@@ -289,6 +289,8 @@ class Session:
             log.info("no command from the MTA for %.0f s, closing", self.engine.settings.idle_timeout)
         except ConnectionError:
             log.info("MTA connection lost")
+        except Exception:  # a bug here must cost one connection (the MTA tempfails), not the server
+            log.exception("internal error; connection closed, the MTA applies milter_default_action")
 
     async def _read_packet(self) -> tuple[bytes, bytes]:
         async with asyncio.timeout(self.engine.settings.idle_timeout):

@@ -17,6 +17,8 @@ ENTRY_POINT_GROUP = "mailguard.analyzers"
 BUILTIN_ANALYZERS = {
     "lookalike": "mailguard.analyzers.lookalike:LookalikeAnalyzer",
     "language": "mailguard.analyzers.language:LanguageAnalyzer",
+    "links": "mailguard.analyzers.links:LinksAnalyzer",
+    "sender": "mailguard.analyzers.sender:SenderAnalyzer",
     "filetype": "mailguard.analyzers.filetype:FiletypeAnalyzer",
     "macros": "mailguard.analyzers.macros:MacrosAnalyzer",
     "signatures": "mailguard.analyzers.signatures:SignaturesAnalyzer",

@@ -173,3 +173,12 @@ def test_mail_from_a_rented_servers_automatic_name(sender: SenderAnalyzer) -> No
 def test_sender_writing_only_to_itself_hides_the_recipients(sender: SenderAnalyzer) -> None:
     raw = message("Claims Office <claims@northsidelabs.com>", to="claims@northsidelabs.com")
     assert "SENDER_UNDISCLOSED_RECIPIENTS" in rules(raw, sender)
+
+
+def test_reply_to_of_a_protected_sender_is_left_to_lookalike() -> None:
+    config = Config.from_dict({"lookalike": {"protected_domains": ["northsidelabs.com"]}})
+    schema = SenderAnalyzer.full_schema()
+    protected = SenderAnalyzer({k: o.check(o.default, k) for k, o in schema.items()}, AnalyzerContext(config))
+    raw = message(reply_to="northside.billing@gmail.com")
+    assert "SENDER_REPLY_TO_FREEMAIL" not in rules(raw, protected)
+    assert "SENDER_REPLY_TO_FREEMAIL" in rules(raw, analyzer())

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
-from mailguard.analyzers.lookalike_brands import load_freemail
+from mailguard.analyzers.lookalike_brands import load_brands, load_freemail
 from mailguard.config import ConfigError, Option, read_data_toml
 from mailguard.message import Address, ParsedMessage
 from mailguard.model import Finding
@@ -166,6 +166,35 @@ class SenderAnalyzer(Analyzer):
         super().__init__(settings, context)
         self.data = load_sender_data(self._path("data_file", "sender.toml"))
         self.freemail = load_freemail(self._path("freemail_file", "freemail.toml"))
+        self.protected = self._protected_domains(context)
+
+    @staticmethod
+    def _protected_domains(context: AnalyzerContext) -> frozenset[str]:
+        """Domains the lookalike analyzer protects (its brand table and the practice's
+        protected_domains): for mail from them it judges Reply-To itself, so this
+        analyzer stays out of the way instead of counting the same thing twice."""
+        try:
+            settings = context.config.section("lookalike")
+        except KeyError:
+            return frozenset()
+        if not settings.get("enabled", True):
+            return frozenset()
+        value = str(settings.get("brands_file", "") or "")
+        path = context.config.resolve_path(value) if value else rules_file("brands.toml")
+        try:
+            brands = load_brands(path).brands
+        except (ConfigError, OSError):
+            brands = ()  # the lookalike analyzer reports its own broken file
+        domains = {d.lower() for b in brands for d in b.domains + b.also_owns}
+        domains.update(str(d).strip().lower().lstrip("@") for d in settings.get("protected_domains", ()))
+        return frozenset(domains)  # free-mail domains among them are dropped in _is_protected
+
+    def _is_protected(self, domain: str) -> bool:
+        """Like the lookalike analyzer: a free-mail account is nobody's protected sender."""
+        if self._is_freemail(domain):
+            return False
+        labels = domain.lower().split(".")
+        return any(".".join(labels[i:]) in self.protected for i in range(len(labels) - 1))
 
     def _path(self, key: str, builtin: str) -> Path:
         value = str(self.settings[key])
@@ -262,6 +291,8 @@ class SenderAnalyzer(Analyzer):
     def _reply_to(self, message: ParsedMessage, sender: Address) -> Iterator[Finding]:
         if " via " in f" {sender.display_name.lower()} ":
             return  # sent on someone's behalf (Google Groups, list relays): Reply-To is theirs
+        if self._is_protected(sender.domain):
+            return  # the lookalike analyzer judges Reply-To for protected senders
         for reply in message.reply_to[:5]:
             if not reply.domain or reply.address.lower() == sender.address.lower():
                 continue

@@ -50,6 +50,8 @@ class KeywordAnalyzer(Analyzer):
             time.sleep(0.6)
         if "STUCK" in subject:
             time.sleep(1.8)
+        if any(text.rstrip().endswith("TAIL-MARKER") for text in message.text_parts):
+            yield self.finding("TEST_TAIL", 6.0, "The last line of the body was seen")
         if "REFUSE" in subject:
             yield self.finding("TEST_REFUSE", 1.0, "Refused 100% for testing. Second sentence",
                                min_action=Action.REJECT)
@@ -377,13 +379,14 @@ def test_analyzer_failure_is_tempfail(mta: MTA) -> None:
                                             b"please try again later\0")]
 
 
-def test_body_larger_than_one_packet_is_scanned_whole(mta: MTA) -> None:
+@pytest.mark.parametrize("chunk", [65535, 150_000])  # libmilter's size; a larger negotiated one
+def test_body_larger_than_one_packet_is_scanned_whole(mta: MTA, chunk: int) -> None:
     mta.negotiate()
     mta.envelope()
-    body = (b"line of text\r\n" * 12000) + b"PHISH at the very end\r\n"
-    replies = mta.message(headers_for("big one"), body, chunk=65535)
-    assert inserted(replies)["X-MailGuard-Action"] == "accept"
-    assert len(body) > 65535 * 2
+    body = (b"line of text\r\n" * 12000) + b"TAIL-MARKER\r\n"
+    assert len(body) > 2 * 65535
+    replies = mta.message(headers_for("big one"), body, chunk=chunk)
+    assert "TEST_TAIL(6)" in inserted(replies)["X-MailGuard-Rules"]
 
 
 def test_oversize_message_is_refused_at_once(mta: MTA) -> None:

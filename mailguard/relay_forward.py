@@ -17,9 +17,6 @@ import aiosmtplib
 
 TLS_MODES = ("opportunistic", "required", "none")
 
-# Only these MAIL FROM parameters are passed on; SIZE is recomputed, AUTH and the rest are
-# the client's business with us, not with the downstream server.
-_PASSED_MAIL_OPTIONS = ("BODY=", "SMTPUTF8")
 _ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\s+")
 
 
@@ -101,7 +98,15 @@ async def _open(target: Downstream) -> aiosmtplib.SMTP:
 
 
 def _mail_options(smtp: aiosmtplib.SMTP, client_options: Sequence[str], size: int) -> list[str]:
-    options = [o for o in client_options if o.upper().startswith(_PASSED_MAIL_OPTIONS)]
+    """BODY= and SMTPUTF8 as the client gave them, when the downstream server knows them
+    (a server refuses MAIL with a parameter it does not know); SIZE as we now send it."""
+    options = []
+    for option in client_options:
+        upper = option.upper()
+        if upper.startswith("BODY=") and smtp.supports_extension("8bitmime"):
+            options.append(option)
+        elif upper == "SMTPUTF8" and smtp.supports_extension("smtputf8"):
+            options.append(option)
     if smtp.supports_extension("size"):
         options.append(f"SIZE={size}")
     return options
@@ -125,17 +130,29 @@ async def forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], d
     except aiosmtplib.SMTPException as exc:
         return Reply(451, "4.4.0 Downstream delivery failed, please try again later",
                      detail=_one_line(f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:  # a bug here must cost a retry, never a message
+        return Reply(451, "4.3.0 Delivery problem, please try again later",
+                     detail=_one_line(f"{type(exc).__name__}: {exc}"))
 
 
 async def _forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], data: bytes,
                    mail_options: Sequence[str]) -> Reply:
     smtp = await _open(target)
     try:
-        await smtp.mail(mail_from, options=_mail_options(smtp, mail_options, len(data)))
+        options = _mail_options(smtp, mail_options, len(data))
+        encoding = "ascii"
+        if not (mail_from + "".join(rcpt_tos)).isascii():
+            if not smtp.supports_extension("smtputf8"):
+                return Reply(553, "5.6.7 The mail server does not accept international addresses (no SMTPUTF8)",
+                             detail="downstream lacks SMTPUTF8")
+            encoding = "utf-8"
+            if not any(o.upper() == "SMTPUTF8" for o in options):
+                options.append("SMTPUTF8")
+        await smtp.mail(mail_from, options=options, encoding=encoding)
         attempt = _Attempt()
         for rcpt in rcpt_tos:
             try:
-                await smtp.rcpt(rcpt)
+                await smtp.rcpt(rcpt, encoding=encoding)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 attempt.refused.append((rcpt, exc.code, exc.message))
         if attempt.refused:

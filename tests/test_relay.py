@@ -287,3 +287,35 @@ def test_one_log_line_per_message_without_content(start_relay: Any, sink: Sink) 
     text = repr([r.__dict__ for r in records])
     for private in ("Appointment", "Invoice INV", "frontdesk@", SENDER, "past due"):
         assert private not in text
+
+
+class _FullDisk:
+    """A quarantine whose storage fails, as a full or read-only disk would make it."""
+
+    def store(self, raw: bytes, envelope: Any, verdict: Any) -> str:
+        from mailguard.quarantine import QuarantineError
+
+        raise QuarantineError("could not store the message in the quarantine: disk I/O error")
+
+
+def test_quarantine_failure_is_451_never_250(tmp_path: Path, sink: Sink, scanner: Scanner) -> None:
+    relay = RelayRunner(relay_config(tmp_path, sink.port), quarantine=_FullDisk(), scanner=scanner)
+    try:
+        with pytest.raises(smtplib.SMTPDataError) as deferred:
+            send(relay, phish_message())
+        assert deferred.value.smtp_code == 451
+        send(relay, clean_message())  # mail that needs no holding still flows
+    finally:
+        relay.stop()
+    assert len(sink.handler.wait_for(1)) == 1
+
+
+def test_international_addresses_pass_with_smtputf8(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay()
+    with smtplib.SMTP(relay.host, relay.port, timeout=20) as client:
+        client.ehlo()
+        assert client.has_extn("smtputf8")
+        client.sendmail("j\u00fcrgen@partner.example", ["empfang@practice.example"], clean_message(),
+                        mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    got = sink.handler.wait_for(1)[0]
+    assert got.mail_from == "j\u00fcrgen@partner.example"

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import os
 import smtplib
+import time
 import uuid
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pytest
 
+from mailguard.analyzers.base import Analyzer, AnalyzerContext
 from mailguard.config import Config
+from mailguard.message import ParsedMessage
+from mailguard.model import Finding
+from mailguard.scanner import Scanner
 from mailguard.milter import Engine
 from postfix_instance import Delivered, MilterThread, PostfixInstance, Sink, free_port, postfix_available, wait_until
 
@@ -242,6 +247,30 @@ def test_banner_replaces_the_body_of_tagged_mail(default_milter: Rig) -> None:
     assert "practlce.example imitates practice.example" in text
     assert "Please pay today.\n" + "filler line\n" * 8000 in text
     assert got["X-MailGuard-Action"] == "tag"
+
+
+class SlowAnalyzer(Analyzer):
+    """Takes its time on subjects that say so, as a big attachment would."""
+
+    name = "slow"
+
+    def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
+        if "slow" in message.subject:
+            time.sleep(1.0)
+        return ()
+
+
+def test_a_slow_scan_keeps_postfix_waiting_with_progress(default_milter: Rig) -> None:
+    rig = default_milter
+    config = milter_config(rig.tmp, rig.milter_port, milter={"progress_interval": 0.2})
+    engine = Engine.build(config)
+    engine.scanner = Scanner(config, extra_analyzers=[SlowAnalyzer({}, AnalyzerContext(config))])
+    rig.start_milter(config, engine)
+    log_start = len(rig.postfix.log_text())
+    msg = new_message("A slow one")
+    rig.send(msg)
+    assert rig.delivered(msg).message["X-MailGuard-Action"] == "accept"
+    assert "warning" not in rig.postfix.log_text()[log_start:]  # progress packets are understood
 
 
 def test_with_the_milter_stopped_postfix_tempfails_and_nothing_is_lost(default_milter: Rig) -> None:

@@ -167,6 +167,11 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+def _shared_tmp() -> str | None:
+    """/tmp, which every user can traverse, even when TMPDIR points to a private folder."""
+    return "/tmp" if Path("/tmp").is_dir() else None
+
+
 def postfix_available() -> bool:
     return shutil.which("postfix") is not None or Path("/usr/sbin/postfix").exists()
 
@@ -180,14 +185,14 @@ class PostfixInstance:
     """A throwaway Postfix: ``start`` writes main.cf/master.cf under ``root`` and runs
     ``postfix -c DIR start``; ``stop`` runs ``postfix -c DIR stop`` and removes ``root``.
 
-    ``root`` is a fresh folder directly under the system's temporary folder with mode 0755:
+    ``root`` is a fresh folder directly under /tmp with mode 0755:
     Postfix's daemons run as the postfix user and must reach their data directory, which
     pytest's private (0700) temporary folders would not allow."""
 
     sink_port: int
     milter_port: int
     smtpd_port: int = field(default_factory=free_port)
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mailguard-postfix-")))
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mailguard-postfix-", dir=_shared_tmp())))
 
     @property
     def config_dir(self) -> Path:

@@ -21,29 +21,35 @@ from functools import lru_cache
 
 from mailguard.analyzers.lookalike_glyphs import GlyphTable
 
-# Format characters (Unicode category Cf: zero-width space/joiners, bidi controls, soft
-# hyphen, word joiner, BOM) and combining marks vanish; a reader never sees them.
+# Format characters (zero-width space/joiners, bidi controls, soft hyphen, word joiner,
+# BOM, variation selectors, Hangul fillers) vanish; a reader never sees them.
 _INVISIBLE = re.compile(r"[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
                         r"\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
-# Apostrophes join ("don't" -> "dont"), so phrases are written without them.
-_APOSTROPHES = re.compile(r"['\u2018\u2019\u02bc\u0060\u00b4]")
-# Anything that is not a letter, digit or one of the symbols used for letters separates
-# words. Spaces inside words are handled by _SPACED before this.
-_SEPARATORS = re.compile(r"[^\w@$|!]+|_+")
-# "u r g e n t", "u-r-g-e-n-t", "u.r.g.e.n.t": four or more single characters, each
-# followed by the same one separator. Words in spaced text are separated by more space.
-_SPACED = re.compile(r"(?<![^\W_])(?:[^\W_]([ .\-*_])){3,}[^\W_](?![^\W_])")
-# A word that mixes letters with digits or symbols standing for letters.
-_TOKEN = re.compile(r"\S+")
+# Apostrophes join ("don't" -> "dont"), so phrases are written without them; other
+# punctuation separates words. "@$|!" stay inside words for now: they stand for letters
+# in "p@ssword", "$ecurity", "|ogin" and are dealt with per word.
+_JOINERS = "'`\u2018\u2019\u02bc\u00b4"
+_PUNCTUATION = (
+    "\"#%&()*+,-./:;<=>?[\\]^_{}~\t\r\n\x0b\x0c"
+    + "".join(chr(c) for c in range(0xA0, 0xC0) if chr(c) not in _JOINERS)
+    + "\u00d7\u00f7"
+    + "".join(chr(c) for c in range(0x2010, 0x2060) if chr(c) not in _JOINERS)
+    + "".join(chr(c) for c in range(0x3000, 0x3020))
+)
+_SPLIT_TABLE = str.maketrans({**{c: " " for c in _PUNCTUATION}, **{c: None for c in _JOINERS}})
+# Inside a word that still holds other symbols (emoji, arrows): everything that is not a
+# letter, digit or one of the letter-like symbols separates.
+_OTHER_SYMBOLS = re.compile(r"[^\w@$|!]+|_+")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
                        "|": "l", "!": "i"})
 _LEET_ALT = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
                            "|": "l", "!": "i"})
-# Words where a capital I sits next to small letters or digits: "PayPaI", "Iimited".
-_CAPITAL_I = re.compile(r"[\w@$|!]*(?:[a-z0-9]I|I[a-z0-9])[\w@$|!]*")
 _LETTERS = re.compile(r"[a-z]")
 _SYMBOLS = frozenset("0134579@$|!")
+_WORD_CHARS = re.compile(r"[\w@$|!]")
+# Spaced letters: "u r g e n t" is four or more one-character words in a row.
+MIN_SPACED = 4
 
 
 @dataclass(frozen=True)
@@ -61,35 +67,81 @@ class Normaliser:
         return self is other
 
     def normalise(self, text: str) -> str:
-        """Plain lower-case words separated by single spaces, with a space at each end."""
+        """Plain lower-case words separated by single spaces, with a space at each end.
+
+        Written as one pass over whitespace-separated words with ``str.translate`` for
+        punctuation (regular-expression passes over the whole text cost several times
+        more); the rare words with digits, symbols or other scripts get the slow path."""
         if not text:
             return " "
-        if "&" in text:
+        if "&" in text and ";" in text:
             text = _ENTITY.sub(_unescape, text)
-        text = unicodedata.normalize("NFKC", text)
-        text = _INVISIBLE.sub("", text)
-        text = _APOSTROPHES.sub("", text)
         if not text.isascii():
-            text = "".join(_fold_word(self, w) if not w.isascii() else w for w in re.split(r"(\s+)", text))
+            text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
         if "I" in text:
-            text = _CAPITAL_I.sub(self._capital_i, text)
-        text = text.lower()
-        text = _SPACED.sub(_join_spaced, text)
-        text = _SEPARATORS.sub(" ", text)
-        words = [self._deobfuscate(w) if not w.isalpha() else w for w in text.split()]
-        return " " + " ".join(w for w in words if w) + " "
+            text = self._capital_i(text)
+        words: list[str] = []
+        run: list[str] = []  # a run of one-character words: "u r g e n t"
+        for token in text.lower().translate(_SPLIT_TABLE).split(" "):
+            if not token:
+                _flush_run(run, words)  # two spaces end a spaced-out word
+                continue
+            if not token.isascii():
+                token = _fold_word(self, token)
+            if not token.isalpha():
+                pieces = [_deobfuscate(self, t) for t in (
+                    _OTHER_SYMBOLS.split(token) if not token.isalnum() and _needs_split(token) else (token,))]
+                token = " ".join(p for p in pieces if p)
+                if not token:
+                    continue
+            if len(token) == 1:
+                run.append(token)
+                continue
+            _flush_run(run, words)
+            words.append(token)
+        _flush_run(run, words)
+        return " " + " ".join(words) + " "
 
-    def _capital_i(self, match: re.Match[str]) -> str:
+    def _capital_i(self, text: str) -> str:
         """A capital I drawn for a small l ("PayPaI", "Iimited", "CouId") is read as l
-        when that makes a word of the phrase rules and the word as written is not one."""
-        word = match.group(0)
+        when that makes a word of the phrase rules and the word as written is not one.
+        Only words with an I next to a small letter or digit are looked at."""
+        out: list[str] = []
+        last = 0
+        pos = text.find("I")
+        n = len(text)
+        while pos != -1:
+            before = text[pos - 1] if pos else " "
+            after = text[pos + 1] if pos + 1 < n else " "
+            if before.islower() or before.isdigit() or after.islower() or after.isdigit():
+                start = pos
+                while start > 0 and _WORD_CHARS.match(text[start - 1]):
+                    start -= 1
+                end = pos + 1
+                while end < n and _WORD_CHARS.match(text[end]):
+                    end += 1
+                if start >= last:
+                    replaced = self._read_capital_i(text[start:end])
+                    if replaced is not None:
+                        out.append(text[last:start])
+                        out.append(replaced)
+                        last = end
+                pos = text.find("I", max(end, pos + 1))
+            else:
+                pos = text.find("I", pos + 1)
+        if not out:
+            return text
+        out.append(text[last:])
+        return "".join(out)
+
+    def _read_capital_i(self, word: str) -> str | None:
         lower = word.lower()
         if lower in self.vocabulary:
-            return word
+            return None
         candidate = word.replace("I", "l").lower()
         if candidate in self.vocabulary or candidate.translate(_LEET) in self.vocabulary:
             return candidate
-        return word
+        return None
 
     def _deobfuscate(self, word: str) -> str:
         """Digits and symbols inside a word read as letters ("acc0unt", "p@ssword"); a
@@ -137,5 +189,18 @@ def _unescape(match: re.Match[str]) -> str:
     return html.unescape(match.group(0))
 
 
-def _join_spaced(match: re.Match[str]) -> str:
-    return match.group(0).replace(match.group(1), "")
+def _flush_run(run: list[str], words: list[str]) -> None:
+    """Join a run of one-character words ("u r g e n t" -> "urgent") when it is long
+    enough to be a spaced-out word; shorter runs ("a", "i") stay words."""
+    if not run:
+        return
+    if len(run) >= MIN_SPACED:
+        words.append("".join(run))
+    else:
+        words.extend(run)
+    run.clear()
+
+
+def _needs_split(token: str) -> bool:
+    """True when the word holds symbols other than the letter-like @$|! (emoji, marks)."""
+    return any(not (c.isalnum() or c in "@$|!") for c in token)

@@ -97,11 +97,23 @@ def test_subject_in_lookalike_letters(sender: SenderAnalyzer) -> None:
     assert lookalike_letters(bold) == ["\U0001d40f\U0001d41a\U0001d432\U0001d426\U0001d41e\U0001d427\U0001d42d"]
 
 
+def test_letters_broken_up_with_marks_or_styled(sender: SenderAnalyzer) -> None:
+    struck = "Fa\u0337lha na e\u0337ntre\u0337ga: sua e\u0337ntrega"  # strike-through marks
+    assert "SENDER_SUBJECT_LOOKALIKE_LETTERS" in rules(message(subject=struck), sender)
+    syriac = "A\u073fm\u073fa\u073fz\u073fo\u073fn\u073f"  # a Syriac mark on every letter
+    found = rules(message(f"{syriac} <notice@shop-mail.example>"), sender)
+    assert syriac in found["SENDER_NAME_LOOKALIKE_LETTERS"].summary
+    assert lookalike_letters("\u24c5\u24d0\u24e8 now") == ["\u24c5\u24d0\u24e8"]  # circled letters
+
+
 def test_subjects_in_other_languages_are_fine() -> None:
     assert lookalike_letters("Счёт за март") == []  # Russian
     assert lookalike_letters("Résumé de la séance — café") == []  # French accents
+    assert lookalike_letters("Cafe\u0301 cre\u0300me") == []  # accents as combining marks compose
+    assert lookalike_letters("Tiếng Việt có dấu") == []  # Vietnamese
     assert lookalike_letters("Ηλεκτρονική συνταγή") == []  # Greek
     assert lookalike_letters("予約の確認 appointment") == []
+    assert lookalike_letters("\ufb01nance report, 2\u00b2 and \u00b9") == []  # copy-pasted ligature, superscripts
 
 
 def test_subject_with_recipient_address(sender: SenderAnalyzer) -> None:

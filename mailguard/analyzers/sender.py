@@ -31,6 +31,7 @@ SCORES: Mapping[str, float] = {
     "SENDER_FREEMAIL_BUSINESS_NAME": 2.0,
     "SENDER_REPLY_TO_FREEMAIL": 2.0,
     "SENDER_SUBJECT_LOOKALIKE_LETTERS": 2.0,
+    "SENDER_NAME_LOOKALIKE_LETTERS": 2.0,
     "SENDER_UNDISCLOSED_RECIPIENTS": 1.0,
     "SENDER_NO_MESSAGE_ID": 1.0,
     "SENDER_NO_DATE": 1.0,
@@ -50,6 +51,12 @@ _LETTER_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 # "103-52-115-55.cloud.leaseweb.net"): the automatic name of a rented server or a home line.
 _EMBEDDED_IP = re.compile(
     r"(?:^|[.-])((?:25[0-5]|2[0-4]\d|1?\d?\d)(?:[.-](?:25[0-5]|2[0-4]\d|1?\d?\d)){3})(?:[.-]|$)"
+)
+_STYLED_RANGES = (
+    (0x1D400, 0x1D7FF),  # mathematical alphanumeric symbols
+    (0xFF21, 0xFF3A), (0xFF41, 0xFF5A),  # full-width letters
+    (0x24B6, 0x24E9),  # circled letters
+    (0x1F130, 0x1F189),  # squared and negative squared letters
 )
 _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u00ad]")
 
@@ -98,24 +105,46 @@ def _script(char: str) -> str:
         return "UNKNOWN"
 
 
-def lookalike_letters(subject: str) -> list[str]:
-    """Words of the subject that a reader sees as ordinary Latin words but that are not:
-    Latin mixed with Cyrillic or Greek letters inside one word ("Pаyment" with a Cyrillic
-    а), or "styled" letters (mathematical bold, full-width, circled) that NFKC folds back
-    to plain ASCII. Whole words in another alphabet are just another language."""
-    out = []
-    for word in _LETTER_WORD.findall(_INVISIBLE.sub("", subject)):
+def _is_styled(char: str) -> bool:
+    """Letters in a decorative form: mathematical bold/italic/script, full-width, circled
+    or squared. Ligatures (ﬁ) and superscripts come from copy-paste and are left out."""
+    code = ord(char)
+    return any(low <= code <= high for low, high in _STYLED_RANGES)
+
+
+def lookalike_letters(text: str) -> list[str]:
+    """Words that a reader sees as ordinary Latin words but that are not: Latin mixed with
+    Cyrillic or Greek letters inside one word ("Pаyment" with a Cyrillic а), "styled"
+    letters (mathematical bold, full-width, circled), and Latin letters strewn with
+    combining marks that compose into no real letter ("Aܿmܿaܿzܿoܿn", "e̷ntre̷ga"), which
+    break words for filters but not for eyes. Whole words in another alphabet, and accents
+    (composed or not), are just language."""
+    text = unicodedata.normalize("NFC", _INVISIBLE.sub("", text))
+    words = text.split()
+    out: list[str] = []
+    styled = [w for w in words if any(_is_styled(c) for c in w)]
+    if sum(1 for c in text if _is_styled(c)) >= 3:
+        out += styled
+    marked = [w for w in words if _stray_marks(w)]
+    if sum(_stray_marks(w) for w in marked) >= 3:
+        out += [w for w in marked if w not in out]
+    for word in _LETTER_WORD.findall(text):
         if word.isascii():
-            continue
-        folded = unicodedata.normalize("NFKC", word)
-        if folded != word and folded.isascii():
-            out.append(word)
             continue
         scripts = {_script(c) for c in word if not c.isascii()}
         has_latin = any(c.isascii() for c in word) or "LATIN" in scripts
-        if has_latin and scripts & {"CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE"}:
+        if has_latin and scripts & {"CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE"} and word not in out:
             out.append(word)
     return out
+
+
+def _stray_marks(word: str) -> int:
+    """Combining marks left on plain Latin letters after NFC composition: a real accent
+    composes (e + ́ = é); a strike-through or a Syriac mark on an "a" does not."""
+    return sum(
+        1 for before, mark in zip(word, word[1:])
+        if unicodedata.combining(mark) and before.isascii() and before.isalpha()
+    )
 
 
 def _first_valid(addresses: tuple[Address, ...]) -> Address | None:
@@ -223,6 +252,7 @@ class SenderAnalyzer(Analyzer):
             findings += self._risky_tld(sender)
             findings += self._server_hostname(sender)
             findings += self._business_name(sender)
+            findings += self._name_letters(sender)
             findings += self._reply_to(message, sender)
         findings += self._subject(message, sender)
         findings += self._recipients(message, sender)
@@ -272,6 +302,16 @@ class SenderAnalyzer(Analyzer):
             "organisation's mail domain",
             {"domain": domain, "address": address, "listed": listed},
         )
+
+    def _name_letters(self, sender: Address) -> Iterator[Finding]:
+        words = lookalike_letters(sender.display_name)
+        if words:
+            yield self.finding(
+                "SENDER_NAME_LOOKALIKE_LETTERS", self._score("SENDER_NAME_LOOKALIKE_LETTERS"),
+                f"The sender's name is written with look-alike letters from other alphabets or styled symbols "
+                f"(\"{words[0]}\"), so that it reads like a name you know while fooling mail filters",
+                {"display_name": sender.display_name, "words": words[:5]},
+            )
 
     def _business_name(self, sender: Address) -> Iterator[Finding]:
         if not sender.display_name or not self._is_freemail(sender.domain):

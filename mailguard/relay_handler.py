@@ -123,6 +123,12 @@ class RelayHandler:
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
 
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        if self.runtime.draining:  # the transaction is over: no reason to keep the session
+            _close_soon(server)
+            return "421 4.3.2 Service shutting down, please try again later"
+        return "250 2.0.0 OK"
+
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
                           rcpt_options: list[str]) -> str:
         settings = self.runtime.state.settings
@@ -273,6 +279,27 @@ def _close_soon(server: SMTP) -> None:
         asyncio.get_running_loop().call_soon(transport.close)
 
 
+class SessionSet:
+    """The open sessions, with an event that fires whenever one ends (for draining)."""
+
+    def __init__(self) -> None:
+        self._sessions: set[RelaySMTP] = set()
+        self.changed = asyncio.Event()
+
+    def add(self, session: "RelaySMTP") -> None:
+        self._sessions.add(session)
+
+    def discard(self, session: "RelaySMTP") -> None:
+        self._sessions.discard(session)
+        self.changed.set()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def snapshot(self) -> list["RelaySMTP"]:
+        return list(self._sessions)
+
+
 class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with the relay's session rules: a separate time limit for the whole
     DATA transfer (a trickling client cannot hold a connection forever by sending a byte at
@@ -280,7 +307,7 @@ class RelaySMTP(SMTP):
 
     line_length_limit = LINE_LENGTH_LIMIT
 
-    def __init__(self, handler: RelayHandler, *, sessions: set["RelaySMTP"], data_timeout: float,
+    def __init__(self, handler: RelayHandler, *, sessions: SessionSet, data_timeout: float,
                  **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._sessions = sessions

@@ -14,7 +14,7 @@ import signal
 from typing import Any
 
 from mailguard.config import Config, ConfigError, load_config
-from mailguard.relay_handler import RelayHandler, RelaySMTP, RelayState, build_state
+from mailguard.relay_handler import RelayHandler, RelaySMTP, RelayState, SessionSet, build_state
 from mailguard.scanner import Scanner
 
 log = logging.getLogger("mailguard.relay")
@@ -40,7 +40,7 @@ class RelayServer:
         self.state: RelayState = build_state(config, scanner)
         self.quarantine = quarantine
         self.draining = False
-        self.sessions: set[RelaySMTP] = set()
+        self.sessions = SessionSet()
         self.handler = RelayHandler(self)
         self._server: asyncio.AbstractServer | None = None
         self._reload_lock = asyncio.Lock()
@@ -113,19 +113,23 @@ class RelayServer:
         self.draining = True
         if self._server is not None:
             self._server.close()
-        busy = [s for s in self.sessions if s.busy]
+        busy = [s for s in self.sessions.snapshot() if s.busy]
         log.info("draining", extra={"fields": {"sessions": len(self.sessions), "in_transfer": len(busy)}})
-        for session in list(self.sessions):
-            if not session.busy:
-                session.goodbye()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.sessions and loop.time() < deadline:
-            for session in list(self.sessions):
+        while len(self.sessions):
+            self.sessions.changed.clear()
+            for session in self.sessions.snapshot():
                 if not session.busy:
                     session.goodbye()
-            await asyncio.sleep(0.05)  # polling the set of sessions, not synchronising a test
-        for session in list(self.sessions):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:  # until a session ends (each one that finishes its message closes itself)
+                await asyncio.wait_for(self.sessions.changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        for session in self.sessions.snapshot():
             if session.transport is not None:
                 session.transport.close()
         if self._server is not None:

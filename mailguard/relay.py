@@ -87,8 +87,8 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "on_error": Option(
         "tempfail", "str",
         "When a scan fails as a whole (crashed or past scan_timeout): tempfail (451, the sender retries) or "
-        "accept (deliver with an X-MailGuard-Action: error header). Failures of single analyzers follow "
-        "[policy] on_error.",
+        "accept (deliver it unscanned, with X-MailGuard-Rules: none; the log line names the error). Failures "
+        "of single analyzers follow [policy] on_error.",
         choices=("tempfail", "accept"),
     ),
     "bare_line_endings": Option(

@@ -62,6 +62,8 @@ class RelayServer:
             "host": host, "port": port, "downstream": f"{settings.downstream.host}:{settings.downstream.port}",
             "pool": self.state.pool.kind, "workers": self.state.pool.workers, "queue_limit": self.state.pool.limit,
             "tls": bool(self.state.tls_context)}})
+        if not (settings.relay_domains or settings.trusted_networks):
+            log.warning("relay_domains and trusted_networks are both empty: every recipient will be refused")
 
     def _protocol(self) -> asyncio.Protocol:
         state = self.state

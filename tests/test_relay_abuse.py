@@ -211,3 +211,14 @@ def test_full_queue_at_end_of_data_is_451(start_relay: Any, sink: Sink, tmp_path
         first.close()
         second.close()
     assert [b"Thursday 1" in m.data for m in sink.handler.wait_for(1)] == [True]
+
+
+@pytest.mark.parametrize("body", [b"", b"Subject: headers only\r\n", b"no headers at all, just words\r\n",
+                                  b"\x00\xff binary \x80 junk\r\n"])
+def test_odd_messages_are_still_delivered(start_relay: Any, sink: Sink, body: bytes) -> None:
+    relay = start_relay()
+    with RawClient(relay.host, relay.port) as client:
+        open_transaction(client)
+        client.send(wire(body))
+        assert client.reply()[0] == 250
+    assert len(sink.handler.wait_for(1)) == 1

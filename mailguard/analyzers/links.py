@@ -39,7 +39,6 @@ SCORES: Mapping[str, float] = {
     "LINKS_FREE_HOSTING": 2.0,
     "LINKS_FORM_BUILDER": 2.0,
     "LINKS_IPFS": 3.0,
-    "LINKS_FILE_SHARE": 1.0,
     "LINKS_RISKY_TLD": 1.0,
     "LINKS_RECIPIENT_IN_URL": 2.0,
     "LINKS_SCRIPT_URL": 3.0,
@@ -209,7 +208,7 @@ class LinksAnalyzer(Analyzer):
         "hosts_file": Option(
             "", "path",
             "Link host lists (TOML): shorteners, free web hosting, form builders, IPFS gateways, "
-            "file-transfer services, throw-away top-level domains. Empty for the built-in rules/links.toml.",
+            "throw-away top-level domains; each group names its rule. Empty for the built-in rules/links.toml.",
         ),
         "allow_hosts": Option(
             [], "list[str]",

@@ -1,16 +1,19 @@
 """Structural tells in who a message says it is from and how it was put together.
 
 Scam and phishing mail that imitates no protected brand still gives itself away in its
-headers: an office name on a free-mail account ("Billing Department <x@gmail.com>"),
-replies quietly diverted to a free-mail address, a subject written in look-alike letters
-from other alphabets so filters cannot read it, a bulk send to "undisclosed recipients",
-headers that every real mail program writes (Message-ID, Date) missing, a sender domain
-under a throw-away top-level domain.
+headers: a From line no mail program would write (an unquoted comma splitting the name,
+a comma for a dot in the domain), an office name on a free-mail account ("Billing
+Department <x@gmail.com>"), replies quietly diverted to a free-mail address, a subject
+or sender name written in look-alike letters so filters cannot read it, the recipient's
+own address spelled out in the subject, a plain subject needlessly base64-encoded, a bulk
+send with every recipient hidden, no Message-ID, a sender on a throw-away top-level
+domain or on a rented server's automatic host name.
 
-Each rule is weak on its own (scores 1 to 2): together with the language and lookalike
-evidence they decide; on their own they never reach the tag threshold. Checks that the
-lookalike analyzer makes (brand and person names in display names, an address written in
-the display name, Reply-To diversion when From is a protected brand) are not repeated.
+Each rule is weak on its own (scores 0.5 to 2): together with the language and lookalike
+evidence they decide; on their own they essentially never reach the tag threshold.
+Checks that the lookalike analyzer makes (brand and person names in display names, an
+address written into the display name, Reply-To diversion when From is a protected
+sender, look-alike domains) are not repeated.
 """
 from __future__ import annotations
 
@@ -32,13 +35,12 @@ SCORES: Mapping[str, float] = {
     "SENDER_REPLY_TO_FREEMAIL": 2.0,
     "SENDER_SUBJECT_LOOKALIKE_LETTERS": 2.0,
     "SENDER_NAME_LOOKALIKE_LETTERS": 2.0,
-    "SENDER_UNDISCLOSED_RECIPIENTS": 1.0,
+    "SENDER_UNDISCLOSED_RECIPIENTS": 0.5,
     "SENDER_NO_MESSAGE_ID": 1.0,
-    "SENDER_NO_DATE": 1.0,
     "SENDER_RISKY_TLD": 1.0,
     "SENDER_SERVER_HOSTNAME": 1.5,
-    "SENDER_FROM_MALFORMED": 1.5,
-    "SENDER_SUBJECT_HAS_RECIPIENT": 1.5,
+    "SENDER_FROM_MALFORMED": 2.0,
+    "SENDER_SUBJECT_HAS_RECIPIENT": 2.0,
     "SENDER_SUBJECT_ENCODED_ASCII": 1.0,
 }
 
@@ -401,9 +403,4 @@ class SenderAnalyzer(Analyzer):
             yield self.finding(
                 "SENDER_NO_MESSAGE_ID", self._score("SENDER_NO_MESSAGE_ID"),
                 "The message has no Message-ID, which every ordinary mail program adds; bulk-sending tools often leave it out",
-            )
-        if message.header("date") is None:
-            yield self.finding(
-                "SENDER_NO_DATE", self._score("SENDER_NO_DATE"),
-                "The message has no date, which every ordinary mail program adds; bulk-sending tools often leave it out",
             )

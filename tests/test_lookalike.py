@@ -338,3 +338,37 @@ def test_odd_hosts_never_break_the_scan(scanner: mailguard.Scanner) -> None:
     verdict = scanner.scan(raw)
     assert not verdict.errors
     assert all(f.summary and "  " not in f.summary for f in verdict.findings)
+
+
+def test_operator_brand_table_and_allow_list(tmp_path: Path) -> None:
+    brands = tmp_path / "brands.toml"
+    brands.write_text(
+        '[combosquat]\nwords = ["login"]\n\n'
+        '[[brand]]\nname = "Northwind Labs"\ndomains = ["northwindlabs.com"]\nnames = ["Northwind"]\n',
+        encoding="utf-8",
+    )
+    scanner = mailguard.Scanner(make_config(brands_file=str(brands), allow_domains=["northwlndlabs.com"]))
+    found = lookalike(scanner.scan(message(sender="results@northwindlabs-login.com")))
+    assert found["LOOKALIKE_SENDER_DOMAIN"].summary.startswith(
+        "Sender domain northwindlabs-login.com imitates northwindlabs.com (Northwind Labs)"
+    )
+    # The built-in table is replaced, and an allowed partner is never called a lookalike.
+    assert not lookalike(scanner.scan(message(sender="a@paypa1.com")))
+    assert not lookalike(scanner.scan(message(sender="a@northwlndlabs.com")))
+
+
+def test_bad_confusables_and_freemail_files(tmp_path: Path) -> None:
+    table = tmp_path / "confusables.toml"
+    table.write_text('[characters]\n"ab" = "x"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"confusables.toml: \[characters\] 'ab'.*one character"):
+        mailguard.Scanner(make_config(confusables_file=str(table)))
+    free = tmp_path / "free.toml"
+    free.write_text('domains = "gmail.com"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="free.toml: domains: expected a list"):
+        mailguard.Scanner(make_config(freemail_file=str(free)))
+
+
+def test_envelope_only_lookalike_tags(scanner: mailguard.Scanner) -> None:
+    verdict = scanner.scan(message(sender="news@example.org"), Envelope(mail_from="bounce@availity-support.com"))
+    assert "LOOKALIKE_ENVELOPE_DOMAIN" in lookalike(verdict)
+    assert verdict.action == Action.TAG

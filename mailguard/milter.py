@@ -127,7 +127,10 @@ class Listen:
         if kind == "unix" and rest:
             return cls("unix", path=rest)
         if kind in ("inet", "inet6"):
-            host, _, port = rest.rpartition(":")
+            if "@" in rest:  # Sendmail's spelling: inet:PORT@HOST
+                port, _, host = rest.partition("@")
+            else:
+                host, _, port = rest.rpartition(":")
             host = host.strip("[]")
             if host and port.isdigit() and 0 <= int(port) < 65536:
                 return cls("inet", host=host, port=int(port))

@@ -511,6 +511,15 @@ def test_example_configuration_is_valid() -> None:
     assert str(settings.listen) == "inet:127.0.0.1:8894"
 
 
+def test_listen_spellings() -> None:
+    from mailguard.milter import Listen
+
+    assert Listen.parse("inet:127.0.0.1:8894") == Listen("inet", host="127.0.0.1", port=8894)
+    assert Listen.parse("inet:8894@127.0.0.1") == Listen("inet", host="127.0.0.1", port=8894)
+    assert Listen.parse("inet6:[::1]:8894") == Listen("inet", host="::1", port=8894)
+    assert Listen.parse("unix:/run/mailguard/milter.sock") == Listen("unix", path="/run/mailguard/milter.sock")
+
+
 def test_bad_listen_setting_is_a_config_error(tmp_path: Path) -> None:
     from mailguard.config import ConfigError
 

@@ -148,32 +148,8 @@ class LookalikeAnalyzer(Analyzer):
         self.own_domains = frozenset(self._registrable(d) for d in own)
         allow = [self._registrable(d) for d in self._domains(settings["allow_domains"], "allow_domains")]
 
-        self.brand_of: dict[str, Brand] = {}
-        protected: dict[str, Protected] = {}
-        for brand in self.brands:
-            for d in brand.domains + brand.also_owns:
-                parts = self.splitter.parts(d)
-                if parts is not None:
-                    self.brand_of.setdefault(parts.registrable, brand)
-            for d in brand.domains:
-                parts = self.splitter.parts(d)
-                if parts is not None and parts.registrable not in protected:
-                    # Typing slips of a built-in name of 4 letters or fewer are mostly other
-                    # real companies (ibm.com is one slip from ibx.com): exact forms only.
-                    fuzzy = d not in brand.loose and len(parts.label) > SHORT_BRAND
-                    protected[parts.registrable] = Protected(
-                        parts.registrable, parts.label, parts.suffix, brand.name, fuzzy, brand.other_endings_owned,
-                    )
-        for d in sorted(self.own_domains):
-            parts = self.splitter.parts(d)
-            if parts is None:
-                continue
-            # The practice's list is always matched in full, with the brand's name when known.
-            brand = self.brand_of.get(parts.registrable)
-            protected[parts.registrable] = Protected(
-                parts.registrable, parts.label, parts.suffix, brand.name if brand else "", True,
-                brand.other_endings_owned if brand else False,
-            )
+        self.brand_of = self._brand_ownership()
+        protected = self._protected_set()
         self.matcher = DomainMatcher(
             # Free-mail providers are real services, never imitations (mail.com is not gmail.com).
             list(protected.values()), owned=[*self.brand_of, *allow, *self.freemail], glyphs=glyphs,
@@ -185,6 +161,42 @@ class LookalikeAnalyzer(Analyzer):
         self._person_names = self._compile_person_names(settings["protected_names"])
 
     # ------------------------------------------------------------------ set-up helpers
+
+    def _brand_ownership(self) -> dict[str, Brand]:
+        """Registrable domain -> the brand that owns it (its domains and also_owns)."""
+        owners: dict[str, Brand] = {}
+        for brand in self.brands:
+            for d in brand.domains + brand.also_owns:
+                parts = self.splitter.parts(d)
+                if parts is not None:
+                    owners.setdefault(parts.registrable, brand)
+        return owners
+
+    def _protected_set(self) -> dict[str, Protected]:
+        """The brands' domains, then the practice's own (which are always matched in full,
+        with the brand's name when the practice lists a brand domain)."""
+        protected: dict[str, Protected] = {}
+        for brand in self.brands:
+            for d in brand.domains:
+                parts = self.splitter.parts(d)
+                if parts is None or parts.registrable in protected:
+                    continue
+                # Typing slips of a built-in name of 4 letters or fewer are mostly other
+                # real companies (ibm.com is one slip from ibx.com): exact forms only.
+                fuzzy = d not in brand.loose and len(parts.label) > SHORT_BRAND
+                protected[parts.registrable] = Protected(
+                    parts.registrable, parts.label, parts.suffix, brand.name, fuzzy, brand.other_endings_owned
+                )
+        for d in sorted(self.own_domains):
+            parts = self.splitter.parts(d)
+            if parts is None:
+                continue
+            brand = self.brand_of.get(parts.registrable)
+            protected[parts.registrable] = Protected(
+                parts.registrable, parts.label, parts.suffix, brand.name if brand else "", True,
+                brand.other_endings_owned if brand else False,
+            )
+        return protected
 
     def _data_path(self, key: str, builtin: str) -> Path:
         value = str(self.settings[key])

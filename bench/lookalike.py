@@ -76,11 +76,12 @@ def recall(protected: list[str]) -> dict[str, Any]:
                 right_target[kind] += match.target.domain == domain
             elif len(missed[kind]) < 8:
                 missed[kind].append(candidate)
-    classes = {
+    recalls = {kind: hit[kind] / total[kind] for kind in total}
+    classes: dict[str, dict[str, Any]] = {
         kind: {
             "permutations": total[kind],
             "detected": hit[kind],
-            "recall": round(hit[kind] / total[kind], 5),
+            "recall": round(recalls[kind], 5),
             "imitated_domain_named_correctly": round(right_target[kind] / max(1, hit[kind]), 5),
             "owned_left_out": owned[kind],
             "missed_examples": missed.get(kind, []),
@@ -94,8 +95,8 @@ def recall(protected: list[str]) -> dict[str, Any]:
         "tld_dictionary": TLDS,
         "classes": classes,
         "overall_recall": round(all_hit / all_total, 5),
-        "macro_recall": round(statistics.mean(c["recall"] for c in classes.values()), 5),
-        "min_class_recall": min(c["recall"] for c in classes.values()),
+        "macro_recall": round(statistics.mean(recalls.values()), 5),
+        "min_class_recall": round(min(recalls.values()), 5),
         "overall_recall_counting_owned_as_missed": round(all_hit / (all_total + all_owned), 5),
         "owned_left_out": owned_examples,
     }

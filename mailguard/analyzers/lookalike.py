@@ -191,10 +191,10 @@ class LookalikeAnalyzer(Analyzer):
             parts = self.splitter.parts(d)
             if parts is None:
                 continue
-            brand = self.brand_of.get(parts.registrable)
+            owner = self.brand_of.get(parts.registrable)
             protected[parts.registrable] = Protected(
-                parts.registrable, parts.label, parts.suffix, brand.name if brand else "", True,
-                brand.other_endings_owned if brand else False,
+                parts.registrable, parts.label, parts.suffix, owner.name if owner else "", True,
+                owner.other_endings_owned if owner else False,
             )
         return protected
 

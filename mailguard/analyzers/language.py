@@ -68,13 +68,20 @@ class LanguageAnalyzer(Analyzer):
         owners: list[tuple[int, str]] = []
         for index, phrase in enumerate(self.rules.phrases):
             for variant in phrase.variants:
-                key = self.normaliser.normalise(variant)
+                key = self._phrase_key(variant)
                 if key.strip():
                     keys.append(key)
                     owners.append((index, key.strip()))
         self._owners = tuple(owners)
         self._matcher = build_matcher(keys, settings["engine"])
         self._max_chars = int(settings["max_body_chars"])
+
+    def _phrase_key(self, variant: str) -> str:
+        """A phrase normalised exactly like message text; a ``*`` wildcard is kept."""
+        if "*" not in variant.split():
+            return self.normaliser.normalise(variant)
+        words = ("*" if w == "*" else self.normaliser.normalise(w).strip() for w in variant.split())
+        return " " + " ".join(w for w in words if w) + " "
 
     def phrases_in(self, text: str) -> dict[int, str]:
         """Phrase rules found in ``text``: index into ``rules.phrases`` -> the words that

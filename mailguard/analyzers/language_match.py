@@ -25,27 +25,80 @@ class PhraseMatcher(Protocol):
         """Indices of the phrases that occur in ``text``."""
 
 
+WILDCARD = "*"
+
+
+def _segments(phrase: str) -> tuple[str, ...]:
+    """" dear * customer " -> (" dear ", " customer "): literal parts around one-word
+    wildcards, each with its spaces. A phrase without a wildcard is one segment."""
+    words = phrase.split()
+    parts: list[list[str]] = [[]]
+    for word in words:
+        if word == WILDCARD:
+            parts.append([])
+        else:
+            parts[-1].append(word)
+    return tuple(" " + " ".join(p) + " " for p in parts)
+
+
 class AhoCorasickMatcher:
-    """All phrases in one Aho-Corasick automaton (read-only after build: thread-safe)."""
+    """All phrases in one Aho-Corasick automaton (read-only after build: thread-safe).
+
+    A phrase with one-word wildcards ("dear * customer") is matched as its literal parts,
+    then checked that each part starts exactly one word after the previous one ends.
+    Parts are shared between phrases (" your " begins many), so positions are kept per
+    part and a phrase is only checked when its last part occurs."""
 
     def __init__(self, phrases: Sequence[str]) -> None:
-        owners: dict[str, list[int]] = {}
+        plain: dict[str, list[int]] = {}
+        segment_ids: dict[str, int] = {}
+        chains_by_last: dict[int, list[tuple[int, tuple[int, ...], tuple[int, ...]]]] = {}
         for index, phrase in enumerate(phrases):
-            owners.setdefault(phrase, []).append(index)
+            segments = _segments(phrase)
+            if len(segments) == 1:
+                plain.setdefault(segments[0], []).append(index)
+                continue
+            ids = tuple(segment_ids.setdefault(seg, len(segment_ids)) for seg in segments)
+            lengths = tuple(len(seg) for seg in segments)
+            chains_by_last.setdefault(ids[-1], []).append((index, ids, lengths))
+        self._chains_by_last = chains_by_last
         self._automaton = ahocorasick.Automaton()
-        for phrase, ids in owners.items():
-            self._automaton.add_word(phrase, tuple(ids))
-        if owners:
+        for key in plain.keys() | segment_ids.keys():
+            self._automaton.add_word(key, (len(key), tuple(plain.get(key, ())), segment_ids.get(key, -1)))
+        if plain or segment_ids:
             self._automaton.make_automaton()
-        self._empty = not owners
+        self._empty = not (plain or segment_ids)
 
     def find(self, text: str) -> frozenset[int]:
         if self._empty:
             return frozenset()
         found: set[int] = set()
-        for _end, ids in self._automaton.iter(text):
-            found.update(ids)
+        starts: dict[int, set[int]] = {}
+        for end, (length, ids, segment) in self._automaton.iter(text):
+            if ids:
+                found.update(ids)
+            if segment >= 0:
+                starts.setdefault(segment, set()).add(end - length + 1)
+        for last in self._chains_by_last.keys() & starts.keys():
+            for index, ids, lengths in self._chains_by_last[last]:
+                if index not in found and all(i in starts for i in ids) and _chained(text, ids, lengths, starts):
+                    found.add(index)
         return frozenset(found)
+
+
+def _chained(text: str, ids: tuple[int, ...], lengths: tuple[int, ...], starts: dict[int, set[int]]) -> bool:
+    """Whether the parts occur in order, each one word after the previous one."""
+    for begin in starts[ids[0]]:
+        position = begin
+        for n in range(len(ids) - 1):
+            # The wildcard word starts right after this part; the next part begins at the
+            # space that ends it.
+            position = text.find(" ", position + lengths[n])
+            if position < 0 or position not in starts[ids[n + 1]]:
+                break
+        else:
+            return True
+    return False
 
 
 class RegexMatcher:
@@ -56,19 +109,24 @@ class RegexMatcher:
 
     def __init__(self, phrases: Sequence[str]) -> None:
         self._ids: dict[str, list[int]] = {}
+        self._wild: list[tuple[re.Pattern[str], int]] = []
         for index, phrase in enumerate(phrases):
-            self._ids.setdefault(phrase.strip(), []).append(index)
+            if WILDCARD in phrase.split():
+                body = " ".join("[^ ]+" if w == WILDCARD else re.escape(w) for w in phrase.split())
+                self._wild.append((re.compile(f" {body} "), index))
+            else:
+                self._ids.setdefault(phrase.strip(), []).append(index)
         words = sorted(self._ids, key=len, reverse=True)
         body = "|".join(re.escape(w) for w in words)
         self._pattern = re.compile(f" (?=({body}) )") if words else None
 
     def find(self, text: str) -> frozenset[int]:
+        found: set[int] = {index for pattern, index in self._wild if pattern.search(text)}
         if self._pattern is None:
-            return frozenset()
-        found: set[int] = set()
+            return frozenset(found)
         for match in self._pattern.finditer(text):
             hit = match.group(1)
-            found.update(self._ids[hit])
+            found.update(self._ids.get(hit, ()))
             # Shorter phrases that are a prefix of this one start here too.
             words = hit.split(" ")
             for n in range(1, len(words)):

@@ -14,7 +14,7 @@ One file per category (urgency, account threats, credential requests, ...) plus
     match = ["within 24 hours", "{act|respond} {now|immediately}", "[your] account expires"]
 
 A phrase is a sequence of words: ``{a|b|c}`` is one of several words or word groups and
-``[x]`` or ``[x|y]`` is optional. Case, accents, punctuation and the obfuscations undone by
+``[x]`` or ``[x|y]`` is optional, and ``*`` is any one word ("dear * customer"). Case, accents, punctuation and the obfuscations undone by
 ``language_text`` do not matter. ``scoring.toml``::
 
     [scoring]
@@ -41,7 +41,7 @@ from mailguard.config import ConfigError, read_data_toml
 
 MAX_EXPANSIONS = 5000
 _RULE_ID = re.compile(r"^LANGUAGE_[A-Z0-9_]+$")
-_NOT_WORDS = re.compile(r"[^\w\s'\-{}\[\]|]|_")
+_NOT_WORDS = re.compile(r"[^\w\s'\-{}\[\]|*]|_")
 _COMBINATION_KEYS = frozenset({"rule", "categories", "any_of", "at_least", "bonus", "summary"})
 _TOKEN = re.compile(r"\{[^{}\[\]]*\}|\[[^{}\[\]]*\]|[^\s{}\[\]]+")
 
@@ -141,6 +141,12 @@ def expand(pattern: str, where: str) -> tuple[str, ...]:
             out.append(" ".join(words))
     if not out:
         raise ConfigError(f"{where}: phrase {pattern!r} has no words")
+    for variant in out:
+        words = variant.split()
+        doubled = any(a == b == "*" for a, b in zip(words, words[1:]))
+        if words[0] == "*" or words[-1] == "*" or doubled or any("*" in w and w != "*" for w in words):
+            raise ConfigError(f"{where}: phrase {pattern!r}: * stands for one whole word between two others "
+                              "(\"dear * customer\"), never at the start or end nor twice in a row")
     return tuple(dict.fromkeys(out))
 
 

@@ -1,0 +1,152 @@
+"""The milter's settings and the engine every connection shares: the scanner (swapped
+whole on SIGHUP), the quarantine, the banner and the bounded pool of worker threads where
+scanning and quarantine writes run, off the event loop."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mailguard.config import Config, ConfigError, load_config
+from mailguard.model import Verdict
+
+log = logging.getLogger("mailguard.milter")
+
+
+@dataclass(frozen=True)
+class Listen:
+    family: str  # "inet" or "unix"
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "Listen":
+        kind, _, rest = text.partition(":")
+        if kind == "unix" and rest:
+            return cls("unix", path=rest)
+        if kind in ("inet", "inet6"):
+            if "@" in rest:  # Sendmail's spelling: inet:PORT@HOST
+                port, _, host = rest.partition("@")
+            else:
+                host, _, port = rest.rpartition(":")
+            host = host.strip("[]")
+            if host and port.isdigit() and 0 <= int(port) < 65536:
+                return cls("inet", host=host, port=int(port))
+        raise ConfigError(
+            f"[milter] listen: {text!r} is not \"inet:HOST:PORT\" or \"unix:/path\""
+        )
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.family == "unix" else f"inet:{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MilterSettings:
+    listen: Listen
+    socket_mode: int
+    max_connections: int
+    scan_workers: int
+    max_message_size: int
+    oversize: str
+    quarantine: str
+    idle_timeout: float
+    scan_timeout: float
+    progress_interval: float
+
+    @classmethod
+    def from_config(cls, config: Config) -> "MilterSettings":
+        s = config.section("milter")
+        try:
+            mode = int(s["socket_mode"], 8)
+        except ValueError:
+            raise ConfigError(f"[milter] socket_mode: {s['socket_mode']!r} is not an octal mode such as \"0660\"") \
+                from None
+        return cls(
+            listen=Listen.parse(s["listen"]),
+            socket_mode=mode,
+            max_connections=s["max_connections"],
+            scan_workers=s["scan_workers"],
+            max_message_size=s["max_message_size"],
+            oversize=s["oversize"],
+            quarantine=s["quarantine"],
+            idle_timeout=s["idle_timeout"],
+            scan_timeout=s["scan_timeout"],
+            progress_interval=s["progress_interval"],
+        )
+
+
+def oversize_reply(settings: MilterSettings) -> str:
+    if settings.oversize == "tempfail":
+        return f"452 4.3.4 Message too big to be checked (limit {settings.max_message_size} bytes)"
+    return f"552 5.3.4 Message too big to be checked (limit {settings.max_message_size} bytes)"
+
+
+# ---------------------------------------------------------------------- the engine
+
+
+@dataclass
+class Engine:
+    """What every session shares: the current scanner (swapped whole on reload), the
+    quarantine, and the worker threads. Scanners are built once and are thread-safe."""
+
+    config: Config
+    settings: MilterSettings
+    scanner: Any
+    quarantine: Any = None
+    add_banner: Callable[[bytes, Verdict], bytes] | None = None
+    executor: concurrent.futures.ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.settings.scan_workers, thread_name_prefix="mailguard-scan"
+        )
+
+    @classmethod
+    def build(cls, config: Config) -> "Engine":
+        """Scanner, banner and (for quarantine = "store") the quarantine, opened now so a
+        bad key or folder stops start-up instead of failing mail later."""
+        from mailguard.scanner import Scanner
+
+        settings = MilterSettings.from_config(config)
+        quarantine = None
+        if settings.quarantine == "store":
+            from mailguard.quarantine import open_quarantine
+
+            quarantine = open_quarantine(config)
+        return cls(config, settings, Scanner(config), quarantine, _load_banner())
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def reload(self, path: Path) -> None:
+        """Re-read the configuration and build a new scanner off the event loop; the old
+        one finishes the scans it has. Listener settings need a restart."""
+        from mailguard.scanner import Scanner
+
+        try:
+            config = await asyncio.get_running_loop().run_in_executor(None, load_config, path)
+            scanner = await asyncio.get_running_loop().run_in_executor(None, Scanner, config)
+        except Exception as exc:  # keep serving with the old rules
+            log.error("reload failed, keeping the previous configuration: %s", exc)
+            return
+        self.config, self.scanner = config, scanner
+        log.info("configuration reloaded from %s", path)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.quarantine is not None:
+            with contextlib.suppress(Exception):
+                self.quarantine.close()
+
+
+def _load_banner() -> Callable[[bytes, Verdict], bytes] | None:
+    try:
+        from mailguard.banner import add_banner
+    except ImportError:
+        return None
+    return add_banner

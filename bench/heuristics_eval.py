@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--examples", default="")
     ap.add_argument("--label", default="ham")
+    ap.add_argument("--counts", action="store_true", help="print message counts instead of percentages")
     ap.add_argument("--results", type=Path, help="write one JSON line per message here")
     ap.add_argument("--with-all", action="store_true",
                     help="run every registered analyzer too and show how often these two change the outcome")
@@ -130,7 +131,10 @@ def main() -> None:
     print("rule".ljust(34) + "".join(f"{l[:2]}:{s[:12]:>13}" for l, s in keys))
     print("(messages)".ljust(34) + "".join(f"{totals[k]:>16}" for k in keys))
     for rule in sorted(hits):
-        print(rule.ljust(34) + "".join(f"{100 * hits[rule][k] / totals[k]:>15.2f}%" for k in keys))
+        if args.counts:
+            print(rule.ljust(34) + "".join(f"{hits[rule][k]:>16}" for k in keys))
+        else:
+            print(rule.ljust(34) + "".join(f"{100 * hits[rule][k] / totals[k]:>15.2f}%" for k in keys))
     print("score>=5 alone".ljust(34) + "".join(f"{100 * flagged[k] / totals[k]:>15.2f}%" for k in keys))
     if args.with_all:
         print("flagged, all analyzers".ljust(34) + "".join(f"{100 * with_mine[k] / totals[k]:>15.2f}%" for k in keys))

@@ -8,7 +8,7 @@ Kits also personalise the link with the recipient's own address (so the fake sig
 greets them by name), send a single picture with one link (no words for a filter to read),
 or use ``javascript:``/``data:`` links that open a page no web address points to.
 
-Every rule here is weak on its own (real mail uses shorteners and file-transfer sites);
+Every rule here is weak on its own (real mail uses shorteners and free hosting too);
 the scores are meant to add to the language and lookalike evidence, never to decide
 alone. Raw-IP, punycode and "text shows one domain, link goes to another" links belong to
 the lookalike analyzer and are not repeated here; password forms in the body belong to
@@ -253,7 +253,7 @@ class LinksAnalyzer(Analyzer):
         findings += self._server_hostnames(links)
         findings += self._recipient_in_url(message, links)
         findings += self._script_urls(message)
-        findings += self._image_only(message, links)
+        findings += self._image_only(message)
         findings += self._hidden_text(message)
         return findings
 
@@ -361,7 +361,7 @@ class LinksAnalyzer(Analyzer):
 
     # ------------------------------------------------------------------ picture-only mail
 
-    def _image_only(self, message: ParsedMessage, links: list[Link]) -> Iterator[Finding]:
+    def _image_only(self, message: ParsedMessage) -> Iterator[Finding]:
         if not message.html_parts:
             return
         html_links = [l for l in message.links if l.source == "html"]

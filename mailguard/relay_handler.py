@@ -333,9 +333,10 @@ class RelaySMTP(SMTP):
 
     def goodbye(self) -> None:
         """Tell an idle client we are going away, and close."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
-            self.transport.close()
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
+            transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
         self._reset_timeout(self._data_timeout)

@@ -42,7 +42,7 @@ class RelayServer:
         self.draining = False
         self.sessions = SessionSet()
         self.handler = RelayHandler(self)
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._reload_lock = asyncio.Lock()
 
     @property

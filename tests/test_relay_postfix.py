@@ -52,7 +52,8 @@ class ThrowawayPostfix(PostfixInstance):
 
 @pytest.fixture()
 def postfix_downstream(sink: Sink) -> Iterator[ThrowawayPostfix]:
-    instance = ThrowawayPostfix(sink_port=sink.port, milter_port=0).start()
+    instance = ThrowawayPostfix(sink_port=sink.port, milter_port=0)
+    instance.start()
     yield instance
     instance.stop()
 

@@ -99,7 +99,7 @@ class Sink:
         self.handler = SinkHandler()
         self.tls_context = tls_context
         self.tls_sessions = 0
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self.port = port
         self.start()
 
@@ -108,7 +108,7 @@ class Sink:
                     loop=self.runner.loop)
 
     def start(self) -> None:
-        async def go() -> asyncio.AbstractServer:
+        async def go() -> asyncio.Server:
             return await self.runner.loop.create_server(self._protocol, "127.0.0.1", self.port, reuse_address=True)
 
         self._server = self.runner.call(go())
@@ -251,7 +251,7 @@ class RawClient:
 
     def reply(self) -> tuple[int, str]:
         """One whole (possibly multi-line) reply; (0, '') when the server closed."""
-        lines = []
+        lines: list[str] = []
         while True:
             while b"\r\n" not in self._buffer:
                 chunk = self.sock.recv(65536)

@@ -36,6 +36,7 @@ def test_starttls_with_a_test_certificate(start_relay: Any, sink: Sink, tmp_path
         client.ehlo()
         assert client.has_extn("starttls")
         assert client.starttls(context=client_context())[0] == 220
+        assert isinstance(client.sock, ssl.SSLSocket)
         peer = client.sock.getpeercert(binary_form=True)
         assert peer == ssl.PEM_cert_to_DER_cert(cert.read_text())
         client.ehlo()

@@ -356,6 +356,8 @@ class DomainMatcher:
                 target, distance = targets[idx], int(distance)
                 if len(choice) <= 5 and not short_ok:
                     continue
+                if distance == 2 and g.visual_distance(choice, text) <= 1:
+                    distance = 1  # two misreadable letters (actma for aetna) read as one slip
                 added = len(text) == len(choice) + distance and is_subsequence(choice, text)
                 if not typo_allowed(distance, len(choice), target.suffix == parts.suffix, added):
                     continue
@@ -493,7 +495,7 @@ def char_phrase(text: str, glyphs: GlyphTable) -> str:
 
 
 def _replaced(old: str, new: str, glyphs: GlyphTable) -> str:
-    looks = glyphs.skeleton(old) == glyphs.skeleton(new)
+    looks = glyphs.skeleton(old) == glyphs.skeleton(new) or glyphs.looks_similar(old, new)
     verb = "was" if len(old) == 1 else "were"
     tail = ""
     if looks:

@@ -44,6 +44,7 @@ class GlyphTable:
     sequences: tuple[tuple[str, str], ...]
     script_names: Mapping[str, str]
     source: str = "built-in"
+    similar: frozenset[frozenset[str]] = frozenset()
 
     @classmethod
     def load(cls, path: Path) -> "GlyphTable":
@@ -52,7 +53,8 @@ class GlyphTable:
         chars = data.get("characters", {})
         seqs = data.get("sequences", {})
         names = data.get("names", {})
-        for table, label in ((chars, "characters"), (seqs, "sequences"), (names, "names")):
+        similar = data.get("similar", {})
+        for table, label in ((chars, "characters"), (seqs, "sequences"), (names, "names"), (similar, "similar")):
             if not isinstance(table, dict):
                 raise ConfigError(f"{where}: [{label}] must be a table of \"text\" = \"text\" entries")
         for key, value in chars.items():
@@ -66,8 +68,16 @@ class GlyphTable:
                 raise ConfigError(
                     f"{where}: [sequences] {key!r} = {value!r}: both sides must be plain letters or digits"
                 )
+        pairs = similar.get("pairs", [])
+        if not isinstance(pairs, list) or not all(
+            isinstance(p, str) and len(p) == 2 and set(p) <= _PLAIN and p[0] != p[1] for p in pairs
+        ):
+            raise ConfigError(f"{where}: [similar] pairs must be a list of two-letter strings such as \"ce\"")
         ordered = tuple(sorted(seqs.items(), key=lambda kv: -len(kv[0])))
-        return cls(dict(chars), ordered, {str(k): str(v) for k, v in names.items()}, where)
+        return cls(
+            dict(chars), ordered, {str(k): str(v) for k, v in names.items()}, where,
+            frozenset(frozenset(p) for p in pairs),
+        )
 
     def char_to_ascii(self, ch: str) -> str:
         """The ASCII letters ``ch`` is read as, or ``ch`` itself when nothing is known."""
@@ -81,6 +91,17 @@ class GlyphTable:
     def skeleton(self, label: str) -> str:
         """``fold`` plus ASCII sequences that read alike ("rn" -> "m", "1" -> "l")."""
         return _skeleton(self, label)
+
+    def looks_similar(self, a: str, b: str) -> bool:
+        """Two different plain letters that are easy to misread for each other (c and e)."""
+        return frozenset((a, b)) in self.similar
+
+    def visual_distance(self, a: str, b: str) -> float:
+        """Substitutions between equal-length labels, a misreadable pair (c for e) counting
+        half: "actma" is as close to "aetna" as one typing slip."""
+        if len(a) != len(b):
+            return float("inf")
+        return sum(0.5 if self.looks_similar(x, y) else 1.0 for x, y in zip(a, b) if x != y)
 
     def script_name(self, script: str) -> str:
         return self.script_names.get(script, script.title())

@@ -156,9 +156,10 @@ def _deobfuscate(norm: Normaliser, word: str) -> str:
         return stripped if stripped.isalnum() else ""
     if not any(c in _SYMBOLS for c in word):
         return word
-    # Only words that are mostly letters: "acc0unt" yes, "2fa" or "a1b2c3" (ids) no.
+    # Only words that are at least two-thirds letters: "acc0unt" and "p4ssw0rd" yes,
+    # "a1b2c3" or "x86" (ids, part numbers) no.
     letters = sum(1 for c in word if c.isalpha())
-    if letters < 2 or letters < len(word) / 2:
+    if letters < 2 or letters * 3 < len(word) * 2:
         return word.strip("@$|!")
     first = word.translate(_LEET)
     if first in norm.vocabulary:

@@ -89,6 +89,8 @@ SENDER_CASES = {
     "simplepractise.com": ("typo", "simplepractice.com", "the letter c was replaced by the letter s"),
     "mindwelpsychology.org": ("typo", PRACTICE, "the letter l was left out"),
     "uhx.com": ("typo", "uhc.com", "the letter c was replaced by the letter x"),
+    "actma.com": ("typo", "aetna.com", "the letter e was replaced by the letter c, which looks like e"),
+    "ṗaypal.com": ("homoglyph", "paypal.com", "the letter p was replaced by the look-alike character ṗ"),
 }
 
 

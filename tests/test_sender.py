@@ -112,6 +112,7 @@ def test_subjects_in_other_languages_are_fine() -> None:
     assert lookalike_letters("Cafe\u0301 cre\u0300me") == []  # accents as combining marks compose
     assert lookalike_letters("Tiếng Việt có dấu") == []  # Vietnamese
     assert lookalike_letters("Ηλεκτρονική συνταγή") == []  # Greek
+    assert lookalike_letters("Dose 500\u03bcg daily") == []  # a unit with the Greek mu
     assert lookalike_letters("予約の確認 appointment") == []
     assert lookalike_letters("\ufb01nance report, 2\u00b2 and \u00b9") == []  # copy-pasted ligature, superscripts
 

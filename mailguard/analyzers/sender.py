@@ -65,7 +65,8 @@ _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\u
 
 @dataclass(frozen=True)
 class SenderData:
-    """rules/sender.toml: business words for display names and throw-away TLDs."""
+    """rules/sender.toml: office words for free-mail display names, throw-away TLDs, and
+    the domains under which rented servers get their automatic names."""
 
     business_words: tuple[tuple[str, ...], ...]
     risky_tlds: frozenset[str]
@@ -131,11 +132,12 @@ def lookalike_letters(text: str) -> list[str]:
     if sum(_stray_marks(w) for w in marked) >= 3:
         out += [w for w in marked if w not in out]
     for word in _LETTER_WORD.findall(text):
-        if word.isascii():
+        # Two Latin letters at least: "μg" (micrograms) is a unit, not a disguise.
+        if word.isascii() or len(word) < 3:
             continue
         scripts = {_script(c) for c in word if not c.isascii()}
-        has_latin = any(c.isascii() for c in word) or "LATIN" in scripts
-        if has_latin and scripts & {"CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE"} and word not in out:
+        latin = sum(1 for c in word if c.isascii()) + sum(1 for c in word if "LATIN" in _script(c))
+        if latin >= 2 and scripts & {"CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE"} and word not in out:
             out.append(word)
     return out
 

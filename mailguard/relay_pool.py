@@ -16,6 +16,7 @@ import asyncio
 import multiprocessing
 import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from mailguard.config import Config
 from mailguard.model import Envelope, Verdict
@@ -57,15 +58,27 @@ class ScanPool:
         self._lock = threading.Lock()
         self._pending = 0
         self._scanner: Scanner | None = None
+        self._config = config
         self._executor: Executor
         if kind == "processes" and scanner is None:
-            # spawn: a fresh interpreter per worker; forking a threaded server is unsafe.
-            self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_init_worker, initargs=(config,))
+            self._executor = self._process_executor()
         else:
             self.kind = "threads"
             self._scanner = scanner or Scanner(config)
             self._executor = ThreadPoolExecutor(workers, thread_name_prefix="mailguard-scan")
+
+    def _process_executor(self) -> ProcessPoolExecutor:
+        # spawn: a fresh interpreter per worker; forking a threaded server is unsafe.
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self._config,))
+
+    def _replace_broken(self, broken: Executor) -> None:
+        """A worker process died (killed, out of memory): start a new pool, or every later
+        message would fail too. The message that was in it gets a 451 and is retried."""
+        with self._lock:
+            if self._executor is broken:
+                self._executor = self._process_executor()
+                broken.shutdown(wait=False, cancel_futures=True)
 
     @property
     def pending(self) -> int:
@@ -90,17 +103,21 @@ class ScanPool:
             if self._pending >= self.limit:
                 raise PoolBusy(f"{self._pending} messages already queued for scanning")
             self._pending += 1
+        executor = self._executor
         try:
             future = self._submit(raw, envelope)
-        except BaseException:
+        except BaseException as exc:
             with self._lock:
                 self._pending -= 1
+            if isinstance(exc, BrokenProcessPool):
+                self._replace_broken(executor)
             raise
         future.add_done_callback(self._release)
-        wrapped = asyncio.wrap_future(future)
-        if timeout is None:
-            return await wrapped
-        return await asyncio.wait_for(asyncio.shield(wrapped), timeout)
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+        except BrokenProcessPool:
+            self._replace_broken(executor)
+            raise
 
     def close(self, wait: bool = True) -> None:
         """Stop taking work; scans already queued still finish (their senders are waiting)."""

@@ -323,3 +323,29 @@ def test_international_addresses_pass_with_smtputf8(start_relay: Any, sink: Sink
                         mail_options=["SMTPUTF8", "BODY=8BITMIME"])
     got = sink.handler.wait_for(1)[0]
     assert got.mail_from == "j\u00fcrgen@partner.example"
+
+
+def test_a_killed_scan_process_is_replaced(tmp_path: Path, sink: Sink) -> None:
+    import os
+    import signal
+
+    config = relay_config(tmp_path, sink.port, {"pool": "processes", "workers": 1})
+    quarantine = open_quarantine(config)
+    relay = RelayRunner(config, quarantine=quarantine)
+    try:
+        send(relay, clean_message(1))
+        pool = relay.server.state.pool
+        for pid in list(pool._executor._processes):  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGKILL)
+        for attempt in range(3):  # at most the message caught in the dead pool is deferred
+            try:
+                send(relay, clean_message(2))
+                break
+            except smtplib.SMTPDataError as exc:
+                assert exc.smtp_code == 451
+        else:
+            raise AssertionError("the pool never recovered")
+    finally:
+        relay.stop()
+        quarantine.close()
+    assert len(sink.handler.wait_for(2)) == 2

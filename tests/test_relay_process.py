@@ -22,6 +22,7 @@ from test_relay_support import (  # noqa: F401 (fixtures)
     RawClient,
     Sink,
     clean_message,
+    phish_message,
     wire,
     loop_thread,
     sink,
@@ -146,13 +147,19 @@ def test_sighup_reloads_without_dropping_connections(serve: Any, sink: Sink, tmp
         assert client.command("EHLO client.test")[0] == 250
         assert client.command(f"MAIL FROM:<{SENDER}>")[0] == 250
         assert client.command("RCPT TO:<desk@clinic.example>")[0] == 550
+        assert client.command(f"RCPT TO:<{RECIPIENT}>")[0] == 250
+        assert client.command("DATA")[0] == 354
+        client.send(wire(phish_message(1)))
+        assert client.reply()[0] == 250  # held: the default policy quarantines it
+        # New domains and new rules (this lookalike now counts for little: tag, not hold).
         write_config(tmp_path / "mailguard.toml", sink.port, ["practice.example", "clinic.example"],
-                     '[policy]\nscores = { LOOKALIKE_SENDER_DOMAIN = 1.0 }\n')
+                     "[policy]\nquarantine_at = 1000.0\n")
         relay.signal(signal.SIGHUP)
         relay.wait_for("reloaded")
-        assert client.command("RCPT TO:<desk@clinic.example>")[0] == 250  # same connection, new settings
+        assert client.command(f"MAIL FROM:<{SENDER}>")[0] == 250  # same connection, new settings
+        assert client.command("RCPT TO:<desk@clinic.example>")[0] == 250
         assert client.command("DATA")[0] == 354
-        client.send(wire(clean_message()))
+        client.send(wire(phish_message(2)))
         assert client.reply()[0] == 250
         # A broken file is refused and the running configuration kept.
         (tmp_path / "mailguard.toml").write_text("[relay]\nlisten = 25\n")
@@ -161,7 +168,9 @@ def test_sighup_reloads_without_dropping_connections(serve: Any, sink: Sink, tmp
         assert client.command("MAIL FROM:<a@partner.example>")[0] == 250
         assert client.command("RCPT TO:<desk@clinic.example>")[0] == 250
         assert client.command("QUIT")[0] == 221
-    assert sink.handler.wait_for(1)[0].rcpt_tos == ["desk@clinic.example"]
+    received = sink.handler.wait_for(1)
+    assert len(received) == 1 and received[0].rcpt_tos == ["desk@clinic.example"]
+    assert b"X-MailGuard-Action: tag" in received[0].data and b"INV-2" in received[0].data
     assert relay.stop() == 0
 
 

@@ -59,6 +59,8 @@ _CSS_COMMENT = re.compile(r"/\*.*?\*/", re.S)
 _BRACES = re.compile(r"([{}])")
 MAX_HIDDEN_CHARS = 200_000
 MAX_URL_CHARS = 8192  # of one link, searched for the recipient's address
+MAX_B64_RUNS = 16  # base64 pieces decoded per link
+MAX_RECIPIENTS = 20  # addresses looked for in links (a message to 500 people is bulk anyway)
 _PLAIN_TOKEN = re.compile(r"^[^\W\d_]{2,}[.,!?]?$", re.UNICODE)
 
 
@@ -170,7 +172,8 @@ def _decoded_forms(text: str) -> Iterator[tuple[str, bool]]:
     twice = unquote(once)
     if twice != once:
         yield twice.lower(), False
-    for run in _B64_RUN.findall(once):
+    for run in islice(_B64_RUN.finditer(once), MAX_B64_RUNS):
+        run = run.group(0)
         compact = run.replace("-", "+").replace("_", "/").rstrip("=")
         try:
             decoded = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
@@ -317,7 +320,7 @@ class LinksAnalyzer(Analyzer):
     def _recipient_in_url(self, message: ParsedMessage, links: list[Link]) -> Iterator[Finding]:
         sender = message.from_address
         own = sender.address.lower() if sender is not None else ""
-        recipients = {a for a in message_recipients(message) if a != own and len(a) >= 6}
+        recipients = sorted(a for a in message_recipients(message) if a != own and len(a) >= 6)[:MAX_RECIPIENTS]
         if not recipients:
             return
         for link in links:

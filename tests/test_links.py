@@ -189,3 +189,17 @@ def test_link_to_a_rented_servers_automatic_name(links: LinksAnalyzer) -> None:
     # A bare IP is the lookalike analyzer's finding, not counted twice; version numbers are not IPs.
     assert "LINKS_SERVER_HOSTNAME" not in rules(links, message("http://74.148.167.72/claim"))
     assert "LINKS_SERVER_HOSTNAME" not in rules(links, message("https://v1.2.3.example.com/release"))
+
+
+def test_one_analyzer_serves_many_threads(links: LinksAnalyzer) -> None:
+    """A Scanner shares its analyzers between the relay's threads: same answers in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    raws = [
+        message("https://bit.ly/abc"),
+        message(f"https://files-portal.example.net/view#{RECIPIENT}"),
+        message("Nothing to see here, lunch at noon."),
+    ] * 20
+    expected = [sorted(rules(links, raw)) for raw in raws]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda raw: sorted(rules(links, raw)), raws)) == expected

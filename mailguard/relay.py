@@ -35,6 +35,12 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
         "Client networks (CIDR, e.g. \"127.0.0.1/32\", \"192.168.10.0/24\") allowed to send to any domain: the "
         "practice's own server or Postfix in a content_filter arrangement. Empty: none.",
     ),
+    "verify_recipients": Option(
+        False, "bool",
+        "Ask the downstream server about each recipient at RCPT (answers cached for 10 minutes), so an unknown "
+        "address is refused on its own (550 5.1.1) instead of the whole message at the end of DATA. Useful "
+        "when mailguard is the MX; Postfix as a before-queue proxy checks recipients itself.",
+    ),
     "max_message_bytes": Option(
         26_214_400, "int", "Largest message accepted, in bytes (advertised as SIZE); larger ones get 552.", minimum=1024
     ),

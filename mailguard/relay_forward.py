@@ -51,14 +51,14 @@ class _Attempt:
     refused: list[tuple[str, int, str]] = field(default_factory=list)
 
 
-def _one_line(text: str, limit: int = 200) -> str:
+def one_line(text: str, limit: int = 200) -> str:
     return " ".join(str(text).split())[:limit]
 
 
 def passed_back(code: int, message: str, *, delivered: bool = False) -> Reply:
     """The downstream server's own reply, made safe to send on: one line, and a 4xx is
     always 451 so that every sender treats it as 'try again later'."""
-    text = _one_line(message) or "no text"
+    text = one_line(message) or "no text"
     if 400 <= code < 500:
         match = _ENHANCED.match(text)
         status = match.group(1) if match else "4.4.0"
@@ -79,7 +79,7 @@ def _tls_context(target: Downstream) -> ssl.SSLContext:
     return context
 
 
-async def _open(target: Downstream) -> aiosmtplib.SMTP:
+async def open_downstream(target: Downstream) -> aiosmtplib.SMTP:
     smtp = aiosmtplib.SMTP(
         hostname=target.host, port=target.port, timeout=target.timeout,
         local_hostname=target.local_hostname, start_tls=False,
@@ -124,20 +124,20 @@ async def forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], d
         return Reply(451, "4.4.2 Downstream server timed out, please try again later", detail=f"timeout {exc}")
     except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, OSError) as exc:
         return Reply(451, "4.4.1 Downstream server unavailable, please try again later",
-                     detail=_one_line(f"{type(exc).__name__}: {exc}"))
+                     detail=one_line(f"{type(exc).__name__}: {exc}"))
     except aiosmtplib.SMTPResponseException as exc:
         return passed_back(exc.code, exc.message)
     except aiosmtplib.SMTPException as exc:
         return Reply(451, "4.4.0 Downstream delivery failed, please try again later",
-                     detail=_one_line(f"{type(exc).__name__}: {exc}"))
+                     detail=one_line(f"{type(exc).__name__}: {exc}"))
     except Exception as exc:  # a bug here must cost a retry, never a message
         return Reply(451, "4.3.0 Delivery problem, please try again later",
-                     detail=_one_line(f"{type(exc).__name__}: {exc}"))
+                     detail=one_line(f"{type(exc).__name__}: {exc}"))
 
 
 async def _forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], data: bytes,
                    mail_options: Sequence[str]) -> Reply:
-    smtp = await _open(target)
+    smtp = await open_downstream(target)
     try:
         options = _mail_options(smtp, mail_options, len(data))
         encoding = "ascii"
@@ -161,7 +161,7 @@ async def _forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], 
         response = await smtp.data(data)
         reply = passed_back(response.code, response.message, delivered=True)
     finally:
-        await _quit(smtp)
+        await quit_quietly(smtp)
     return reply
 
 
@@ -172,15 +172,15 @@ def _refused_reply(attempt: _Attempt, total: int) -> Reply:
     the message."""
     codes = [code for _, code, _ in attempt.refused]
     first = attempt.refused[0]
-    detail = f"{len(attempt.refused)} of {total} recipients refused downstream: {first[1]} {_one_line(first[2])}"
+    detail = f"{len(attempt.refused)} of {total} recipients refused downstream: {first[1]} {one_line(first[2])}"
     if any(400 <= c < 500 for c in codes):
         return Reply(451, "4.1.0 Downstream server refused a recipient for now, please try again later",
                      detail=detail)
-    return Reply(550, f"5.1.1 Recipient <{first[0]}> refused by the mail server: {_one_line(first[2], 150)}",
+    return Reply(550, f"5.1.1 Recipient <{first[0]}> refused by the mail server: {one_line(first[2], 150)}",
                  detail=detail)
 
 
-async def _quit(smtp: aiosmtplib.SMTP) -> None:
+async def quit_quietly(smtp: aiosmtplib.SMTP) -> None:
     try:
         if smtp.is_connected:
             await smtp.quit()

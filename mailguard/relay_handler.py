@@ -31,6 +31,7 @@ from mailguard.quarantine import QuarantineError
 from mailguard.relay_forward import Reply, forward
 from mailguard.relay_pool import PoolBusy, ScanPool
 from mailguard.relay_settings import RelaySettings
+from mailguard.relay_verify import RecipientVerifier
 from mailguard.scanner import Scanner
 
 log = logging.getLogger("mailguard.relay")
@@ -56,6 +57,7 @@ class RelayState:
     policy: Policy
     pool: ScanPool
     tls_context: ssl.SSLContext | None
+    verifier: RecipientVerifier | None = None
 
 
 def build_state(config: Config, scanner: Scanner | None = None) -> RelayState:
@@ -67,7 +69,8 @@ def build_state(config: Config, scanner: Scanner | None = None) -> RelayState:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
     pool = ScanPool(config, settings.workers, settings.queue_limit, settings.pool, scanner)
-    return RelayState(config, settings, Policy(config.section("policy")), pool, context)
+    verifier = RecipientVerifier(settings.downstream) if settings.verify_recipients else None
+    return RelayState(config, settings, Policy(config.section("policy")), pool, context, verifier)
 
 
 class Runtime(Protocol):
@@ -131,12 +134,18 @@ class RelayHandler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
                           rcpt_options: list[str]) -> str:
-        settings = self.runtime.state.settings
-        if not (settings.accepts_domain(address) or settings.is_trusted(client_ip(session))):
+        state = self.runtime.state
+        settings = state.settings
+        local = settings.accepts_domain(address)
+        if not (local or settings.is_trusted(client_ip(session))):
             log.info("relay refused", extra={"fields": {"client": client_ip(session), "reason": "relay_denied"}})
             return "550 5.7.1 Relaying denied: this server does not accept mail for that domain"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
+        if local and state.verifier is not None:
+            check = await state.verifier.check(address)
+            if check.code != 250:
+                return f"{check.code} {check.text}"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"

@@ -25,6 +25,7 @@ class RelaySettings:
     downstream: Downstream
     relay_domains: tuple[str, ...]
     trusted_networks: tuple[Network, ...]
+    verify_recipients: bool
     max_message_bytes: int
     max_connections: int
     command_timeout: float
@@ -63,6 +64,7 @@ class RelaySettings:
             ),
             relay_domains=tuple(d.strip().lower().lstrip("@").rstrip(".") for d in s["relay_domains"] if d.strip()),
             trusted_networks=tuple(_network(n, f"{where} trusted_networks") for n in s["trusted_networks"]),
+            verify_recipients=s["verify_recipients"],
             max_message_bytes=s["max_message_bytes"],
             max_connections=s["max_connections"],
             command_timeout=s["command_timeout"],

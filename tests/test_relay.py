@@ -349,3 +349,26 @@ def test_a_killed_scan_process_is_replaced(tmp_path: Path, sink: Sink) -> None:
         relay.stop()
         quarantine.close()
     assert len(sink.handler.wait_for(2)) == 2
+
+
+def test_verify_recipients_refuses_only_the_unknown_one(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay({"verify_recipients": True})
+    sink.handler.refuse = {"gone@practice.example": "550 5.1.1 No such user here"}
+    with smtplib.SMTP(relay.host, relay.port, timeout=20) as client:
+        client.ehlo()
+        client.mail(SENDER)
+        code, text = client.rcpt("gone@practice.example")
+        assert code == 550 and b"No such user here" in text
+        assert client.rcpt(RECIPIENT)[0] == 250
+        assert client.data(clean_message())[0] == 250
+    assert sink.handler.wait_for(1)[0].rcpt_tos == [RECIPIENT]
+
+
+def test_verify_recipients_with_the_downstream_down_is_451(start_relay: Any, sink: Sink) -> None:
+    relay = start_relay({"verify_recipients": True})
+    sink.stop()
+    with smtplib.SMTP(relay.host, relay.port, timeout=20) as client:
+        client.ehlo()
+        client.mail(SENDER)
+        assert client.rcpt(RECIPIENT)[0] == 451
+    sink.start()

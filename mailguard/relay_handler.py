@@ -238,8 +238,11 @@ class RelayHandler:
             outcome.notes["quarantine"] = "not configured"
             return
         loop = asyncio.get_running_loop()
+        # Held as it would have been delivered (forged verdict headers gone, ours added, no
+        # subject tag): a released message must not carry a sender's "X-MailGuard-Action: accept".
+        held = await loop.run_in_executor(None, apply_verdict, raw, verdict, "")
         try:
-            entry_id = await loop.run_in_executor(None, quarantine.store, raw, meta, verdict)
+            entry_id = await loop.run_in_executor(None, quarantine.store, held, meta, verdict)
         except QuarantineError as exc:
             outcome.reply = Reply(451, "4.3.0 Message cannot be held now, please try again later")
             outcome.notes["quarantine"] = str(exc)[:300]

@@ -101,7 +101,9 @@ def test_quarantined_mail_is_in_the_store_not_downstream(start_relay: Any, sink:
         entries = q.list()
         assert len(entries) == 1
         assert "LOOKALIKE_SENDER_DOMAIN" in entries[0].rules
-        assert q.raw(entries[0].id) == phish_message()
+        held = q.raw(entries[0].id)
+        assert strip_verdict_headers(held) == phish_message()
+        assert held.startswith(b"X-MailGuard-Action: quarantine\r\n")
     finally:
         q.close()
 
@@ -372,3 +374,15 @@ def test_verify_recipients_with_the_downstream_down_is_451(start_relay: Any, sin
         client.mail(SENDER)
         assert client.rcpt(RECIPIENT)[0] == 451
     sink.start()
+
+
+def test_held_message_loses_forged_verdict_headers(start_relay: Any, sink: Sink, tmp_path: Path) -> None:
+    relay = start_relay()
+    send(relay, b"X-MailGuard-Action: accept\r\nX-MailGuard-Score: 0.0\r\n" + phish_message())
+    q = open_quarantine(relay_config(tmp_path, sink.port))
+    try:
+        held = q.raw(q.list()[0].id)
+    finally:
+        q.close()
+    assert held.count(b"X-MailGuard-Action:") == 1 and b"X-MailGuard-Action: quarantine" in held
+    assert strip_verdict_headers(held) == phish_message()

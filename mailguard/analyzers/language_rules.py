@@ -20,7 +20,7 @@ A phrase is a sequence of words: ``{a|b|c}`` is one of several words or word gro
     [scoring]
     subject_weight = 1.5             # a phrase in the subject counts this much more
     decay = 0.5                      # each further phrase of a category counts half the one before
-    present_at = 1.5                 # a category joins combinations from this score on
+    present_at = 1.0                 # a category joins combinations from this score on
 
     [[combination]]
     rule = "LANGUAGE_URGENT_CREDENTIAL_REQUEST"
@@ -76,6 +76,7 @@ class Combination:
     at_least: int
     bonus: float
     summary: str
+    source: str = ""
 
     def applies(self, present: set[str]) -> bool:
         if not all(c in present for c in self.categories):
@@ -92,7 +93,7 @@ class Scoring:
 
     subject_weight: float = 1.5   # a phrase in the subject counts this many times
     decay: float = 0.5            # each further phrase of a category counts this share of the one before
-    present_at: float = 1.5       # a category takes part in combinations from this score on
+    present_at: float = 1.0       # a category takes part in combinations from this score on
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ def _scoring_file(path: Path, data: dict[str, Any]) -> tuple[dict[str, float], l
         if len(cats) + (at_least if any_of else 0) < 2:
             raise ConfigError(f"{cwhere}: a combination needs at least two categories (categories plus at_least of any_of)")
         combos.append(Combination(rule, cats, any_of, at_least, _number(entry.get("bonus"), f"{cwhere} bonus"),
-                                  _text(entry.get("summary"), f"{cwhere} summary")))
+                                  _text(entry.get("summary"), f"{cwhere} summary"), where))
     return values, combos
 
 
@@ -263,6 +264,6 @@ def load_rules(files: Iterable[Path]) -> RuleSet:
     for combo in combos.values():
         for name in combo.names():
             if name not in categories:
-                raise ConfigError(f"combination {combo.rule}: unknown category {name!r} "
-                                  f"(known: {', '.join(sorted(categories))})")
+                raise ConfigError(f"{combo.source}: combination {combo.rule}: unknown category {name!r} "
+                                  f"(known: {', '.join(sorted(categories))}); fix the name or add that category's file")
     return RuleSet(categories, tuple(phrases), tuple(combos.values()), Scoring(**scoring), tuple(sources))

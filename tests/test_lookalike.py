@@ -13,8 +13,6 @@ import pytest
 import mailguard
 from mailguard import Action, Config, Envelope
 from mailguard.analyzers import analyzer_classes
-from mailguard.analyzers.base import AnalyzerContext
-from mailguard.analyzers.lookalike import LookalikeAnalyzer
 from mailguard.config import ConfigError
 
 PRACTICE = "mindwellpsychology.org"

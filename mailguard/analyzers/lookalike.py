@@ -17,21 +17,18 @@ unrelated sender) tag (5) or add to other evidence.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
-from mailguard.analyzers.lookalike_brands import Brand, check_domain, load_brands, load_freemail
-from mailguard.analyzers.lookalike_domains import (
-    DomainMatcher, DomainSplitter, Match, Protected, is_ip_host,
-)
+from mailguard.analyzers.lookalike_brands import Brand, Ownership, check_domain, load_brands, load_freemail
+from mailguard.analyzers.lookalike_domains import DomainMatcher, DomainSplitter, Match, Protected
 from mailguard.analyzers.lookalike_glyphs import GlyphTable, mixed_scripts
+from mailguard.analyzers.lookalike_links import LinkInspector
+from mailguard.analyzers.lookalike_names import NameMatcher
 from mailguard.config import ConfigError, Option
-from mailguard.message import (
-    Address, Link, ParsedMessage, idna_to_ascii, idna_to_unicode, iter_all_messages, url_host,
-)
+from mailguard.message import Address, ParsedMessage, idna_to_unicode
 from mailguard.model import Finding
 from mailguard.resources import rules_file
 
@@ -58,19 +55,9 @@ SCORES: Mapping[str, float] = {
 # Built-in brand names this short are matched by exact forms only (see __init__).
 SHORT_BRAND = 4
 
-# Titles and credentials dropped before comparing a display name with protected_names.
-_TITLES = frozenset(
-    "dr doctor mr mrs ms miss mx prof professor phd psyd md do lcsw lmft lpc lpcc lmhc ma ms msw np pa rn "
-    "jr sr ii iii".split()
-)
+# Built-in brand names this short are matched by exact forms only (see _protected_set).
+SHORT_BRAND = 4
 _EMAIL_IN_NAME = re.compile(r"[\w.+'-]+@((?:[\w-]+\.)+[\w-]{2,})", re.UNICODE)
-_DOMAIN_TEXT = re.compile(
-    r"^(?:https?://)?((?:[\w-]+\.)+[a-z\u00a1-\uffff][\w-]{1,62})\.?(?:[:/?#].*)?$", re.IGNORECASE | re.UNICODE
-)
-_WORDS = re.compile(r"[^\W_]+", re.UNICODE)
-# Hosts that browsers read as an internet address: decimal (3232235777), hex (0xc0a80001)
-# or dotted forms with hex or octal parts (0xc0.0250.1.1).
-_OBFUSCATED_IP = re.compile(r"^(?:\d{8,10}|0x[0-9a-f]{1,8}|(?:(?:0x[0-9a-f]+|0[0-7]*|\d+)\.){1,3}(?:0x[0-9a-f]+|0[0-7]*|\d+))$", re.I)
 
 
 @dataclass(frozen=True)
@@ -85,14 +72,6 @@ _FROM = _Place("LOOKALIKE_SENDER_DOMAIN", "Sender domain")
 _SENDER = _Place("LOOKALIKE_SENDER_DOMAIN", "Sender domain (Sender header)")
 _REPLY_TO = _Place("LOOKALIKE_REPLY_TO_DOMAIN", "Reply-To domain")
 _ENVELOPE = _Place("LOOKALIKE_ENVELOPE_DOMAIN", "Envelope sender domain")
-
-
-def _name_tokens(text: str, glyphs: GlyphTable) -> tuple[str, ...]:
-    """Display-name words as look-alike skeletons (case-folded, accents off, Cyrillic and
-    digit look-alikes read as the letters they imitate), so "PayPaI" and "Jаne R0e" match
-    the names they imitate."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return tuple(glyphs.skeleton(w) for w in _WORDS.findall(text))
 
 
 class LookalikeAnalyzer(Analyzer):
@@ -141,7 +120,6 @@ class LookalikeAnalyzer(Analyzer):
         self.glyphs = glyphs
         self.brands = table.brands
         self.check_links = bool(settings["check_links"])
-        self.max_links = int(settings["max_links"])
         self.splitter = DomainSplitter()
         own = list(self._domains(settings["protected_domains"], "protected_domains"))
         own += self._relay_domains(config)
@@ -149,16 +127,14 @@ class LookalikeAnalyzer(Analyzer):
         allow = [self._registrable(d) for d in self._domains(settings["allow_domains"], "allow_domains")]
 
         self.brand_of = self._brand_ownership()
-        protected = self._protected_set()
+        self.ownership = Ownership(self.brand_of, self.own_domains, self.freemail, self.splitter)
         self.matcher = DomainMatcher(
             # Free-mail providers are real services, never imitations (mail.com is not gmail.com).
-            list(protected.values()), owned=[*self.brand_of, *allow, *self.freemail], glyphs=glyphs,
-            combo_words=table.combo_words, splitter=self.splitter,
+            list(self._protected_set().values()), owned=[*self.brand_of, *allow, *self.freemail],
+            glyphs=glyphs, combo_words=table.combo_words, splitter=self.splitter,
         )
-        self.generic_words = frozenset(glyphs.skeleton(w) for w in table.generic_words)
-        self.titles = frozenset(glyphs.skeleton(w) for w in _TITLES)
-        self._brand_names = self._compile_brand_names()
-        self._person_names = self._compile_person_names(settings["protected_names"])
+        self.names = NameMatcher(self.brands, settings["protected_names"], table.generic_words, glyphs)
+        self.links = LinkInspector(self.matcher, self.ownership, int(settings["max_links"]))
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -234,30 +210,6 @@ class LookalikeAnalyzer(Analyzer):
         parts = self.splitter.parts(domain)
         return parts.registrable if parts is not None else domain
 
-    def _compile_brand_names(self) -> list[tuple[tuple[str, ...], Brand, bool]]:
-        out = []
-        for brand in self.brands:
-            for name in brand.names:
-                tokens = _name_tokens(name, self.glyphs)
-                if tokens:
-                    out.append((tokens, brand, False))
-                joined = "".join(tokens)
-                if len(tokens) > 1:
-                    out.append(((joined,), brand, False))
-            for name in brand.word_names:
-                tokens = _name_tokens(name, self.glyphs)
-                if tokens:
-                    out.append((tokens, brand, True))
-        return out
-
-    def _compile_person_names(self, names: Iterable[str]) -> list[tuple[str, frozenset[str]]]:
-        out = []
-        for name in names:
-            tokens = frozenset(t for t in _name_tokens(name, self.glyphs) if t not in self.titles)
-            if tokens:
-                out.append((name.strip(), tokens))
-        return out
-
     # ------------------------------------------------------------------ analysis
 
     def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
@@ -269,9 +221,6 @@ class LookalikeAnalyzer(Analyzer):
         if self.check_links:
             self._links(message, findings, flagged)
         return findings
-
-    def _score(self, rule: str) -> float:
-        return SCORES[rule]
 
     def _sender_domains(self, message: ParsedMessage, out: list[Finding], flagged: set[str]) -> Match | None:
         places: list[tuple[_Place, Address]] = []
@@ -296,7 +245,7 @@ class LookalikeAnalyzer(Analyzer):
                     flagged.add(domain)
                     names = " and ".join(self.glyphs.script_name(s) for s in mixed)
                     out.append(self.finding(
-                        "LOOKALIKE_MIXED_SCRIPT_DOMAIN", self._score("LOOKALIKE_MIXED_SCRIPT_DOMAIN"),
+                        "LOOKALIKE_MIXED_SCRIPT_DOMAIN", SCORES["LOOKALIKE_MIXED_SCRIPT_DOMAIN"],
                         f"{place.label} {domain} mixes {names} letters, a trick used to imitate real names",
                         {"domain": domain, "ascii_domain": address.ascii_domain, "scripts": list(mixed), "where": place.label},
                     ))
@@ -314,7 +263,7 @@ class LookalikeAnalyzer(Analyzer):
                     continue
                 rule = "LOOKALIKE_SENDER_SUBDOMAIN"
             out.append(self.finding(
-                rule, self._score(rule), f"{place.label} {match.sentence()}",
+                rule, SCORES[rule], f"{place.label} {match.sentence()}",
                 self._match_details(match, place.label, address),
             ))
         return from_match
@@ -335,63 +284,37 @@ class LookalikeAnalyzer(Analyzer):
 
     # ------------------------------------------------------------------ display names
 
-    def _owned_by(self, domain: str, brand: Brand) -> bool:
-        registrable = self._registrable(domain)
-        return self.brand_of.get(registrable) is brand
-
     def _display_names(self, message: ParsedMessage, out: list[Finding]) -> None:
+        own = self.ownership
         for address in message.from_[:3]:
-            name = address.display_name
+            name, domain = address.display_name, address.domain
             if not name:
                 continue
-            domain = address.domain
-            tokens = _name_tokens(name, self.glyphs)
-            brand = self._brand_in_name(tokens)
-            if brand is not None and domain and not self._owned_by(domain, brand) \
-                    and self._registrable(domain) not in self.own_domains:
+            brand = self.names.brand_in(name)
+            if brand is not None and domain and not own.owned_by(domain, brand) and not own.is_own(domain):
                 where = domain if "." in domain else f"an address without a real domain ({domain})"
                 out.append(self.finding(
-                    "LOOKALIKE_DISPLAY_NAME_BRAND", self._score("LOOKALIKE_DISPLAY_NAME_BRAND"),
+                    "LOOKALIKE_DISPLAY_NAME_BRAND", SCORES["LOOKALIKE_DISPLAY_NAME_BRAND"],
                     f"The sender calls itself \"{name}\" but writes from {where}, which is not one of "
                     f"{brand.name}'s domains",
                     {"brand": brand.name, "domain": domain},
                 ))
-            person = self._person_in_name(tokens)
-            if person is not None and self._registrable(domain) not in self.own_domains:
-                free = self._registrable(domain) in self.freemail
+            person = self.names.person_in(name)
+            if person is not None and not own.is_own(domain):
+                free = own.is_freemail(domain)
                 rule = "LOOKALIKE_DISPLAY_NAME_PERSON_FREEMAIL" if free else "LOOKALIKE_DISPLAY_NAME_PERSON"
                 where = f"a free email account at {domain}" if free else f"{domain}, outside the practice's domains"
                 out.append(self.finding(
-                    rule, self._score(rule),
+                    rule, SCORES[rule],
                     f"The sender uses the name \"{person}\" but writes from {where}; check with them "
                     "another way before acting on it",
                     {"protected_name": person, "domain": domain, "freemail": free},
                 ))
             self._address_in_name(address, out)
 
-    def _brand_in_name(self, tokens: tuple[str, ...]) -> Brand | None:
-        if not tokens:
-            return None
-        for pattern, brand, word_only in self._brand_names:
-            n = len(pattern)
-            for i in range(len(tokens) - n + 1):
-                if tokens[i:i + n] != pattern:
-                    continue
-                if not word_only:
-                    return brand
-                rest = tokens[:i] + tokens[i + n:]
-                if all(t in self.generic_words for t in rest):
-                    return brand
-        return None
-
-    def _person_in_name(self, tokens: tuple[str, ...]) -> str | None:
-        present = frozenset(t for t in tokens if t not in self.titles)
-        for name, needed in self._person_names:
-            if needed <= present:
-                return name
-        return None
-
     def _address_in_name(self, address: Address, out: list[Finding]) -> None:
+        """"billing@availity.com" <x@mailer.biz>: the name shows an address that is not
+        the real one. Mailing lists rewrite senders as "Name via List": not flagged."""
         name = address.display_name
         if "@" not in name or " via " in f" {name.lower()} ":
             return
@@ -399,14 +322,10 @@ class LookalikeAnalyzer(Analyzer):
         if not found or not address.domain:
             return
         shown = idna_to_unicode(found.group(1).lower().rstrip("."))
-        shown_reg, real_reg = self._registrable(shown), self._registrable(address.domain)
-        if shown_reg == real_reg:
-            return
-        shown_brand = self.brand_of.get(shown_reg)
-        if shown_brand is not None and self.brand_of.get(real_reg) is shown_brand:
+        if self.ownership.same_owner(shown, address.domain):
             return
         out.append(self.finding(
-            "LOOKALIKE_DISPLAY_NAME_ADDRESS", self._score("LOOKALIKE_DISPLAY_NAME_ADDRESS"),
+            "LOOKALIKE_DISPLAY_NAME_ADDRESS", SCORES["LOOKALIKE_DISPLAY_NAME_ADDRESS"],
             f"The sender's name shows the address {found.group(0)} but the mail really comes from "
             f"{address.domain}",
             {"shown_domain": shown, "domain": address.domain},
@@ -414,37 +333,26 @@ class LookalikeAnalyzer(Analyzer):
 
     # ------------------------------------------------------------------ Reply-To
 
-    def _is_protected_sender(self, domain: str) -> bool:
-        registrable = self._registrable(domain)
-        if registrable in self.freemail:
-            return False
-        return registrable in self.own_domains or registrable in self.brand_of
-
-    def _same_owner(self, a: str, b: str) -> bool:
-        ra, rb = self._registrable(a), self._registrable(b)
-        if ra == rb:
-            return True
-        brand = self.brand_of.get(ra)
-        return brand is not None and self.brand_of.get(rb) is brand
-
     def _reply_to(self, message: ParsedMessage, out: list[Finding], from_match: Match | None) -> None:
+        """Replies diverted: From is (or imitates) a protected domain, Reply-To goes to
+        another owner's domain or to free mail."""
         sender = message.from_address
         if sender is None or not sender.domain or not message.reply_to:
             return
-        protected = self._is_protected_sender(sender.domain)
+        own = self.ownership
+        protected = own.is_protected(sender.domain)
         if not protected and from_match is None:
             return
         for reply in message.reply_to[:5]:
-            if not reply.domain or self._same_owner(reply.domain, sender.domain):
+            if not reply.domain or own.same_owner(reply.domain, sender.domain):
                 continue
-            free = self._registrable(reply.domain) in self.freemail
+            free = own.is_freemail(reply.domain)
             rule = "LOOKALIKE_REPLY_TO_FREEMAIL" if free else "LOOKALIKE_REPLY_TO_DIVERSION"
             shown = from_match.target.domain if from_match is not None and not protected else sender.domain
             what = "a free email account at " + reply.domain if free else reply.domain
             claim = f"claims to come from {shown}" if protected else f"imitates {shown}"
             out.append(self.finding(
-                rule, self._score(rule),
-                f"The message {claim}, but replies would go to {what}",
+                rule, SCORES[rule], f"The message {claim}, but replies would go to {what}",
                 {"from_domain": sender.domain, "reply_to_domain": reply.domain, "freemail": free},
             ))
             return
@@ -452,103 +360,36 @@ class LookalikeAnalyzer(Analyzer):
     # ------------------------------------------------------------------ links
 
     def _links(self, message: ParsedMessage, out: list[Finding], flagged: set[str]) -> None:
-        lookalikes: list[Match] = []
-        mismatches: list[tuple[str, str, bool]] = []
-        ips: list[str] = []
-        puny: list[str] = []
-        seen_hosts: set[str] = set()
-        seen_pairs: set[tuple[str, str]] = set()
-        for link in self._all_links(message):
-            host = link.host
-            if not host:
-                continue
-            if host not in seen_hosts:
-                if len(seen_hosts) >= self.max_links:
-                    break
-                seen_hosts.add(host)
-                self._check_link_host(host, flagged, lookalikes, ips, puny)
-            if link.text and link.source == "html":
-                self._check_link_text(link, seen_pairs, mismatches)
-        if lookalikes:
-            first = lookalikes[0]
-            more = f" (and {len(lookalikes) - 1} more look-alike link domains)" if len(lookalikes) > 1 else ""
+        evidence = self.links.inspect(message, flagged)
+        if evidence.lookalikes:
+            first, count = evidence.lookalikes[0], len(evidence.lookalikes)
+            more = f" (and {count - 1} more look-alike link domains)" if count > 1 else ""
             out.append(self.finding(
-                "LOOKALIKE_LINK_DOMAIN", self._score("LOOKALIKE_LINK_DOMAIN"),
-                f"A link goes to {first.shown_host}, which imitates {first.target.shown}: "
-                f"{first.explanation}{more}",
-                {**self._match_details(first, "link"), "domains": [m.host for m in lookalikes[:10]]},
+                "LOOKALIKE_LINK_DOMAIN", SCORES["LOOKALIKE_LINK_DOMAIN"],
+                f"A link goes to {first.shown_host}, which imitates {first.target.shown}: {first.explanation}{more}",
+                {**self._match_details(first, "link"), "domains": [m.host for m in evidence.lookalikes[:10]]},
             ))
-        protected_shown = [m for m in mismatches if m[2]]
-        if protected_shown or mismatches:
-            shown, real, is_protected = (protected_shown or mismatches)[0]
-            rule = "LOOKALIKE_LINK_TEXT_PROTECTED" if is_protected else "LOOKALIKE_LINK_TEXT_MISMATCH"
-            more = f" ({len(mismatches) - 1} more links like this)" if len(mismatches) > 1 else ""
+        if evidence.mismatches:
+            worst = next((m for m in evidence.mismatches if m.shown_is_protected), evidence.mismatches[0])
+            rule = "LOOKALIKE_LINK_TEXT_PROTECTED" if worst.shown_is_protected else "LOOKALIKE_LINK_TEXT_MISMATCH"
+            count = len(evidence.mismatches)
+            more = f" ({count - 1} more links like this)" if count > 1 else ""
             out.append(self.finding(
-                rule, self._score(rule),
-                f"A link shows {shown} but really goes to {real}{more}",
-                {"shown": shown, "actual": real, "count": len(mismatches)},
+                rule, SCORES[rule], f"A link shows {worst.shown} but really goes to {worst.actual}{more}",
+                {"shown": worst.shown, "actual": worst.actual, "count": count},
             ))
-        if ips:
+        if evidence.ips:
             out.append(self.finding(
-                "LOOKALIKE_LINK_IP", self._score("LOOKALIKE_LINK_IP"),
-                f"A link goes to a bare internet address ({ips[0]}) instead of a named website; real "
+                "LOOKALIKE_LINK_IP", SCORES["LOOKALIKE_LINK_IP"],
+                f"A link goes to a bare internet address ({evidence.ips[0]}) instead of a named website; real "
                 "companies do not send links like that",
-                {"hosts": ips[:10]},
+                {"hosts": evidence.ips[:10]},
             ))
-        if puny:
+        if evidence.punycode:
+            host = evidence.punycode[0]
             out.append(self.finding(
-                "LOOKALIKE_LINK_PUNYCODE", self._score("LOOKALIKE_LINK_PUNYCODE"),
-                f"A link goes to {idna_to_unicode(puny[0])}, a web address written with special "
-                f"characters (really {puny[0]}), which is often used to imitate real names",
-                {"hosts": puny[:10]},
+                "LOOKALIKE_LINK_PUNYCODE", SCORES["LOOKALIKE_LINK_PUNYCODE"],
+                f"A link goes to {idna_to_unicode(host)}, a web address written with special characters "
+                f"(really {host}), which is often used to imitate real names",
+                {"hosts": evidence.punycode[:10]},
             ))
-
-    @staticmethod
-    def _all_links(message: ParsedMessage) -> Iterator[Link]:
-        for part in iter_all_messages(message):
-            yield from part.links
-
-    def _check_link_host(
-        self, host: str, flagged: set[str], lookalikes: list[Match], ips: list[str], puny: list[str]
-    ) -> None:
-        if is_ip_host(host) or _OBFUSCATED_IP.match(host):
-            ips.append(host)
-            return
-        unicode_host = idna_to_unicode(host)
-        if not unicode_host or self.splitter.parts(unicode_host) is None:
-            return  # not a name anyone can register: nothing to imitate or visit
-        match = self.matcher.match(unicode_host)
-        if match is not None and match.technique == "subdomain":
-            match = None  # a brand word as a subdomain of another site is too common in links
-        if match is not None:
-            if match.registrable not in flagged:
-                flagged.add(match.registrable)
-                lookalikes.append(match)
-            return
-        if ("xn--" in host or not host.isascii()) and not self.matcher.is_owned(host):
-            puny.append(idna_to_ascii(unicode_host))
-
-    def _check_link_text(self, link: Link, seen: set[tuple[str, str]], out: list[tuple[str, str, bool]]) -> None:
-        text = link.text.strip().strip("<>[]()\"'").strip()
-        if not text or " " in text or len(text) > 2048:
-            return
-        found = _DOMAIN_TEXT.match(text)
-        if not found:
-            return
-        shown = url_host(found.group(0) if "://" in found.group(0) else "http://" + found.group(0))
-        if not shown or "." not in shown:
-            return
-        shown_parts = self.splitter.parts(shown)
-        real_is_ip = is_ip_host(link.host) or bool(_OBFUSCATED_IP.match(link.host))
-        real_parts = None if real_is_ip else self.splitter.parts(link.host)
-        if shown_parts is None or shown_parts.unlisted or (real_parts is None and not real_is_ip):
-            return
-        if real_parts is not None and self._same_owner(shown_parts.registrable, real_parts.registrable):
-            return
-        real = link.host
-        key = (shown_parts.registrable, real_parts.registrable if real_parts else real)
-        if key in seen:
-            return
-        seen.add(key)
-        is_protected = self._is_protected_sender(shown_parts.registrable) or shown_parts.registrable in self.brand_of
-        out.append((shown_parts.shown_registrable, idna_to_unicode(real), is_protected))

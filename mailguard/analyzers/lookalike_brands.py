@@ -10,9 +10,12 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from mailguard.config import ConfigError
+
+if TYPE_CHECKING:
+    from mailguard.analyzers.lookalike_domains import DomainSplitter
 
 _DOMAIN = re.compile(r"^(?=.{3,253}$)([a-z0-9\u00a1-\uffff]([a-z0-9\u00a1-\uffff-]{0,61}[a-z0-9\u00a1-\uffff])?\.)+[a-z\u00a1-\uffff][a-z0-9\u00a1-\uffff-]{1,62}$")
 
@@ -151,3 +154,43 @@ def load_freemail(path: Path) -> frozenset[str]:
         raise ConfigError(f"{path}: missing domains = [\"gmail.com\", ...]")
     values = _str_list(data["domains"], f"{path}: domains")
     return frozenset(check_domain(d, f"{path}: domains") for d in values)
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Who owns a domain: a brand of the table, the practice, a free-mail provider.
+    Built once by the analyzer; every method only reads."""
+
+    brand_of: Mapping[str, Brand]
+    own_domains: frozenset[str]
+    freemail: frozenset[str]
+    splitter: "DomainSplitter"
+
+    def registrable(self, domain: str) -> str:
+        parts = self.splitter.parts(domain)
+        return parts.registrable if parts is not None else domain
+
+    def owned_by(self, domain: str, brand: Brand) -> bool:
+        return self.brand_of.get(self.registrable(domain)) is brand
+
+    def is_own(self, domain: str) -> bool:
+        """One of the practice's domains (protected_domains, relay_domains)."""
+        return self.registrable(domain) in self.own_domains
+
+    def is_freemail(self, domain: str) -> bool:
+        return self.registrable(domain) in self.freemail
+
+    def is_protected(self, domain: str) -> bool:
+        """The practice's or a brand's domain, and not free mail (a Gmail sender is a
+        person, not Google)."""
+        registrable = self.registrable(domain)
+        if registrable in self.freemail:
+            return False
+        return registrable in self.own_domains or registrable in self.brand_of
+
+    def same_owner(self, a: str, b: str) -> bool:
+        ra, rb = self.registrable(a), self.registrable(b)
+        if ra == rb:
+            return True
+        brand = self.brand_of.get(ra)
+        return brand is not None and self.brand_of.get(rb) is brand

@@ -222,3 +222,35 @@ def test_odd_messages_are_still_delivered(start_relay: Any, sink: Sink, body: by
         client.send(wire(body))
         assert client.reply()[0] == 250
     assert len(sink.handler.wait_for(1)) == 1
+
+
+class _SlowOnMarker(_Blocking):
+    """Blocks only the message whose subject says so: one slow message among quick ones."""
+
+    name = "slow_on_marker"
+
+    def analyze(self, message: Any) -> list[Finding]:
+        if "SLOW" in (message.subject or ""):
+            return super().analyze(message)
+        return []
+
+
+def test_one_slow_scan_does_not_stall_other_sessions(start_relay: Any, sink: Sink, tmp_path: Path) -> None:
+    config = relay_config(tmp_path, sink.port)
+    started, release = threading.Semaphore(0), threading.Event()
+    slow = Scanner(config, extra_analyzers=[_SlowOnMarker({}, AnalyzerContext(config), started, release)])
+    relay = start_relay({"workers": 2}, scanner_override=slow)
+    first = RawClient(relay.host, relay.port)
+    try:
+        open_transaction(first)
+        first.send(wire(clean_message(1).replace(b"Subject: ", b"Subject: SLOW ")))
+        assert started.acquire(timeout=20)  # that message is stuck in its scan
+        with smtplib.SMTP(relay.host, relay.port, timeout=20) as other:
+            other.sendmail(SENDER, [RECIPIENT], clean_message(2))  # goes through meanwhile
+        assert [b"Thursday 2" in m.data for m in sink.handler.wait_for(1)] == [True]
+        release.set()
+        assert first.reply()[0] == 250
+    finally:
+        release.set()
+        first.close()
+    assert len(sink.handler.wait_for(2)) == 2

@@ -54,6 +54,12 @@ def test_shortener_link_is_named_in_plain_words(links: LinksAnalyzer) -> None:
     assert 0 < finding.score < 5
 
 
+def test_x_link_wrapper_counts_but_vendors_own_short_links_do_not(links: LinksAnalyzer) -> None:
+    assert "LINKS_SHORTENER" in rules(links, message("Claim your reward: https://t.co/Ab12Cd34Ef"))
+    quiet = message("Set up sign-in: https://aka.ms/mfasetup\nDirections: https://maps.app.goo.gl/xyz123")
+    assert "LINKS_SHORTENER" not in rules(links, quiet)
+
+
 def test_free_hosting_subdomain_and_form_builder_path(links: LinksAnalyzer) -> None:
     html = (
         '<p>Review the document <a href="https://secure-docs-review.weebly.com/">here</a> and '

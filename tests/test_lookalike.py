@@ -372,3 +372,12 @@ def test_envelope_only_lookalike_tags(scanner: mailguard.Scanner) -> None:
     verdict = scanner.scan(message(sender="news@example.org"), Envelope(mail_from="bounce@availity-support.com"))
     assert "LOOKALIKE_ENVELOPE_DOMAIN" in lookalike(verdict)
     assert verdict.action == Action.TAG
+
+
+def test_hostile_sizes_stay_fast(scanner: mailguard.Scanner) -> None:
+    name = "PayPal " + "x" * 60000
+    links = "".join(f'<a href="http://h{i}.example-{i}.com/">www.site{i}.com</a>' for i in range(3000))
+    raw = message(sender="a@example.org", name=name, html=links)
+    verdict = scanner.scan(raw)
+    assert not verdict.errors
+    assert verdict.elapsed_ms < 5000

@@ -318,7 +318,7 @@ class LookalikeAnalyzer(Analyzer):
         name = address.display_name
         if "@" not in name or " via " in f" {name.lower()} ":
             return
-        found = _EMAIL_IN_NAME.search(name)
+        found = _EMAIL_IN_NAME.search(name[:512])
         if not found or not address.domain:
             return
         shown = idna_to_unicode(found.group(1).lower().rstrip("."))

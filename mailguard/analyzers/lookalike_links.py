@@ -59,7 +59,9 @@ class LinkInspector:
         evidence = LinkEvidence()
         seen_hosts: set[str] = set()
         seen_pairs: set[tuple[str, str]] = set()
-        for link in _all_links(message):
+        for number, link in enumerate(_all_links(message)):
+            if number >= self.max_links * 10:
+                break
             if not link.host:
                 continue
             if link.host not in seen_hosts:

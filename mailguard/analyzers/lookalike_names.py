@@ -20,12 +20,15 @@ TITLES = frozenset(
     "jr sr ii iii".split()
 )
 _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
+# Display names longer than this are cut before matching: real ones are short, and a
+# hostile 60,000-character name must not cost seconds.
+MAX_NAME_CHARS = 256
 
 
 def name_tokens(text: str, glyphs: GlyphTable) -> tuple[str, ...]:
     """Display-name words as look-alike skeletons (case-folded, accents off, Cyrillic and
     digit look-alikes read as the letters they imitate)."""
-    text = unicodedata.normalize("NFKC", text).casefold()
+    text = unicodedata.normalize("NFKC", text[:MAX_NAME_CHARS]).casefold()
     return tuple(glyphs.skeleton(w) for w in _WORDS.findall(text))
 
 

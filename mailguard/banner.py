@@ -4,7 +4,8 @@ Staff read the body, not the headers: the banner tells them, where they look, wh
 thinks the message is dangerous (the findings' own summaries) and what to do.
 
 Only the first text/plain and the first text/html body parts get it (both halves of a
-multipart/alternative; not text attachments, not attached messages). Those parts are decoded
+multipart/alternative; not text attachments, not attached messages, nothing inside a
+signed or encrypted part). Those parts are decoded
 and re-encoded in their own transfer encoding and charset; every header, every other part,
 every boundary and the preamble and epilogue stay byte for byte as they were. No header is
 ever changed (a banner that cannot be written in a 7-bit part's charset degrades to '?'),
@@ -33,6 +34,9 @@ MAX_DEPTH = 20
 _BODY_TAG = re.compile(rb"<body\b[^>]*>", re.IGNORECASE)
 _HTML_TAG = re.compile(rb"<html\b[^>]*>", re.IGNORECASE)
 _ASCII_UNSAFE = ("utf-16", "utf-32", "utf_16", "utf_32")
+# Signed or encrypted content is left whole: a banner inside would break the signature that
+# tells staff who really sent it (headers and subject tag still warn them).
+_SEALED = ("multipart/signed", "multipart/encrypted")
 
 
 def banner_reasons(verdict: Verdict) -> list[str]:
@@ -97,6 +101,8 @@ def _entity(entity: bytes, banners: _Banners, depth: int) -> bytes:
         return entity
     headers = BytesHeaderParser(policy=compat32).parsebytes(head)
     ctype = headers.get_content_type()
+    if ctype in _SEALED:
+        return entity
     if ctype.startswith("multipart/"):
         boundary = headers.get_param("boundary")
         if not isinstance(boundary, str) or not boundary:

@@ -163,3 +163,10 @@ def test_result_parses_as_the_same_message() -> None:
     assert [p.get_content_type() for p in before.walk()] == [p.get_content_type() for p in after.walk()]
     assert [p.get_filename() for p in before.walk()] == [p.get_filename() for p in after.walk()]
     assert not after.defects
+
+
+def test_signed_content_is_left_whole() -> None:
+    signed = (b"Subject: signed\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; "
+              b"boundary=s\r\n\r\n--s\r\nContent-Type: text/plain\r\n\r\nsigned words\r\n--s\r\n"
+              b"Content-Type: application/pkcs7-signature\r\n\r\nMIAG\r\n--s--\r\n")
+    assert add_banner(signed, VERDICT) is signed

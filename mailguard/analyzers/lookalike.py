@@ -52,9 +52,6 @@ SCORES: Mapping[str, float] = {
     "LOOKALIKE_LINK_PUNYCODE": 2.0,
 }
 
-# Built-in brand names this short are matched by exact forms only (see __init__).
-SHORT_BRAND = 4
-
 # Built-in brand names this short are matched by exact forms only (see _protected_set).
 SHORT_BRAND = 4
 _EMAIL_IN_NAME = re.compile(r"[\w.+'-]+@((?:[\w-]+\.)+[\w-]{2,})", re.UNICODE)

@@ -386,3 +386,36 @@ def test_held_message_loses_forged_verdict_headers(start_relay: Any, sink: Sink,
         q.close()
     assert held.count(b"X-MailGuard-Action:") == 1 and b"X-MailGuard-Action: quarantine" in held
     assert strip_verdict_headers(held) == phish_message()
+
+
+@pytest.mark.parametrize("relay, message", [
+    ({"tls_cert": "c.pem"}, "tls_cert and tls_key must be set together"),
+    ({"require_tls": True}, "require_tls: needs tls_cert"),
+    ({"trusted_networks": ["10.0.0.0/33"]}, "trusted_networks"),
+    ({"downstream": "mail.example:0"}, "downstream"),
+    ({"listen": "[::1"}, "listen"),
+])
+def test_relay_settings_errors_name_the_key(tmp_path: Path, relay: dict[str, Any], message: str) -> None:
+    from mailguard.config import ConfigError
+    from mailguard.relay_settings import RelaySettings
+
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        RelaySettings.from_config(relay_config(tmp_path, 25, relay))
+
+
+def test_relay_domains_and_trusted_networks() -> None:
+    from mailguard.config import Config
+    from mailguard.relay_settings import RelaySettings
+
+    settings = RelaySettings.from_config(Config.from_dict({"relay": {
+        "relay_domains": ["Practice.Example.", "@clinic.example"],
+        "trusted_networks": ["192.168.10.0/24", "2001:db8::/32"]}}))
+    assert settings.accepts_domain("Front.Desk@PRACTICE.example")
+    assert settings.accepts_domain("a@billing.practice.example")
+    assert settings.accepts_domain("a@clinic.example.")
+    assert not settings.accepts_domain("a@notpractice.example")
+    assert not settings.accepts_domain("a@practice.example.evil.example")
+    assert not settings.accepts_domain("no-domain")
+    assert settings.is_trusted("192.168.10.7") and settings.is_trusted("::ffff:192.168.10.7")
+    assert settings.is_trusted("2001:db8::1") and not settings.is_trusted("192.168.11.1")
+    assert not settings.is_trusted("not an address")

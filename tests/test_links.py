@@ -81,6 +81,9 @@ def test_ipfs_gateway_and_risky_tld(links: LinksAnalyzer) -> None:
     found = rules(links, message(text))
     assert "LINKS_IPFS" in found
     assert "LINKS_RISKY_TLD" in found and ".top" in found["LINKS_RISKY_TLD"].summary
+    found = rules(links, message("Deals: https://offers4u.sa.com/x"))
+    assert ".sa.com" in found["LINKS_RISKY_TLD"].summary
+    assert "LINKS_RISKY_TLD" not in rules(links, message("https://www.salon.com/ and https://example.com.au/"))
 
 
 def test_ordinary_links_stay_quiet(links: LinksAnalyzer) -> None:

@@ -195,3 +195,9 @@ def test_reply_to_of_a_protected_sender_is_left_to_lookalike() -> None:
     raw = message(reply_to="northside.billing@gmail.com")
     assert "SENDER_REPLY_TO_FREEMAIL" not in rules(raw, protected)
     assert "SENDER_REPLY_TO_FREEMAIL" in rules(raw, analyzer())
+
+
+def test_second_level_names_sold_as_endings(sender: SenderAnalyzer) -> None:
+    found = rules(message("Offers <news@offers4u.sa.com>"), sender)
+    assert ".sa.com" in found["SENDER_RISKY_TLD"].summary
+    assert "SENDER_RISKY_TLD" not in rules(message("Jane <jane@clinic.com>"), sender)

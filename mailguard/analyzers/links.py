@@ -76,10 +76,17 @@ class HostGroup:
     tlds: frozenset[str]
     patterns: tuple[re.Pattern[str], ...] = ()  # entries with a "*" label
 
+    def ending(self, host: str) -> str:
+        """The listed ending of ``host`` ("top", "sa.com"), or its last label."""
+        labels = host.split(".")
+        for i in range(1, len(labels)):
+            if ".".join(labels[i:]) in self.tlds:
+                return ".".join(labels[i:])
+        return labels[-1]
+
     def matches(self, host: str, path: str) -> bool:
         if self.tlds:
-            return any(host.endswith("." + tld) for tld in self.tlds if "." in tld) or \
-                host.rpartition(".")[2] in self.tlds
+            return self.ending(host) in self.tlds
         for candidate in _suffixes(host):
             if candidate in self.hosts:
                 return True
@@ -293,7 +300,7 @@ class LinksAnalyzer(Analyzer):
             hosts = hits.get(group.key)
             if not hosts:
                 continue
-            tld = hosts[0].rpartition(".")[2]
+            tld = group.ending(hosts[0])
             summary = group.summary.format(host=hosts[0], tld=tld)
             if len(hosts) > 1:
                 summary += f" (and {len(hosts) - 1} more such links)"

@@ -281,8 +281,10 @@ class SenderAnalyzer(Analyzer):
         )
 
     def _risky_tld(self, sender: Address) -> Iterator[Finding]:
-        tld = sender.domain.rpartition(".")[2]
-        if tld in self.data.risky_tlds:
+        labels = sender.domain.split(".")
+        endings = (".".join(labels[i:]) for i in range(1, len(labels)))
+        tld = next((e for e in endings if e in self.data.risky_tlds), "")
+        if tld:
             yield self.finding(
                 "SENDER_RISKY_TLD", self._score("SENDER_RISKY_TLD"),
                 f"The sender writes from {sender.domain}, under an internet ending (.{tld}) that is mostly "

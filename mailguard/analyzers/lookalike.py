@@ -243,7 +243,8 @@ class LookalikeAnalyzer(Analyzer):
                     names = " and ".join(self.glyphs.script_name(s) for s in mixed)
                     out.append(self.finding(
                         "LOOKALIKE_MIXED_SCRIPT_DOMAIN", SCORES["LOOKALIKE_MIXED_SCRIPT_DOMAIN"],
-                        f"{place.label} {domain} mixes {names} letters, a trick used to imitate real names",
+                        f"{place.label} {domain} ({address.ascii_domain}) mixes {names} letters, a trick "
+                        "used to imitate real names",
                         {"domain": domain, "ascii_domain": address.ascii_domain, "scripts": list(mixed), "where": place.label},
                     ))
                 continue

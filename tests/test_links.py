@@ -127,6 +127,9 @@ def test_javascript_and_data_links(links: LinksAnalyzer) -> None:
     assert "LINKS_SCRIPT_URL" in rules(links, message(html=html))
     html = '<p>Invoice: <a href="data:text/html;base64,PGgxPkxvZ2luPC9oMT4=">open</a></p>'
     assert rules(links, message(html=html))["LINKS_SCRIPT_URL"].details["scheme"] == "data"
+    # A file hidden in a data: link is the signatures analyzer's finding, not counted twice.
+    html = '<p><a href="data:application/zip;base64,UEsDBAo=" download="invoice.zip">invoice</a></p>'
+    assert "LINKS_SCRIPT_URL" not in rules(links, message(html=html))
 
 
 def test_picture_with_one_link_and_no_words(links: LinksAnalyzer) -> None:

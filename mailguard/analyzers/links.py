@@ -49,7 +49,10 @@ SCORES: Mapping[str, float] = {
 DEFAULT_HOST_SCORE = 1.0
 
 _RULE_ID = re.compile(r"^LINKS_[A-Z0-9_]+$")
-_SCRIPT_HREF = re.compile(r"""<a\b[^>]{0,500}?\bhref\s*=\s*["']?\s*(javascript|data|vbscript)\s*:""", re.I)
+# data:application/... downloads are the signatures analyzer's (HTML_DATA_URI_DOWNLOAD).
+_SCRIPT_HREF = re.compile(
+    r"""<a\b[^>]{0,500}?\bhref\s*=\s*["']?\s*(javascript|data|vbscript)\s*:(?!\s*application/)""", re.I
+)
 _IMG = re.compile(r"<img\b", re.I)
 _WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
@@ -325,9 +328,8 @@ class LinksAnalyzer(Analyzer):
     # ------------------------------------------------------------------ personalised links
 
     def _recipient_in_url(self, message: ParsedMessage, links: list[Link]) -> Iterator[Finding]:
-        sender = message.from_address
-        own = sender.address.lower() if sender is not None else ""
-        recipients = sorted(a for a in message_recipients(message) if a != own and len(a) >= 6)[:MAX_RECIPIENTS]
+        own = {a.address.lower() for a in message.from_}
+        recipients = sorted(a for a in message_recipients(message) if a not in own and len(a) >= 6)[:MAX_RECIPIENTS]
         if not recipients:
             return
         for link in links:

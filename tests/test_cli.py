@@ -110,6 +110,7 @@ def test_folder_scanned_in_parallel_gives_one_verdict_per_file(installed: Path, 
 def test_detection_data_ships_inside_the_wheel(installed: Path, tmp_path: Path) -> None:
     python = installed.parent / "python"
     code = "from mailguard.resources import data_dir; print(data_dir('rules')); print(data_dir('yara'))"
-    out = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, env=env)
     for line in out.stdout.splitlines():
         assert str(installed.parent.parent) in line, line

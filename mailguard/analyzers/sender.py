@@ -9,7 +9,7 @@ own address spelled out in the subject, a plain subject needlessly base64-encode
 send with every recipient hidden, no Message-ID, a sender on a throw-away top-level
 domain or on a rented server's automatic host name.
 
-Each rule is weak on its own (scores 0.5 to 2): together with the language and lookalike
+Each rule is weak on its own (scores 1 to 2): together with the language and lookalike
 evidence they decide; on their own they essentially never reach the tag threshold.
 Checks that the lookalike analyzer makes (brand and person names in display names, an
 address written into the display name, Reply-To diversion when From is a protected

@@ -215,3 +215,20 @@ def test_one_analyzer_serves_many_threads(links: LinksAnalyzer) -> None:
     expected = [sorted(rules(links, raw)) for raw in raws]
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(lambda raw: sorted(rules(links, raw)), raws)) == expected
+
+
+def test_a_vendors_newsletter_stays_quiet(links: LinksAnalyzer) -> None:
+    """Logo, preheader hidden for the inbox preview, click-tracked links, a style sheet:
+    the ordinary newsletter a practice gets from its EHR vendor."""
+    style = "<style>@media (max-width:600px){.col{width:100%!important}} .btn{color:#fff}</style>"
+    html = (
+        f"<html><head><title>March update</title>{style}</head><body>"
+        '<span style="display:none;max-height:0">New telehealth features and billing tips for March</span>'
+        '<img src="https://cdn.ehr-vendor.example/logo.png" alt="EHR Vendor">'
+        "<p>This month: group-session scheduling, faster claim status checks, and a webinar on "
+        "documentation for the new CPT codes.</p>"
+        '<a href="https://click.ehr-vendor.example/ls/click?upn=abc123">Read the release notes</a> '
+        f'<a href="https://click.ehr-vendor.example/unsub?e={RECIPIENT}">Unsubscribe</a>'
+        "</body></html>"
+    )
+    assert rules(links, message(text="March update from your EHR vendor", html=html)) == {}

@@ -31,8 +31,18 @@ class Broken(Analyzer):
         raise RuntimeError("bug in analyzer")
 
 
+def only_policy(policy: dict | None = None) -> Config:
+    """A configuration where the built-in analyzers are off, so the test's own findings
+    are the only evidence."""
+    from mailguard.analyzers import analyzer_classes
+
+    sections: dict = {name: {"enabled": False} for name in analyzer_classes()}
+    sections["policy"] = policy or {}
+    return Config.from_dict(sections)
+
+
 def scan(findings: Iterable[Finding], policy: dict | None = None) -> mailguard.Verdict:
-    config = Config.from_dict({"policy": policy or {}})
+    config = only_policy(policy)
     return mailguard.Scanner(config, extra_analyzers=[Fixed(findings, config)]).scan(RAW)
 
 

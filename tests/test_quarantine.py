@@ -380,7 +380,9 @@ def test_partial_release_only_resends_to_the_refused(backend: Backend) -> None:
 
 
 def test_release_without_a_server_configured(tmp_path: Path) -> None:
-    with opened(make_config(tmp_path)) as q:
+    config = make_config(tmp_path).to_dict()
+    config["relay"]["downstream"] = ""  # neither release_host nor a relay downstream
+    with opened(Config.from_dict(config)) as q:
         entry_id = q.store(make_message(), make_envelope(), make_verdict())
         with pytest.raises(QuarantineError, match="release_host"):
             q.release([entry_id])

@@ -10,7 +10,10 @@ import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
-_SKIP_TAGS = {"script", "style", "head", "title", "template", "noscript", "svg", "object", "iframe"}
+# Content a mail client never renders as text: dropped, not counted as hidden text.
+_NEVER_SHOWN_TAGS = {"script", "style", "head", "title", "template", "svg", "object", "iframe"}
+# Content shown or not depending on the client: kept apart as hidden text.
+_MAYBE_HIDDEN_TAGS = {"noscript"}
 _VOID_TAGS = {
     "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr",
 }
@@ -37,8 +40,9 @@ class RenderedHTML:
 class _Renderer(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.stack: list[tuple[str, bool]] = []  # (tag, hides its content)
+        self.stack: list[tuple[str, int]] = []  # (tag, 0 shown / 1 hidden by style / 2 never shown)
         self.hidden_depth = 0
+        self.never_depth = 0
         self.visible: list[str] = []
         self.hidden: list[str] = []
         self.links: list[tuple[str, str]] = []
@@ -59,11 +63,15 @@ class _Renderer(HTMLParser):
             self.anchor = (amap["href"].strip(), [])
         if tag in _VOID_TAGS:
             return
-        hides = tag in _SKIP_TAGS or "hidden" in amap or bool(_HIDDEN_STYLE.search(amap.get("style", "")))
+        if tag in _NEVER_SHOWN_TAGS:
+            hides = 2
+        elif tag in _MAYBE_HIDDEN_TAGS or "hidden" in amap or _HIDDEN_STYLE.search(amap.get("style", "")):
+            hides = 1
+        else:
+            hides = 0
         if len(self.stack) < MAX_STACK:
             self.stack.append((tag, hides))
-            if hides:
-                self.hidden_depth += 1
+            self._count(hides, +1)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
@@ -79,15 +87,22 @@ class _Renderer(HTMLParser):
         for index in range(len(self.stack) - 1, -1, -1):
             if self.stack[index][0] == tag:
                 for _, hides in self.stack[index:]:
-                    if hides:
-                        self.hidden_depth -= 1
+                    self._count(hides, -1)
                 del self.stack[index:]
                 break
+
+    def _count(self, hides: int, step: int) -> None:
+        if hides == 2:
+            self.never_depth += step
+        elif hides == 1:
+            self.hidden_depth += step
 
     def handle_data(self, data: str) -> None:
         self._emit(data)
 
     def _emit(self, text: str) -> None:
+        if self.never_depth > 0:
+            return
         if self.hidden_depth > 0:
             if text.strip():
                 self.hidden.append(text)

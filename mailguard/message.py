@@ -168,6 +168,14 @@ class ParsedMessage:
 
     @property
     def from_address(self) -> Address | None:
+        """The sender a person sees: the first From address that has a domain. A From line
+        like ``Amazon, <x@example.net>`` parses as two addresses, the first one junk."""
+        for address in self.from_:
+            if address.domain and address.valid:
+                return address
+        for address in self.from_:
+            if address.domain:
+                return address
         return self.from_[0] if self.from_ else None
 
     @property

@@ -150,3 +150,22 @@ def test_base64_encoded_attached_message_is_unpacked() -> None:
     assert [m.subject for m in parsed.attached_messages] == ["inner"]
     assert [a.filename for a in parsed.attachments] == ["a.exe"]
     assert parsed.attachments[0].data == b"MZ payload"
+
+
+def test_style_sheets_are_neither_visible_nor_hidden_text() -> None:
+    msg = EmailMessage()
+    msg["From"] = "a@example.com"
+    msg.set_content(
+        "<html><head><style>.x{color:red}</style></head><body><p>Hello</p>"
+        "<script>var secret = 1;</script><div style='display:none'>stuffed words</div></body></html>",
+        subtype="html",
+    )
+    parsed = parse(msg.as_bytes())
+    assert parsed.html_text == "Hello"
+    assert parsed.html_hidden_text == "stuffed words"
+
+
+def test_from_address_skips_the_junk_half_of_an_unquoted_comma() -> None:
+    parsed = parse(b"From: Amazon, <service@evil.example>\nSubject: x\n\nhi\n")
+    assert len(parsed.from_) == 2
+    assert parsed.from_address.address == "service@evil.example"

@@ -223,6 +223,13 @@ def test_subject_counts_more_than_body(analyzer: LanguageAnalyzer) -> None:
     assert in_subject["LANGUAGE_ACCOUNT_THREAT"] > in_body["LANGUAGE_ACCOUNT_THREAT"]
 
 
+def test_subject_carries_more_when_the_body_is_almost_empty(analyzer: LanguageAnalyzer) -> None:
+    long_body = "The office will be closed on Monday for the holiday, as every year. " * 5
+    short = rules(analyzer, mail("Your password expires today", "See the button below."))
+    longer = rules(analyzer, mail("Your password expires today", long_body))
+    assert short["LANGUAGE_ACCOUNT_THREAT"] > longer["LANGUAGE_ACCOUNT_THREAT"]
+
+
 def test_repeating_a_word_is_not_more_evidence(analyzer: LanguageAnalyzer) -> None:
     once = rules(analyzer, mail("Hi", "urgent"))
     many = rules(analyzer, mail("Hi", "urgent " * 50))

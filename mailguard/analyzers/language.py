@@ -86,8 +86,11 @@ class LanguageAnalyzer(Analyzer):
     def phrases_in(self, text: str) -> dict[int, str]:
         """Phrase rules found in ``text``: index into ``rules.phrases`` -> the words that
         matched (the longest variant, to quote to the reader)."""
+        return self._phrases_in_normalised(self.normaliser.normalise(text))
+
+    def _phrases_in_normalised(self, normalised: str) -> dict[int, str]:
         found: dict[int, str] = {}
-        for key in self._matcher.find(self.normaliser.normalise(text)):
+        for key in self._matcher.find(normalised):
             index, words = self._owners[key]
             if len(words) > len(found.get(index, "")):
                 found[index] = words
@@ -95,12 +98,17 @@ class LanguageAnalyzer(Analyzer):
 
     def category_hits(self, message: ParsedMessage) -> list[CategoryHit]:
         subject = self.phrases_in(message.subject)
-        body = self.phrases_in(message.body_text[: self._max_chars])
+        body_text = self.normaliser.normalise(message.body_text[: self._max_chars])
+        body = self._phrases_in_normalised(body_text)
+        scoring = self.rules.scoring
+        subject_weight = scoring.subject_weight
+        if scoring.short_body_words and body_text.count(" ") - 1 < scoring.short_body_words:
+            subject_weight = max(subject_weight, scoring.short_subject_weight)
         per_category: dict[str, list[tuple[float, str, bool]]] = {}
         for index in subject.keys() | body.keys():
             phrase = self.rules.phrases[index]
             in_subject = index in subject
-            weight = phrase.weight * (self.rules.scoring.subject_weight if in_subject else 1.0)
+            weight = phrase.weight * (subject_weight if in_subject else 1.0)
             words = subject[index] if in_subject else body[index]
             per_category.setdefault(phrase.category, []).append((weight, words, in_subject))
         hits = []

@@ -94,6 +94,8 @@ class Scoring:
     subject_weight: float = 1.5   # a phrase in the subject counts this many times
     decay: float = 0.5            # each further phrase of a category counts this share of the one before
     present_at: float = 1.0       # a category takes part in combinations from this score on
+    short_body_words: float = 0   # a body shorter than this many words leaves the subject to carry the message ...
+    short_subject_weight: float = 2.0  # ... so subject phrases then count this many times
 
 
 @dataclass(frozen=True)

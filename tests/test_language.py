@@ -225,8 +225,8 @@ def test_subject_counts_more_than_body(analyzer: LanguageAnalyzer) -> None:
 
 def test_subject_carries_more_when_the_body_is_almost_empty(analyzer: LanguageAnalyzer) -> None:
     long_body = "The office will be closed on Monday for the holiday, as every year. " * 5
-    short = rules(analyzer, mail("Your password expires today", "See the button below."))
-    longer = rules(analyzer, mail("Your password expires today", long_body))
+    short = rules(analyzer, mail("Security alert", "See the button below."))
+    longer = rules(analyzer, mail("Security alert", long_body))
     assert short["LANGUAGE_ACCOUNT_THREAT"] > longer["LANGUAGE_ACCOUNT_THREAT"]
 
 

@@ -27,6 +27,7 @@ _HIDDEN_STYLE = re.compile(
     re.I,
 )
 MAX_STACK = 512
+MAX_IMAGES = 500  # <img src> addresses kept per HTML part
 
 
 @dataclass
@@ -35,6 +36,7 @@ class RenderedHTML:
     hidden: str
     links: list[tuple[str, str]] = field(default_factory=list)  # (href, visible text)
     forms: list[str] = field(default_factory=list)  # form actions
+    images: list[str] = field(default_factory=list)  # <img src> addresses, in order
 
 
 class _Renderer(HTMLParser):
@@ -47,6 +49,7 @@ class _Renderer(HTMLParser):
         self.hidden: list[str] = []
         self.links: list[tuple[str, str]] = []
         self.forms: list[str] = []
+        self.images: list[str] = []
         self.anchor: tuple[str, list[str]] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -56,6 +59,8 @@ class _Renderer(HTMLParser):
             self._emit("\n")
         if tag == "img" and amap.get("alt") and self.anchor is not None:
             self.anchor[1].append(amap["alt"])
+        if tag == "img" and amap.get("src", "").strip() and len(self.images) < MAX_IMAGES:
+            self.images.append(amap["src"].strip())
         if tag == "form" and amap.get("action"):
             self.forms.append(amap["action"].strip())
         if tag == "a" and "href" in amap:
@@ -135,4 +140,6 @@ def html_to_text(html: str) -> RenderedHTML:
     except (AssertionError, ValueError, IndexError):  # very old HTMLParser quirks on garbage
         pass
     renderer._close_anchor()
-    return RenderedHTML(_tidy("".join(renderer.visible)), _tidy(" ".join(renderer.hidden)), renderer.links, renderer.forms)
+    return RenderedHTML(
+        _tidy("".join(renderer.visible)), _tidy(" ".join(renderer.hidden)), renderer.links, renderer.forms, renderer.images
+    )

@@ -153,6 +153,7 @@ class ParsedMessage:
     problems: tuple[Finding, ...] = ()
     defects: tuple[str, ...] = ()
     part_count: int = 0
+    image_urls: tuple[str, ...] = ()  # <img src> of the HTML bodies (tracking pixels, remote pictures)
 
     def header(self, name: str) -> str | None:
         """The first header of that name (case-insensitive), decoded, or None."""
@@ -376,6 +377,7 @@ class _Collected:
     attachments: list[Attachment] = field(default_factory=list)
     attached: list[ParsedMessage] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
 
 
 MAX_LINKS = 2000
@@ -500,6 +502,7 @@ def _parse_message(
         problems=tuple(budget.problems.values()) if depth == 0 else (),
         defects=tuple(dict.fromkeys(collected.defects)),
         part_count=budget.parts,
+        image_urls=tuple(collected.images),
     )
 
 
@@ -652,6 +655,7 @@ def _leaf(part: Message, ctype: str, budget: _Budget, out: _Collected, level: in
             out.html_text_parts.append(rendered.visible)
             if rendered.hidden:
                 out.hidden.append(rendered.hidden)
+            out.images.extend(rendered.images[: max(MAX_LINKS - len(out.images), 0)])
             room_links = MAX_LINKS - len(out.links)
             for href, anchor in rendered.links[: max(room_links, 0)]:
                 host = url_host(href)

@@ -169,3 +169,20 @@ def test_from_address_skips_the_junk_half_of_an_unquoted_comma() -> None:
     parsed = parse(b"From: Amazon, <service@evil.example>\nSubject: x\n\nhi\n")
     assert len(parsed.from_) == 2
     assert parsed.from_address.address == "service@evil.example"
+
+
+def test_image_addresses_of_html_bodies_are_collected() -> None:
+    """Remote pictures and tracking pixels are where a message loads content from: kept in
+    order, an <img> without src left out, and plain-text mail has none."""
+    html = (
+        '<html><body><img src="https://cdn.example.com/logo.png" alt="Logo"><p>Hello</p>'
+        '<a href="https://example.com/"><img src=" http://203.0.113.7/t.gif " width="1" height="1"></a>'
+        "<img alt=\"no source\"></body></html>"
+    )
+    raw = (
+        "From: a@example.com\nTo: b@example.net\nSubject: s\nMIME-Version: 1.0\n"
+        f"Content-Type: text/html; charset=utf-8\n\n{html}\n"
+    ).encode()
+    msg = parse(raw)
+    assert msg.image_urls == ("https://cdn.example.com/logo.png", "http://203.0.113.7/t.gif")
+    assert parse(b"From: a@example.com\nSubject: s\n\n<img src=x>\n").image_urls == ()

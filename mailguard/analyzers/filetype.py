@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import threading
-import tomllib
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import magic
 import olefile
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
-from mailguard.config import ConfigError, Option
+from mailguard.config import ConfigError, Option, read_data_toml
 from mailguard.message import Attachment, ParsedMessage
 from mailguard.model import Action, Finding
 from mailguard.resources import rules_file
@@ -140,14 +139,7 @@ _KIND_KEYS = {
 
 def load_type_table(path: Path) -> TypeTable:
     """Read and check the table; every mistake is a ConfigError naming file and key."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the file-type table: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    data = read_data_toml(path, "file-type table")
     unknown = set(data) - {"generic_mime", "rules", "kinds"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}; "

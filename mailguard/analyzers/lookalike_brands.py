@@ -7,12 +7,11 @@ ignored brand is a protection the practice believes it has and does not.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from mailguard.config import ConfigError
+from mailguard.config import ConfigError, read_data_toml
 
 if TYPE_CHECKING:
     from mailguard.analyzers.lookalike_domains import DomainSplitter
@@ -54,18 +53,6 @@ class BrandTable:
     source: str
 
 
-def read_toml(path: Path, what: str) -> dict[str, Any]:
-    """Parse a data file, or a ConfigError naming the file and what is wrong with it."""
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: the {what} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: TOML syntax error in the {what}: {exc}") from None
-
-
 def _str_list(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise ConfigError(f"{where}: expected a list of non-empty strings, got {value!r}")
@@ -83,7 +70,7 @@ def check_domain(domain: str, where: str) -> str:
 
 def load_brands(path: Path) -> BrandTable:
     """Read and check a brand table. Each [[brand]] needs a name and at least one domain."""
-    data = read_toml(path, "brand table")
+    data = read_data_toml(path, "brand table")
     known = {"brand", "combosquat"}
     for key in data:
         if key not in known:
@@ -146,7 +133,7 @@ def load_brands(path: Path) -> BrandTable:
 
 def load_freemail(path: Path) -> frozenset[str]:
     """Free-mail provider domains (anyone can get an address there)."""
-    data = read_toml(path, "free-mail list")
+    data = read_data_toml(path, "free-mail list")
     for key in data:
         if key != "domains":
             raise ConfigError(f"{path}: unknown key '{key}'; expected domains = [\"gmail.com\", ...]")

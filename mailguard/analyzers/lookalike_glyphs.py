@@ -15,8 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
-from mailguard.analyzers.lookalike_brands import read_toml
-from mailguard.config import ConfigError
+from mailguard.config import ConfigError, read_data_toml
 
 _LATIN_NAME = re.compile(
     r"^LATIN (?:SMALL|CAPITAL) LETTER (?:SMALL CAPITAL |DOTLESS |TURNED |SCRIPT |CLOSED |REVERSED )?"
@@ -49,7 +48,7 @@ class GlyphTable:
     @classmethod
     def load(cls, path: Path) -> "GlyphTable":
         where = str(path)
-        data = read_toml(path, "confusables table")
+        data = read_data_toml(path, "confusables table")
         chars = data.get("characters", {})
         seqs = data.get("sequences", {})
         names = data.get("names", {})

@@ -232,3 +232,24 @@ def test_a_vendors_newsletter_stays_quiet(links: LinksAnalyzer) -> None:
         "</body></html>"
     )
     assert rules(links, message(text="March update from your EHR vendor", html=html)) == {}
+
+
+def test_pictures_loaded_from_a_bare_internet_address(links: LinksAnalyzer) -> None:
+    """A promo whose pictures and tracking pixel come from a nameless server; a newsletter
+    whose pictures (and pixel) come from its named CDN or ESP stays quiet, and a link to a
+    bare address is left to the lookalike analyzer."""
+    html = (
+        '<p>Your parcel is waiting, confirm delivery today.</p>'
+        '<a href="https://parcel-notice.example.net/c"><img src="http://104.219.248.205/img/banner.jpg"></a>'
+        '<img src="http://104.219.248.205/track/o.gif?id=77" width="1" height="1">'
+    )
+    found = rules(links, message(html=html))
+    assert "104.219.248.205" in found["LINKS_IMAGE_IP"].summary and 0 < found["LINKS_IMAGE_IP"].score <= 3
+    newsletter = (
+        '<p>Spring schedule and new group sessions.</p><img src="https://cdn.ehr-vendor.example/logo.png">'
+        '<img src="https://open.mailer-esp.example/o/Xy12.gif" width="1" height="1">'
+        '<a href="https://click.mailer-esp.example/l/abc">Read more</a>'
+    )
+    assert "LINKS_IMAGE_IP" not in rules(links, message(html=newsletter))
+    ip_link = '<a href="http://104.219.248.205/login"><img src="http://104.219.248.205/logo.png"></a>'
+    assert "LINKS_IMAGE_IP" not in rules(links, message(html=ip_link))

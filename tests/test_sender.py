@@ -201,3 +201,18 @@ def test_second_level_names_sold_as_endings(sender: SenderAnalyzer) -> None:
     found = rules(message("Offers <news@offers4u.sa.com>"), sender)
     assert ".sa.com" in found["SENDER_RISKY_TLD"].summary
     assert "SENDER_RISKY_TLD" not in rules(message("Jane <jane@clinic.com>"), sender)
+
+
+def test_from_line_naming_addresses_on_two_domains(sender: SenderAnalyzer) -> None:
+    """A shown address pasted in front of the real one, split by a comma; one company's
+    subdomains, or the same address twice, are one sender."""
+    found = rules(message('"einsparungen@team-booking.de", <service@stayfriends.de>'), sender)
+    finding = found["SENDER_FROM_SEVERAL_DOMAINS"]
+    assert "team-booking.de" in finding.summary and "stayfriends.de" in finding.summary
+    for quiet in (
+        '"Roe, Jane" <jane@northsidelabs.com>',
+        "billing@northsidelabs.com <billing@northsidelabs.com>",
+        "news@mail.northsidelabs.com, billing@northsidelabs.com",
+        "Dana Smith <dana@northsidelabs.com>",
+    ):
+        assert "SENDER_FROM_SEVERAL_DOMAINS" not in rules(message(quiet), sender), quiet

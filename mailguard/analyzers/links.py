@@ -26,9 +26,10 @@ from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.analyzers.lookalike_links import is_ip_like
 from mailguard.analyzers.sender import embedded_ip, recipients as message_recipients
 from mailguard.config import ConfigError, Option, read_data_toml
-from mailguard.message import Link, ParsedMessage, iter_all_messages
+from mailguard.message import Link, ParsedMessage, iter_all_messages, url_host
 from mailguard.model import Finding
 from mailguard.resources import rules_file
 
@@ -45,6 +46,7 @@ SCORES: Mapping[str, float] = {
     "LINKS_IMAGE_ONLY": 2.0,
     "LINKS_HIDDEN_TEXT": 1.5,
     "LINKS_SERVER_HOSTNAME": 2.0,
+    "LINKS_IMAGE_IP": 2.0,
 }
 DEFAULT_HOST_SCORE = 1.0
 
@@ -264,6 +266,7 @@ class LinksAnalyzer(Analyzer):
         findings: list[Finding] = []
         findings += self._host_groups(links)
         findings += self._server_hostnames(links)
+        findings += self._image_ip(message, links)
         findings += self._recipient_in_url(message, links)
         findings += self._script_urls(message)
         findings += self._image_only(message)
@@ -324,6 +327,28 @@ class LinksAnalyzer(Analyzer):
                     {"host": host, "address": address},
                 )
                 return
+
+    # ------------------------------------------------------------------ pictures from bare addresses
+
+    def _image_ip(self, message: ParsedMessage, links: list[Link]) -> Iterator[Finding]:
+        """Pictures (tracking pixels, banners) loaded from a bare internet address
+        (``<img src="http://104.219.248.205/track/...">``): the sender's server has no
+        name, the mark of a bulk-mail script on a rented machine. Real senders, ESPs
+        included, serve pictures from a named host or CDN. When a link itself goes to a
+        bare address the lookalike analyzer already reports that server; not counted twice."""
+        if any(is_ip_like(link.host) for link in links):
+            return
+        for part in iter_all_messages(message):
+            for src in part.image_urls[: self.max_links]:
+                host = url_host(src)
+                if host and is_ip_like(host) and not self._allowed(host):
+                    yield self.finding(
+                        "LINKS_IMAGE_IP", self._score("LINKS_IMAGE_IP"),
+                        f"The message loads its pictures from a bare internet address ({host}) instead of "
+                        "a company's web site, as bulk-mail scripts on rented servers do",
+                        {"host": host},
+                    )
+                    return
 
     # ------------------------------------------------------------------ personalised links
 

@@ -42,6 +42,7 @@ SCORES: Mapping[str, float] = {
     "SENDER_FROM_MALFORMED": 2.0,
     "SENDER_SUBJECT_HAS_RECIPIENT": 2.0,
     "SENDER_SUBJECT_ENCODED_ASCII": 1.0,
+    "SENDER_FROM_SEVERAL_DOMAINS": 2.0,
 }
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -151,6 +152,15 @@ def _stray_marks(word: str) -> int:
     )
 
 
+def _same_site(a: str, b: str) -> bool:
+    """Whether two domains plausibly belong to one sender: equal, one under the other, or
+    the same last two labels (news.example.com and mail.example.com). Erring towards
+    "same" keeps the rule quiet on a company's own several domains."""
+    if a == b or a.endswith("." + b) or b.endswith("." + a):
+        return True
+    return a.split(".")[-2:] == b.split(".")[-2:]
+
+
 def _first_valid(addresses: tuple[Address, ...]) -> Address | None:
     """The first well-formed From address (a malformed From line may parse as several
     pieces, the real address among them)."""
@@ -251,6 +261,7 @@ class SenderAnalyzer(Analyzer):
     def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
         findings: list[Finding] = []
         findings += self._from_header(message)
+        findings += self._several_senders(message)
         sender = _first_valid(message.from_)
         if sender is not None:
             findings += self._risky_tld(sender)
@@ -278,6 +289,28 @@ class SenderAnalyzer(Analyzer):
             "SENDER_FROM_MALFORMED", self._score("SENDER_FROM_MALFORMED"),
             f"The sender line is malformed ({shown}); ordinary mail programs never write it like that",
             {"from": shown, "addresses": len(addresses)},
+        )
+
+    def _several_senders(self, message: ParsedMessage) -> Iterator[Finding]:
+        """A From line naming two addresses on unrelated domains
+        (``"gutschein@team-booking.de", <service@stayfriends.de>``): one to show, one that
+        sends. A message has one author in practice; bulk scams paste a convincing
+        address in front of the one their mail really leaves from."""
+        seen: list[str] = []
+        for address in message.from_[:10]:
+            if not address.valid or not address.domain:
+                continue
+            domain = address.domain.lower().rstrip(".")
+            if any(_same_site(domain, other) for other in seen):
+                continue
+            seen.append(domain)
+        if len(seen) < 2:
+            return
+        yield self.finding(
+            "SENDER_FROM_SEVERAL_DOMAINS", self._score("SENDER_FROM_SEVERAL_DOMAINS"),
+            f"The sender line names addresses at {seen[0]} and {seen[1]}; a real message comes from one "
+            "sender, scams show one address and send from another",
+            {"domains": seen[:5]},
         )
 
     def _risky_tld(self, sender: Address) -> Iterator[Finding]:

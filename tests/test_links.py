@@ -253,3 +253,21 @@ def test_pictures_loaded_from_a_bare_internet_address(links: LinksAnalyzer) -> N
     assert "LINKS_IMAGE_IP" not in rules(links, message(html=newsletter))
     ip_link = '<a href="http://104.219.248.205/login"><img src="http://104.219.248.205/logo.png"></a>'
     assert "LINKS_IMAGE_IP" not in rules(links, message(html=ip_link))
+
+
+def test_image_map_that_clicks_through_to_another_site(links: LinksAnalyzer) -> None:
+    """The 'eBay' picture wrapped in a link to signin.ebay.com, its image map sending the
+    click to a bare server; a retailer's image map that points to its own shop is fine."""
+    html = (
+        '<a href="https://signin.ebay.com/ws/eBayISAPI.dll?SignIn"><img src="cid:banner" usemap="#m"></a>'
+        '<map name="m"><area coords="0,0,646,569" shape="rect" href="http://219.235.0.9/mytocc/imp/"></map>'
+    )
+    found = rules(links, message(html=html))
+    assert "219.235.0.9" in found["LINKS_IMAGE_MAP_ELSEWHERE"].summary
+    shop = (
+        '<p>Spring sale on office chairs.</p><img src="https://img.shop.example.com/sale.png" usemap="#s">'
+        '<map name="s"><area shape="rect" coords="0,0,300,200" href="https://www.shop.example.com/chairs">'
+        '<area shape="rect" coords="300,0,600,200" href="https://click.shop.example.com/desks"></map>'
+        '<a href="https://www.shop.example.com/">Visit the shop</a>'
+    )
+    assert "LINKS_IMAGE_MAP_ELSEWHERE" not in rules(links, message(html=shop))

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
 from mailguard.analyzers.lookalike_links import is_ip_like
-from mailguard.analyzers.sender import embedded_ip, recipients as message_recipients
+from mailguard.analyzers.sender import embedded_ip, recipients as message_recipients, same_site
 from mailguard.config import ConfigError, Option, read_data_toml
 from mailguard.message import Link, ParsedMessage, iter_all_messages, url_host
 from mailguard.model import Finding
@@ -47,6 +47,7 @@ SCORES: Mapping[str, float] = {
     "LINKS_HIDDEN_TEXT": 1.5,
     "LINKS_SERVER_HOSTNAME": 2.0,
     "LINKS_IMAGE_IP": 2.0,
+    "LINKS_IMAGE_MAP_ELSEWHERE": 3.0,
 }
 DEFAULT_HOST_SCORE = 1.0
 
@@ -56,6 +57,9 @@ _SCRIPT_HREF = re.compile(
     r"""<a\b[^>]{0,500}?\bhref\s*=\s*["']?\s*(javascript|data|vbscript)\s*:(?!\s*application/)""", re.I
 )
 _IMG = re.compile(r"<img\b", re.I)
+# The click areas of an image map (<map><area href=...>): links that show no text at all.
+_AREA_HREF = re.compile(r"""<area\b[^>]{0,500}?\bhref\s*=\s*["']?\s*([^"'\s>]{1,2048})""", re.I)
+_HOST_NAME = re.compile(r"^(?:[a-z0-9-]+\.)+[a-z0-9-]+$|^\[[0-9a-f:.]+\]$")
 _WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 # Hidden text also holds style sheets and scripts (layout, not words meant for a filter):
@@ -267,6 +271,7 @@ class LinksAnalyzer(Analyzer):
         findings += self._host_groups(links)
         findings += self._server_hostnames(links)
         findings += self._image_ip(message, links)
+        findings += self._image_map(message, links)
         findings += self._recipient_in_url(message, links)
         findings += self._script_urls(message)
         findings += self._image_only(message)
@@ -347,6 +352,30 @@ class LinksAnalyzer(Analyzer):
                         f"The message loads its pictures from a bare internet address ({host}) instead of "
                         "a company's web site, as bulk-mail scripts on rented servers do",
                         {"host": host},
+                    )
+                    return
+
+    def _image_map(self, message: ParsedMessage, links: list[Link]) -> Iterator[Finding]:
+        """A picture wrapped in an ordinary link to the real company (signin.ebay.com) but
+        cut into an image map whose click area goes to another site: what the reader
+        hovers over and what the click opens differ. Image maps in real newsletters point
+        where their other links point. Only with at least one ordinary link to compare."""
+        shown = [link.host for link in links if link.source == "html"]
+        if not shown:
+            return
+        for part in iter_all_messages(message):
+            for html in part.html_parts:
+                for found in islice(_AREA_HREF.finditer(html), self.max_links):
+                    host = url_host(found.group(1))
+                    if not host or not _HOST_NAME.match(host) or self._allowed(host):
+                        continue
+                    if any(same_site(host, other) for other in shown):
+                        continue
+                    yield self.finding(
+                        "LINKS_IMAGE_MAP_ELSEWHERE", self._score("LINKS_IMAGE_MAP_ELSEWHERE"),
+                        f"A picture in the message is a hidden link to {host}, while its visible links "
+                        f"point to {shown[0]}: clicking takes you somewhere other than it shows",
+                        {"host": host, "shown": shown[0]},
                     )
                     return
 

@@ -152,7 +152,7 @@ def _stray_marks(word: str) -> int:
     )
 
 
-def _same_site(a: str, b: str) -> bool:
+def same_site(a: str, b: str) -> bool:
     """Whether two domains plausibly belong to one sender: equal, one under the other, or
     the same last two labels (news.example.com and mail.example.com). Erring towards
     "same" keeps the rule quiet on a company's own several domains."""
@@ -301,7 +301,7 @@ class SenderAnalyzer(Analyzer):
             if not address.valid or not address.domain:
                 continue
             domain = address.domain.lower().rstrip(".")
-            if any(_same_site(domain, other) for other in seen):
+            if any(same_site(domain, other) for other in seen):
                 continue
             seen.append(domain)
         if len(seen) < 2:

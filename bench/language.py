@@ -5,7 +5,8 @@
 Prints one JSON object: for a generated 20 KB message (plain text plus HTML, ordinary
 business wording with a few lure phrases), the median time of the whole analyzer per
 message, of its normaliser alone, and of the phrase matching alone for each engine: the
-stdlib ``re`` (one alternation), pyahocorasick, and hyperscan when it is installed; plus
+stdlib ``re`` (one alternation), pyahocorasick, the pure-Python word-trie fallback, and
+hyperscan when it is installed; plus
 the ratio of each engine to the fastest. With --corpus (a folder of .eml files) it also
 reports the analyzer's median and p90 per real message. The machine is shared and noisy:
 compare medians and ratios, not single runs.
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailguard.analyzers.base import AnalyzerContext  # noqa: E402
 from mailguard.analyzers.language import LanguageAnalyzer  # noqa: E402
-from mailguard.analyzers.language_match import AhoCorasickMatcher, RegexMatcher  # noqa: E402
+from mailguard.analyzers.language_match import AhoCorasickMatcher, RegexMatcher, WordTrieMatcher  # noqa: E402
 from mailguard.config import Config  # noqa: E402
 from mailguard.message import parse  # noqa: E402
 
@@ -123,6 +124,7 @@ def main() -> int:
     build: dict[str, Callable[[], object]] = {
         "re": lambda: RegexMatcher(keys),
         "ahocorasick": lambda: AhoCorasickMatcher(keys),
+        "python-trie": lambda: WordTrieMatcher(keys),
     }
     try:
         HyperscanMatcher(["x"])

@@ -10,7 +10,7 @@ import pytest
 
 from mailguard import Config, Scanner
 from mailguard.analyzers import analyzer_classes
-from mailguard.analyzers.language_match import AhoCorasickMatcher, RegexMatcher
+from mailguard.analyzers.language_match import AhoCorasickMatcher, RegexMatcher, WordTrieMatcher
 from mailguard.analyzers.language_rules import expand
 from mailguard.config import ConfigError
 
@@ -93,7 +93,7 @@ def test_expand_choices_and_optional_words() -> None:
         "act now", "act today", "act", "respond now", "respond today", "respond")
 
 
-@pytest.mark.parametrize("engine", [AhoCorasickMatcher, RegexMatcher])
+@pytest.mark.parametrize("engine", [AhoCorasickMatcher, WordTrieMatcher, RegexMatcher])
 def test_engines_agree_on_wildcards_and_overlaps(engine: type) -> None:
     phrases = [" dear * customer ", " verify ", " verify your account ", " your account ", " a * b * c "]
     matcher = engine(phrases)
@@ -130,3 +130,11 @@ def test_mistakes_in_rule_files_are_clear_errors(tmp_path: Path, text: str, expe
 def test_missing_rules_dir_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="rules_dir"):
         Scanner(config_with(tmp_path, rules_dir=str(tmp_path / "nowhere")))
+
+
+def test_python_engine_finds_what_the_default_finds(tmp_path: Path) -> None:
+    body = ("Dear PayPal customer, your account has been limited after unusual sign-in activity. "
+            "Verify your account within 24 hours: click here to sign in.")
+    default = scan_rules(config_with(tmp_path), "Account limited", body)
+    python = scan_rules(config_with(tmp_path, engine="python"), "Account limited", body)
+    assert default == python and "LANGUAGE_ACCOUNT_THREAT_LOGIN" in default

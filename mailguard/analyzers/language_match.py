@@ -4,20 +4,21 @@ Phrases are already-normalised word sequences with a space at each end (" verify
 account "), and the text is normalised the same way, so a plain substring search finds
 whole-word matches. Every phrase rule is compiled once into one automaton:
 pyahocorasick (Aho-Corasick, linear in the text, reports overlapping matches) is the
-default; the stdlib ``re`` engine (one alternation) is kept for environments without it and
-for the comparison in bench/language.py.
+default. Without it a pure-Python word trie is used; the stdlib ``re`` engine (one
+alternation) is kept for the comparison in bench/language.py, where it is thousands of
+times slower.
 """
 from __future__ import annotations
 
 import re
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 try:  # pragma: no cover - exercised by whichever is installed
     import ahocorasick
 except ImportError:  # pragma: no cover
     ahocorasick = None
 
-ENGINES = ("auto", "ahocorasick", "re")
+ENGINES = ("auto", "ahocorasick", "python", "re")
 
 
 class PhraseMatcher(Protocol):
@@ -136,12 +137,52 @@ class RegexMatcher:
         return frozenset(found)
 
 
+class WordTrieMatcher:
+    """Pure-Python fallback: the phrases as a trie of words, walked from every word of
+    the text. Slower than Aho-Corasick but thousands of times faster than one big regular
+    expression, so mailguard stays usable without pyahocorasick."""
+
+    _END = ""  # key under which a trie node lists the phrases that end there
+
+    def __init__(self, phrases: Sequence[str]) -> None:
+        self._root: dict[str, Any] = {}
+        for index, phrase in enumerate(phrases):
+            node = self._root
+            for word in phrase.split():
+                node = node.setdefault(word, {})
+            node.setdefault(self._END, []).append(index)
+
+    def find(self, text: str) -> frozenset[int]:
+        words = text.split()
+        found: set[int] = set()
+        root = self._root
+        for start in range(len(words)):
+            if words[start] in root:
+                self._walk(root[words[start]], words, start + 1, found)
+        return frozenset(found)
+
+    def _walk(self, node: dict[str, Any], words: list[str], position: int, found: set[int]) -> None:
+        ids = node.get(self._END)
+        if ids:
+            found.update(ids)
+        if position >= len(words):
+            return
+        child = node.get(words[position])
+        if child is not None:
+            self._walk(child, words, position + 1, found)
+        wild = node.get(WILDCARD)
+        if wild is not None:
+            self._walk(wild, words, position + 1, found)
+
+
 def build_matcher(phrases: Sequence[str], engine: str = "auto") -> PhraseMatcher:
     """The fastest available engine unless one is asked for."""
     if engine not in ENGINES:
         raise ValueError(f"unknown phrase engine {engine!r}")
-    if engine == "re" or (engine == "auto" and ahocorasick is None):
+    if engine == "re":
         return RegexMatcher(phrases)
+    if engine == "python" or (engine == "auto" and ahocorasick is None):
+        return WordTrieMatcher(phrases)
     if ahocorasick is None:
         raise RuntimeError("the ahocorasick engine needs the pyahocorasick package")
     return AhoCorasickMatcher(phrases)

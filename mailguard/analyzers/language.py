@@ -4,14 +4,16 @@ Reads what a person sees (the subject, counted more, and the visible body text; 
 HTML text is ignored), normalised against obfuscation by ``language_text``, and matches
 every phrase rule of ``rules/language/`` in one pass (``language_match``). Scoring is by
 combination, not keyword counting: each category (urgency, account threat, credential
-request, payment change, secrecy, healthcare lure, prize) adds at most its cap, so one
-"urgent" in an ordinary reply stays quiet, and categories that reinforce each other
-(urgency with a credential request) add a combination bonus.
+request, payment change, secrecy, healthcare lure, prize, scam story, delivery, spam offer,
+impersonal greeting, bulk wording, misspelling) adds at most its cap with diminishing
+weight per further phrase, so one "urgent" in an ordinary reply stays quiet, and categories
+that reinforce each other (urgency with a credential request) add a combination bonus
+(``rules/language/scoring.toml``). Findings quote the rule phrases that matched, never
+other words of the message.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
@@ -139,6 +141,3 @@ class LanguageAnalyzer(Analyzer):
                                              {"categories": sorted(present & set(combo.categories))}))
         return findings
 
-
-def built_in_rules_dir() -> Path:
-    return data_dir("rules") / "language"

@@ -216,3 +216,17 @@ def test_from_line_naming_addresses_on_two_domains(sender: SenderAnalyzer) -> No
         "Dana Smith <dana@northsidelabs.com>",
     ):
         assert "SENDER_FROM_SEVERAL_DOMAINS" not in rules(message(quiet), sender), quiet
+
+
+def test_subject_with_a_random_code(sender: SenderAnalyzer) -> None:
+    """Kits append a random code so no two copies match; order numbers, ticket ids, product
+    names, patch subjects and links are ordinary."""
+    for subject in ("Notificação ao cliente - Cod. qewnlo4Ty4VFo0tNyEM", "PONTOS ITAUCARD - kpS5LnEqtk1",
+                    "pIsdlCthlCTXTgpZeWBu"):
+        assert "SENDER_SUBJECT_RANDOM_CODE" in rules(message(subject=subject), sender), subject
+    for subject in (
+        "Your order #NP00X112 has shipped", "Ticket INC0012345: printer offline", "iPhone15ProMax trade-in offer",
+        "[PATCH v2 4/6] clk: hisilicon: Rename symbols for Hi3798CV200", "MIT OpenCourseWare update",
+        "Shared: https://youtu.be/dQw4w9WgXcQ", "Re: PostgreSQL and JavaScript training",
+    ):
+        assert "SENDER_SUBJECT_RANDOM_CODE" not in rules(message(subject=subject), sender), subject

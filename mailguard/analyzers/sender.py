@@ -43,6 +43,7 @@ SCORES: Mapping[str, float] = {
     "SENDER_SUBJECT_HAS_RECIPIENT": 2.0,
     "SENDER_SUBJECT_ENCODED_ASCII": 1.0,
     "SENDER_FROM_SEVERAL_DOMAINS": 2.0,
+    "SENDER_SUBJECT_RANDOM_CODE": 2.0,
 }
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -50,6 +51,12 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 # subjects in normal use, but nothing needs base64 to send plain English.
 _B64_WORD = re.compile(rb"=\?[^?\s]+\?[bB]\?[^?\s]*\?=")
 _LETTER_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+# A run of letters and digits standing alone in the subject (not part of an address, a
+# path or a file name), long enough to be a code.
+_CODE_TOKEN = re.compile(r"(?<![\w./@=#?&%-])[A-Za-z0-9]{9,64}(?![\w@/]|\.\w)")
+# Product and brand names written in CamelCase ("OpenCourseWare", "iPhone15ProMax",
+# "AmeriCorpsVISTA"): words run together, each starting with a capital.
+_CAMEL_CASE = re.compile(r"(?:[a-z]+)?(?:[A-Z][a-z]+|[A-Z]{2,}(?![a-z])|[0-9]+)+")
 # A host name with an IPv4 address written into it ("74.148.167.72.host.secureserver.net",
 # "103-52-115-55.cloud.leaseweb.net"): the automatic name of a rented server or a home line.
 _EMBEDDED_IP = re.compile(
@@ -150,6 +157,22 @@ def _stray_marks(word: str) -> int:
         1 for before, mark in zip(word, word[1:])
         if unicodedata.combining(mark) and before.isascii() and before.isalpha()
     )
+
+
+def random_code(text: str) -> str:
+    """A machine-made code in ``text`` ("Protocolo: o4M278sTaWC", "kpS5LnEqtk1"), or "":
+    letters flipping between upper and lower case at random, at least three of each. Scam
+    kits append one to every subject so that no two copies match. Order and ticket
+    numbers (capitals and digits) and CamelCase names are not codes."""
+    for token in _CODE_TOKEN.findall(text[:1000]):
+        lower = sum(c.islower() for c in token)
+        upper = sum(c.isupper() for c in token)
+        if lower < 3 or upper < 3 or _CAMEL_CASE.fullmatch(token):
+            continue
+        letters = [c for c in token if c.isalpha()]
+        if sum(1 for a, b in zip(letters, letters[1:]) if a.islower() != b.islower()) >= 4:
+            return token
+    return ""
 
 
 def same_site(a: str, b: str) -> bool:
@@ -408,6 +431,14 @@ class SenderAnalyzer(Analyzer):
                     {"recipient": address},
                 )
                 break
+        code = random_code(subject)
+        if code:
+            yield self.finding(
+                "SENDER_SUBJECT_RANDOM_CODE", self._score("SENDER_SUBJECT_RANDOM_CODE"),
+                f"The subject carries a string of random letters ({code}), which bulk scams add so that "
+                "each copy looks different to mail filters",
+                {"code": code},
+            )
         if subject.isascii() and _encoded_subject(message.raw):
             yield self.finding(
                 "SENDER_SUBJECT_ENCODED_ASCII", self._score("SENDER_SUBJECT_ENCODED_ASCII"),

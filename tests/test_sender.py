@@ -230,3 +230,13 @@ def test_subject_with_a_random_code(sender: SenderAnalyzer) -> None:
         "Shared: https://youtu.be/dQw4w9WgXcQ", "Re: PostgreSQL and JavaScript training",
     ):
         assert "SENDER_SUBJECT_RANDOM_CODE" not in rules(message(subject=subject), sender), subject
+
+
+def test_kit_written_from_line_counts_more_than_a_comma_in_a_name(sender: SenderAnalyzer) -> None:
+    """"Brand ,_<x@y>" and a name ending in a comma are kit templates; "Acme, Inc. <...>"
+    is a careless real program, still wrong but weaker."""
+    kit = rules(message("Microsoft account team ,_<kt443@zoqdefsbcz.com>"), sender)["SENDER_FROM_MALFORMED"]
+    empty_name = rules(message("DIE Losung! Endlich!, <service@promo.example>"), sender)["SENDER_FROM_MALFORMED"]
+    careless = rules(message("Acme, Inc. <billing@acme.example>"), sender)["SENDER_FROM_MALFORMED"]
+    assert kit.score == empty_name.score <= 3
+    assert 0 < careless.score < kit.score and careless.details["comma_in_name"]

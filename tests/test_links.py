@@ -271,3 +271,17 @@ def test_image_map_that_clicks_through_to_another_site(links: LinksAnalyzer) -> 
         '<a href="https://www.shop.example.com/">Visit the shop</a>'
     )
     assert "LINKS_IMAGE_MAP_ELSEWHERE" not in rules(links, message(html=shop))
+
+
+def test_picture_cut_into_slices_with_several_links(links: LinksAnalyzer) -> None:
+    """A promo picture sliced into five clickable parts and no words; a retailer's picture
+    mail with the same links but a written footer is not picture-only."""
+    slices = "".join(
+        f'<a href="https://promo.example.net/p{i}"><img src="https://promo.example.net/s{i}.jpg"></a>' for i in range(5)
+    )
+    assert "LINKS_IMAGE_ONLY" in rules(links, message(text=" ", html=slices))
+    footer = (
+        "<p>You are receiving this because you shop with Example Outfitters, 12 Main Street, Springfield. "
+        "Update your preferences or unsubscribe at any time.</p>"
+    )
+    assert "LINKS_IMAGE_ONLY" not in rules(links, message(text=" ", html=slices + footer))

@@ -6,7 +6,10 @@ sits behind a URL shortener, on free web hosting, on a form builder or an IPFS g
 or under a throw-away top-level domain (the host lists are data, ``rules/links.toml``).
 Kits also personalise the link with the recipient's own address (so the fake sign-in page
 greets them by name), send a single picture with one link (no words for a filter to read),
-or use ``javascript:``/``data:`` links that open a page no web address points to.
+or use ``javascript:``/``data:`` links that open a page no web address points to. Bulk
+scam mail loads its pictures and tracking pixels from a bare internet address (a rented
+server with no name), and old kits wrap a picture in a link to the real bank while its
+image map sends the click elsewhere.
 
 Every rule here is weak on its own (real mail uses shorteners and free hosting too);
 the scores are meant to add to the language and lookalike evidence, never to decide

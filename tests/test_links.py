@@ -285,3 +285,27 @@ def test_picture_cut_into_slices_with_several_links(links: LinksAnalyzer) -> Non
         "Update your preferences or unsubscribe at any time.</p>"
     )
     assert "LINKS_IMAGE_ONLY" not in rules(links, message(text=" ", html=slices + footer))
+
+
+def test_pictures_hotlinked_from_an_anonymous_image_sharing_site(links: LinksAnalyzer) -> None:
+    """A promo whose pictures sit on imgur and zupimages; a newsletter with pictures on its
+    own CDN, a plain link to an imgur page, and an X notification (pbs.twimg.com) are quiet."""
+    promo = (
+        '<p>Your reward is waiting</p><a href="https://rewards-now.example.net/c">'
+        '<img src="https://i.imgur.com/Ab12Cd3.png"></a><img src="https://www.zupimages.net/up/24/10/x.jpg">'
+    )
+    found = rules(links, message(html=promo))
+    assert "i.imgur.com" in found["LINKS_IMAGE_SHARING"].summary and 0 < found["LINKS_IMAGE_SHARING"].score <= 3
+    quiet = (
+        '<p>New group sessions this spring.</p><img src="https://cdn.ehr-vendor.example/logo.png">'
+        '<a href="https://imgur.com/gallery/abc">the whiteboard photo</a>'
+        '<img src="https://pbs.twimg.com/profile_images/1/a.jpg"><a href="https://x.com/clinic">@clinic</a>'
+    )
+    assert "LINKS_IMAGE_SHARING" not in rules(links, message(html=quiet))
+
+
+def test_host_group_applies_to_must_be_links_or_images(tmp_path: Path) -> None:
+    bad = tmp_path / "hosts.toml"
+    bad.write_text('[pics]\nrule = "LINKS_PICS"\nsummary = "x {host}"\napplies_to = "headers"\nhosts = ["a.example"]\n')
+    with pytest.raises(ConfigError, match="applies_to"):
+        analyzer(hosts_file=str(bad))

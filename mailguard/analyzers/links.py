@@ -51,6 +51,7 @@ SCORES: Mapping[str, float] = {
     "LINKS_SERVER_HOSTNAME": 2.0,
     "LINKS_IMAGE_IP": 2.0,
     "LINKS_IMAGE_MAP_ELSEWHERE": 3.0,
+    "LINKS_IMAGE_SHARING": 1.5,
 }
 DEFAULT_HOST_SCORE = 1.0
 
@@ -88,6 +89,7 @@ class HostGroup:
     prefixes: tuple[tuple[str, str], ...]  # (host, path prefix)
     tlds: frozenset[str]
     patterns: tuple[re.Pattern[str], ...] = ()  # entries with a "*" label
+    images: bool = False  # matched against picture addresses (<img src>) instead of links
 
     def ending(self, host: str) -> str:
         """The listed ending of ``host`` ("top", "sa.com"), or its last label."""
@@ -131,9 +133,14 @@ def load_host_groups(path: Path) -> tuple[HostGroup, ...]:
         where = f"{path}: [{key}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: expected a table with rule, summary and hosts (or tlds)")
-        unknown = set(table) - {"rule", "summary", "hosts", "tlds"}
+        unknown = set(table) - {"rule", "summary", "hosts", "tlds", "applies_to"}
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected rule, summary, hosts or tlds")
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected rule, summary, hosts, tlds or applies_to"
+            )
+        applies_to = table.get("applies_to", "links")
+        if applies_to not in ("links", "images"):
+            raise ConfigError(f"{where}: applies_to must be \"links\" or \"images\", got {applies_to!r}")
         rule = table.get("rule")
         if not isinstance(rule, str) or not _RULE_ID.match(rule):
             raise ConfigError(f"{where}: rule must be an id such as \"LINKS_SHORTENER\" (LINKS_ and capitals), got {rule!r}")
@@ -169,7 +176,10 @@ def load_host_groups(path: Path) -> tuple[HostGroup, ...]:
             else:
                 hosts.add(entry)
         groups.append(
-            HostGroup(key, rule, summary.strip(), frozenset(hosts), tuple(prefixes), frozenset(tlds), tuple(patterns))
+            HostGroup(
+                key, rule, summary.strip(), frozenset(hosts), tuple(prefixes), frozenset(tlds), tuple(patterns),
+                applies_to == "images",
+            )
         )
     return tuple(groups)
 
@@ -273,6 +283,7 @@ class LinksAnalyzer(Analyzer):
         links = self._links(message)
         findings: list[Finding] = []
         findings += self._host_groups(links)
+        findings += self._image_host_groups(message)
         findings += self._server_hostnames(links)
         findings += self._image_ip(message, links)
         findings += self._image_map(message, links)
@@ -307,7 +318,7 @@ class LinksAnalyzer(Analyzer):
                 continue
             seen.add(key)
             for group in self.groups:
-                if group.matches(host, path):
+                if not group.images and group.matches(host, path):
                     found = hits.setdefault(group.key, [])
                     if host not in found:
                         found.append(host)
@@ -320,6 +331,27 @@ class LinksAnalyzer(Analyzer):
             if len(hosts) > 1:
                 summary += f" (and {len(hosts) - 1} more such links)"
             yield self.finding(group.rule, self._score(group.rule), summary, {"hosts": hosts[:10]})
+
+    def _image_host_groups(self, message: ParsedMessage) -> Iterator[Finding]:
+        """Groups with applies_to = "images": where the pictures are loaded from (anonymous
+        image-sharing sites that businesses' mail never uses)."""
+        groups = [g for g in self.groups if g.images]
+        if not groups:
+            return
+        hits: dict[str, str] = {}
+        for part in iter_all_messages(message):
+            for src in part.image_urls[: self.max_links]:
+                host = url_host(src)
+                if not host or self._allowed(host):
+                    continue
+                for group in groups:
+                    if group.key not in hits and group.matches(host, _split(src)[0]):
+                        hits[group.key] = host
+        for group in groups:
+            host = hits.get(group.key)
+            if host:
+                summary = group.summary.format(host=host, tld=group.ending(host))
+                yield self.finding(group.rule, self._score(group.rule), summary, {"host": host})
 
     # ------------------------------------------------------------------ server names
 

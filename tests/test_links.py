@@ -309,3 +309,21 @@ def test_host_group_applies_to_must_be_links_or_images(tmp_path: Path) -> None:
     bad.write_text('[pics]\nrule = "LINKS_PICS"\nsummary = "x {host}"\napplies_to = "headers"\nhosts = ["a.example"]\n')
     with pytest.raises(ConfigError, match="applies_to"):
         analyzer(hosts_file=str(bad))
+
+
+def test_pictures_borrowed_from_x_without_a_link_to_x(links: LinksAnalyzer) -> None:
+    """A promo whose picture is a post's image on pbs.twimg.com counts; X's own
+    notification (or a newsletter quoting a post) links to x.com and stays quiet."""
+    borrowed = '<p>Ergonomic pillow, 70% off</p><a href="https://t.co/Zx9"><img src="https://pbs.twimg.com/media/F1.jpg"></a>'
+    assert "LINKS_IMAGE_SHARING" in rules(links, message(html=borrowed))
+    notification = (
+        '<p>New post from @clinic</p><img src="https://pbs.twimg.com/profile_images/1/a.jpg">'
+        '<a href="https://x.com/clinic/status/1">View post</a>'
+    )
+    assert "LINKS_IMAGE_SHARING" not in rules(links, message(html=notification))
+
+
+def test_two_image_groups_under_one_rule_count_once(links: LinksAnalyzer) -> None:
+    html = '<img src="https://i.imgur.com/a.png"><img src="https://pbs.twimg.com/media/b.jpg"><p>Offer</p>'
+    found = [f for f in links.analyze(parse(message(html=html))) if f.rule == "LINKS_IMAGE_SHARING"]
+    assert len(found) == 1

@@ -90,6 +90,7 @@ class HostGroup:
     tlds: frozenset[str]
     patterns: tuple[re.Pattern[str], ...] = ()  # entries with a "*" label
     images: bool = False  # matched against picture addresses (<img src>) instead of links
+    unless_links_to: frozenset[str] = frozenset()  # silent when a link goes to one of these
 
     def ending(self, host: str) -> str:
         """The listed ending of ``host`` ("top", "sa.com"), or its last label."""
@@ -133,11 +134,15 @@ def load_host_groups(path: Path) -> tuple[HostGroup, ...]:
         where = f"{path}: [{key}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: expected a table with rule, summary and hosts (or tlds)")
-        unknown = set(table) - {"rule", "summary", "hosts", "tlds", "applies_to"}
+        unknown = set(table) - {"rule", "summary", "hosts", "tlds", "applies_to", "unless_links_to"}
         if unknown:
             raise ConfigError(
-                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected rule, summary, hosts, tlds or applies_to"
+                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected rule, summary, hosts, tlds, "
+                "applies_to or unless_links_to"
             )
+        unless = table.get("unless_links_to", [])
+        if not isinstance(unless, list) or not all(isinstance(v, str) and v.strip() for v in unless):
+            raise ConfigError(f"{where}: unless_links_to must be a list of hosts, got {unless!r}")
         applies_to = table.get("applies_to", "links")
         if applies_to not in ("links", "images"):
             raise ConfigError(f"{where}: applies_to must be \"links\" or \"images\", got {applies_to!r}")
@@ -178,7 +183,7 @@ def load_host_groups(path: Path) -> tuple[HostGroup, ...]:
         groups.append(
             HostGroup(
                 key, rule, summary.strip(), frozenset(hosts), tuple(prefixes), frozenset(tlds), tuple(patterns),
-                applies_to == "images",
+                applies_to == "images", frozenset(v.strip().lower().strip(".") for v in unless),
             )
         )
     return tuple(groups)
@@ -338,6 +343,8 @@ class LinksAnalyzer(Analyzer):
         groups = [g for g in self.groups if g.images]
         if not groups:
             return
+        link_hosts = {host for link in self._links(message) for host in _suffixes(link.host)}
+        groups = [g for g in groups if not g.unless_links_to & link_hosts]
         hits: dict[str, str] = {}
         for part in iter_all_messages(message):
             for src in part.image_urls[: self.max_links]:
@@ -347,9 +354,11 @@ class LinksAnalyzer(Analyzer):
                 for group in groups:
                     if group.key not in hits and group.matches(host, _split(src)[0]):
                         hits[group.key] = host
+        done: set[str] = set()  # two groups under one rule count once
         for group in groups:
             host = hits.get(group.key)
-            if host:
+            if host and group.rule not in done:
+                done.add(group.rule)
                 summary = group.summary.format(host=host, tld=group.ending(host))
                 yield self.finding(group.rule, self._score(group.rule), summary, {"host": host})
 

@@ -23,7 +23,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_need_no_file() -> None:
     config = mailguard.Config.default()
-    assert config.section("policy")["tag_at"] == 5.0
+    assert config.section("policy")["tag_at"] == 4.5
     assert config.section("lookalike")["enabled"] is True
 
 

@@ -51,8 +51,8 @@ def f(rule: str, score: float, min_action: Action | None = None) -> Finding:
 
 
 def test_thresholds() -> None:
-    assert scan([f("A", 4.9)]).action == Action.ACCEPT
-    assert scan([f("A", 3), f("B", 2)]).action == Action.TAG
+    assert scan([f("A", 4.4)]).action == Action.ACCEPT
+    assert scan([f("A", 2.5), f("B", 2)]).action == Action.TAG
     assert scan([f("A", 10)]).action == Action.QUARANTINE
     assert scan([f("A", 50)]).action == Action.QUARANTINE  # reject by score is off by default
     assert scan([f("A", 50)], {"reject_at": 30}).action == Action.REJECT
@@ -64,7 +64,7 @@ def test_forced_minimum_action_whatever_the_score() -> None:
 
 
 def test_operator_overrides_score_and_forced_action() -> None:
-    verdict = scan([f("NOISY", 6)], {"scores": {"NOISY": 0.5}})
+    verdict = scan([f("NOISY", 6)], {"scores": {"NOISY": 0.5}})  # 6 would tag
     assert verdict.action == Action.ACCEPT and verdict.findings[0].score == 0.5
     assert scan([f("MALWARE", 1, Action.QUARANTINE)], {"actions": {"MALWARE": "reject"}}).action == Action.REJECT
     assert scan([f("MALWARE", 1, Action.QUARANTINE)], {"actions": {"MALWARE": "none"}}).action == Action.ACCEPT

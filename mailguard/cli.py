@@ -71,12 +71,12 @@ def _worker_init(config: Config) -> None:
     _WORKER_SCANNER = Scanner(config)
 
 
-def _scan_path(path: str) -> CheckResult:
+def _scan_path(path: str, scanner: Any = None) -> CheckResult:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         return CheckResult(path, None, f"cannot read: {exc.strerror or exc}")
-    return _scan_bytes(path, raw)
+    return _scan_bytes(path, raw, scanner)
 
 
 def _scan_bytes(path: str, raw: bytes, scanner: Any = None) -> CheckResult:
@@ -126,7 +126,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"mailguard: {exc}", file=sys.stderr)
         return EXIT_ERROR
     inputs = list(iter_inputs(args.paths))
-    results: list[CheckResult] = []
     exit_code = EXIT_CLEAN
     out = sys.stdout
 
@@ -151,8 +150,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             _report_text(result, out)
         out.flush()
 
-    readable = [(p, e) for p, e in inputs]
-    files = [p for p, e in readable if not e and p != "-"]
+    files = [p for p, e in inputs if not e and p != "-"]
     jobs = args.jobs or os.cpu_count() or 1
     progress = _Progress(len(inputs), sys.stderr.isatty() and not args.quiet)
     try:
@@ -167,9 +165,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             executor = None
             local_scanner = Scanner(config)
-            scanned = (_scan_path_with(local_scanner, p) for p in files)
+            scanned = (_scan_path(p, local_scanner) for p in files)
         scanned_iter = iter(scanned)
-        for path, error in readable:
+        for path, error in inputs:
             if error:
                 result = CheckResult(path, None, error)
             elif path == "-":
@@ -185,13 +183,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 130
     return exit_code
 
-
-def _scan_path_with(scanner: Any, path: str) -> CheckResult:
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        return CheckResult(path, None, f"cannot read: {exc.strerror or exc}")
-    return _scan_bytes(path, raw, scanner)
 
 
 # --------------------------------------------------------------------------- config check

@@ -639,7 +639,7 @@ def _leaf(part: Message, ctype: str, budget: _Budget, out: _Collected, level: in
         _attached_raw(data, filename or "attached message", budget, out, level, location)
         return
     data = _decoded_payload(part, budget)
-    if ctype in ("text/plain", "text/html", "text/enriched") and not is_attachment or ctype == "" and not is_attachment:
+    if not is_attachment and ctype in ("text/plain", "text/html", "text/enriched"):
         text = _part_text(part, data)
         room = limits.max_text_chars - budget.text_chars
         if room <= 0:

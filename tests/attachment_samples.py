@@ -337,29 +337,9 @@ RTF_LETTER = (b"{\\rtf1\\ansi\\deff0{\\fonttbl{\\f0 Times New Roman;}}\\f0\\fs24
 
 
 def pdf(*objects: bytes, catalog_extra: bytes = b"") -> bytes:
-    """A one-page PDF with a correct cross-reference table; ``objects`` are numbered from 6
-    and ``catalog_extra`` goes into the document catalog (actions, name trees, forms)."""
-    content = b"BT /F1 18 Tf 72 720 Td (Statement of account) Tj ET"
-    base = [
-        b"<< /Type /Catalog /Pages 2 0 R " + catalog_extra + b" >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    all_objects = base + list(objects)
-    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(all_objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(all_objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(all_objects) + 1, xref)
-    return bytes(out)
+    """A one-page PDF (``filetype_samples.real_pdf``); ``objects`` are numbered from 6 and
+    ``catalog_extra`` goes into the document catalog (actions, name trees, forms)."""
+    return real_pdf(objects=objects, catalog_extra=catalog_extra)
 
 
 def pdf_javascript_on_open() -> bytes:

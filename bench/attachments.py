@@ -30,8 +30,10 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import attachment_samples as A  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 from mailguard import Config, Scanner  # noqa: E402
 from mailguard.analyzers import analyzer_classes  # noqa: E402
@@ -93,15 +95,6 @@ def build_analyzers(config: Config) -> dict[str, Analyzer]:
     classes = analyzer_classes()
     context = AnalyzerContext(config)
     return {name: classes[name](config.section(name), context) for name in ATTACHMENT_ANALYZERS if name in classes}
-
-
-def median_ms(func: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        func()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
 
 
 def cost(repeat: int, sizes: list[float]) -> dict[str, Any]:

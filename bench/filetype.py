@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import filetype_samples as S  # noqa: E402
-from attachments import median_ms  # noqa: E402  (the attachment bench's timer)
+from timing import median_ms  # noqa: E402
 
 from mailguard import Config  # noqa: E402
 from mailguard.analyzers.base import AnalyzerContext  # noqa: E402

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mailguard.analyzers.base import AnalyzerContext  # noqa: E402
 from mailguard.analyzers.language import LanguageAnalyzer  # noqa: E402
-from mailguard.analyzers.language_match import AhoCorasickMatcher, RegexMatcher, WordTrieMatcher  # noqa: E402
+from mailguard.analyzers.language.match import AhoCorasickMatcher, RegexMatcher, WordTrieMatcher  # noqa: E402
 from mailguard.config import Config  # noqa: E402
 from mailguard.message import parse  # noqa: E402
 from timing import median_ms  # noqa: E402

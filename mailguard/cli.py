@@ -239,9 +239,9 @@ def cmd_config_example(args: argparse.Namespace) -> int:
 
 # Commands whose options belong to their own modules (imported only when used).
 DELEGATED = {
-    "serve": ("mailguard.relay", "run the SMTP relay in front of the practice's mail server"),
-    "milter": ("mailguard.milter", "run the milter for Postfix or Sendmail"),
-    "quarantine": ("mailguard.quarantine_cli", "list, show, release and delete held messages"),
+    "serve": ("mailguard.relay.cli", "run the SMTP relay in front of the practice's mail server"),
+    "milter": ("mailguard.milter.cli", "run the milter for Postfix or Sendmail"),
+    "quarantine": ("mailguard.quarantine.cli", "list, show, release and delete held messages"),
 }
 
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Any, Mapping
 
-from mailguard.config import Option
+from mailguard.options import Option
 
 CONFIG_SCHEMA: Mapping[str, Option] = {
     "level": Option("info", "str", "Log level.", choices=("debug", "info", "warning", "error")),

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
-from mailguard.config import Option
+from mailguard.options import Option
 from mailguard.htmltext import html_to_text
 from mailguard.model import Envelope, Finding
 

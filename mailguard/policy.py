@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from mailguard.config import Option
+from mailguard.options import Option
 from mailguard.model import Action, AnalyzerError, Finding
 
 ON_ERROR_CHOICES = ("tempfail", "accept", "tag", "quarantine", "reject")

@@ -10,8 +10,8 @@ import pytest
 
 from mailguard import Config, Scanner
 from mailguard.analyzers import analyzer_classes
-from mailguard.analyzers.language_match import AhoCorasickMatcher, RegexMatcher, WordTrieMatcher
-from mailguard.analyzers.language_rules import expand
+from mailguard.analyzers.language.match import AhoCorasickMatcher, RegexMatcher, WordTrieMatcher
+from mailguard.analyzers.language.rules import expand
 from mailguard.config import ConfigError
 
 CATEGORY = """

@@ -11,7 +11,7 @@ import pytest
 from mailguard import Config
 from mailguard.analyzers.base import AnalyzerContext
 from mailguard.analyzers.lookalike import LookalikeAnalyzer
-from mailguard.analyzers.lookalike_domains import DomainMatcher, protected_from_domains
+from mailguard.analyzers.lookalike.domains import DomainMatcher, protected_from_domains
 
 WORDS = ["login", "secure", "billing", "portal", "support", "verify", "account", "pay"]
 TLDS = ["com", "net", "org", "co", "us", "info", "biz", "io"]

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 
 import pytest
 
-from mailguard import milter_protocol as mp
+from mailguard.milter import protocol as mp
 from mailguard.analyzers import analyzer_classes
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
 from mailguard.config import Config

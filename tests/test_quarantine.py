@@ -19,7 +19,7 @@ import pytest
 from mailguard.config import Config
 from mailguard.model import Action, Finding, Verdict
 from mailguard.quarantine import QuarantineError, open_quarantine, parse_since
-from mailguard.quarantine_crypto import create_key_file
+from mailguard.quarantine.crypto import create_key_file
 from test_quarantine_support import (
     BODY_MARKER,
     RECIPIENT,
@@ -176,7 +176,7 @@ def test_list_filters(backend: Backend) -> None:
 def test_listing_many_entries_keeps_each_ones_rules_and_recipients(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("mailguard.quarantine_sql._BATCH", 2)  # several batches from a few entries
+    monkeypatch.setattr("mailguard.quarantine.sql._BATCH", 2)  # several batches from a few entries
     with opened(backend.config()) as q:
         stored = {q.store(make_message(n), make_envelope(f"r{n}@practice.example", f"s{n}@practice.example"),
                           make_verdict(n, rule=f"RULE_{n}")): n for n in range(5)}

@@ -10,7 +10,7 @@ import pytest
 from mailguard.cli import main as mailguard_main
 from mailguard.config import load_config
 from mailguard.quarantine import open_quarantine
-from mailguard.quarantine_cli import cli_main
+from mailguard.quarantine.cli import cli_main
 from test_quarantine_support import (
     BODY_MARKER,
     RECIPIENT,

@@ -235,7 +235,7 @@ def test_scan_error_accept_when_policy_says_so(start_relay: Any, sink: Sink, tmp
                                   "postfix-relay/content-filter.toml"])
 def test_example_configurations_are_valid(name: str) -> None:
     from mailguard.config import load_config
-    from mailguard.relay_settings import RelaySettings
+    from mailguard.relay.settings import RelaySettings
 
     config = load_config(Path(__file__).resolve().parent.parent / "examples" / name)
     settings = RelaySettings.from_config(config)
@@ -397,7 +397,7 @@ def test_held_message_loses_forged_verdict_headers(start_relay: Any, sink: Sink,
 ])
 def test_relay_settings_errors_name_the_key(tmp_path: Path, relay: dict[str, Any], message: str) -> None:
     from mailguard.config import ConfigError
-    from mailguard.relay_settings import RelaySettings
+    from mailguard.relay.settings import RelaySettings
 
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         RelaySettings.from_config(relay_config(tmp_path, 25, relay))
@@ -405,7 +405,7 @@ def test_relay_settings_errors_name_the_key(tmp_path: Path, relay: dict[str, Any
 
 def test_relay_domains_and_trusted_networks() -> None:
     from mailguard.config import Config
-    from mailguard.relay_settings import RelaySettings
+    from mailguard.relay.settings import RelaySettings
 
     settings = RelaySettings.from_config(Config.from_dict({"relay": {
         "relay_domains": ["Practice.Example.", "@clinic.example"],

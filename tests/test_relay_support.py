@@ -16,7 +16,7 @@ from aiosmtpd.smtp import SMTP
 
 from mailguard.config import Config
 from mailguard.quarantine import open_quarantine
-from mailguard.relay_server import RelayServer
+from mailguard.relay.server import RelayServer
 from mailguard.scanner import Scanner
 
 T = TypeVar("T")

@@ -8,9 +8,12 @@ patterns and load data in ``__init__``) and then called from many threads at onc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping
 
-from mailguard.config import Config, Option
+from mailguard.options import Option
+
+if TYPE_CHECKING:  # the loader imports the analyzers, never the other way round
+    from mailguard.config import Config
 from mailguard.message import ParsedMessage
 from mailguard.model import Action, Finding
 

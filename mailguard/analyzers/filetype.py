@@ -25,7 +25,7 @@ import magic
 import olefile
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
-from mailguard.config import ConfigError, Option, read_data_toml
+from mailguard.options import ConfigError, Option, read_data_toml
 from mailguard.message import Attachment, ParsedMessage
 from mailguard.model import Action, Finding
 from mailguard.resources import rules_file

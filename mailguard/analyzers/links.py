@@ -29,9 +29,9 @@ from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
-from mailguard.analyzers.lookalike_links import is_ip_like
+from mailguard.analyzers.lookalike.links import is_ip_like
 from mailguard.analyzers.sender import embedded_ip, recipients as message_recipients, same_site
-from mailguard.config import ConfigError, Option, read_data_toml
+from mailguard.options import ConfigError, Option, read_data_toml
 from mailguard.message import Link, ParsedMessage, iter_all_messages, url_host
 from mailguard.model import Finding
 from mailguard.resources import rules_file

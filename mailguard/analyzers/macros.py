@@ -32,7 +32,7 @@ with warnings.catch_warnings():
     from oletools.olevba import VBA_Parser, VBA_Scanner
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
-from mailguard.config import Option
+from mailguard.options import Option
 from mailguard.message import Attachment, ParsedMessage
 from mailguard.model import Action, Finding
 

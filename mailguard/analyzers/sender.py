@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
-from mailguard.analyzers.lookalike_brands import load_brands, load_freemail
-from mailguard.config import ConfigError, Option, read_data_toml
+from mailguard.analyzers.lookalike.brands import load_brands, load_freemail
+from mailguard.options import ConfigError, Option, read_data_toml
 from mailguard.message import Address, ParsedMessage
 from mailguard.model import Finding
 from mailguard.resources import rules_file

@@ -38,13 +38,16 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import yara
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
 from mailguard.analyzers.hidden_content import decoded_script_literals, pdf_object_streams, vba_source
-from mailguard.config import Config, ConfigError, Option
+from mailguard.options import ConfigError, Option
+
+if TYPE_CHECKING:  # the loader imports the analyzers, never the other way round
+    from mailguard.config import Config
 from mailguard.message import Attachment, ParsedMessage, iter_all_messages, url_host
 from mailguard.model import Action, Finding
 from mailguard.resources import data_dir

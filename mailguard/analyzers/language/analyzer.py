@@ -1,0 +1,143 @@
+"""Social-engineering language: what the words of a message push a person to do.
+
+Reads what a person sees (the subject, counted more, and the visible body text; hidden
+HTML text is ignored), normalised against obfuscation by ``text``, and matches
+every phrase rule of ``rules/language/`` in one pass (``match``). Scoring is by
+combination, not keyword counting: each category (urgency, account threat, credential
+request, payment change, secrecy, healthcare lure, prize, scam story, delivery, spam offer,
+impersonal greeting, bulk wording, misspelling) adds at most its cap with diminishing
+weight per further phrase, so one "urgent" in an ordinary reply stays quiet, and categories
+that reinforce each other (urgency with a credential request) add a combination bonus
+(``rules/language/scoring.toml``). Findings quote the rule phrases that matched, never
+other words of the message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.analyzers.language.match import ENGINES, build_matcher
+from mailguard.analyzers.language.rules import Category, RuleSet, load_rules, rule_files
+from mailguard.analyzers.language.text import Normaliser
+from mailguard.analyzers.lookalike.glyphs import GlyphTable
+from mailguard.options import Option
+from mailguard.message import ParsedMessage
+from mailguard.model import Finding
+from mailguard.resources import data_dir, rules_file
+
+MAX_QUOTED = 3
+
+
+@dataclass(frozen=True)
+class CategoryHit:
+    category: Category
+    score: float
+    phrases: tuple[str, ...]
+    in_subject: bool
+
+
+class LanguageAnalyzer(Analyzer):
+    name = "language"
+    config_schema = {
+        "rules_dir": Option(
+            "", "path",
+            "Folder of phrase rule files (*.toml: one per category plus scoring.toml) that replaces the "
+            "built-in rules/language; empty for the built-in rules. Copy the built-in folder to start.",
+        ),
+        "extra_rules": Option(
+            [], "list[path]",
+            "More phrase rule files read after the built-in (or rules_dir) ones: add phrases to a category "
+            "of the same name, new categories, or combinations.",
+        ),
+        "max_body_chars": Option(
+            100_000, "int", "Only the first this many characters of the visible body text are read.", minimum=1000
+        ),
+        "engine": Option(
+            "auto", "str", "Phrase matching engine: auto (Aho-Corasick when pyahocorasick is installed, else python), "
+            "ahocorasick, python (a word trie, slower) or re (one regular expression, far slower; for comparison).",
+            choices=ENGINES,
+        ),
+    }
+
+    def __init__(self, settings: Mapping[str, Any], context: AnalyzerContext) -> None:
+        super().__init__(settings, context)
+        config = context.config
+        folder = config.resolve_path(settings["rules_dir"]) if settings["rules_dir"] else data_dir("rules") / "language"
+        files = rule_files(folder) + [config.resolve_path(p) for p in settings["extra_rules"]]
+        self.rules: RuleSet = load_rules(files)
+        self.normaliser = Normaliser(GlyphTable.load(rules_file("confusables.toml")), self.rules.words())
+        keys: list[str] = []
+        owners: list[tuple[int, str]] = []
+        for index, phrase in enumerate(self.rules.phrases):
+            for variant in phrase.variants:
+                key = self._phrase_key(variant)
+                if key.strip():
+                    keys.append(key)
+                    owners.append((index, key.strip()))
+        self._owners = tuple(owners)
+        self._matcher = build_matcher(keys, settings["engine"])
+        self._max_chars = int(settings["max_body_chars"])
+
+    def _phrase_key(self, variant: str) -> str:
+        """A phrase normalised exactly like message text; a ``*`` wildcard is kept."""
+        if "*" not in variant.split():
+            return self.normaliser.normalise(variant)
+        words = ("*" if w == "*" else self.normaliser.normalise(w).strip() for w in variant.split())
+        return " " + " ".join(w for w in words if w) + " "
+
+    def phrases_in(self, text: str) -> dict[int, str]:
+        """Phrase rules found in ``text``: index into ``rules.phrases`` -> the words that
+        matched (the longest variant, to quote to the reader)."""
+        return self._phrases_in_normalised(self.normaliser.normalise(text))
+
+    def _phrases_in_normalised(self, normalised: str) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for key in self._matcher.find(normalised):
+            index, words = self._owners[key]
+            if len(words) > len(found.get(index, "")):
+                found[index] = words
+        return found
+
+    def category_hits(self, message: ParsedMessage) -> list[CategoryHit]:
+        subject = self.phrases_in(message.subject)
+        body_text = self.normaliser.normalise(message.body_text[: self._max_chars])
+        body = self._phrases_in_normalised(body_text)
+        scoring = self.rules.scoring
+        subject_weight = scoring.subject_weight
+        if scoring.short_body_words and body_text.count(" ") - 1 < scoring.short_body_words:
+            subject_weight = max(subject_weight, scoring.short_subject_weight)
+        per_category: dict[str, list[tuple[float, str, bool]]] = {}
+        for index in subject.keys() | body.keys():
+            phrase = self.rules.phrases[index]
+            in_subject = index in subject
+            weight = phrase.weight * (subject_weight if in_subject else 1.0)
+            words = subject[index] if in_subject else body[index]
+            per_category.setdefault(phrase.category, []).append((weight, words, in_subject))
+        hits = []
+        for name, found in per_category.items():
+            category = self.rules.categories[name]
+            found.sort(reverse=True)
+            decay = self.rules.scoring.decay
+            score = min(category.cap, sum(w * decay**n for n, (w, _, _) in enumerate(found)))
+            if score > 0:
+                hits.append(CategoryHit(category, round(score, 2), tuple(p for _, p, _ in found),
+                                        any(s for _, _, s in found)))
+        return hits
+
+    def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
+        hits = self.category_hits(message)
+        findings = []
+        for hit in sorted(hits, key=lambda h: -h.score):
+            quoted = ", ".join(f'"{p}"' for p in hit.phrases[:MAX_QUOTED])
+            findings.append(self.finding(
+                hit.category.rule, hit.score, f"{hit.category.summary} ({quoted})",
+                {"category": hit.category.name, "phrases": list(hit.phrases[:10]), "in_subject": hit.in_subject},
+            ))
+        present = {h.category.name for h in hits if h.score >= self.rules.scoring.present_at}
+        for combo in self.rules.combinations:
+            if combo.bonus > 0 and combo.applies(present):
+                findings.append(self.finding(combo.rule, combo.bonus, combo.summary,
+                                             {"categories": sorted(present & set(combo.categories))}))
+        return findings
+

@@ -1,0 +1,122 @@
+"""Link evidence: where the links in a message really go, compared with what they show.
+
+Collects, per message, links to lookalikes of protected domains, links whose visible text
+shows one domain while they go to another, links to bare internet addresses (also written
+in decimal or hex) and links to punycode hosts. Wording and scores are the analyzer's; this
+module only finds.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from mailguard.analyzers.lookalike.brands import Ownership
+from mailguard.analyzers.lookalike.domains import DomainMatcher, Match, is_ip_host
+from mailguard.message import Link, ParsedMessage, idna_to_ascii, idna_to_unicode, iter_all_messages, url_host
+
+# Hosts that browsers read as an internet address: decimal (3232235777), hex (0xc0a80001)
+# or dotted forms with hex or octal parts (0xc0.0250.1.1).
+_OBFUSCATED_IP = re.compile(
+    r"^(?:\d{8,10}|0x[0-9a-f]{1,8}|(?:(?:0x[0-9a-f]+|0[0-7]*|\d+)\.){1,3}(?:0x[0-9a-f]+|0[0-7]*|\d+))$", re.I
+)
+# Link text that is itself a web address or a bare domain name.
+_DOMAIN_TEXT = re.compile(
+    r"^(?:https?://)?((?:[\w-]+\.)+[a-z\u00a1-\uffff][\w-]{1,62})\.?(?:[:/?#].*)?$", re.IGNORECASE | re.UNICODE
+)
+
+
+def is_ip_like(host: str) -> bool:
+    return is_ip_host(host) or bool(_OBFUSCATED_IP.match(host))
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """Link text showing ``shown`` (a registrable domain) while the link goes to ``actual``."""
+
+    shown: str
+    actual: str
+    shown_is_protected: bool
+
+
+@dataclass
+class LinkEvidence:
+    lookalikes: list[Match] = field(default_factory=list)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    ips: list[str] = field(default_factory=list)
+    punycode: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LinkInspector:
+    matcher: DomainMatcher
+    ownership: Ownership
+    max_links: int = 500
+
+    def inspect(self, message: ParsedMessage, flagged: set[str]) -> LinkEvidence:
+        """Evidence from every link of the message and its attached messages. Registrable
+        domains already reported (a sender lookalike) are in ``flagged`` and not repeated."""
+        evidence = LinkEvidence()
+        seen_hosts: set[str] = set()
+        seen_pairs: set[tuple[str, str]] = set()
+        for number, link in enumerate(_all_links(message)):
+            if number >= self.max_links * 10:
+                break
+            if not link.host:
+                continue
+            if link.host not in seen_hosts:
+                if len(seen_hosts) >= self.max_links:
+                    break
+                seen_hosts.add(link.host)
+                self._host(link.host, flagged, evidence)
+            if link.text and link.source == "html":
+                self._text(link, seen_pairs, evidence)
+        return evidence
+
+    def _host(self, host: str, flagged: set[str], evidence: LinkEvidence) -> None:
+        if is_ip_like(host):
+            evidence.ips.append(host)
+            return
+        unicode_host = idna_to_unicode(host)
+        if not unicode_host or self.ownership.splitter.parts(unicode_host) is None:
+            return  # not a name anyone can register: nothing to imitate or visit
+        match = self.matcher.match(unicode_host)
+        if match is not None and match.technique == "subdomain":
+            match = None  # a brand word as a subdomain of another site is too common in links
+        if match is not None:
+            if match.registrable not in flagged:
+                flagged.add(match.registrable)
+                evidence.lookalikes.append(match)
+            return
+        if ("xn--" in host or not host.isascii()) and not self.matcher.is_owned(host):
+            evidence.punycode.append(idna_to_ascii(unicode_host))
+
+    def _text(self, link: Link, seen: set[tuple[str, str]], evidence: LinkEvidence) -> None:
+        text = link.text.strip().strip("<>[]()\"'").strip()
+        if not text or " " in text or len(text) > 2048:
+            return
+        found = _DOMAIN_TEXT.match(text)
+        if not found:
+            return
+        shown = url_host(found.group(0) if "://" in found.group(0) else "http://" + found.group(0))
+        if not shown or "." not in shown:
+            return
+        splitter = self.ownership.splitter
+        shown_parts = splitter.parts(shown)
+        real_is_ip = is_ip_like(link.host)
+        real_parts = None if real_is_ip else splitter.parts(link.host)
+        if shown_parts is None or shown_parts.unlisted or (real_parts is None and not real_is_ip):
+            return
+        if real_parts is not None and self.ownership.same_owner(shown_parts.registrable, real_parts.registrable):
+            return
+        key = (shown_parts.registrable, real_parts.registrable if real_parts else link.host)
+        if key in seen:
+            return
+        seen.add(key)
+        protected = self.ownership.is_protected(shown_parts.registrable)
+        evidence.mismatches.append(Mismatch(shown_parts.shown_registrable, idna_to_unicode(link.host), protected))
+
+
+def _all_links(message: ParsedMessage) -> Iterator[Link]:
+    for part in iter_all_messages(message):
+        yield from part.links

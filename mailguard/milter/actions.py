@@ -1,0 +1,155 @@
+"""What a verdict becomes as milter replies: header edits, the subject tag, the banner,
+and the final reply (continue, discard, reject, tempfail).
+
+Pure functions over the headers and body the MTA sent, so the mapping is tested without
+sockets. The MTA keeps the message and applies the edits itself; we never resend headers
+we did not change, so DKIM signatures over untouched fields keep verifying.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from mailguard.milter import protocol as mp
+from mailguard.headers import VERDICT_HEADER_PREFIX, fold_header, split_head_body, tagged_subject, verdict_headers
+from mailguard.model import Action, Verdict
+
+log = logging.getLogger("mailguard.milter")
+
+_NEWLINE = re.compile(rb"\r?\n")
+
+TEMPFAIL_REPLY = "451 4.7.1 The message could not be checked right now; please try again later"
+REJECT_PREFIX = "550 5.7.1 Message refused as dangerous"
+
+
+@dataclass
+class ReceivedMessage:
+    """One message as the MTA handed it over: headers in order, body as sent (CRLF)."""
+
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    size: int = 0  # bytes received so far (headers and body), for the size bound
+
+    def add_header(self, name: str, value: str) -> None:
+        self.headers.append((name, value))
+        self.size += len(name) + len(value) + 4
+
+    def add_body(self, chunk: bytes) -> None:
+        self.body += chunk
+        self.size += len(chunk)
+
+    def raw(self) -> bytes:
+        """The message as RFC 5322 bytes with CRLF line endings, for the scanner."""
+        head = b"".join(
+            _NEWLINE.sub(b"\r\n", f"{name}: {value}".encode("utf-8", "surrogateescape")) + b"\r\n"
+            for name, value in self.headers
+        )
+        return head + b"\r\n" + bytes(self.body)
+
+    def subject(self) -> str | None:
+        for name, value in self.headers:
+            if name.lower() == "subject":
+                return value
+        return None
+
+
+def remove_forged_headers(headers: list[tuple[str, str]]) -> list[bytes]:
+    """Delete every incoming X-MailGuard-* header, by name and 1-based index among the
+    fields of that name. Highest index first, so an MTA that renumbers after a deletion and
+    one that does not both delete the right fields."""
+    seen: dict[str, int] = {}
+    doomed: list[tuple[str, int]] = []
+    for name, _ in headers:
+        key = name.lower()
+        seen[key] = seen.get(key, 0) + 1
+        if key.encode("ascii", "replace").startswith(VERDICT_HEADER_PREFIX):
+            doomed.append((name, seen[key]))
+    return [mp.change_header(index, name, "") for name, index in reversed(doomed)]
+
+
+def _milter_value(name: str, value: str) -> str:
+    """A header value folded to RFC 5322 lengths; libmilter folds with LF + whitespace."""
+    folded = fold_header(name, value, b"\r\n").decode("ascii")
+    return folded[len(name) + 2:].rstrip("\r\n").replace("\r\n", "\n")
+
+
+def header_edits(
+    verdict: Verdict,
+    message: ReceivedMessage,
+    subject_tag: str,
+) -> list[bytes]:
+    """Forged verdict headers removed, ours inserted at the top (as the relay puts them),
+    and the subject tagged from TAG up."""
+    out = remove_forged_headers(message.headers)
+    for position, (name, value) in enumerate(verdict_headers(verdict)):
+        out.append(mp.insert_header(position, name, _milter_value(name, value)))
+    if subject_tag and verdict.action >= Action.TAG:
+        subject = message.subject()
+        if subject is None:
+            out.append(mp.add_header("Subject", subject_tag))
+        else:
+            tagged = tagged_subject(subject.lstrip(" \t"), subject_tag)
+            if tagged != subject.lstrip(" \t"):
+                out.append(mp.change_header(1, "Subject", tagged))
+    return out
+
+
+_NEEDS = {
+    mp.SMFIR_ADDHEADER: mp.SMFIF_ADDHDRS,
+    mp.SMFIR_INSHEADER: mp.SMFIF_ADDHDRS,
+    mp.SMFIR_CHGHEADER: mp.SMFIF_CHGHDRS,
+    mp.SMFIR_REPLBODY: mp.SMFIF_CHGBODY,
+    mp.SMFIR_QUARANTINE: mp.SMFIF_QUARANTINE,
+}
+
+
+def allowed_replies(packets: list[bytes], actions: int) -> list[bytes]:
+    """Only the changes the MTA allowed in negotiation: sending another one is a protocol
+    violation that makes the MTA drop the connection (and tempfail the message)."""
+    return [p for p in packets if actions & _NEEDS.get(p[4:5], 0) or p[4:5] not in _NEEDS]
+
+
+def banner_body(
+    raw: bytes, verdict: Verdict, add_banner: Callable[[bytes, Verdict], bytes] | None
+) -> bytes | None:
+    """The new body with the warning banner, or None when there is nothing to replace.
+
+    The banner may only change the body: if it would need different headers (a new
+    Content-Type, say) we leave the message as it is rather than send a body that no
+    longer matches its headers."""
+    if add_banner is None:
+        return None
+    try:
+        changed = add_banner(raw, verdict)
+    except Exception:  # a banner bug must not lose or hold up mail; the tag still applies
+        log.exception("banner failed; message tagged without a banner")
+        return None
+    head, _, body = split_head_body(raw)
+    new_head, _, new_body = split_head_body(changed)
+    if new_head != head:
+        log.warning("banner would change the headers; message tagged without a banner")
+        return None
+    if new_body == body:
+        return None
+    return new_body
+
+
+def reject_reply(verdict: Verdict) -> str:
+    """``550 5.7.1`` and the strongest finding's first sentence, for the sender's bounce."""
+    ranked = sorted(
+        verdict.findings,
+        key=lambda f: (f.min_action if f.min_action is not None else Action.ACCEPT, f.score),
+        reverse=True,
+    )
+    if not ranked:
+        return REJECT_PREFIX
+    summary = ranked[0].summary.split(". ")[0].rstrip(".")
+    return mp.safe_reply_text(f"{REJECT_PREFIX}: {summary}", 200)
+
+
+def hold_reason(verdict: Verdict) -> str:
+    """The reason Postfix shows for a message in its hold queue: score and rule ids only."""
+    rules = ",".join(verdict.rules[:10]) or "none"
+    return mp.safe_reply_text(f"mailguard score {verdict.score:g}: {rules}", 200)

@@ -1,0 +1,68 @@
+"""The [milter] keys: where the MTA connects, timeouts and what a verdict does.
+
+Read by ``mailguard.config`` without importing the milter server."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from mailguard.options import Option
+
+CONFIG_SCHEMA: Mapping[str, Option] = {
+    "listen": Option(
+        "inet:127.0.0.1:8894", "str",
+        "Where the MTA connects: \"inet:HOST:PORT\" (Postfix: smtpd_milters = inet:HOST:PORT) or "
+        "\"unix:/path/to/socket\" (Postfix: smtpd_milters = unix:/path; a chrooted smtpd sees paths "
+        "relative to its chroot). Keep inet on loopback: the protocol has no authentication.",
+    ),
+    "socket_mode": Option(
+        "0660", "str",
+        "Permissions of a unix socket, in octal; the MTA's user (postfix) must be able to write to it.",
+    ),
+    "max_connections": Option(
+        64, "int",
+        "MTA connections served at once (Postfix opens one per SMTP session). Connections beyond this "
+        "are closed at once; the MTA then applies milter_default_action (tempfail: the sender retries).",
+        minimum=1,
+    ),
+    "scan_workers": Option(
+        2, "int", "Messages scanned at the same time (threads); more wait their turn.", minimum=1
+    ),
+    "max_message_size": Option(
+        26214400, "int",
+        "Largest message (headers and body, bytes) the milter will take; keep Postfix's "
+        "message_size_limit at or below it. A larger message is refused as oversize says.",
+        minimum=1024,
+    ),
+    "oversize": Option(
+        "reject", "str",
+        "Answer to a message over max_message_size: reject (552 5.3.4: the sender gets a bounce at once "
+        "saying it is too big, instead of retrying for days only to bounce anyway) or tempfail (452 4.3.4, "
+        "for an operator who is about to raise the limit). It is never passed unscanned.",
+        choices=("reject", "tempfail"),
+    ),
+    "quarantine": Option(
+        "store", "str",
+        "Where quarantined messages go: store (kept encrypted in mailguard's quarantine, see [quarantine], "
+        "then discarded by the MTA; if storing fails the sender gets 451 and retries) or hold (Postfix's "
+        "hold queue, tagged; release with 'postsuper -H QUEUEID').",
+        choices=("store", "hold"),
+    ),
+    "idle_timeout": Option(
+        900.0, "float",
+        "Seconds to wait for the MTA's next command before closing the connection; longer than "
+        "Postfix's smtpd_timeout, since the milter connection waits while the SMTP client is slow.",
+        minimum=1,
+    ),
+    "scan_timeout": Option(
+        120.0, "float",
+        "Seconds one message may take to scan (and store) before the answer is 451 (the sender retries). "
+        "Keep it below Postfix's milter_content_timeout (300 s by default).",
+        minimum=1,
+    ),
+    "progress_interval": Option(
+        10.0, "float",
+        "While a message is being scanned, tell the MTA every this many seconds that work is going on "
+        "(SMFIR_PROGRESS), so its own timeouts do not expire.",
+        minimum=0.1,
+    ),
+}

@@ -1,0 +1,276 @@
+"""One MTA connection of the milter: option negotiation, the SMTP session's facts, the
+message as it arrives, and the answer at end of message (see ``actions`` for how a
+verdict becomes replies)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Awaitable
+
+from mailguard.milter import protocol as mp
+from mailguard.logsetup import verdict_log_fields
+from mailguard.milter.actions import (
+    TEMPFAIL_REPLY,
+    ReceivedMessage,
+    allowed_replies,
+    banner_body,
+    header_edits,
+    hold_reason,
+    reject_reply,
+)
+from mailguard.milter.engine import Engine, oversize_reply
+from mailguard.model import Action, Envelope, Verdict
+
+log = logging.getLogger("mailguard.milter")
+
+# What we ask the MTA to let us do. SETSYMLIST is not needed: Postfix sends the queue id
+# ("i") at end of message by default (milter_end_of_data_macros).
+WANTED_ACTIONS = mp.SMFIF_ADDHDRS | mp.SMFIF_CHGHDRS | mp.SMFIF_CHGBODY | mp.SMFIF_QUARANTINE
+# Steps we do not need: skipping them saves packets.
+SKIPPED_STEPS = mp.SMFIP_NOUNKNOWN | mp.SMFIP_NODATA
+# Macros that describe the connection, kept across messages (others are per message).
+CONNECTION_MACROS = frozenset(("j", "_", "client_addr", "client_name", "client_port", "daemon_name", "if_addr",
+                               "if_name", "client_ptr", "client_connections", "tls_version", "cipher",
+                               "cipher_bits", "cert_subject", "cert_issuer"))
+
+
+class CloseConnection(Exception):
+    """The MTA said quit, or the connection must end."""
+
+
+@dataclass
+class Session:
+    """One MTA connection: negotiated options, the SMTP session's facts, and the message
+    being received. Commands are handled in order; replies are written as we go."""
+
+    engine: Engine
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    protocol: int = 0
+    actions: int = 0  # what the MTA allowed us to do (SMFIF_*)
+    deciding: bool = False  # between end of message and our answer: let it finish on shutdown
+    macros: dict[str, str] = field(default_factory=dict)
+    client_address: str = ""
+    helo: str = ""
+    mail_from: str = ""
+    rcpt_tos: list[str] = field(default_factory=list)
+    message: ReceivedMessage = field(default_factory=ReceivedMessage)
+    refused: bool = False  # an oversize reply was sent; ignore the rest of this message
+
+    async def run(self) -> None:
+        try:
+            while True:
+                command, data = await self._read_packet()
+                await self._dispatch(command, data)
+                await self.writer.drain()
+        except CloseConnection:
+            pass
+        except mp.ProtocolError as exc:
+            log.warning("milter protocol error, closing the connection: %s", exc)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                log.warning("connection closed in the middle of a packet")
+        except TimeoutError:
+            log.info("no command from the MTA for %.0f s, closing", self.engine.settings.idle_timeout)
+        except ConnectionError:
+            log.info("MTA connection lost")
+        except Exception:  # a bug here must cost one connection (the MTA tempfails), not the server
+            log.exception("internal error; connection closed, the MTA applies milter_default_action")
+
+    async def _read_packet(self) -> tuple[bytes, bytes]:
+        async with asyncio.timeout(self.engine.settings.idle_timeout):
+            length = mp.packet_length(await self.reader.readexactly(4))
+            body = await self.reader.readexactly(length)
+        return body[:1], body[1:]
+
+    def _send(self, *packets: bytes) -> None:
+        for packet in packets:
+            self.writer.write(packet)
+
+    def _continue(self, command: bytes) -> None:
+        flag = mp.NO_REPLY_FLAG.get(command, 0)
+        if not self.protocol & flag:
+            self._send(mp.reply(mp.SMFIR_CONTINUE))
+
+    def _reset_message(self) -> None:
+        """A new transaction starts (MAIL): forget the previous envelope and message. The
+        macros stay: the MTA sends those of a stage just before the stage's command."""
+        self.mail_from, self.rcpt_tos = "", []
+        self.message, self.refused = ReceivedMessage(), False
+
+    def _end_transaction(self) -> None:
+        """After end of message or abort: also drop the per-message macros (queue id...)."""
+        self._reset_message()
+        for name in [n for n in self.macros if n not in CONNECTION_MACROS]:
+            del self.macros[name]
+
+    async def _dispatch(self, command: bytes, data: bytes) -> None:
+        if command == mp.SMFIC_OPTNEG:
+            self._negotiate(mp.decode_optneg(data))
+        elif command == mp.SMFIC_MACRO:
+            _, values = mp.decode_macros(data)
+            self.macros.update(values)
+        elif command == mp.SMFIC_CONNECT:
+            info = mp.decode_connect(data)
+            self.client_address = info.address
+            self._continue(command)
+        elif command == mp.SMFIC_HELO:
+            self.helo = (mp.decode_strings(data, "helo") or [""])[0]
+            self._continue(command)
+        elif command == mp.SMFIC_MAIL:
+            self._reset_message()
+            self.mail_from = mp.envelope_address((mp.decode_strings(data, "mail") or [""])[0])
+            self._continue(command)
+        elif command == mp.SMFIC_RCPT:
+            self.rcpt_tos.append(mp.envelope_address((mp.decode_strings(data, "rcpt") or [""])[0]))
+            self._continue(command)
+        elif command == mp.SMFIC_HEADER:
+            name, value = mp.decode_header(data)
+            if not self.refused:
+                self.message.add_header(name, value)
+            self._after_content(command)
+        elif command == mp.SMFIC_BODY:
+            if not self.refused:
+                self.message.add_body(data)
+            self._after_content(command)
+        elif command == mp.SMFIC_EOH:
+            self._after_content(command)
+        elif command == mp.SMFIC_DATA:
+            self._continue(command)
+        elif command == mp.SMFIC_UNKNOWN:
+            mp.decode_strings(data, "unknown")  # checked for form; nothing to do with it
+            self._continue(command)
+        elif command == mp.SMFIC_BODYEOB:
+            if data and not self.refused:
+                self.message.add_body(data)
+            await self._end_of_message()
+        elif command == mp.SMFIC_ABORT:
+            self._end_transaction()
+        elif command == mp.SMFIC_QUIT:
+            raise CloseConnection
+        elif command == mp.SMFIC_QUIT_NC:
+            self._end_transaction()
+            self.macros.clear()
+            self.client_address = self.helo = ""
+        else:
+            raise mp.ProtocolError(f"unknown command {command!r}")
+
+    def _negotiate(self, offer: mp.OptNeg) -> None:
+        if offer.version < 2:
+            raise mp.ProtocolError(f"milter protocol version {offer.version} is too old")
+        self.actions = WANTED_ACTIONS & offer.actions
+        missing = WANTED_ACTIONS & ~self.actions
+        if missing:
+            log.warning("the MTA does not allow every change we make (missing actions 0x%x); those are left out",
+                        missing)
+        self.protocol = SKIPPED_STEPS & offer.protocol
+        self._send(mp.OptNeg(min(offer.version, mp.VERSION), self.actions, self.protocol).encode())
+
+    def _after_content(self, command: bytes) -> None:
+        """Continue, or refuse a message over the size bound as soon as it is known."""
+        if self.refused or self.message.size <= self.engine.settings.max_message_size:
+            self._continue(command)
+            return
+        if self.protocol & mp.NO_REPLY_FLAG.get(command, 0):
+            return  # no reply allowed here; refused at end of message
+        self.refused = True
+        self.message = ReceivedMessage()  # free the memory now
+        log.info("message over max_message_size refused%s", self._queue_id_text())
+        self._send(mp.reply_code(oversize_reply(self.engine.settings)))
+
+    def _queue_id_text(self) -> str:
+        return f" (queue id {self.macros['i']})" if self.macros.get("i") else ""
+
+    async def _end_of_message(self) -> None:
+        try:
+            if self.refused or self.message.size > self.engine.settings.max_message_size:
+                self._send(mp.reply_code(oversize_reply(self.engine.settings)))
+                return
+            self.deciding = True
+            await self._with_progress(self._decide())
+            await self.writer.drain()
+        finally:
+            self.deciding = False
+            self._end_transaction()
+
+    async def _with_progress(self, work: Awaitable[list[bytes]]) -> None:
+        """Run ``work``, sending SMFIR_PROGRESS while it lasts and 451 if it overruns."""
+        task = asyncio.ensure_future(work)
+        settings = self.engine.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.scan_timeout
+        try:
+            while not task.done():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    log.error("scan took longer than %.0f s; answered 451%s", settings.scan_timeout,
+                              self._queue_id_text())
+                    self._send(mp.reply_code(TEMPFAIL_REPLY))
+                    return
+                done, _ = await asyncio.wait({task}, timeout=min(settings.progress_interval, remaining))
+                if not done and loop.time() < deadline:
+                    self._send(mp.reply(mp.SMFIR_PROGRESS))
+                    await self.writer.drain()
+        finally:
+            if not task.done():
+                task.cancel()  # the worker thread finishes on its own; its result is dropped
+        try:
+            replies = task.result()
+        except Exception:
+            log.exception("scan failed; answered 451%s", self._queue_id_text())
+            replies = [mp.reply_code(TEMPFAIL_REPLY)]
+        self._send(*replies)
+
+    async def _decide(self) -> list[bytes]:
+        """Scan, act, log one line, and return the replies for end of message."""
+        engine, message = self.engine, self.message
+        scanner = engine.scanner  # one scanner for the whole message, even if a reload swaps it
+        policy = scanner.config.section("policy")
+        raw = message.raw()
+        envelope = Envelope(self.mail_from, tuple(self.rcpt_tos), self.client_address, self.helo)
+        verdict: Verdict = await engine.run(scanner.scan, raw, envelope)
+        replies: list[bytes]
+        if verdict.tempfail:
+            outcome, replies = "tempfail", [mp.reply_code(TEMPFAIL_REPLY)]
+        elif verdict.action == Action.REJECT:
+            outcome, replies = "reject", [mp.reply_code(reject_reply(verdict))]
+        elif verdict.action == Action.QUARANTINE and engine.settings.quarantine == "store":
+            outcome, replies = await self._store(raw, envelope, verdict)
+        elif verdict.action == Action.QUARANTINE and not self.actions & mp.SMFIF_QUARANTINE:
+            log.error("quarantine = \"hold\" but the MTA does not allow quarantine; answered 451")
+            outcome, replies = "tempfail", [mp.reply_code(TEMPFAIL_REPLY)]
+        else:
+            replies = header_edits(verdict, message, policy["subject_tag"])
+            if verdict.action == Action.QUARANTINE:
+                outcome = "hold"
+                replies.append(mp.quarantine(hold_reason(verdict)))
+            else:
+                outcome = str(verdict.action)
+                if verdict.action == Action.TAG and policy["banner"] and self.actions & mp.SMFIF_CHGBODY:
+                    body = await engine.run(banner_body, raw, verdict, engine.add_banner)
+                    if body is not None:
+                        replies.extend(mp.replace_body(body))
+            replies = allowed_replies(replies, self.actions)
+            replies.append(mp.reply(mp.SMFIR_CONTINUE))
+        self._log(verdict, outcome)
+        return replies
+
+    async def _store(self, raw: bytes, envelope: Envelope, verdict: Verdict) -> tuple[str, list[bytes]]:
+        """Discard only once the message is durably in the quarantine; otherwise 451."""
+        try:
+            entry_id = await self.engine.run(self.engine.quarantine.store, raw, envelope, verdict)
+        except Exception as exc:
+            log.error("quarantine store failed, answered 451 (the sender retries): %s", exc)
+            return "tempfail", [mp.reply_code(TEMPFAIL_REPLY)]
+        log.info("quarantined as %s%s", entry_id, self._queue_id_text())
+        return "quarantine", [mp.reply(mp.SMFIR_DISCARD)]
+
+    def _log(self, verdict: Verdict, outcome: str) -> None:
+        fields = verdict_log_fields(
+            verdict, self.engine.config.section("logging"), self.message.subject() or "",
+            self.mail_from, tuple(self.rcpt_tos),
+        )
+        fields["queue_id"] = self.macros.get("i", "")
+        fields["milter"] = outcome
+        log.info("message scanned", extra={"fields": fields})

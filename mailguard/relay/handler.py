@@ -1,0 +1,364 @@
+"""One SMTP session of the relay: recipient checks, and what happens to a message at the
+end of DATA (scan, then forward, hold or refuse) before the client gets its answer.
+
+The client's DATA is answered only when the message is safe somewhere: accepted by the
+downstream server (its reply is passed back), stored durably in the quarantine (250), or
+refused (5xx). Every other outcome is a 4xx, so the sending server keeps the message and
+retries: the relay never holds mail of its own that a crash could lose.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import ssl
+import time
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
+from typing import Any, Protocol
+
+from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
+
+from mailguard.banner import add_banner
+from mailguard.config import Config
+from mailguard.headers import apply_verdict, split_head_body
+from mailguard.logsetup import verdict_log_fields
+from mailguard.model import Action, AnalyzerError, Envelope, Verdict
+from mailguard.policy import Policy
+from mailguard.quarantine import QuarantineError
+from mailguard.relay.forward import Reply, forward
+from mailguard.relay.pool import PoolBusy, ScanPool
+from mailguard.relay.settings import RelaySettings
+from mailguard.relay.verify import RecipientVerifier
+from mailguard.scanner import Scanner
+
+log = logging.getLogger("mailguard.relay")
+
+MAX_RECIPIENTS = 1000
+# RFC 5321 allows 1000 octets a line, and aiosmtpd refuses longer ones with a permanent 500;
+# real mail (generated HTML, unwrapped base64) often has longer lines, and a 500 would bounce
+# a real message. Lines up to this length pass through untouched (Postfix keeps them too).
+LINE_LENGTH_LIMIT = 1 << 20
+# A lone CR or LF: never an end of line in SMTP, but some servers treat them as one, and
+# "<LF>.<CR><LF>" style sequences are how SMTP smuggling hides a second message in the first.
+_BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_DOT_LINE = re.compile(rb"(?:\r\n|\r|\n)\.(?:\r\n|\r|\n)")
+
+
+@dataclass(frozen=True)
+class RelayState:
+    """Everything a reload replaces at once: settings, policy, the scanning pool with its
+    compiled rules, the TLS certificate."""
+
+    config: Config
+    settings: RelaySettings
+    policy: Policy
+    pool: ScanPool
+    tls_context: ssl.SSLContext | None
+    verifier: RecipientVerifier | None = None
+
+
+def build_state(config: Config, scanner: Scanner | None = None) -> RelayState:
+    """Blocking (compiles rules, reads certificates): call it off the event loop on reload.
+    ``scanner`` (tests, library users) is used as is, in worker threads."""
+    settings = RelaySettings.from_config(config)
+    context = None
+    if settings.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    pool = ScanPool(config, settings.workers, settings.queue_limit, settings.pool, scanner)
+    verifier = RecipientVerifier(settings.downstream) if settings.verify_recipients else None
+    return RelayState(config, settings, Policy(config.section("policy")), pool, context, verifier)
+
+
+class Runtime(Protocol):
+    """What a session needs from the running server."""
+
+    state: RelayState
+    quarantine: Any
+    draining: bool
+
+
+@dataclass
+class Outcome:
+    """What happened to one message, for its single log line."""
+
+    queue_id: str
+    reply: Reply
+    result: str
+    verdict: Verdict | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def smuggling_attempt(raw: bytes) -> bool:
+    """A dot line next to a lone CR or LF: a message that some server could split in two."""
+    return any(m.group(0) != b"\r\n.\r\n" for m in _DOT_LINE.finditer(raw))
+
+
+def client_ip(session: Session) -> str:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
+
+
+def refusal_text(verdict: Verdict) -> str:
+    """A short reason for a 550: the strongest rule id, never the message's content."""
+    top = max(verdict.findings, key=lambda f: (f.min_action or 0, f.score), default=None)
+    rule = f" ({top.rule})" if top else ""
+    return f"5.7.1 Message refused: it looks like phishing or malware{rule}"
+
+
+class RelayHandler:
+    """aiosmtpd handler hooks. Reads ``runtime.state`` afresh for every command, so a reload
+    applies to the next command of every open session."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
+                          mail_options: list[str]) -> str:
+        if self.runtime.draining:
+            _close_soon(server)
+            return "421 4.3.2 Service shutting down, please try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        if self.runtime.draining:  # the transaction is over: no reason to keep the session
+            _close_soon(server)
+            return "421 4.3.2 Service shutting down, please try again later"
+        return "250 2.0.0 OK"
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        state = self.runtime.state
+        settings = state.settings
+        local = settings.accepts_domain(address)
+        if not (local or settings.is_trusted(client_ip(session))):
+            log.info("relay refused", extra={"fields": {"client": client_ip(session), "reason": "relay_denied"}})
+            return "550 5.7.1 Relaying denied: this server does not accept mail for that domain"
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        if local and state.verifier is not None:
+            check = await state.verifier.check(address)
+            if check.code != 250:
+                return f"{check.code} {check.text}"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        state = self.runtime.state
+        settings = state.settings
+        if isinstance(server, RelaySMTP):
+            # The whole answer (scan, then downstream) must fit before the session timer fires.
+            server.extend_timeout(settings.scan_timeout + settings.downstream.timeout * 3 + 30)
+        started = time.perf_counter()
+        raw = bytes(envelope.original_content or b"")
+        meta = Envelope(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            client_address=client_ip(session),
+            helo=session.host_name or "",
+        )
+        outcome = await self.process(state, raw, meta, list(envelope.mail_options))
+        outcome.timings["total_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
+        self._log(state, raw, meta, outcome)
+        return outcome.reply.line()
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd's default is a 500, which makes a sender give up: never for our bugs.
+        log.exception("relay session error: %s", type(error).__name__)
+        return "451 4.3.0 Internal error, please try again later"
+
+    # ------------------------------------------------------------------ one message
+
+    async def process(self, state: RelayState, raw: bytes, meta: Envelope, mail_options: list[str]) -> Outcome:
+        settings = state.settings
+        outcome = Outcome(secrets.token_hex(6).upper(), Reply(451, "4.3.0 Not processed"), "tempfail")
+        if _BARE_EOL.search(raw):
+            outcome.notes["bare_line_endings"] = True
+            outcome.notes["smuggling_attempt"] = smuggling_attempt(raw)
+            if settings.bare_line_endings == "reject":
+                outcome.reply, outcome.result = Reply(550, "5.5.2 Message refused: bare CR or LF line endings "
+                                                      "are not allowed in SMTP"), "rejected"
+                return outcome
+            raw = _BARE_EOL.sub(b"\r\n", raw)
+        verdict = await self._scan(state, raw, meta, outcome)
+        if verdict is None:
+            return outcome
+        outcome.verdict = verdict
+        if verdict.tempfail:
+            outcome.reply = Reply(451, "4.3.0 Temporary problem checking the message, please try again later")
+            return outcome
+        if verdict.action >= Action.REJECT:
+            outcome.reply, outcome.result = Reply(550, refusal_text(verdict)), "rejected"
+            return outcome
+        if verdict.action >= Action.QUARANTINE:
+            await self._hold(raw, meta, verdict, outcome)
+            return outcome
+        t0 = time.perf_counter()
+        policy = state.policy
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, _prepare, raw, verdict, policy.subject_tag, policy.banner)
+        reply = await forward(settings.downstream, meta.mail_from, meta.rcpt_tos, data, mail_options)
+        outcome.timings["forward_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
+        outcome.reply = reply
+        outcome.result = "delivered" if reply.delivered else ("tempfail" if reply.code < 500 else "refused_downstream")
+        if reply.detail and not reply.delivered:
+            outcome.notes["downstream"] = reply.detail
+        return outcome
+
+    async def _scan(self, state: RelayState, raw: bytes, meta: Envelope, outcome: Outcome) -> Verdict | None:
+        settings = state.settings
+        t0 = time.perf_counter()
+        try:
+            verdict = await state.pool.scan(raw, meta, settings.scan_timeout)
+        except PoolBusy:
+            outcome.reply = Reply(451, "4.3.2 Too busy to check the message now, please try again later")
+            outcome.notes["busy"] = True
+            return None
+        except Exception as exc:  # the scan as a whole failed: crashed or overran scan_timeout
+            error = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"[:300]
+            outcome.notes["scan_error"] = error
+            if settings.on_error == "tempfail":
+                outcome.reply = Reply(451, "4.3.0 Temporary problem checking the message, please try again later")
+                return None
+            verdict = Verdict(0.0, Action.ACCEPT, errors=(AnalyzerError("scanner", error),))
+        outcome.timings["queue_scan_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
+        return verdict
+
+    async def _hold(self, raw: bytes, meta: Envelope, verdict: Verdict, outcome: Outcome) -> None:
+        quarantine = self.runtime.quarantine
+        if quarantine is None:
+            outcome.reply = Reply(451, "4.3.0 Message cannot be held now, please try again later")
+            outcome.notes["quarantine"] = "not configured"
+            return
+        loop = asyncio.get_running_loop()
+        # Held as it would have been delivered (forged verdict headers gone, ours added, no
+        # subject tag): a released message must not carry a sender's "X-MailGuard-Action: accept".
+        held = await loop.run_in_executor(None, apply_verdict, raw, verdict, "")
+        try:
+            entry_id = await loop.run_in_executor(None, quarantine.store, held, meta, verdict)
+        except QuarantineError as exc:
+            outcome.reply = Reply(451, "4.3.0 Message cannot be held now, please try again later")
+            outcome.notes["quarantine"] = str(exc)[:300]
+            return
+        outcome.notes["quarantine_id"] = entry_id
+        outcome.reply, outcome.result = Reply(250, f"2.0.0 OK: queued as {outcome.queue_id}"), "quarantined"
+
+    def _log(self, state: RelayState, raw: bytes, meta: Envelope, outcome: Outcome) -> None:
+        logging_settings = state.config.section("logging")
+        fields: dict[str, Any] = {"queue_id": outcome.queue_id, "client": meta.client_address, "size": len(raw)}
+        if outcome.verdict is not None:
+            subject = _subject(raw) if logging_settings.get("log_subjects") else ""
+            fields.update(verdict_log_fields(outcome.verdict, logging_settings, subject=subject,
+                                             mail_from=meta.mail_from, rcpt_tos=meta.rcpt_tos))
+        elif logging_settings.get("log_addresses"):
+            fields.update({"mail_from": meta.mail_from, "rcpt_tos": list(meta.rcpt_tos)})
+        fields.update({"result": outcome.result, "reply": outcome.reply.code, **outcome.timings, **outcome.notes})
+        if not logging_settings.get("log_addresses") and "downstream" in fields:
+            from mailguard.quarantine.smtp import redact_addresses
+
+            fields["downstream"] = redact_addresses(str(fields["downstream"]))
+        log.info("message", extra={"fields": fields})
+
+
+def _prepare(raw: bytes, verdict: Verdict, subject_tag: str, banner: bool) -> bytes:
+    """Verdict headers, subject tag and (when configured) the warning banner."""
+    tagged = verdict.action >= Action.TAG
+    data = apply_verdict(raw, verdict, subject_tag if tagged else "")
+    if banner and tagged:
+        data = add_banner(data, verdict)
+    return data
+
+
+def _subject(raw: bytes) -> str:
+    head, _, _ = split_head_body(raw)
+    try:
+        return str(BytesHeaderParser(policy=default_policy).parsebytes(head).get("Subject", ""))[:200]
+    except Exception:  # a broken header must not stop the log line
+        return ""
+
+
+def _close_soon(server: SMTP) -> None:
+    """Close after the reply now being returned has been written."""
+    transport = server.transport
+    if transport is not None:
+        asyncio.get_running_loop().call_soon(transport.close)
+
+
+class SessionSet:
+    """The open sessions, with an event that fires whenever one ends (for draining)."""
+
+    def __init__(self) -> None:
+        self._sessions: set[RelaySMTP] = set()
+        self.changed = asyncio.Event()
+
+    def add(self, session: "RelaySMTP") -> None:
+        self._sessions.add(session)
+
+    def discard(self, session: "RelaySMTP") -> None:
+        self._sessions.discard(session)
+        self.changed.set()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def snapshot(self) -> list["RelaySMTP"]:
+        return list(self._sessions)
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's SMTP with the relay's session rules: a separate time limit for the whole
+    DATA transfer (a trickling client cannot hold a connection forever by sending a byte at
+    a time), session tracking for connection limits and draining, and a goodbye on SIGTERM."""
+
+    line_length_limit = LINE_LENGTH_LIMIT
+
+    def __init__(self, handler: RelayHandler, *, sessions: SessionSet, data_timeout: float,
+                 **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._sessions = sessions
+        self._data_timeout = data_timeout
+        self._runtime = handler.runtime
+        self.in_data = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._sessions.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sessions.discard(self)
+        super().connection_lost(error)
+
+    @property
+    def busy(self) -> bool:
+        """In a mail transaction: let it finish when draining."""
+        return self.in_data or (self.envelope is not None and self.envelope.mail_from is not None)
+
+    def extend_timeout(self, seconds: float) -> None:
+        self._reset_timeout(seconds)
+
+    def goodbye(self) -> None:
+        """Tell an idle client we are going away, and close."""
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(b"421 4.3.2 Service shutting down, please try again later\r\n")
+            transport.close()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._reset_timeout(self._data_timeout)
+        self.in_data = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.in_data = False
+        self._reset_timeout()
+        if self._runtime.draining:
+            await self.push("421 4.3.2 Service shutting down, please try again later")
+            if self.transport is not None:
+                self.transport.close()

@@ -1,0 +1,197 @@
+"""The relay's listening server and its life cycle: start, reload (SIGHUP), drain (SIGTERM).
+
+One ``RelayServer`` owns the listening socket, the scanning pool, the quarantine and the
+current ``RelayState``. A reload builds a new state (configuration, compiled rules, TLS
+certificate) off the event loop and swaps one reference: open sessions keep going and use
+the new rules from their next message on. A drain stops listening, lets every message in
+transfer finish, says goodbye (421) to idle clients, and returns when no session is left.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from mailguard.config import Config, ConfigError, load_config
+from mailguard.relay.handler import RelayHandler, RelaySMTP, RelayState, SessionSet, build_state
+from mailguard.scanner import Scanner
+
+log = logging.getLogger("mailguard.relay")
+
+
+class _Refuse(asyncio.Protocol):
+    """Answers one line and hangs up: for connections over the limit or while saturated."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line.encode("ascii") + b"\r\n"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(self.line)
+        transport.close()
+
+
+class RelayServer:
+    """The relay. ``quarantine`` is anything with ``store(raw, envelope, verdict)``; None
+    means held messages get 451 (the relay still never loses one)."""
+
+    def __init__(self, config: Config, *, quarantine: Any = None, scanner: Scanner | None = None) -> None:
+        self.state: RelayState = build_state(config, scanner)
+        self.quarantine = quarantine
+        self.draining = False
+        self.sessions = SessionSet()
+        self.handler = RelayHandler(self)
+        self._server: asyncio.Server | None = None
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the server listens (the real port when configured with port 0)."""
+        assert self._server is not None and self._server.sockets
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    async def start(self) -> None:
+        settings = self.state.settings
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, settings.listen_host, settings.listen_port,
+                                                reuse_address=True)
+        host, port = self.address
+        log.info("listening", extra={"fields": {
+            "host": host, "port": port, "downstream": f"{settings.downstream.host}:{settings.downstream.port}",
+            "pool": self.state.pool.kind, "workers": self.state.pool.workers, "queue_limit": self.state.pool.limit,
+            "tls": bool(self.state.tls_context)}})
+        if not (settings.relay_domains or settings.trusted_networks):
+            log.warning("relay_domains and trusted_networks are both empty: every recipient will be refused")
+
+    def _protocol(self) -> asyncio.Protocol:
+        state = self.state
+        settings = state.settings
+        if self.draining:
+            return _Refuse("421 4.3.2 Service shutting down, please try again later")
+        if len(self.sessions) >= settings.max_connections:
+            log.warning("connection refused", extra={"fields": {"reason": "max_connections",
+                                                                "limit": settings.max_connections}})
+            return _Refuse("421 4.7.0 Too many connections, please try again later")
+        if state.pool.saturated():
+            log.warning("connection refused", extra={"fields": {"reason": "scan_queue_full"}})
+            return _Refuse("421 4.3.2 Too busy, please try again later")
+        return RelaySMTP(
+            self.handler,
+            sessions=self.sessions,
+            data_timeout=settings.data_timeout,
+            data_size_limit=settings.max_message_bytes,
+            enable_SMTPUTF8=True,
+            hostname=settings.hostname,
+            ident="ESMTP mailguard",
+            tls_context=state.tls_context,
+            require_starttls=settings.require_tls,
+            timeout=settings.command_timeout,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def reload(self, config: Config) -> bool:
+        """Swap in a new configuration and freshly compiled rules; keep the old on error."""
+        async with self._reload_lock:
+            loop = asyncio.get_running_loop()
+            try:
+                state = await loop.run_in_executor(None, build_state, config)
+            except (ConfigError, OSError, ValueError) as exc:
+                log.error("reload failed", extra={"fields": {"error": str(exc), "kept": "running configuration"}})
+                return False
+            restart = self.state.settings.restart_needed(state.settings)
+            old, self.state = self.state, state
+            old.pool.close(wait=False)  # its queued scans still finish and answer their senders
+            fields: dict[str, Any] = {"source": str(config.source or "defaults")}
+            if restart:
+                fields["restart_needed_for"] = restart
+            log.info("reloaded", extra={"fields": fields})
+            return True
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop accepting, finish messages in transfer, close the rest; then free resources."""
+        timeout = self.state.settings.shutdown_timeout if timeout is None else timeout
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        busy = [s for s in self.sessions.snapshot() if s.busy]
+        log.info("draining", extra={"fields": {"sessions": len(self.sessions), "in_transfer": len(busy)}})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.sessions):
+            self.sessions.changed.clear()
+            for session in self.sessions.snapshot():
+                if not session.busy:
+                    session.goodbye()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:  # until a session ends (each one that finishes its message closes itself)
+                await asyncio.wait_for(self.sessions.changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        for session in self.sessions.snapshot():
+            if session.transport is not None:
+                session.transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+        await loop.run_in_executor(None, self.state.pool.close)
+        log.info("stopped")
+
+
+def _config_with_overrides(path: str | None, listen: str | None, downstream: str | None) -> Config:
+    config = load_config(path) if path else Config.default()
+    if not (listen or downstream):
+        return config
+    data = config.to_dict()
+    if listen:
+        data["relay"]["listen"] = listen
+    if downstream:
+        data["relay"]["downstream"] = downstream
+    return Config.from_dict(data, config.source)
+
+
+def run(path: str | None, *, listen: str | None = None, downstream: str | None = None) -> int:
+    """``mailguard serve``: blocks until SIGTERM or SIGINT, then drains and returns 0."""
+    from mailguard.logsetup import setup_logging
+    from mailguard.quarantine import QuarantineError, open_quarantine
+
+    config = _config_with_overrides(path, listen, downstream)
+    setup_logging(config.section("logging"), config.resolve_path)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs addresses at info
+    try:
+        quarantine = open_quarantine(config)
+    except QuarantineError as exc:
+        log.error("cannot open the quarantine: %s", exc)
+        return 2
+    try:
+        server = RelayServer(config, quarantine=quarantine)
+        return asyncio.run(_serve(server, path, listen, downstream))
+    finally:
+        quarantine.close()
+
+
+async def _serve(server: RelayServer, path: str | None, listen: str | None, downstream: str | None) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def reload() -> None:
+        try:
+            config = _config_with_overrides(path, listen, downstream)
+        except ConfigError as exc:
+            log.error("reload failed", extra={"fields": {"error": str(exc), "kept": "running configuration"}})
+            return
+        task = loop.create_task(server.reload(config))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await server.start()
+    await stop.wait()
+    await server.drain()
+    return 0
+

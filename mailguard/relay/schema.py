@@ -76,7 +76,7 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
         "threads", "str",
         "What scans: threads (one shared set of compiled rules; starts at once) or processes (one per worker, "
         "each with its own rules; uses every core, costs memory and a second or two to start). See the "
-        "README's relay benchmark before changing it.",
+        "relay benchmark in docs/performance.md before changing it.",
         choices=("threads", "processes"),
     ),
     "workers": Option(0, "int", "Scanning threads or processes; 0: one per CPU core.", minimum=0),

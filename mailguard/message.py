@@ -29,7 +29,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from mailguard.options import Option
 from mailguard.htmltext import html_to_text
-from mailguard.model import Envelope, Finding
+from mailguard.model import AuthResults, Envelope, Finding
 
 CONFIG_SCHEMA: Mapping[str, Option] = {
     "max_depth": Option(20, "int", "Deepest MIME / attached-message nesting that is unpacked.", minimum=1),
@@ -154,6 +154,7 @@ class ParsedMessage:
     defects: tuple[str, ...] = ()
     part_count: int = 0
     image_urls: tuple[str, ...] = ()  # <img src> of the HTML bodies (tracking pixels, remote pictures)
+    auth: AuthResults | None = None  # set by the authentication stage before the analyzers run
 
     def header(self, name: str) -> str | None:
         """The first header of that name (case-insensitive), decoded, or None."""

@@ -90,6 +90,53 @@ class Envelope:
 
 
 @dataclass(frozen=True)
+class DkimSignatureResult:
+    """One DKIM signature's outcome (RFC 6376): the signing domain (d=), selector (s=)."""
+
+    domain: str
+    selector: str
+    result: str  # pass | fail | neutral | temperror | permerror | policy
+
+
+@dataclass(frozen=True)
+class AuthResults:
+    """What the authentication stage proved about the sender, for the analyzers to read
+    (``ParsedMessage.auth``). Results are RFC 8601 words; "none" means not checked or not
+    published, never a failure. ``proven_domain`` is set only for a DMARC-aligned pass (or
+    a trusted ARC chain that carried one): the From domain is the sender's own. It proves
+    the domain, not its innocence (a lookalike domain can pass its own DMARC)."""
+
+    source: str = "not-checked"  # computed | trusted-upstream | not-checked
+    authserv_id: str = ""
+    from_domain: str = ""
+    spf: str = "none"  # pass fail softfail neutral none temperror permerror
+    spf_domain: str = ""  # the domain SPF was checked for (MAIL FROM, else HELO)
+    dkim: tuple[DkimSignatureResult, ...] = ()
+    dmarc: str = "none"  # pass fail none temperror permerror
+    dmarc_policy: str = ""  # the policy that applies: none | quarantine | reject ("" unknown)
+    arc: str = "none"  # pass fail none
+    arc_sealers: tuple[str, ...] = ()  # d= of the ARC-Seal headers, newest first
+    proven_domain: str = ""
+    blocklists: tuple[tuple[str, str, str], ...] = ()  # (zone, listed name or IP, meaning)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "authserv_id": self.authserv_id,
+            "from_domain": self.from_domain,
+            "spf": self.spf,
+            "spf_domain": self.spf_domain,
+            "dkim": [{"domain": d.domain, "selector": d.selector, "result": d.result} for d in self.dkim],
+            "dmarc": self.dmarc,
+            "dmarc_policy": self.dmarc_policy,
+            "arc": self.arc,
+            "arc_sealers": list(self.arc_sealers),
+            "proven_domain": self.proven_domain,
+            "blocklists": [list(b) for b in self.blocklists],
+        }
+
+
+@dataclass(frozen=True)
 class Verdict:
     """The outcome of one scan: total score, the action, and why.
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from email import policy as email_policy
 from email.message import Message
 from functools import lru_cache
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
@@ -155,6 +155,17 @@ class ParsedMessage:
     part_count: int = 0
     image_urls: tuple[str, ...] = ()  # <img src> of the HTML bodies (tracking pixels, remote pictures)
     auth: AuthResults | None = None  # set by the authentication stage before the analyzers run
+    # Results one analyzer computed that another needs too (a document's decompressed VBA):
+    # kept per message, so the work is done once and nothing outlives the scan.
+    _derived: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def derived(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()`` the first time ``key`` is asked for on this message, then reuse it."""
+        try:
+            return self._derived[key]
+        except KeyError:
+            value = self._derived[key] = compute()
+            return value
 
     def header(self, name: str) -> str | None:
         """The first header of that name (case-insensitive), decoded, or None."""

@@ -9,7 +9,9 @@ import filetype_samples as S
 import mailguard
 from mailguard import Action, Config
 from mailguard.analyzers.base import AnalyzerContext
-from mailguard.analyzers.macros import MacrosAnalyzer, VBA_Parser, describe, inspect, is_candidate
+from oletools.olevba import VBA_Parser
+
+from mailguard.analyzers.macros import MacrosAnalyzer, describe, inspect, is_candidate
 from oletools.thirdparty.oledump.plugin_biff import cBIFF  # after olevba, whose import quiets pyparsing
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"

@@ -13,7 +13,11 @@ import binascii
 import re
 import urllib.parse
 import zlib
-from typing import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from mailguard.message import ParsedMessage
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 VBA_PROJECT_RE = re.compile(re.escape("_VBA_PROJECT".encode("utf-16-le")), re.IGNORECASE)
@@ -82,21 +86,52 @@ def decoded_script_literals(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
     return _joined((decode(m) for m in SCRIPT_CALL_RE.finditer(data)), MAX_SCRIPT_CALLS, limit)
 
 
-def vba_source(data: bytes) -> str:
+@dataclass(frozen=True)
+class VBACode:
+    """What olevba found in one document: whether it has a VBA project, each module's
+    decompressed code, and the error that stopped it (hostile files stop it often)."""
+
+    found: bool = False
+    modules: tuple[str, ...] = ()
+    error: str = ""
+
+
+def extract_vba(data: bytes, filename: str = "document") -> VBACode:
+    """Decompress every VBA module of a document (OLE, or an OOXML zip holding
+    vbaProject.bin). Decompression is pure Python and the costliest step of an Office file,
+    so the macros and signatures analyzers share one result per message through
+    ``ParsedMessage.derived`` (see ``shared_vba``)."""
+    from oletools.olevba import VBA_Parser  # imported lazily: it is slow to import
+
+    parser = None
+    modules: list[str] = []
+    found = False
+    try:
+        parser = VBA_Parser(filename, data=data, relaxed=True)
+        if parser.detect_vba_macros():
+            found = True
+            modules = [code for _f, _s, _n, code in parser.extract_all_macros() if isinstance(code, str)]
+        return VBACode(found, tuple(modules))
+    except Exception as exc:  # olevba on hostile input raises many kinds: keep what was found
+        return VBACode(found, tuple(modules), f"{type(exc).__name__}: {exc}"[:200])
+    finally:
+        if parser is not None:
+            try:
+                parser.close()
+            except Exception:
+                pass
+
+
+def shared_vba(message: ParsedMessage | None, data: bytes, filename: str = "document") -> VBACode:
+    """``extract_vba`` once per attachment and message, whichever analyzer asks first."""
+    if message is None:
+        return extract_vba(data, filename)
+    return message.derived(("vba", id(data)), lambda: extract_vba(data, filename))
+
+
+def vba_source(data: bytes, message: ParsedMessage | None = None, filename: str = "document") -> str:
     """The decompressed VBA code of an OLE file (a .doc/.xls or an OOXML vbaProject.bin),
     or "" when it has none or oletools cannot read it."""
     if not data.startswith(OLE_MAGIC) or not VBA_PROJECT_RE.search(data):
         return ""
-    from oletools.olevba import VBA_Parser  # imported lazily: it is slow to import
-
-    parser = None
-    try:
-        parser = VBA_Parser("attachment", data=data)
-        if not parser.detect_vba_macros():
-            return ""
-        return "\n".join(code for _f, _s, _n, code in parser.extract_macros() if isinstance(code, str))
-    except Exception:  # a damaged file is still scanned as bytes; olevba raises many kinds
-        return ""
-    finally:
-        if parser is not None:
-            parser.close()
+    return "\n".join(shared_vba(message, data, filename).modules)

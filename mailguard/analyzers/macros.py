@@ -29,9 +29,10 @@ import olefile
 with warnings.catch_warnings():
     # olevba builds its pyparsing grammar with names pyparsing 3 calls deprecated.
     warnings.simplefilter("ignore")
-    from oletools.olevba import VBA_Parser, VBA_Scanner
+    from oletools.olevba import VBA_Scanner
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.analyzers.hidden_content import shared_vba
 from mailguard.options import Option
 from mailguard.message import Attachment, ParsedMessage
 from mailguard.model import Action, Finding
@@ -139,7 +140,7 @@ class MacrosAnalyzer(Analyzer):
                 ))
                 continue
             report = inspect(attachment.filename or "document", attachment.data, self.max_chars,
-                             self.max_bytes * 2)
+                             self.max_bytes * 2, message)
             findings.extend(self._findings(attachment, report))
         return findings
 
@@ -221,9 +222,10 @@ def _has_office_parts(data: bytes) -> bool:
 MAX_VBA_STORAGE_BYTES = 4 * 1024 * 1024  # compressed VBA; real projects are far smaller
 
 
-def inspect(filename: str, data: bytes, max_chars: int = 100_000, max_unpacked: int = 64 * 1024 * 1024
-            ) -> MacroReport:
-    """Find and analyse VBA and XLM macros in one document."""
+def inspect(filename: str, data: bytes, max_chars: int = 100_000, max_unpacked: int = 64 * 1024 * 1024,
+            message: ParsedMessage | None = None) -> MacroReport:
+    """Find and analyse VBA and XLM macros in one document. With ``message``, the
+    decompressed code is shared with the signatures analyzer (decompressed once)."""
     report = MacroReport()
     if data.startswith(OLE_MAGIC):
         _xlm_in_ole(data, report)
@@ -232,32 +234,23 @@ def inspect(filename: str, data: bytes, max_chars: int = 100_000, max_unpacked: 
     report.unchecked, worth_parsing = _plan(data, max_unpacked)
     if report.unchecked or not worth_parsing:
         return report
-    parser = None
+    extracted = shared_vba(message, data, filename)
+    report.error = extracted.error
+    if not extracted.found:
+        return report
+    report.vba = True
+    report.modules = len(extracted.modules)
+    code = bounded_code("\n".join(extracted.modules), max_chars, report)
     try:
-        parser = VBA_Parser(filename, data=data, relaxed=True)
-        if parser.detect_vba_macros():
-            report.vba = True
-            code_parts = []
-            for _, _, _, code in parser.extract_all_macros():
-                if isinstance(code, str):
-                    code_parts.append(code)
-                    report.modules += 1
-            code = bounded_code("\n".join(code_parts), max_chars, report)
-            for kind, keyword, description in VBA_Scanner(code).scan(False, False):
-                if kind == "AutoExec":
-                    report.autoexec.append(keyword)
-                elif kind == "Suspicious":
-                    report.suspicious.append((keyword, description))
-                elif kind == "IOC":
-                    report.iocs.append(keyword)
-    except Exception as exc:  # olevba on hostile input: keep what was found so far
+        for kind, keyword, description in VBA_Scanner(code).scan(False, False):
+            if kind == "AutoExec":
+                report.autoexec.append(keyword)
+            elif kind == "Suspicious":
+                report.suspicious.append((keyword, description))
+            elif kind == "IOC":
+                report.iocs.append(keyword)
+    except Exception as exc:  # olevba's scanner on hostile code: keep what was found so far
         report.error = f"{type(exc).__name__}: {exc}"[:200]
-    finally:
-        if parser is not None:
-            try:
-                parser.close()
-            except Exception:
-                pass
     return report
 
 

@@ -334,14 +334,15 @@ class SignaturesAnalyzer(Analyzer):
         """Everything to scan: attachments (already flattened: archive members and attached
         messages' parts included), their macro code, and the HTML bodies."""
         for attachment in message.attachments:
-            yield from self._attachment_targets(attachment)
+            yield from self._attachment_targets(attachment, message)
         if self.scan_html_bodies:
             for inner in iter_all_messages(message):
                 for html in inner.html_parts:
                     data = html.encode("utf-8", "surrogateescape")[: self.max_scan_bytes]
                     yield ScanTarget(data, "the message text (HTML)", "html-body", content_type="text/html")
 
-    def _attachment_targets(self, attachment: Attachment) -> Iterator[ScanTarget]:
+    def _attachment_targets(self, attachment: Attachment, message: ParsedMessage | None = None
+                            ) -> Iterator[ScanTarget]:
         if attachment.encrypted or not attachment.data:
             return
         data = attachment.data
@@ -351,7 +352,7 @@ class SignaturesAnalyzer(Analyzer):
                          attachment.content_type, truncated)
         name, ctype, shown = attachment.filename, attachment.content_type, attachment.display_name
         if self.extract_vba:
-            code = vba_source(data)
+            code = vba_source(data, message, name or "document")
             if code:
                 yield ScanTarget(code.encode("utf-8", "surrogateescape"), f"the macro code in {shown}",
                                  "vba-source", name, ctype)

@@ -41,6 +41,8 @@ class NameMatcher:
     generic_words: Iterable[str]
     glyphs: GlyphTable
     _brand_patterns: list[tuple[tuple[str, ...], Brand, bool]] = field(init=False, repr=False)
+    # The patterns by their first word, each with its place in _brand_patterns (earlier wins).
+    _by_first: dict[str, list[tuple[int, tuple[str, ...], Brand, bool]]] = field(init=False, repr=False)
     _people: list[tuple[str, frozenset[str]]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +61,9 @@ class NameMatcher:
                 tokens = name_tokens(name, g)
                 if tokens:
                     self._brand_patterns.append((tokens, brand, True))
+        self._by_first = {}
+        for order, (pattern, brand, word_only) in enumerate(self._brand_patterns):
+            self._by_first.setdefault(pattern[0], []).append((order, pattern, brand, word_only))
         self._people = []
         for person in self.people:
             needed = frozenset(t for t in name_tokens(person, g) if t not in self._titles)
@@ -68,14 +73,18 @@ class NameMatcher:
     def brand_in(self, display_name: str) -> Brand | None:
         """The brand a display name claims to be, if any."""
         tokens = name_tokens(display_name, self.glyphs)
-        for pattern, brand, word_only in self._brand_patterns:
-            n = len(pattern)
-            for i in range(len(tokens) - n + 1):
+        best: tuple[int, Brand] | None = None  # the first pattern in table order that matches
+        for i, token in enumerate(tokens):
+            for order, pattern, brand, word_only in self._by_first.get(token, ()):
+                if best is not None and order >= best[0]:
+                    break
+                n = len(pattern)
                 if tokens[i:i + n] != pattern:
                     continue
                 if not word_only or all(t in self._generic for t in tokens[:i] + tokens[i + n:]):
-                    return brand
-        return None
+                    best = (order, brand)
+                    break
+        return best[1] if best is not None else None
 
     def person_in(self, display_name: str) -> str | None:
         """The protected name (as the operator wrote it) a display name carries, if any:

@@ -27,6 +27,8 @@ SECTION_MODULES: Mapping[str, str] = {
     "quarantine": "mailguard.quarantine.schema",
     "relay": "mailguard.relay.schema",
     "milter": "mailguard.milter.schema",
+    "auth": "mailguard.auth.schema",
+    "dns": "mailguard.auth.dns_schema",
 }
 
 

@@ -118,6 +118,7 @@ class AuthResults:
     arc_sealers: tuple[str, ...] = ()  # d= of the ARC-Seal headers, newest first
     proven_domain: str = ""
     blocklists: tuple[tuple[str, str, str], ...] = ()  # (zone, listed name or IP, meaning)
+    spf_helo: str = "none"  # SPF of the HELO name (RFC 7208 2.3), beside MAIL FROM's in ``spf``
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +134,7 @@ class AuthResults:
             "arc_sealers": list(self.arc_sealers),
             "proven_domain": self.proven_domain,
             "blocklists": [list(b) for b in self.blocklists],
+            "spf_helo": self.spf_helo,
         }
 
 
@@ -151,6 +153,7 @@ class Verdict:
     message_id: str = ""
     elapsed_ms: float = 0.0
     tempfail: bool = False
+    auth: AuthResults | None = None  # what the authentication stage found (None: it did not run)
 
     @property
     def rules(self) -> tuple[str, ...]:

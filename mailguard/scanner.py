@@ -1,15 +1,21 @@
-"""The scanning core: parse once, run every enabled analyzer, let the policy decide."""
+"""The scanning core: parse once, authenticate the sender, run every enabled analyzer, let
+the policy decide."""
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from mailguard.analyzers import analyzer_classes
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.auth.schema import our_authserv_id
 from mailguard.config import Config
 from mailguard.message import ParseLimits, ParsedMessage, parse
 from mailguard.model import AnalyzerError, Envelope, Finding, Verdict
 from mailguard.policy import Policy
+
+if TYPE_CHECKING:
+    from mailguard.auth.stage import Authenticator
 
 
 class Scanner:
@@ -34,6 +40,9 @@ class Scanner:
                 analyzers.append(cls(settings, context))
         analyzers.extend(extra_analyzers)
         self.analyzers: tuple[Analyzer, ...] = tuple(analyzers)
+        self.authenticator = authenticator(self.config)
+        # for the relay's and milter's headers; looked up here, once, never on an event loop
+        self.authserv_id = our_authserv_id(self.config)
 
     def parse(self, raw: bytes, envelope: Envelope | None = None) -> ParsedMessage:
         return parse(raw, envelope, self.limits)
@@ -47,6 +56,7 @@ class Scanner:
         started = time.perf_counter() if started is None else started
         findings: list[Finding] = list(message.problems)
         errors: list[AnalyzerError] = []
+        message = self._authenticate(message, errors)
         for analyzer in self.analyzers:
             t0 = time.perf_counter()
             try:
@@ -72,7 +82,28 @@ class Scanner:
             message_id=message.message_id,
             elapsed_ms=(time.perf_counter() - started) * 1000.0,
             tempfail=decision.tempfail,
+            auth=message.auth,
         )
+
+    def _authenticate(self, message: ParsedMessage, errors: list[AnalyzerError]) -> ParsedMessage:
+        """SPF, DKIM, DMARC, ARC before the analyzers (mailguard.auth); a failure here is an
+        ``auth`` error entry, and the message goes on unauthenticated."""
+        if self.authenticator is None or message.auth is not None:
+            return message
+        try:
+            return dataclasses.replace(message, auth=self.authenticator.authenticate(message))
+        except Exception as exc:  # a bug in authentication must not lose or pass mail silently
+            errors.append(AnalyzerError("auth", f"{type(exc).__name__}: {exc}"[:500]))
+            return message
+
+
+def authenticator(config: Config) -> "Authenticator | None":
+    """The authentication stage, or None when [auth] enabled = false."""
+    if not config.section("auth")["enabled"]:
+        return None
+    from mailguard.auth.stage import Authenticator
+
+    return Authenticator(config)
 
 
 def _checked(produced: Iterable[Finding] | None, name: str) -> list[Finding]:

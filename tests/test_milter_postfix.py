@@ -44,6 +44,7 @@ def milter_config(tmp: Path, port: int, **overrides: dict[str, Any]) -> Config:
         "lookalike": {"protected_domains": [PRACTICE]},
         # a lookalike sender alone tags (score 6 >= tag_at 5) but does not quarantine
         "policy": {"tag_at": 5.0, "quarantine_at": 50.0, "scores": {"LOOKALIKE_SENDER_DOMAIN": 6.0}},
+        "auth": {"enabled": False},  # no DNS here; tests/test_auth_milter.py covers it with a loopback server
     }
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)

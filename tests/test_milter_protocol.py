@@ -63,6 +63,7 @@ def make_config(tmp_path: Path, **milter: object) -> Config:
         "milter": {"listen": "inet:127.0.0.1:0", **milter},
         "quarantine": {"path": str(tmp_path / "q"), "key_file": str(tmp_path / "q.key")},
         **{name: {"enabled": False} for name in analyzer_classes()},
+        "auth": {"enabled": False},  # no DNS here; tests/test_auth_*.py cover it with a loopback server
     })
 
 

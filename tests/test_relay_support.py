@@ -158,6 +158,7 @@ def relay_config(folder: Path, downstream_port: int, relay: dict[str, Any] | Non
     data: dict[str, Any] = {
         "relay": settings,
         "quarantine": {"path": str(folder / "q"), "key_file": str(folder / "quarantine.key")},
+        "auth": {"enabled": False},  # no DNS here; tests/test_auth_relay.py covers it with a loopback server
     }
     if policy:
         data["policy"] = policy
@@ -290,7 +291,8 @@ class RawClient:
 
 @pytest.fixture(scope="module")
 def scanner() -> Scanner:
-    return Scanner()  # default rules; built once for the module (compiling takes a while)
+    # default rules, no DNS; built once for the module (compiling takes a while)
+    return Scanner(Config.from_dict({"auth": {"enabled": False}}))
 
 
 @pytest.fixture()

@@ -15,6 +15,7 @@ ENTRY_POINT_GROUP = "mailguard.analyzers"
 
 # Order matters only for the report: cheap, explainable checks first.
 BUILTIN_ANALYZERS = {
+    "authcheck": "mailguard.analyzers.authcheck:AuthcheckAnalyzer",
     "lookalike": "mailguard.analyzers.lookalike:LookalikeAnalyzer",
     "language": "mailguard.analyzers.language:LanguageAnalyzer",
     "links": "mailguard.analyzers.links:LinksAnalyzer",

@@ -14,7 +14,8 @@ from typing import Callable
 
 from mailguard.milter import protocol as mp
 from mailguard.headers import VERDICT_HEADER_PREFIX, fold_header, split_head_body, tagged_subject, verdict_headers
-from mailguard.model import Action, Verdict
+from mailguard.auth.authresults import HEADER, header_value, is_ours
+from mailguard.model import Action, Envelope, Verdict
 
 log = logging.getLogger("mailguard.milter")
 
@@ -55,16 +56,17 @@ class ReceivedMessage:
         return None
 
 
-def remove_forged_headers(headers: list[tuple[str, str]]) -> list[bytes]:
-    """Delete every incoming X-MailGuard-* header, by name and 1-based index among the
-    fields of that name. Highest index first, so an MTA that renumbers after a deletion and
-    one that does not both delete the right fields."""
+def remove_forged_headers(headers: list[tuple[str, str]], authserv_id: str = "") -> list[bytes]:
+    """Delete every incoming X-MailGuard-* header, and every Authentication-Results bearing
+    our authserv-id, by name and 1-based index among the fields of that name. Highest index
+    first, so an MTA that renumbers after a deletion and one that does not both delete the
+    right fields."""
     seen: dict[str, int] = {}
     doomed: list[tuple[str, int]] = []
-    for name, _ in headers:
+    for name, value in headers:
         key = name.lower()
         seen[key] = seen.get(key, 0) + 1
-        if key.encode("ascii", "replace").startswith(VERDICT_HEADER_PREFIX):
+        if key.encode("ascii", "replace").startswith(VERDICT_HEADER_PREFIX) or is_ours(name, value, authserv_id):
             doomed.append((name, seen[key]))
     return [mp.change_header(index, name, "") for name, index in reversed(doomed)]
 
@@ -79,11 +81,17 @@ def header_edits(
     verdict: Verdict,
     message: ReceivedMessage,
     subject_tag: str,
+    authserv_id: str = "",
+    envelope: Envelope | None = None,
 ) -> list[bytes]:
-    """Forged verdict headers removed, ours inserted at the top (as the relay puts them),
-    and the subject tagged from TAG up."""
-    out = remove_forged_headers(message.headers)
-    for position, (name, value) in enumerate(verdict_headers(verdict)):
+    """Forged verdict headers and Authentication-Results bearing our authserv-id removed,
+    ours inserted at the top (as the relay puts them), and the subject tagged from TAG up."""
+    out = remove_forged_headers(message.headers, authserv_id)
+    added = verdict_headers(verdict)
+    if verdict.auth is not None and authserv_id:
+        env = envelope or Envelope()
+        added = [(HEADER, header_value(verdict.auth, authserv_id, env.mail_from, env.helo)), *added]
+    for position, (name, value) in enumerate(added):
         out.append(mp.insert_header(position, name, _milter_value(name, value)))
     if subject_tag and verdict.action >= Action.TAG:
         subject = message.subject()

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Awaitable
 
+from mailguard.auth.authresults import stamp as stamp_authentication_results
 from mailguard.milter import protocol as mp
 from mailguard.logsetup import verdict_log_fields
 from mailguard.milter.actions import (
@@ -236,12 +237,14 @@ class Session:
         elif verdict.action == Action.REJECT:
             outcome, replies = "reject", [mp.reply_code(reject_reply(verdict))]
         elif verdict.action == Action.QUARANTINE and engine.settings.quarantine == "store":
-            outcome, replies = await self._store(raw, envelope, verdict)
+            held = await engine.run(stamp_authentication_results, raw, verdict.auth, scanner.authserv_id,
+                                    envelope.mail_from, envelope.helo)
+            outcome, replies = await self._store(held, envelope, verdict)
         elif verdict.action == Action.QUARANTINE and not self.actions & mp.SMFIF_QUARANTINE:
             log.error("quarantine = \"hold\" but the MTA does not allow quarantine; answered 451")
             outcome, replies = "tempfail", [mp.reply_code(TEMPFAIL_REPLY)]
         else:
-            replies = header_edits(verdict, message, policy["subject_tag"])
+            replies = header_edits(verdict, message, policy["subject_tag"], scanner.authserv_id, envelope)
             if verdict.action == Action.QUARANTINE:
                 outcome = "hold"
                 replies.append(mp.quarantine(hold_reason(verdict)))

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
 
+from mailguard.auth.authresults import stamp as stamp_authentication_results
+from mailguard.auth.schema import our_authserv_id
 from mailguard.banner import add_banner
 from mailguard.config import Config
 from mailguard.headers import apply_verdict, split_head_body
@@ -58,6 +60,7 @@ class RelayState:
     pool: ScanPool
     tls_context: ssl.SSLContext | None
     verifier: RecipientVerifier | None = None
+    authserv_id: str = ""  # our name in Authentication-Results ([auth] authserv_id)
 
 
 def build_state(config: Config, scanner: Scanner | None = None) -> RelayState:
@@ -70,7 +73,8 @@ def build_state(config: Config, scanner: Scanner | None = None) -> RelayState:
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
     pool = ScanPool(config, settings.workers, settings.queue_limit, settings.pool, scanner)
     verifier = RecipientVerifier(settings.downstream) if settings.verify_recipients else None
-    return RelayState(config, settings, Policy(config.section("policy")), pool, context, verifier)
+    return RelayState(config, settings, Policy(config.section("policy")), pool, context, verifier,
+                      our_authserv_id(config))
 
 
 class Runtime(Protocol):
@@ -197,12 +201,15 @@ class RelayHandler:
         if verdict.action >= Action.REJECT:
             outcome.reply, outcome.result = Reply(550, refusal_text(verdict)), "rejected"
             return outcome
+        loop = asyncio.get_running_loop()
+        # Our Authentication-Results on top; incoming ones bearing our authserv-id removed.
+        raw = await loop.run_in_executor(None, stamp_authentication_results, raw, verdict.auth,
+                                         state.authserv_id, meta.mail_from, meta.helo)
         if verdict.action >= Action.QUARANTINE:
             await self._hold(raw, meta, verdict, outcome)
             return outcome
         t0 = time.perf_counter()
         policy = state.policy
-        loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(None, _prepare, raw, verdict, policy.subject_tag, policy.banner)
         reply = await forward(settings.downstream, meta.mail_from, meta.rcpt_tos, data, mail_options)
         outcome.timings["forward_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)

@@ -1,0 +1,184 @@
+"""One DNS resolver for everything mailguard looks up (SPF, DKIM keys, DMARC, ARC,
+blocklists): dnspython with a per-query time limit, an answer cache, and a circuit breaker.
+
+Why a breaker: a gateway whose resolver is down must not make every message wait for a
+timeout. After a query times out, the resolver is marked down for ``down_seconds``; during
+that time every lookup answers "temperror" at once (microseconds), and one lookup at a
+time probes whether DNS is back. A temperror means "not checked", never "fail".
+
+The cache keeps answers for their TTL (bounded by ``max_ttl``), NXDOMAIN and empty answers
+for ``negative_ttl``, and SERVFAIL for ``error_ttl`` so a broken zone is not asked again for
+each message. Thread-safe: shared by every worker thread of one Scanner.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import dns.exception
+import dns.message
+import dns.name
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+OK, NXDOMAIN, NODATA, TEMPERROR = "ok", "nxdomain", "nodata", "temperror"
+
+
+@dataclass(frozen=True)
+class DnsAnswer:
+    """A lookup's outcome: ``status`` is ok, nxdomain, nodata or temperror; ``records``
+    are text (TXT strings joined, addresses, host names), in answer order."""
+
+    status: str
+    records: tuple[str, ...] = ()
+    detail: str = ""
+
+    @property
+    def found(self) -> bool:
+        return self.status == OK
+
+    @property
+    def temporary(self) -> bool:
+        return self.status == TEMPERROR
+
+
+@dataclass(frozen=True)
+class ResolverSettings:
+    """The [dns] section, in seconds."""
+
+    nameservers: tuple[tuple[str, int], ...] = ()
+    timeout: float = 2.0
+    cache_size: int = 10_000
+    negative_ttl: float = 300.0
+    error_ttl: float = 30.0
+    max_ttl: float = 3600.0
+    down_seconds: float = 30.0
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """``"HOST:PORT"``, ``"HOST"`` (port 53), ``"[v6]:PORT"`` or a bare IPv6 address."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. \"127.0.0.1:53\" or \"[::1]:53\")")
+    return host, int(port or 53)
+
+
+def _record_text(rdata: object) -> str:
+    if hasattr(rdata, "strings"):  # TXT: one record may be split in strings of 255 bytes
+        return b"".join(rdata.strings).decode("utf-8", "replace")  # type: ignore[attr-defined]
+    if hasattr(rdata, "address"):
+        return str(rdata.address)  # type: ignore[attr-defined]
+    if hasattr(rdata, "exchange"):  # MX: "preference host"
+        return f"{rdata.preference} {rdata.exchange.to_text(True)}"  # type: ignore[attr-defined]
+    if hasattr(rdata, "target"):  # PTR, CNAME
+        return rdata.target.to_text(True)  # type: ignore[attr-defined]
+    return rdata.to_text()  # type: ignore[attr-defined]
+
+
+class Resolver:
+    """``lookup(name, "TXT")`` and friends; never raises for DNS trouble."""
+
+    def __init__(self, settings: ResolverSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[str, str], tuple[float, DnsAnswer]] = OrderedDict()
+        self._down_until = 0.0
+        self._probing = False
+        self.queries = 0  # sent to a server (not answered from the cache); for benches and tests
+        self._resolver: dns.resolver.Resolver | None
+        try:
+            resolver = dns.resolver.Resolver(configure=not settings.nameservers)
+        except dns.resolver.NoResolverConfiguration:
+            resolver = dns.resolver.Resolver(configure=False)
+        if settings.nameservers:
+            resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in settings.nameservers]
+        resolver.timeout = settings.timeout
+        resolver.lifetime = settings.timeout
+        resolver.cache = None  # ours below: it also remembers failures
+        self._resolver = resolver if resolver.nameservers else None
+
+    # ------------------------------------------------------------------ breaker state
+
+    @property
+    def down(self) -> bool:
+        return self._clock() < self._down_until
+
+    def _may_query(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            if now < self._down_until:
+                return False
+            if self._down_until and self._probing:
+                return False  # DNS was down; one probe at a time finds out whether it is back
+            if self._down_until:
+                self._probing = True
+            return True
+
+    def _query_done(self, timed_out: bool) -> None:
+        with self._lock:
+            if timed_out:
+                self._down_until = self._clock() + self.settings.down_seconds
+            elif self._probing:
+                self._down_until = 0.0
+            self._probing = False
+
+    # ------------------------------------------------------------------ lookups
+
+    def lookup(self, name: str, rdtype: str = "TXT") -> DnsAnswer:
+        key = (name.lower().rstrip("."), rdtype.upper())
+        if not key[0] or len(key[0]) > 253:
+            return DnsAnswer(NXDOMAIN, detail="invalid name")
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit and hit[0] > self._clock():
+                self._cache.move_to_end(key)
+                return hit[1]
+        if self._resolver is None:
+            return DnsAnswer(TEMPERROR, detail="no nameserver configured")
+        if not self._may_query():
+            return DnsAnswer(TEMPERROR, detail="DNS unreachable (recent timeout)")
+        answer, ttl, timed_out = self._query(key[0], key[1])
+        self._query_done(timed_out)
+        if ttl > 0:
+            with self._lock:
+                self._cache[key] = (self._clock() + ttl, answer)
+                self._cache.move_to_end(key)
+                while len(self._cache) > self.settings.cache_size:
+                    self._cache.popitem(last=False)
+        return answer
+
+    def _query(self, name: str, rdtype: str) -> tuple[DnsAnswer, float, bool]:
+        """(answer, seconds to cache it, whether the server timed out)."""
+        assert self._resolver is not None
+        s = self.settings
+        self.queries += 1
+        try:
+            result = self._resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            return DnsAnswer(NXDOMAIN), s.negative_ttl, False
+        except dns.exception.Timeout:
+            return DnsAnswer(TEMPERROR, detail="timeout"), 0.0, True
+        except dns.resolver.NoNameservers as exc:  # SERVFAIL, REFUSED, unreachable
+            return DnsAnswer(TEMPERROR, detail=str(exc)[:200]), s.error_ttl, False
+        except (dns.exception.DNSException, OSError, ValueError) as exc:
+            return DnsAnswer(TEMPERROR, detail=f"{type(exc).__name__}: {exc}"[:200]), s.error_ttl, False
+        if result.rrset is None:
+            return DnsAnswer(NODATA), s.negative_ttl, False
+        records = tuple(_record_text(r) for r in result.rrset)
+        ttl = min(float(result.rrset.ttl), s.max_ttl)
+        return DnsAnswer(OK, records), ttl, False
+
+    def txt(self, name: str) -> DnsAnswer:
+        return self.lookup(name, "TXT")

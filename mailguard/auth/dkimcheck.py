@@ -69,6 +69,8 @@ def verify_dkim(resolver: Resolver, raw: bytes, max_signatures: int) -> tuple[Dk
         try:
             valid = bool(verifier.verify(idx=index, dnsfunc=lookups))
             result = "pass" if valid else "fail"
+        except dkim.ValidationError as exc:  # the body was changed after signing: a real failure
+            valid, result = False, "fail" if "body hash mismatch" in str(exc) else "permerror"
         except dkim.DKIMException:  # malformed signature or key: RFC 8601 permerror
             valid, result = False, "permerror"
         except Exception:  # anything else dkimpy trips on in hostile input

@@ -26,6 +26,7 @@ from mailguard.model import AuthResults
 from mailguard.options import ConfigError
 
 _RECEIVED_FROM = re.compile(r"(?is)^\s*from\s+(\S+)(.*?)(?:\bby\b|;|$)")
+_HOSTNAME = re.compile(r"(?i)(?=.{1,253}$)(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
 _BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
 
 
@@ -81,8 +82,11 @@ class Authenticator:
     # ------------------------------------------------------------------ inputs
 
     def from_domains(self, message: ParsedMessage) -> tuple[str, ...]:
-        domains = [idna_to_ascii(a.domain) for a in message.from_ if a.domain and a.valid]
-        return tuple(dict.fromkeys(domains))
+        """Every distinct domain of the From header(s) that looks like a host name. Not only
+        addresses the validator accepts: a domain it refuses (a reserved ending, an odd local
+        part) is still what the reader sees, and DMARC must not skip it."""
+        domains = [idna_to_ascii(a.domain).rstrip(".") for a in message.from_ if a.domain]
+        return tuple(dict.fromkeys(d for d in domains if _HOSTNAME.fullmatch(d)))
 
     def connection(self, message: ParsedMessage) -> Connection | None:
         envelope = message.envelope
@@ -191,7 +195,7 @@ class Authenticator:
         """A valid chain whose newest sealer we trust, and whose results say DMARC passed."""
         if arc.result != "pass" or not arc.sealers or arc.sealers[0] not in self.trusted_sealers:
             return False
-        earlier = parse_upstream(f"{arc.sealers[0]}; {arc.newest_aar}") if arc.newest_aar else None
+        earlier = parse_upstream(arc.newest_aar) if arc.newest_aar else None
         return bool(earlier and earlier.dmarc == "pass" and earlier.dmarc_from in ("", from_domain))
 
     def _with_blocklists(self, result: AuthResults, message: ParsedMessage, may_look_up: bool) -> AuthResults:

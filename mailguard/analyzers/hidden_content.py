@@ -12,9 +12,10 @@ import base64
 import binascii
 import re
 import urllib.parse
+import warnings
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     from mailguard.message import ParsedMessage
@@ -96,13 +97,23 @@ class VBACode:
     error: str = ""
 
 
+def olevba() -> Any:
+    """oletools.olevba, imported on the first document that needs it: importing it costs
+    about 0.1 s (it builds a pyparsing grammar), which a ``mailguard check`` of mail
+    without Office files should not pay; the daemon imports it before forking workers."""
+    with warnings.catch_warnings():
+        # olevba builds its pyparsing grammar with names pyparsing 3 calls deprecated.
+        warnings.simplefilter("ignore")
+        from oletools import olevba as module
+    return module
+
+
 def extract_vba(data: bytes, filename: str = "document") -> VBACode:
     """Decompress every VBA module of a document (OLE, or an OOXML zip holding
     vbaProject.bin). Decompression is pure Python and the costliest step of an Office file,
     so the macros and signatures analyzers share one result per message through
     ``ParsedMessage.derived`` (see ``shared_vba``)."""
-    from oletools.olevba import VBA_Parser  # imported lazily: it is slow to import
-
+    VBA_Parser = olevba().VBA_Parser
     parser = None
     modules: list[str] = []
     found = False

@@ -18,7 +18,6 @@ import io
 import logging
 import re
 import struct
-import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -26,13 +25,8 @@ from typing import Any, Iterable, Mapping
 
 import olefile
 
-with warnings.catch_warnings():
-    # olevba builds its pyparsing grammar with names pyparsing 3 calls deprecated.
-    warnings.simplefilter("ignore")
-    from oletools.olevba import VBA_Scanner
-
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
-from mailguard.analyzers.hidden_content import shared_vba
+from mailguard.analyzers.hidden_content import olevba, shared_vba
 from mailguard.options import Option
 from mailguard.message import Attachment, ParsedMessage
 from mailguard.model import Action, Finding
@@ -241,6 +235,7 @@ def inspect(filename: str, data: bytes, max_chars: int = 100_000, max_unpacked: 
     report.vba = True
     report.modules = len(extracted.modules)
     code = bounded_code("\n".join(extracted.modules), max_chars, report)
+    VBA_Scanner = olevba().VBA_Scanner
     try:
         for kind, keyword, description in VBA_Scanner(code).scan(False, False):
             if kind == "AutoExec":

@@ -33,7 +33,8 @@ creates a scanner per call, so one compiled rule set serves many threads.
 """
 from __future__ import annotations
 
-import importlib
+import io
+import pickle
 import re
 import time
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ if TYPE_CHECKING:  # the loader imports the analyzers, never the other way round
     from mailguard.config import Config
 from mailguard.message import Attachment, ParsedMessage, iter_all_messages, url_host
 from mailguard.model import Action, Finding
-from mailguard.resources import data_dir
+from mailguard.resources import cache_key, cached_build, data_dir
 
 RULE_SUFFIXES = (".yar", ".yara")
 RULE_ID_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -220,6 +221,26 @@ def compile_rules(settings: Mapping[str, Any], config: Config) -> CompiledRules:
     rules before building a new Scanner with them."""
     files = rule_files(settings, config)
     default_score = float(settings.get("default_score", 5.0))
+    if any(b"include" in path.read_bytes() for path in files):  # included files are not in the key
+        return _compile_files(files, default_score)
+    # Compiled rules are cached (yara-python saves and loads them), keyed by the files'
+    # contents, yara's version and the default score; a changed rule means a new compile.
+    key = cache_key("yara", files, [yara.__version__, repr(default_score), repr(sorted(EXTERNALS.items()))])
+    return cached_build("yara", key, lambda: _compile_files(files, default_score), _dump_compiled, _load_compiled)
+
+
+def _dump_compiled(compiled: CompiledRules) -> bytes:
+    buffer = io.BytesIO()
+    compiled.rules.save(file=buffer)
+    return pickle.dumps((buffer.getvalue(), compiled.info, compiled.files), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _load_compiled(data: bytes) -> CompiledRules:
+    saved, info, files = pickle.loads(data)
+    return CompiledRules(yara.load(file=io.BytesIO(saved)), info, files)
+
+
+def _compile_files(files: list[Path], default_score: float) -> CompiledRules:
     info: dict[tuple[str, str], RuleInfo] = {}
     seen_namespaces: set[str] = set()
     filepaths: dict[str, str] = {}
@@ -327,8 +348,6 @@ class SignaturesAnalyzer(Analyzer):
         self.extract_vba = bool(settings["extract_vba"])
         self.decode_views = bool(settings["decode_hidden_content"])
         self.trusted_form_hosts = tuple(h.lower().strip(".") for h in settings["trusted_form_hosts"] if h.strip("."))
-        if self.extract_vba:
-            importlib.import_module("oletools.olevba")  # slow first import: pay it at start-up, not on a message
 
     def targets(self, message: ParsedMessage) -> Iterator[ScanTarget]:
         """Everything to scan: attachments (already flattened: archive members and attached

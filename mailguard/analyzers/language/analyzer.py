@@ -24,9 +24,42 @@ from mailguard.analyzers.lookalike.glyphs import GlyphTable
 from mailguard.options import Option
 from mailguard.message import ParsedMessage
 from mailguard.model import Finding
-from mailguard.resources import data_dir, rules_file
+from mailguard.resources import cache_key, cached_build, data_dir, rules_file
 
 MAX_QUOTED = 3
+
+
+def _library_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"pyahocorasick {version('pyahocorasick')}"
+    except PackageNotFoundError:
+        return "pyahocorasick none"
+
+
+def phrase_key(normaliser: Normaliser, variant: str) -> str:
+    """A phrase normalised exactly like message text; a ``*`` wildcard is kept."""
+    if "*" not in variant.split():
+        return normaliser.normalise(variant)
+    words = ("*" if w == "*" else normaliser.normalise(w).strip() for w in variant.split())
+    return " " + " ".join(w for w in words if w) + " "
+
+
+def _build(files: list[Any], confusables: Any, engine: str) -> tuple[RuleSet, Normaliser, tuple[tuple[int, str], ...], Any]:
+    """The rules, the normaliser, which phrase each automaton key belongs to, and the
+    matcher: everything the analyzer reads, built from the rule files."""
+    rules = load_rules(files)
+    normaliser = Normaliser(GlyphTable.load(confusables), rules.words())
+    keys: list[str] = []
+    owners: list[tuple[int, str]] = []
+    for index, phrase in enumerate(rules.phrases):
+        for variant in phrase.variants:
+            key = phrase_key(normaliser, variant)
+            if key.strip():
+                keys.append(key)
+                owners.append((index, key.strip()))
+    return rules, normaliser, tuple(owners), build_matcher(keys, engine)
 
 
 @dataclass(frozen=True)
@@ -65,26 +98,14 @@ class LanguageAnalyzer(Analyzer):
         config = context.config
         folder = config.resolve_path(settings["rules_dir"]) if settings["rules_dir"] else data_dir("rules") / "language"
         files = rule_files(folder) + [config.resolve_path(p) for p in settings["extra_rules"]]
-        self.rules: RuleSet = load_rules(files)
-        self.normaliser = Normaliser(GlyphTable.load(rules_file("confusables.toml")), self.rules.words())
-        keys: list[str] = []
-        owners: list[tuple[int, str]] = []
-        for index, phrase in enumerate(self.rules.phrases):
-            for variant in phrase.variants:
-                key = self._phrase_key(variant)
-                if key.strip():
-                    keys.append(key)
-                    owners.append((index, key.strip()))
-        self._owners = tuple(owners)
-        self._matcher = build_matcher(keys, settings["engine"])
+        confusables = rules_file("confusables.toml")
+        engine = settings["engine"]
+        # Expanding and normalising ~26,000 phrase variants and building the automaton is
+        # most of a cold start: the result is cached, keyed by the rule files' contents.
+        key = cache_key("language", [*files, confusables], [engine, _library_versions()])
+        built = cached_build("language", key, lambda: _build(files, confusables, engine))
+        self.rules, self.normaliser, self._owners, self._matcher = built
         self._max_chars = int(settings["max_body_chars"])
-
-    def _phrase_key(self, variant: str) -> str:
-        """A phrase normalised exactly like message text; a ``*`` wildcard is kept."""
-        if "*" not in variant.split():
-            return self.normaliser.normalise(variant)
-        words = ("*" if w == "*" else self.normaliser.normalise(w).strip() for w in variant.split())
-        return " " + " ".join(w for w in words if w) + " "
 
     def phrases_in(self, text: str) -> dict[int, str]:
         """Phrase rules found in ``text``: index into ``rules.phrases`` -> the words that

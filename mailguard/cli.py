@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -119,46 +118,65 @@ class _Progress:
             sys.stderr.flush()
 
 
+class _Emitter:
+    """Prints each result (JSON line or report) and keeps the exit status as clamscan does."""
+
+    def __init__(self, args: argparse.Namespace, total: int) -> None:
+        self.json = args.json
+        self.exit_code = EXIT_CLEAN
+        self.out = sys.stdout
+        self.progress = _Progress(total, sys.stderr.isatty() and not args.quiet)
+
+    def __call__(self, result: CheckResult) -> None:
+        out = self.out
+        if result.record is None:
+            self.exit_code = EXIT_ERROR
+            if self.json:
+                out.write(json.dumps({"path": result.path, "error": result.error}) + "\n")
+            else:
+                _report_text(result, out)
+            print(f"mailguard: {result.path}: {result.error}", file=sys.stderr)
+        else:
+            rec = result.record
+            if rec.get("tempfail"):
+                self.exit_code = EXIT_ERROR
+            elif rec["action"] != str(Action.ACCEPT) and self.exit_code == EXIT_CLEAN:
+                self.exit_code = EXIT_FLAGGED
+            if self.json:
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            else:
+                _report_text(result, out)
+            out.flush()
+        self.progress.step()
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    inputs = list(iter_inputs(args.paths))
+    if args.daemon != "off":
+        try:
+            code = _check_with_daemon(args, inputs)
+        except KeyboardInterrupt:
+            return 130
+        if code is not None:
+            return code
+        if args.daemon == "required":
+            return EXIT_ERROR
     try:
         config = _config_from_args(args.config)
     except ConfigError as exc:
         print(f"mailguard: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    inputs = list(iter_inputs(args.paths))
-    exit_code = EXIT_CLEAN
-    out = sys.stdout
-
-    def emit(result: CheckResult) -> None:
-        nonlocal exit_code
-        if result.record is None:
-            exit_code = EXIT_ERROR
-            if args.json:
-                out.write(json.dumps({"path": result.path, "error": result.error}) + "\n")
-            else:
-                _report_text(result, out)
-            print(f"mailguard: {result.path}: {result.error}", file=sys.stderr)
-            return
-        rec = result.record
-        if rec.get("tempfail"):
-            exit_code = EXIT_ERROR
-        elif rec["action"] != str(Action.ACCEPT) and exit_code == EXIT_CLEAN:
-            exit_code = EXIT_FLAGGED
-        if args.json:
-            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        else:
-            _report_text(result, out)
-        out.flush()
-
+    emit = _Emitter(args, len(inputs))
     files = [p for p, e in inputs if not e and p != "-"]
     jobs = args.jobs or os.cpu_count() or 1
-    progress = _Progress(len(inputs), sys.stderr.isatty() and not args.quiet)
     try:
         from mailguard.scanner import Scanner
 
         local_scanner = None
         if jobs > 1 and len(files) > 8:
-            executor: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            from concurrent.futures import ProcessPoolExecutor
+
+            executor: Any = ProcessPoolExecutor(
                 max_workers=jobs, initializer=_worker_init, initargs=(config,)
             )
             scanned = executor.map(_scan_path, files, chunksize=8)
@@ -176,12 +194,82 @@ def cmd_check(args: argparse.Namespace) -> int:
             else:
                 result = next(scanned_iter)
             emit(result)
-            progress.step()
         if executor is not None:
             executor.shutdown()
     except KeyboardInterrupt:
         return 130
-    return exit_code
+    return emit.exit_code
+
+
+def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) -> int | None:
+    """Scan through a running daemon, as ``rspamc``/``clamdscan`` do; None when there is
+    none (or it runs another configuration), so the caller scans in-process. Loads nothing
+    but the socket's name from the file: a check through the daemon never builds a scanner,
+    unless the daemon cannot take a message, which is then scanned here (never dropped)."""
+    from mailguard.daemon.client import DaemonUnavailable, scan_in_order
+    from mailguard.daemon.protocol import config_fingerprint
+    from mailguard.daemon.schema import socket_path
+
+    try:
+        settings, base = _raw_daemon_settings(args.config)
+        fingerprint = config_fingerprint(args.config)
+    except (OSError, ValueError):
+        return None  # the in-process path reports an unreadable or broken file properly
+    stdin_raw: bytes | None = None
+
+    def load(path: str) -> bytes:
+        nonlocal stdin_raw
+        if path == "-":
+            stdin_raw = sys.stdin.buffer.read() if stdin_raw is None else stdin_raw
+            return stdin_raw
+        return Path(path).read_bytes()
+
+    jobs = args.jobs or os.cpu_count() or 1
+    wanted = [p for p, e in inputs if not e]
+    try:
+        answers = scan_in_order(socket_path(settings, base), fingerprint, wanted, load, connections=min(jobs, max(1, len(wanted))))
+    except DaemonUnavailable as exc:
+        if args.daemon == "required":
+            print(f"mailguard: {exc}", file=sys.stderr)
+        return None
+    emit = _Emitter(args, len(inputs))
+    local: Any = None
+    scanned = iter(answers)
+    for path, error in inputs:
+        if error:
+            emit(CheckResult(path, None, error))
+            continue
+        key, verdict, read_error = next(scanned)
+        if read_error:
+            emit(CheckResult(path, None, read_error))
+        elif verdict is not None:
+            emit(CheckResult(path, {"path": path, **verdict}))
+        else:  # the daemon could not take it (gone, over its size limit): scan it here
+            if local is None:
+                from mailguard.scanner import Scanner
+
+                try:
+                    local = Scanner(_config_from_args(args.config))
+                except ConfigError as exc:
+                    print(f"mailguard: {exc}", file=sys.stderr)
+                    return EXIT_ERROR
+            emit(_scan_bytes(path, load(path), local))
+    return emit.exit_code
+
+
+def _raw_daemon_settings(config_path: str | None) -> tuple[dict[str, Any], Path | None]:
+    """The [daemon] table of the file as written (only its socket is read), without
+    validating the rest: that needs every analyzer's schema, which is what a check through
+    the daemon avoids importing."""
+    if not config_path:
+        return {}, None
+    import tomllib
+
+    path = Path(config_path)
+    with path.open("rb") as handle:
+        data = tomllib.load(handle)
+    section = data.get("daemon", {})
+    return (section if isinstance(section, dict) else {}), path.resolve().parent
 
 
 
@@ -242,6 +330,7 @@ DELEGATED = {
     "serve": ("mailguard.relay.cli", "run the SMTP relay in front of the practice's mail server"),
     "milter": ("mailguard.milter.cli", "run the milter for Postfix or Sendmail"),
     "quarantine": ("mailguard.quarantine.cli", "list, show, release and delete held messages"),
+    "daemon": ("mailguard.daemon.cli", "scanning daemon: the scanner built once, used by check, serve and milter"),
 }
 
 
@@ -258,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="one JSON object per message, one per line")
     check.add_argument("-j", "--jobs", type=int, default=0, metavar="N", help="parallel workers (default: all cores)")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    check.add_argument(
+        "--daemon", choices=("auto", "off", "required"), default="auto",
+        help="scan through a running `mailguard daemon` with the same configuration (auto: when there is one; "
+             "required: exit 2 when there is none; off: always in this process)",
+    )
     check.set_defaults(func=cmd_check)
 
     config = sub.add_parser("config", help="validate or document the configuration")

@@ -29,6 +29,7 @@ SECTION_MODULES: Mapping[str, str] = {
     "milter": "mailguard.milter.schema",
     "auth": "mailguard.auth.schema",
     "dns": "mailguard.auth.dns_schema",
+    "daemon": "mailguard.daemon.schema",
 }
 
 

@@ -1,0 +1,239 @@
+"""The prefork daemon: a master that builds the scanner once and forks workers after it.
+
+The master builds the ``Scanner`` (rules, automata, YARA), imports what scanning will need,
+freezes the garbage collector's view of those objects (so reference counting and
+collection do not dirty the shared pages) and binds the socket; then it forks the workers,
+which inherit all of it copy-on-write and each accept connections on the one listening
+socket. The master only supervises: a worker that dies (killed, out of memory, a crash in
+a C library) is replaced at once by a new fork of the same built scanner, and the client
+whose request it was holding resends it (``client``), so no message is lost.
+"""
+from __future__ import annotations
+
+import errno
+import gc
+import logging
+import os
+import resource
+import signal
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailguard.daemon.protocol import ProtocolError, frame, receive
+from mailguard.model import Envelope
+
+log = logging.getLogger("mailguard.daemon")
+
+
+@dataclass
+class DaemonServer:
+    """``run()`` blocks until SIGTERM or SIGINT; ``workers`` processes scan."""
+
+    config: Any  # mailguard.config.Config
+    socket_path: Path
+    workers: int
+    fingerprint: str
+    socket_mode: int = 0o600
+    max_message_bytes: int = 64 * 1024 * 1024
+    idle_timeout_s: float = 300.0
+    max_requests_per_worker: int = 0
+    _children: dict[int, int] = field(default_factory=dict)  # pid -> worker slot
+    _stopping: bool = False
+
+    # ------------------------------------------------------------------ master
+
+    def run(self) -> int:
+        from mailguard import __version__
+        from mailguard.analyzers.hidden_content import olevba
+        from mailguard.scanner import Scanner
+
+        started = time.perf_counter()
+        scanner = Scanner(self.config)
+        olevba()  # imported now, once, instead of in every worker on its first document
+        scanner.scan(b"From: warm-up@example.com\nSubject: warm-up\n\n<html><body><a href='https://example.com'>x</a></body></html>\n")
+        listener = self._bind()
+        self._version = __version__
+        gc.collect()
+        gc.freeze()  # the built scanner stays in the shared (copy-on-write) pages
+        built_s = time.perf_counter() - started
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        try:
+            for slot in range(self.workers):
+                self._fork(slot, listener, scanner)
+            log.info("daemon ready: socket %s, %d workers, scanner built in %.2f s",
+                     self.socket_path, self.workers, built_s)
+            while not self._stopping:
+                try:
+                    pid, status = os.wait()
+                except (ChildProcessError, _Stop):
+                    break
+                slot = self._children.pop(pid, None)
+                if slot is None or self._stopping:
+                    continue
+                how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"status {os.WEXITSTATUS(status)}"
+                log.warning("worker %d (pid %d) ended with %s; starting a new one", slot, pid, how)
+                self._fork(slot, listener, scanner)
+        except _Stop:  # a signal while the workers were being forked
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self._shutdown(listener)
+        return 0
+
+    def _stop(self, signum: int, _frame: Any) -> None:
+        self._stopping = True
+        raise _Stop()  # os.wait() would otherwise resume after the handler (PEP 475)
+
+    def _shutdown(self, listener: socket.socket) -> None:
+        for pid in list(self._children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in list(self._children):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self._children.clear()
+        listener.close()
+        try:
+            if stat.S_ISSOCK(self.socket_path.lstat().st_mode):
+                self.socket_path.unlink()
+        except OSError:
+            pass
+        log.info("daemon stopped")
+
+    def _bind(self) -> socket.socket:
+        """Bind the socket, refusing to take over one a live daemon answers on, replacing a
+        stale one, and never unlinking anything that is not a socket."""
+        path = self.socket_path
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True)
+        if path.exists() or path.is_symlink():
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise DaemonError(f"{path} exists and is not a socket; remove it or choose another [daemon] socket")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(path))
+                raise DaemonError(f"a daemon is already listening on {path}; stop it first")
+            except (ConnectionRefusedError, FileNotFoundError):
+                path.unlink()  # a stale socket left by a daemon that did not stop cleanly
+            finally:
+                probe.close()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # no window in which others may connect
+        try:
+            listener.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, self.socket_mode)
+        listener.listen(128)
+        return listener
+
+    def _fork(self, slot: int, listener: socket.socket, scanner: Any) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                code = _Worker(self, listener, scanner).serve()
+            except BaseException:  # noqa: BLE001 - a worker must never return into the master's code
+                log.exception("worker %d failed", slot)
+            finally:
+                os._exit(code)
+        self._children[pid] = slot
+        log.info("worker %d started (pid %d)", slot, pid)
+
+
+class _Stop(Exception):
+    """Raised by the SIGTERM/SIGINT handler to leave the master's wait."""
+
+
+class DaemonError(Exception):
+    """The daemon cannot start (socket in use, not a socket, no permission)."""
+
+
+@dataclass
+class _Worker:
+    server: DaemonServer
+    listener: socket.socket
+    scanner: Any
+    served: int = 0
+
+    def serve(self) -> int:
+        limit = self.server.max_requests_per_worker
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    time.sleep(0.1)  # out of descriptors: back off instead of spinning
+                    continue
+                raise
+            with conn:
+                conn.settimeout(self.server.idle_timeout_s)
+                self._connection(conn)
+            if limit and self.served >= limit:
+                log.info("worker pid %d served %d messages; replaced by a fresh fork", os.getpid(), self.served)
+                return 0
+
+    def _connection(self, conn: socket.socket) -> None:
+        stream = conn.makefile("rb", buffering=256 * 1024)
+        try:
+            while True:
+                request = receive(stream)
+                if request is None:
+                    return
+                reply = self._answer(request, stream)
+                conn.sendall(frame(reply))
+        except (ProtocolError, OSError, socket.timeout) as exc:
+            log.debug("connection closed: %s", exc)
+        finally:
+            stream.close()
+
+    def _answer(self, request: dict[str, Any], stream: Any) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "hello":
+            return {
+                "ok": True, "config": self.server.fingerprint, "pid": os.getpid(), "version": self.server._version,
+                "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            }
+        if op != "scan":
+            raise ProtocolError(f"unknown request {op!r}")
+        size = request.get("size")
+        if not isinstance(size, int) or size < 0:
+            raise ProtocolError("scan request without a valid size")
+        if size > self.server.max_message_bytes:
+            raise ProtocolError(f"message of {size} bytes is over [daemon] max_message_bytes")
+        raw = stream.read(size) if size else b""
+        if len(raw) < size:
+            raise ProtocolError("connection closed in the middle of a message")
+        envelope = _envelope(request.get("envelope"))
+        try:
+            verdict = self.scanner.scan(raw, envelope)
+        except Exception as exc:  # noqa: BLE001 - the scanner never raises by contract; say so if it does
+            log.exception("scan failed")
+            return {"ok": False, "error": f"scan failed: {type(exc).__name__}"}
+        self.served += 1
+        return {"ok": True, "verdict": verdict.to_dict()}
+
+
+def _envelope(value: Any) -> Envelope | None:
+    if not isinstance(value, dict):
+        return None
+    return Envelope(
+        mail_from=str(value.get("mail_from", "")),
+        rcpt_tos=tuple(str(r) for r in value.get("rcpt_tos", ()) or ()),
+        client_address=str(value.get("client_address", "")),
+        helo=str(value.get("helo", "")),
+    )

@@ -1,0 +1,238 @@
+"""``mailguard daemon`` and ``mailguard check`` through it: a real daemon process on a real
+Unix socket, real ``mailguard check`` client processes. What a user relies on: the same
+output and exit status with or without the daemon, a check that works when there is no
+daemon, a killed worker replaced, and no message lost when one dies mid-scan."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+PHISH = (
+    "From: PayPal Security <service@paypa1-secure.com>\nTo: a@practice.example\n"
+    "Subject: Urgent: verify your account {n}\nMessage-ID: <p{n}@x>\n\n"
+    "Your account will be suspended within 24 hours. Verify your password now at http://paypa1-secure.com/login\n"
+)
+HAM = (
+    "From: Jane <jane@example.org>\nTo: a@practice.example\nSubject: lunch {n}\nMessage-ID: <h{n}@x>\n\n"
+    "See you at noon on Thursday.\n"
+)
+MAILGUARD = [sys.executable, "-m", "mailguard"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    cache = tmp_path_factory.mktemp("cache")
+    return {**os.environ, "MAILGUARD_CACHE_DIR": str(cache)}
+
+
+@pytest.fixture()
+def messages(tmp_path: Path) -> list[Path]:
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    out = []
+    for n in range(40):
+        path = folder / f"{n:02d}.eml"
+        path.write_text((PHISH if n % 3 == 0 else HAM).format(n=n))
+        out.append(path)
+    return out
+
+
+def _config(tmp_path: Path, workers: int = 1, extra: str = "") -> Path:
+    path = tmp_path / "mailguard.toml"
+    path.write_text(f'[daemon]\nsocket = "{tmp_path / "d.sock"}"\nworkers = {workers}\n{extra}')
+    return path
+
+
+class Daemon:
+    """A ``mailguard daemon`` process and its log (standard error), read line by line."""
+
+    def __init__(self, config: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([*MAILGUARD, "daemon", "--config", str(config)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._buffer = b""  # read with os.read: a buffered reader would hide lines from select()
+        self.lines: list[str] = []
+        self.worker_pids: dict[int, int] = {}
+        self.wait_for(r"daemon ready")
+        self.lines.clear()  # start-up lines are in worker_pids
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        for line in self.lines:
+            found = regex.search(line)
+            if found:
+                self.lines.remove(line)
+                return found
+        fd = self.proc.stderr.fileno()  # type: ignore[union-attr]
+        selector = selectors.DefaultSelector()
+        selector.register(fd, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if b"\n" not in self._buffer:
+                    if not selector.select(deadline - time.monotonic()):
+                        break
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    self._buffer += chunk
+                    continue
+                raw, self._buffer = self._buffer.split(b"\n", 1)
+                line = raw.decode("utf-8", "replace")
+                started = re.search(r"worker (\d+) started \(pid (\d+)\)", line)
+                if started:
+                    self.worker_pids[int(started[1])] = int(started[2])
+                found = regex.search(line)
+                if found:
+                    return found
+                self.lines.append(line)
+        finally:
+            selector.close()
+        raise AssertionError(f"daemon never logged {pattern!r}; log so far: {self.lines}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+
+@pytest.fixture()
+def daemon_factory(env: dict[str, str]) -> Iterator:
+    started: list[Daemon] = []
+
+    def start(config: Path) -> Daemon:
+        daemon = Daemon(config, env)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+def _check(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*MAILGUARD, "check", *args], env=env, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def _records(stdout: str) -> list[dict]:
+    out = []
+    for line in stdout.splitlines():
+        record = json.loads(line)
+        record.pop("elapsed_ms", None)
+        out.append(record)
+    return out
+
+
+def test_check_through_the_daemon_prints_what_an_in_process_check_prints(
+    tmp_path: Path, env: dict[str, str], messages: list[Path], daemon_factory
+) -> None:
+    config = _config(tmp_path, workers=2)
+    daemon_factory(config)
+    paths = [str(p) for p in messages] + [str(tmp_path / "missing.eml")]
+    through = _check(["--config", str(config), "--json", "--daemon", "required", "-j", "2", *paths], env)
+    local = _check(["--config", str(config), "--json", "--daemon", "off", "-j", "2", *paths], env)
+    assert through.returncode == local.returncode == 2  # the missing file is an error either way
+    assert _records(through.stdout) == _records(local.stdout)
+    assert {r.get("action") for r in _records(through.stdout)} >= {"accept", "quarantine"}
+    text_through = _check(["--config", str(config), "--daemon", "required", str(messages[0])], env)
+    text_local = _check(["--config", str(config), "--daemon", "off", str(messages[0])], env)
+    assert text_through.returncode == text_local.returncode == 1
+    assert text_through.stdout == text_local.stdout
+    ham = _check(["--config", str(config), "--daemon", "required", str(messages[1])], env)
+    assert ham.returncode == 0, ham.stderr
+    piped = _check(["--config", str(config), "--json", "--daemon", "required", "-"], env, input=messages[0].read_text())
+    assert _records(piped.stdout)[0]["action"] == "quarantine"
+
+
+def test_without_a_daemon_check_scans_in_process(tmp_path: Path, env: dict[str, str], messages: list[Path]) -> None:
+    config = _config(tmp_path)
+    auto = _check(["--config", str(config), "--json", str(messages[0])], env)
+    assert auto.returncode == 1 and _records(auto.stdout)[0]["action"] == "quarantine"
+    required = _check(["--config", str(config), "--json", "--daemon", "required", str(messages[0])], env)
+    assert required.returncode == 2 and "no daemon" in required.stderr
+
+
+def test_a_daemon_with_another_configuration_is_not_used(
+    tmp_path: Path, env: dict[str, str], messages: list[Path], daemon_factory
+) -> None:
+    config = _config(tmp_path)
+    daemon_factory(config)
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text() + '[policy]\nquarantine_at = 1000\nreject_at = 2000\n')
+    required = _check(["--config", str(other), "--json", "--daemon", "required", str(messages[0])], env)
+    assert required.returncode == 2 and "another configuration" in required.stderr
+    auto = _check(["--config", str(other), "--json", str(messages[0])], env)
+    assert _records(auto.stdout)[0]["action"] == "tag"  # the other file's thresholds, scanned in-process
+
+
+def test_a_killed_worker_is_replaced(tmp_path: Path, env: dict[str, str], messages: list[Path], daemon_factory) -> None:
+    config = _config(tmp_path, workers=1)
+    daemon = daemon_factory(config)
+    first = daemon.worker_pids[0]
+    os.kill(first, signal.SIGKILL)
+    replaced = daemon.wait_for(r"worker 0 started \(pid (\d+)\)")
+    assert int(replaced[1]) != first
+    done = _check(["--config", str(config), "--json", "--daemon", "required", str(messages[0])], env)
+    assert done.returncode == 1 and _records(done.stdout)[0]["action"] == "quarantine"
+
+
+def test_no_message_is_lost_when_a_worker_dies_mid_run(
+    tmp_path: Path, env: dict[str, str], messages: list[Path], daemon_factory
+) -> None:
+    config = _config(tmp_path, workers=1)
+    daemon = daemon_factory(config)
+    expected = _records(_check(["--config", str(config), "--json", "--daemon", "off", *map(str, messages)], env).stdout)
+    client = subprocess.Popen([*MAILGUARD, "check", "--config", str(config), "--json", "--daemon", "required",
+                               "-j", "1", *map(str, messages)], env=env, stdout=subprocess.PIPE, text=True)
+    assert client.stdout is not None
+    lines = [client.stdout.readline()]  # the run is under way: now its worker dies
+    os.kill(daemon.worker_pids[0], signal.SIGKILL)
+    lines += client.stdout.readlines()
+    assert client.wait(timeout=120) == 1
+    assert _records("".join(lines)) == expected
+    daemon.wait_for(r"worker 0 \(pid \d+\) ended with signal 9")
+
+
+def test_hostile_frames_close_the_connection_and_the_daemon_keeps_serving(
+    tmp_path: Path, env: dict[str, str], messages: list[Path], daemon_factory
+) -> None:
+    config = _config(tmp_path, workers=1, extra="max_message_bytes = 2048\n")
+    daemon_factory(config)
+    sock_path = str(tmp_path / "d.sock")
+    assert oct(os.stat(sock_path).st_mode & 0o777) == "0o600"
+    for payload in (
+        struct.pack(">I", 1 << 30),  # a header length far over the limit
+        struct.pack(">I", 7) + b"garbage",  # not JSON
+        struct.pack(">I", 28) + b'{"op":"scan","size":9999999}',  # over max_message_bytes
+        struct.pack(">I", 13) + b'{"op":"rm-rf"}',
+    ):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(sock_path)
+            sock.sendall(payload)
+            assert sock.recv(100) == b""  # closed without an answer
+    done = _check(["--config", str(config), "--json", "--daemon", "required", str(messages[0])], env)
+    assert done.returncode == 1
+
+
+def test_a_second_daemon_on_the_same_socket_refuses_to_start(
+    tmp_path: Path, env: dict[str, str], daemon_factory
+) -> None:
+    config = _config(tmp_path)
+    daemon_factory(config)
+    second = subprocess.run([*MAILGUARD, "daemon", "--config", str(config)], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert second.returncode == 2 and "already listening" in second.stderr

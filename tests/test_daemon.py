@@ -236,3 +236,31 @@ def test_a_second_daemon_on_the_same_socket_refuses_to_start(
     second = subprocess.run([*MAILGUARD, "daemon", "--config", str(config)], env=env, capture_output=True,
                             text=True, timeout=120)
     assert second.returncode == 2 and "already listening" in second.stderr
+
+
+def test_remote_scanner_gives_the_scanners_verdict(
+    tmp_path: Path, env: dict[str, str], messages: list[Path], daemon_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailguard import Envelope, Scanner, load_config
+    from mailguard.daemon.protocol import config_fingerprint
+    from mailguard.daemon.remote import RemoteScanner
+
+    config_path = _config(tmp_path, workers=1)
+    daemon_factory(config_path)
+    monkeypatch.setenv("MAILGUARD_CACHE_DIR", env["MAILGUARD_CACHE_DIR"])
+    config = load_config(config_path)
+    remote = RemoteScanner(config, tmp_path / "d.sock", config_fingerprint(config_path))
+    local = Scanner(config)
+    envelope = Envelope("x@paypa1-secure.com", ("a@practice.example",), "192.0.2.7", "mx.example")
+    for path in messages[:4]:
+        raw = path.read_bytes()
+        got, want = remote.scan(raw, envelope).to_dict(), local.scan(raw, envelope).to_dict()
+        got.pop("elapsed_ms"), want.pop("elapsed_ms")
+        assert got == want
+
+
+def test_milter_with_use_daemon_refuses_to_start_without_one(tmp_path: Path, env: dict[str, str]) -> None:
+    config = _config(tmp_path, extra='[milter]\nuse_daemon = true\nlisten = "inet:127.0.0.1:0"\n')
+    run = subprocess.run([*MAILGUARD, "milter", "--config", str(config)], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and "use_daemon" in run.stderr and "no daemon" in run.stderr

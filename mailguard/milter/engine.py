@@ -118,7 +118,7 @@ class Engine:
             from mailguard.quarantine import open_quarantine
 
             quarantine = open_quarantine(config)
-        return cls(config, settings, Scanner(config), quarantine, _load_banner())
+        return cls(config, settings, _scanner(config, Scanner), quarantine, _load_banner())
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -130,7 +130,7 @@ class Engine:
 
         try:
             config = await asyncio.get_running_loop().run_in_executor(None, load_config, path)
-            scanner = await asyncio.get_running_loop().run_in_executor(None, Scanner, config)
+            scanner = await asyncio.get_running_loop().run_in_executor(None, _scanner, config, Scanner)
         except Exception as exc:  # keep serving with the old rules
             log.error("reload failed, keeping the previous configuration: %s", exc)
             return
@@ -142,6 +142,22 @@ class Engine:
         if self.quarantine is not None:
             with contextlib.suppress(Exception):
                 self.quarantine.close()
+
+
+def _scanner(config: Config, build: Callable[[Config], Any]) -> Any:
+    """A Scanner built here, or one that scans through the daemon ([milter] use_daemon)."""
+    if not config.section("milter")["use_daemon"]:
+        return build(config)
+    from mailguard.daemon.client import DaemonUnavailable
+    from mailguard.daemon.protocol import config_fingerprint
+    from mailguard.daemon.remote import RemoteScanner
+    from mailguard.daemon.schema import socket_path
+
+    path = socket_path(config.section("daemon"), config.source.parent if config.source else None)
+    try:
+        return RemoteScanner(config, path, config_fingerprint(config.source))
+    except DaemonUnavailable as exc:
+        raise ConfigError(f"[milter] use_daemon: {exc}; start `mailguard daemon` with the same configuration") from None
 
 
 def _load_banner() -> Callable[[bytes, Verdict], bytes] | None:

@@ -27,6 +27,14 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "scan_workers": Option(
         2, "int", "Messages scanned at the same time (threads); more wait their turn.", minimum=1
     ),
+    "use_daemon": Option(
+        False, "bool",
+        "Scan through a running `mailguard daemon` (its [daemon] socket), started with this same configuration "
+        "file, instead of in this process: the daemon's prebuilt worker processes use every core, where the "
+        "milter's own threads share one. scan_workers then counts messages sent to the daemon at once (match "
+        "it to the daemon's workers). The milter refuses to start when no such daemon answers, and a message "
+        "it cannot scan gets a temporary failure.",
+    ),
     "max_message_size": Option(
         26214400, "int",
         "Largest message (headers and body, bytes) the milter will take; keep Postfix's "

@@ -1,0 +1,138 @@
+"""The Postfix half of bench/anchors.py: milter and relay against Postfix + rspamd's milter.
+
+Load is Postfix's `smtp-source -s 16` (a C client, so it measures the gateway and not the
+load) sending one ~15 KB HTML message M times; the sink is Postfix's `smtp-sink`. Set-ups,
+taking turns within each round:
+  postfix_alone          smtp-source -> Postfix -> smtp-sink, no filter
+  postfix_rspamd_milter  the same with smtpd_milters = rspamd's proxy (127.0.0.1:11332)
+  postfix_mailguard_milter  the same with `mailguard milter` ([milter] use_daemon: through the daemon)
+  mailguard_serve        smtp-source -> `mailguard serve` -> smtp-sink (no Postfix)
+msg/s is M over the wall time smtp-source needs (every message answered 250 before queue).
+The relay's latency at 16 sessions comes from bench/relay.py (a Python client that times
+each message from connect to the DATA reply).
+"""
+from __future__ import annotations
+
+import email
+import json
+import shutil
+import subprocess
+import sys
+import time
+from email import policy
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from anchors import DEV, MAILGUARD, free_port, median, port_answers, wait_until  # noqa: E402
+from postfix_instance import PostfixInstance  # noqa: E402
+
+SENDER = "newsletter@sender.example"
+RECIPIENT = "frontdesk@practice.example"
+
+
+class _NoMilterPostfix(PostfixInstance):
+    def main_cf(self) -> str:
+        return "\n".join(line for line in super().main_cf().splitlines() if "milter" not in line) + "\n"
+
+
+def html_message(target: int = 15_000) -> bytes:
+    """The ham message with an HTML body closest to ``target`` bytes (a fixed choice: the
+    corpus is sorted), with its envelope lines removed."""
+    best: tuple[int, Path] | None = None
+    for path in sorted((DEV / "ham").glob("*.eml")):
+        size = path.stat().st_size
+        if abs(size - target) > 3000:
+            continue
+        if b"text/html" not in path.read_bytes():
+            continue
+        if best is None or abs(size - target) < best[0]:
+            best = (abs(size - target), path)
+    assert best is not None, "no HTML message near 15 KB in the corpus"
+    msg = email.message_from_bytes(best[1].read_bytes(), policy=policy.compat32)
+    for name in ("Return-Path", "Delivered-To", "Received"):
+        del msg[name]
+    return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def smtp_source(port: int, messages: int, sessions: int, path: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(["smtp-source", "-s", str(sessions), "-m", str(messages), "-F", str(path), "-f", SENDER,
+                    "-t", RECIPIENT, f"127.0.0.1:{port}"], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=900)
+    return time.perf_counter() - started
+
+
+def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: Path) -> dict[str, Any]:
+    message = root / "message.eml"
+    message.write_bytes(html_message())
+    sink_port, milter_port, relay_port = free_port(), free_port(), free_port()
+    config = daemon.config
+    config.write_text(config.read_text() + (
+        f'\n[milter]\nlisten = "inet:127.0.0.1:{milter_port}"\nuse_daemon = true\nscan_workers = 2\nmax_connections = 64\n'
+        f'\n[relay]\nlisten = "127.0.0.1:{relay_port}"\ndownstream = "127.0.0.1:{sink_port}"\n'
+        f'relay_domains = ["practice.example"]\ntrusted_networks = ["127.0.0.1/32"]\npool = "processes"\nworkers = 2\n'
+    ))
+    daemon.stop()
+    daemon.start()  # its fingerprint follows the file
+    sink = subprocess.Popen(["smtp-sink", "-u", "postfix", f"127.0.0.1:{sink_port}", "256"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    milter = subprocess.Popen([*MAILGUARD, "milter", "--config", str(config)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    serve = subprocess.Popen([*MAILGUARD, "serve", "--config", str(config)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    instances: dict[str, PostfixInstance] = {}
+    rows: dict[str, list[float]] = {k: [] for k in ("postfix_alone", "postfix_rspamd_milter",
+                                                    "postfix_mailguard_milter", "mailguard_serve")}
+    try:
+        wait_until(lambda: port_answers(sink_port) and port_answers(milter_port) and port_answers(relay_port), 120,
+                   "smtp-sink, mailguard milter and serve")
+        instances["postfix_alone"] = _NoMilterPostfix(sink_port=sink_port, milter_port=0).start()
+        instances["postfix_rspamd_milter"] = PostfixInstance(sink_port=sink_port, milter_port=11332).start()
+        instances["postfix_mailguard_milter"] = PostfixInstance(sink_port=sink_port, milter_port=milter_port).start()
+        ports = {name: inst.smtpd_port for name, inst in instances.items()}
+        ports["mailguard_serve"] = relay_port
+        for name, port in ports.items():  # warm-up: connections, caches, the first fork
+            smtp_source(port, 32, 16, message)
+        for _ in range(runs):
+            for name, port in ports.items():
+                rows[name].append(messages / smtp_source(port, messages, 16, message))
+        relay_latency = _relay_latency(env)
+    finally:
+        for inst in instances.values():
+            inst.stop()
+        for proc in (serve, milter, sink):
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    med = {k: median(v) for k, v in rows.items()}
+    base = med["postfix_rspamd_milter"]
+    return {
+        "message_bytes": message.stat().st_size,
+        "messages_per_run": messages,
+        "msg_per_s_runs": {k: [round(x, 1) for x in v] for k, v in rows.items()},
+        "msg_per_s_median": med,
+        "ratio_to_postfix_rspamd_milter": {k: round(v / base, 2) for k, v in med.items() if base},
+        "relay_latency_16_clients": relay_latency,
+        "commands": {
+            "load": f"smtp-source -s 16 -m {messages} -F message.eml -f {SENDER} -t {RECIPIENT} 127.0.0.1:PORT",
+            "sink": "smtp-sink -u postfix 127.0.0.1:SINK 256",
+            "postfix_mailguard_milter": "mailguard daemon -c C (2 workers) + mailguard milter -c C ([milter] use_daemon = true)",
+            "mailguard_serve": "mailguard serve -c C ([relay] pool = processes, workers = 2, downstream = smtp-sink)",
+            "relay_latency": "python bench/relay.py --clients 16 --messages 300 --rounds 1",
+        },
+    }
+
+
+def _relay_latency(env: dict[str, str]) -> dict[str, Any]:
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "relay.py"), "--clients", "16", "--messages", "300",
+                          "--rounds", "1"], env=env, capture_output=True, text=True, timeout=900)
+    try:
+        data = json.loads(run.stdout)
+    except ValueError:
+        return {"error": (run.stderr or run.stdout)[-500:]}
+    return data

@@ -42,7 +42,7 @@ def main() -> int:
     t0 = time.perf_counter()
     scanner = Scanner(config)
     build_s = time.perf_counter() - t0
-    stages: dict[str, list[float]] = {"total": [], "parse": []}
+    stages: dict[str, list[float]] = {"total": [], "parse": [], "auth": []}
     for analyzer in scanner.analyzers:
         stages[analyzer.name] = []
     clock = time.process_time
@@ -51,6 +51,11 @@ def main() -> int:
         start = clock()
         message = scanner.parse(raw)
         stages["parse"].append((clock() - start) * 1000)
+        a0 = clock()
+        authenticate = getattr(scanner, "_authenticate", None)  # the authentication stage, when there is one
+        if authenticate is not None:
+            message = authenticate(message, [])
+        stages["auth"].append((clock() - a0) * 1000)
         for analyzer in scanner.analyzers:
             a0 = clock()
             try:

@@ -37,10 +37,14 @@ def verdict_from_dict(data: Mapping[str, Any]) -> Verdict:
 
 
 class RemoteScanner:
-    """``scan(raw, envelope) -> Verdict`` through the daemon on ``path``."""
+    """``scan(raw, envelope) -> Verdict`` through the daemon on ``path``; ``config`` and
+    ``authserv_id`` as a ``Scanner`` has them."""
 
     def __init__(self, config: Any, path: Path, fingerprint: str, timeout_s: float = 120.0) -> None:
+        from mailguard.auth.schema import our_authserv_id
+
         self.config = config
+        self.authserv_id = our_authserv_id(config)  # as Scanner: for the servers' Authentication-Results
         self.path, self.fingerprint, self.timeout_s = path, fingerprint, timeout_s
         self._local = threading.local()
         DaemonClient(path, fingerprint, timeout_s).connect().close()  # fail at start-up, not on mail

@@ -43,14 +43,23 @@ def is_ip_host(host: str) -> bool:
         return False
 
 
+@lru_cache(maxsize=1)
+def _bundled_extractor() -> tldextract.TLDExtract:
+    """One extractor per process, shared by every splitter (the lookalike analyzer's and
+    the authentication stage's): loading the bundled list builds a 33,000-entry trie, and
+    after that the extractor only reads."""
+    extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
+    extract("warm.example.com")  # load the bundled list now, not in a worker thread
+    return extract
+
+
 class DomainSplitter:
     """Registrable domain, label and suffix of a host by the public suffix list bundled
     with tldextract (never fetched). Private suffixes count (blogspot.com, web.app), so a
     tenant host such as paypal-login.web.app is judged on its own, not as the platform's."""
 
     def __init__(self) -> None:
-        self._extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
-        self._extract("warm.example.com")  # load the bundled list now, not in a worker thread
+        self._extract = _bundled_extractor()
         self.parts = lru_cache(maxsize=65536)(self._parts)  # type: ignore[method-assign]
 
     def parts(self, host: str) -> HostParts | None:

@@ -1,9 +1,9 @@
 """A small mail world for the authentication tests, served by a loopback dnsmasq:
 
-- good.test: SPF allows 127.0.0.1 (where the tests send from), DKIM key "sel", DMARC p=reject.
-- bank.test: SPF allows only 192.0.2.1, DMARC p=reject: mail from here claiming bank.test is forged.
-- shop.test: SPF ~all, DMARC p=quarantine. news.test: DMARC p=none, no SPF.
-- list.test: a mailing list whose ARC seals the tests make with its key "arc".
+- good.example: SPF allows 127.0.0.1 (where the tests send from), DKIM key "sel", DMARC p=reject.
+- bank.example: SPF allows only 192.0.2.1, DMARC p=reject: mail from here claiming bank.example is forged.
+- shop.example: SPF ~all, DMARC p=quarantine. news.example: DMARC p=none, no SPF.
+- list.example: a mailing list whose ARC seals the tests make with its key "arc".
 - bl.test (IP zone) and dbl.test (domain zone): blocklists with Spamhaus-style codes.
 Keys are generated per run; messages are signed in the test with dkimpy.
 """
@@ -61,21 +61,21 @@ def dns_server() -> DnsServer:
     reversed_listed = ".".join(reversed(LISTED_IP.split(".")))
     return DnsServer(
         txt=[
-            ("good.test", "v=spf1 ip4:127.0.0.1 -all"),
-            ("sel._domainkey.good.test", key("good").record),
-            ("_dmarc.good.test", "v=DMARC1; p=reject; rua=mailto:d@good.test"),
-            ("bank.test", "v=spf1 ip4:192.0.2.1 -all"),
-            ("_dmarc.bank.test", "v=DMARC1; p=reject"),
-            ("shop.test", "v=spf1 ip4:192.0.2.7 ~all"),
-            ("_dmarc.shop.test", "v=DMARC1; p=quarantine; sp=none"),
-            ("_dmarc.news.test", "v=DMARC1; p=none"),
-            ("arc._domainkey.list.test", key("list").record),
-            ("list.test", "v=spf1 ip4:127.0.0.1 -all"),
+            ("good.example", "v=spf1 ip4:127.0.0.1 -all"),
+            ("sel._domainkey.good.example", key("good").record),
+            ("_dmarc.good.example", "v=DMARC1; p=reject; rua=mailto:d@good.example"),
+            ("bank.example", "v=spf1 ip4:192.0.2.1 -all"),
+            ("_dmarc.bank.example", "v=DMARC1; p=reject"),
+            ("shop.example", "v=spf1 ip4:192.0.2.7 ~all"),
+            ("_dmarc.shop.example", "v=DMARC1; p=quarantine; sp=none"),
+            ("_dmarc.news.example", "v=DMARC1; p=none"),
+            ("arc._domainkey.list.example", key("list").record),
+            ("list.example", "v=spf1 ip4:127.0.0.1 -all"),
         ],
         hosts=[
             (f"{reversed_listed}.bl.test", "127.0.0.2"),
-            ("phish.test.dbl.test", "127.0.1.4"),
-            ("refused.test.dbl.test", "127.255.255.254"),
+            ("phish.example.dbl.test", "127.0.1.4"),
+            ("refused.example.dbl.test", "127.255.255.254"),
         ],
     )
 
@@ -96,7 +96,7 @@ def message(from_addr: str, subject: str = "Quarterly statement", body: str = "Y
     ).encode()
 
 
-def sign(raw: bytes, domain: str = "good.test", selector: str = "sel", key_name: str = "good") -> bytes:
+def sign(raw: bytes, domain: str = "good.example", selector: str = "sel", key_name: str = "good") -> bytes:
     header = dkim.sign(raw, selector.encode(), domain.encode(), key(key_name).private_pem,
                        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"])
     return header + raw

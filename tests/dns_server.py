@@ -67,7 +67,7 @@ def _quoted_chunks(text: str) -> str:
 class DnsServer:
     txt: Sequence[tuple[str, str]] = ()
     hosts: Sequence[tuple[str, str]] = ()
-    local_domains: Sequence[str] = ("test",)
+    local_domains: Sequence[str] = ("test", "example")
     port: int = field(default_factory=free_udp_port)
     _process: subprocess.Popen[bytes] | None = None
 

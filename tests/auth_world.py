@@ -4,6 +4,8 @@
 - bank.example: SPF allows only 192.0.2.1, DMARC p=reject: mail from here claiming bank.example is forged.
 - shop.example: SPF ~all, DMARC p=quarantine. news.example: DMARC p=none, no SPF.
 - list.example: a mailing list whose ARC seals the tests make with its key "arc".
+- blackhole.example: its queries are forwarded to a port where nothing answers (a sender's
+  domain whose DNS never answers).
 - bl.test (IP zone) and dbl.test (domain zone): blocklists with Spamhaus-style codes.
 Keys are generated per run; messages are signed in the test with dkimpy.
 """
@@ -58,8 +60,11 @@ def zone_file(folder: Path) -> Path:
 
 
 def dns_server() -> DnsServer:
+    from dns_server import closed_port
+
     reversed_listed = ".".join(reversed(LISTED_IP.split(".")))
     return DnsServer(
+        forward=[("blackhole.example", closed_port())],
         txt=[
             ("good.example", "v=spf1 ip4:127.0.0.1 -all"),
             ("sel._domainkey.good.example", key("good").record),

@@ -68,6 +68,7 @@ class DnsServer:
     txt: Sequence[tuple[str, str]] = ()
     hosts: Sequence[tuple[str, str]] = ()
     local_domains: Sequence[str] = ("test", "example")
+    forward: Sequence[tuple[str, int]] = ()  # (domain, port): queries for it go to 127.0.0.1#port
     port: int = field(default_factory=free_udp_port)
     _process: subprocess.Popen[bytes] | None = None
 
@@ -79,6 +80,7 @@ class DnsServer:
         cmd = [require_dnsmasq(), "--keep-in-foreground", "--conf-file=/dev/null", f"--port={self.port}",
                "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts", "--no-poll",
                "--pid-file=", "--log-facility=-", "--user=root" if os.geteuid() == 0 else "--user="]
+        cmd += [f"--server=/{d}/127.0.0.1#{port}" for d, port in self.forward]
         cmd += [f"--local=/{d}/" for d in self.local_domains]
         cmd += [f"--txt-record={name},{_quoted_chunks(value)}" for name, value in self.txt]
         cmd += [f"--host-record={name},{ip}" for name, ip in self.hosts]

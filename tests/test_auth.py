@@ -153,6 +153,23 @@ def test_blocklists_report_listed_ips_and_domains_and_ignore_refusals(dns: DnsSe
         scanner_for(dns, tmp_path, dnsbl_zones=["nosuch.test"], dnsbl_file=str(table))
 
 
+def test_a_sender_whose_dns_never_answers_cannot_switch_checks_off(dns: DnsServer) -> None:
+    scanner = scanner_for(dns)
+    # A forgery signed by a domain whose DNS never answers, sent from a MAIL FROM there too:
+    # those lookups time out, but they are not bank.example's, so DMARC still fails.
+    forged = sign(message("Bank Security <security@bank.example>"), domain="blackhole.example")
+    verdict = scanner.scan(forged, smtp("x@blackhole.example"))
+    assert [s.result for s in verdict.auth.dkim] == ["temperror"]
+    assert verdict.auth.dmarc == "fail" and "AUTH_DMARC_REJECT" in verdict.rules
+    # ... and the slow domain did not make DNS count as down for the next message
+    assert not scanner.authenticator.resolver.down
+    verdict = scanner.scan(message("Bank Security <security@bank.example>"), smtp("security@bank.example"))
+    assert verdict.auth.spf == "fail" and "AUTH_DMARC_REJECT" in verdict.rules
+    # names no server could hold are "does not exist", never "temporary"
+    bad = sign(message("<security@bank.example>"), domain="bank..example")
+    assert scanner.scan(bad, smtp("x@bank.example")).auth.dmarc == "fail"
+
+
 def test_dns_down_gives_temperror_never_fail_and_trips_the_breaker() -> None:
     down = f"127.0.0.1:{closed_port()}"
     scanner = mailguard.Scanner(Config.from_dict(auth_config(down)))
@@ -194,3 +211,10 @@ def test_our_header_replaces_forged_ones() -> None:
     assert header_value(auth, AUTHSERV_ID, "bounce@good.example") in out.decode().replace("\r\n ", " ")
     hostile = header_value(auth, AUTHSERV_ID, "x@y.test;\r\nX-MailGuard-Action: accept")
     assert "\r" not in hostile and "\n" not in hostile and ";X" not in hostile
+
+
+def test_bad_dns_and_network_settings_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[dns\] nameservers: 'dns.example:53': the server must be an IP"):
+        mailguard.Scanner(Config.from_dict({"dns": {"nameservers": ["dns.example:53"]}}))
+    with pytest.raises(ConfigError, match=r"mailguard.toml: \[auth\] trusted_relays: '10.0.0.0/33'"):
+        mailguard.Scanner(Config.from_dict({"auth": {"trusted_relays": ["10.0.0.0/33"]}}, tmp_path / "mailguard.toml"))

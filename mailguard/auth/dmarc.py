@@ -103,8 +103,13 @@ class Dmarc:
         dkim_ok = any(s.result == "pass" and self.aligned(s.domain, from_domain, record.adkim) for s in dkim)
         if spf_ok or dkim_ok:
             return DmarcResult("pass", published, published, where)
-        if spf_result == "temperror" or any(s.result == "temperror" for s in dkim):
-            return DmarcResult("temperror", "", published, where)  # a pass may have been missed
+        # A pass may have been missed only where an aligned identifier could not be checked;
+        # a temperror of some other domain (a sender can make its own DNS time out) is not one.
+        spf_unknown = spf_result == "temperror" and self.aligned(spf_domain, from_domain, record.aspf)
+        dkim_unknown = any(s.result == "temperror" and self.aligned(s.domain, from_domain, record.adkim)
+                           for s in dkim)
+        if spf_unknown or dkim_unknown:
+            return DmarcResult("temperror", "", published, where)
         return DmarcResult("fail", _sampled(published, record.pct, message_key), published, where)
 
 

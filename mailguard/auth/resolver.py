@@ -2,9 +2,13 @@
 blocklists): dnspython with a per-query time limit, an answer cache, and a circuit breaker.
 
 Why a breaker: a gateway whose resolver is down must not make every message wait for a
-timeout. After a query times out, the resolver is marked down for ``down_seconds``; during
-that time every lookup answers "temperror" at once (microseconds), and one lookup at a
-time probes whether DNS is back. A temperror means "not checked", never "fail".
+timeout. After a query times out, the resolver is asked something it always answers at once
+(the root's NS, from its cache); only when that times out too is it marked down for
+``down_seconds``, and during that time every lookup answers "temperror" at once
+(microseconds), while one lookup at a time probes whether DNS is back. The check matters:
+a sender can make one name time out (a domain whose servers never answer), and that must
+cost only its own lookup, never switch off DNS checks for the mail that follows. A
+temperror means "not checked", never "fail".
 
 The cache keeps answers for their TTL (bounded by ``max_ttl``), NXDOMAIN and empty answers
 for ``negative_ttl``, and SERVFAIL for ``error_ttl`` so a broken zone is not asked again for
@@ -12,6 +16,7 @@ each message. Thread-safe: shared by every worker thread of one Scanner.
 """
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import OrderedDict
@@ -71,7 +76,21 @@ def parse_nameserver(text: str) -> tuple[str, int]:
         host, port = text, ""
     if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
         raise ValueError(f"{text!r} is not HOST:PORT (e.g. \"127.0.0.1:53\" or \"[::1]:53\")")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: the server must be an IP address (a name would need DNS to find DNS)") from None
     return host, int(port or 53)
+
+
+def _valid_name(name: str) -> bool:
+    if not name or len(name) > 253:
+        return False
+    try:
+        dns.name.from_text(name)
+    except (dns.exception.DNSException, UnicodeError, ValueError):
+        return False
+    return all(0 < len(label) < 64 for label in name.split("."))
 
 
 def _record_text(rdata: object) -> str:
@@ -138,7 +157,9 @@ class Resolver:
 
     def lookup(self, name: str, rdtype: str = "TXT") -> DnsAnswer:
         key = (name.lower().rstrip("."), rdtype.upper())
-        if not key[0] or len(key[0]) > 253:
+        if not _valid_name(key[0]):
+            # A name no server could hold (empty or over-long label, over 253 bytes): it does
+            # not exist. Never "temperror", or a sender could turn a failure into "not checked".
             return DnsAnswer(NXDOMAIN, detail="invalid name")
         with self._lock:
             hit = self._cache.get(key)
@@ -150,6 +171,9 @@ class Resolver:
         if not self._may_query():
             return DnsAnswer(TEMPERROR, detail="DNS unreachable (recent timeout)")
         answer, ttl, timed_out = self._query(key[0], key[1])
+        if timed_out:
+            ttl = self.settings.error_ttl  # this name is slow: do not ask it again for each message
+            timed_out = not self._server_answers()
         self._query_done(timed_out)
         if ttl > 0:
             with self._lock:
@@ -179,6 +203,19 @@ class Resolver:
         records = tuple(_record_text(r) for r in result.rrset)
         ttl = min(float(result.rrset.ttl), s.max_ttl)
         return DnsAnswer(OK, records), ttl, False
+
+    def _server_answers(self) -> bool:
+        """Whether the resolver itself answers (anything, even REFUSED) a query it can
+        answer from its cache: the root's name servers."""
+        assert self._resolver is not None
+        try:
+            self._resolver.resolve(".", "NS", search=False, raise_on_no_answer=False,
+                                   lifetime=min(self.settings.timeout, 0.5))
+        except dns.exception.Timeout:
+            return False
+        except (dns.exception.DNSException, OSError, ValueError):
+            return True  # an answer of some kind: the server is there
+        return True
 
     def txt(self, name: str) -> DnsAnswer:
         return self.lookup(name, "TXT")

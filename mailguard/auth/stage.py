@@ -30,26 +30,26 @@ _HOSTNAME = re.compile(r"(?i)(?=.{1,253}$)(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9
 _BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
 
 
-def resolver_settings(dns: Mapping[str, Any]) -> ResolverSettings:
+def resolver_settings(dns: Mapping[str, Any], where: str = "configuration") -> ResolverSettings:
     servers = []
     for text in dns["nameservers"]:
         try:
             servers.append(parse_nameserver(text))
         except ValueError as exc:
-            raise ConfigError(f"[dns] nameservers: {exc}") from None
+            raise ConfigError(f"{where}: [dns] nameservers: {exc}") from None
     return ResolverSettings(
         nameservers=tuple(servers), timeout=dns["timeout_ms"] / 1000.0, cache_size=dns["cache_size"],
         negative_ttl=dns["negative_ttl"], max_ttl=dns["max_ttl"], down_seconds=dns["down_seconds"],
     )
 
 
-def _networks(values: tuple[str, ...], key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def _networks(values: tuple[str, ...], key: str, where: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     out = []
     for text in values:
         try:
             out.append(ipaddress.ip_network(text.strip(), strict=False))
         except ValueError:
-            raise ConfigError(f"[auth] {key}: {text!r} is not a network such as \"192.0.2.0/24\"") from None
+            raise ConfigError(f"{where}: [auth] {key}: {text!r} is not a network such as \"192.0.2.0/24\"") from None
     return tuple(out)
 
 
@@ -67,12 +67,13 @@ class Authenticator:
 
     def __init__(self, config: Any) -> None:
         auth = config.section("auth")
-        self.resolver = Resolver(resolver_settings(config.section("dns")))
+        where = str(config.source) if config.source else "configuration"
+        self.resolver = Resolver(resolver_settings(config.section("dns"), where))
         self.splitter = DomainSplitter()
         self.dmarc = Dmarc(self.resolver, self.splitter)
         self.authserv_id = our_authserv_id(config)
         self.trusted_ids = frozenset(x.strip().lower().rstrip(".") for x in auth["trusted_authserv_ids"]) - {""}
-        self.trusted_relays = _networks(auth["trusted_relays"], "trusted_relays")
+        self.trusted_relays = _networks(auth["trusted_relays"], "trusted_relays", where)
         self.trusted_sealers = frozenset(x.strip().lower().rstrip(".") for x in auth["trusted_arc_sealers"])
         self.verify_saved = bool(auth["verify_saved_mail"])
         self.max_signatures = int(auth["max_signatures"])

@@ -29,7 +29,7 @@ from test_relay_support import (  # noqa: F401 (fixtures)
 )
 
 
-def write_config(path: Path, downstream_port: int, domains: list[str], extra: str = "") -> None:
+def write_config(path: Path, downstream_port: int, domains: list[str], extra: str = "", relay: str = "") -> None:
     folder = path.parent
     path.write_text(
         "[relay]\n"
@@ -39,7 +39,8 @@ def write_config(path: Path, downstream_port: int, domains: list[str], extra: st
         'hostname = "mailguard.test"\n'
         "workers = 1\n"
         "shutdown_timeout = 20.0\n"
-        "[quarantine]\n"
+        + relay
+        + "[quarantine]\n"
         f'path = "{folder / "q"}"\n'
         f'key_file = "{folder / "quarantine.key"}"\n'
         "[logging]\n"
@@ -51,10 +52,10 @@ def write_config(path: Path, downstream_port: int, domains: list[str], extra: st
 class ServeProcess:
     """`python -m mailguard.cli serve --config FILE`, its log lines read by a thread."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mailguard.cli", "serve", "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
         )
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.raw: list[str] = []
@@ -92,9 +93,10 @@ class ServeProcess:
 def serve(tmp_path: Path, sink: Sink) -> Iterator[Any]:
     started: list[ServeProcess] = []
 
-    def start(domains: list[str] | None = None, extra: str = "") -> ServeProcess:
-        write_config(tmp_path / "mailguard.toml", sink.port, domains or ["practice.example"], extra)
-        process = ServeProcess(tmp_path / "mailguard.toml")
+    def start(domains: list[str] | None = None, extra: str = "", env: dict[str, str] | None = None,
+              relay: str = "") -> ServeProcess:
+        write_config(tmp_path / "mailguard.toml", sink.port, domains or ["practice.example"], extra, relay)
+        process = ServeProcess(tmp_path / "mailguard.toml", env)
         started.append(process)
         return process
 

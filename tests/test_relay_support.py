@@ -62,6 +62,7 @@ class SinkHandler:
     data_reply: str = "250 2.0.0 Ok: queued as SINK1"
     refuse: dict[str, str] = field(default_factory=dict)
     gate: asyncio.Event | None = None
+    delay: float = 0.0  # seconds before the reply to the end of DATA (a slow server)
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]) -> str:
@@ -73,6 +74,8 @@ class SinkHandler:
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
         if self.gate is not None:
             await self.gate.wait()
+        if self.delay:
+            await asyncio.sleep(self.delay)  # the fault injected: a server slow to answer
         if self.data_reply.startswith("250"):
             with self.changed:
                 self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),

@@ -29,7 +29,8 @@ class Downstream:
     tls: str = "opportunistic"
     tls_verify: bool = True
     ca_file: str = ""
-    timeout: float = 60.0
+    timeout: float = 300.0  # each command step (RFC 5321 4.5.3.2: 5 minutes)
+    data_timeout: float = 300.0  # the reply to the end of the message
     local_hostname: str = "localhost"
 
 
@@ -117,9 +118,9 @@ async def forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], d
     """Deliver ``data`` with the original envelope; never raises for network or SMTP
     trouble. Every recipient must be accepted, or nothing is sent: a sender told '250' must
     never have lost a recipient silently."""
-    try:
-        return await asyncio.wait_for(_forward(target, mail_from, rcpt_tos, data, mail_options),
-                                      target.timeout * 3)
+    try:  # every step has its own timeout (aiosmtplib's per command): no overall cap that
+        # could cut the wait for the final reply short and answer 451 for a delivered message
+        return await _forward(target, mail_from, rcpt_tos, data, mail_options)
     except (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError) as exc:
         return Reply(451, "4.4.2 Downstream server timed out, please try again later", detail=f"timeout {exc}")
     except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, OSError) as exc:
@@ -158,7 +159,7 @@ async def _forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], 
         if attempt.refused:
             await smtp.rset()
             return _refused_reply(attempt, len(rcpt_tos))
-        response = await smtp.data(data)
+        response = await smtp.data(data, timeout=target.data_timeout)
         reply = passed_back(response.code, response.message, delivered=True)
     finally:
         await quit_quietly(smtp)

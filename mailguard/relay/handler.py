@@ -30,6 +30,7 @@ from mailguard.logsetup import verdict_log_fields
 from mailguard.model import Action, AnalyzerError, Envelope, Verdict
 from mailguard.policy import Policy
 from mailguard.quarantine import QuarantineError
+from mailguard.relay.addresses import has_control_characters, has_source_route, routing_refusal
 from mailguard.relay.forward import Reply, forward
 from mailguard.relay.pool import PoolBusy, ScanPool
 from mailguard.relay.settings import RelaySettings
@@ -71,7 +72,9 @@ def build_state(config: Config, scanner: Scanner | None = None) -> RelayState:
     if settings.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    pool = ScanPool(config, settings.workers, settings.queue_limit, settings.pool, scanner)
+    pool = ScanPool(config, settings.workers, settings.queue_limit, settings.pool, scanner,
+                    large_bytes=settings.large_message_bytes, large_workers=settings.large_workers,
+                    large_limit=settings.large_queue_limit)
     verifier = RecipientVerifier(settings.downstream) if settings.verify_recipients else None
     return RelayState(config, settings, Policy(config.section("policy")), pool, context, verifier,
                       our_authserv_id(config))
@@ -141,7 +144,14 @@ class RelayHandler:
         state = self.runtime.state
         settings = state.settings
         local = settings.accepts_domain(address)
-        if not (local or settings.is_trusted(client_ip(session))):
+        trusted = settings.is_trusted(client_ip(session))
+        routing = None if trusted else routing_refusal(address)
+        if routing is not None:
+            log.info("relay refused", extra={"fields": {"client": client_ip(session), "reason": "routing",
+                                                        "detail": routing}})
+            return ("550 5.7.1 Relaying denied: sender-specified routing (%, !, @ in the local part) "
+                    "is not accepted")
+        if not (local or trusted):
             log.info("relay refused", extra={"fields": {"client": client_ip(session), "reason": "relay_denied"}})
             return "550 5.7.1 Relaying denied: this server does not accept mail for that domain"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
@@ -158,8 +168,11 @@ class RelayHandler:
         state = self.runtime.state
         settings = state.settings
         if isinstance(server, RelaySMTP):
-            # The whole answer (scan, then downstream) must fit before the session timer fires.
-            server.extend_timeout(settings.scan_timeout + settings.downstream.timeout * 3 + 30)
+            # The whole answer (queue, scan, then each downstream step) must fit before the
+            # session timer fires: a session closed while the downstream accepts is a duplicate.
+            down = settings.downstream
+            server.extend_timeout(settings.scan_queue_timeout + settings.scan_timeout + down.data_timeout
+                                  + down.timeout * (5 + len(envelope.rcpt_tos)) + 30)
         started = time.perf_counter()
         raw = bytes(envelope.original_content or b"")
         meta = Envelope(
@@ -223,7 +236,7 @@ class RelayHandler:
         settings = state.settings
         t0 = time.perf_counter()
         try:
-            verdict = await state.pool.scan(raw, meta, settings.scan_timeout)
+            verdict = await state.pool.scan(raw, meta, settings.scan_timeout, settings.scan_queue_timeout)
         except PoolBusy:
             outcome.reply = Reply(451, "4.3.2 Too busy to check the message now, please try again later")
             outcome.notes["busy"] = True
@@ -303,14 +316,27 @@ class SessionSet:
 
     def __init__(self) -> None:
         self._sessions: set[RelaySMTP] = set()
+        self._per_client: dict[str, int] = {}
         self.changed = asyncio.Event()
 
-    def add(self, session: "RelaySMTP") -> None:
+    def add(self, session: "RelaySMTP", client: str = "") -> None:
+        if session not in self._sessions:
+            self._per_client[client] = self._per_client.get(client, 0) + 1
         self._sessions.add(session)
+        session.client = client
 
     def discard(self, session: "RelaySMTP") -> None:
+        if session in self._sessions:
+            left = self._per_client.get(session.client, 1) - 1
+            if left > 0:
+                self._per_client[session.client] = left
+            else:
+                self._per_client.pop(session.client, None)
         self._sessions.discard(session)
         self.changed.set()
+
+    def from_client(self, client: str) -> int:
+        return self._per_client.get(client, 0)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -328,19 +354,114 @@ class RelaySMTP(SMTP):
 
     def __init__(self, handler: RelayHandler, *, sessions: SessionSet, data_timeout: float,
                  **kwargs: Any) -> None:
+        self._deadline: float | None = None
+        self._previous_deadline: float | None = None
         super().__init__(handler, **kwargs)
         self._sessions = sessions
         self._data_timeout = data_timeout
         self._runtime = handler.runtime
         self.in_data = False
+        self.client = ""
+        self.junk_commands = 0
+        self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._sessions.add(self)
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
+        settings = self._runtime.state.settings
+        if (self._sessions.from_client(client) >= settings.max_connections_per_client
+                and not settings.is_trusted(client)):
+            # Refused before the greeting; the session never starts (connection_lost skips it).
+            log.warning("connection refused", extra={"fields": {
+                "reason": "max_connections_per_client", "limit": settings.max_connections_per_client}})
+            self._refused = True
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(b"421 4.7.0 Too many connections from your address, please try again later\r\n")
+            transport.close()
+            return
+        self._sessions.add(self, client)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
         self._sessions.discard(self)
         super().connection_lost(error)
+
+    # -- time limits: junk commands never buy time
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        super()._reset_timeout(duration)
+        self._previous_deadline = self._deadline
+        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+
+    def _keep_deadline(self) -> None:
+        """Undo the timer reset aiosmtpd did for this command: NOOP every few seconds must
+        not keep a session open past command_timeout."""
+        previous = self._previous_deadline
+        if previous is None:
+            return
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        self._timeout_handle = self.loop.call_at(previous, self._timeout_cb)
+        self._deadline = previous
+
+    async def _junk(self) -> bool:
+        """Count a junk command; True when the session was closed for too many."""
+        self._keep_deadline()
+        self.junk_commands += 1
+        if self.junk_commands <= self._runtime.state.settings.junk_command_limit:
+            return False
+        log.warning("session closed", extra={"fields": {"reason": "junk_command_limit", "client": self.client}})
+        await self.push("421 4.7.0 Too many NOOP, RSET, VRFY or HELP commands, closing connection")
+        if self.transport is not None:
+            self.transport.close()
+        return True
+
+    async def smtp_NOOP(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_NOOP(arg)
+
+    async def smtp_RSET(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_RSET(arg)
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_VRFY(arg)
+
+    async def smtp_HELP(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_HELP(arg)
+
+    # -- what a stranger may put in commands
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self._tls_protocol is not None:  # STARTTLS inside TLS (RFC 3207: 503 after the first)
+            await self.push("503 5.5.1 TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
+
+    async def _control_characters(self, arg: str | None, command: str) -> bool:
+        """A NUL or other control character in an envelope command: 501, and True."""
+        if not (arg and has_control_characters(arg)):
+            return False
+        await self.push(f"501 5.5.4 Control characters (NUL, CR, LF ...) are not allowed in {command}")
+        return True
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if not await self._control_characters(arg, "MAIL FROM"):
+            await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if await self._control_characters(arg, "RCPT TO"):
+            return
+        if arg and self.envelope is not None and self.envelope.mail_from is not None:
+            rest = self._strip_command_keyword("TO:", arg)
+            if rest is not None and has_source_route(rest) and not self._runtime.state.settings.is_trusted(self.client):
+                log.info("relay refused", extra={"fields": {"client": self.client, "reason": "routing",
+                                                            "detail": "source route"}})
+                await self.push("550 5.7.1 Relaying denied: source routes are not accepted")
+                return
+        await super().smtp_RCPT(arg)
 
     @property
     def busy(self) -> bool:
@@ -364,6 +485,7 @@ class RelaySMTP(SMTP):
             await super().smtp_DATA(arg)
         finally:
             self.in_data = False
+        self.junk_commands = 0  # per transaction: a client reusing its connection starts afresh
         self._reset_timeout()
         if self._runtime.draining:
             await self.push("421 4.3.2 Service shutting down, please try again later")

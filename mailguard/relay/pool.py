@@ -1,22 +1,37 @@
-"""Scanning off the event loop, with a bounded queue.
+"""Scanning off the event loop: bounded lanes of workers, and scans that can be abandoned.
 
 Scanning is CPU work (parsing, YARA, fuzzy matching); done on the event loop it would stall
-every other SMTP session while one large message is read. A worker pool sized to the cores
-does it instead, and a hard bound on messages waiting or being scanned turns overload into
-an immediate 'try again later' for the sender rather than a growing backlog of memory and
-timeouts.
+every other SMTP session while one large message is read. Workers do it instead, and a hard
+bound on messages waiting or being scanned turns overload into an immediate 'try again
+later' for the sender rather than a growing backlog of memory and timeouts.
 
-Two kinds of worker: threads sharing one ``Scanner`` (cheap to start, rebuilt instantly on
-reload), or processes with a ``Scanner`` each (scanning is mostly Python, so only processes
-use more than one core at a time; see bench/relay.py for the measured difference).
+Three rules keep a hostile or unlucky burst from starving everyone else:
+
+- **An overrun scan is abandoned.** When ``scan_timeout`` passes, the sender is answered and
+  the job leaves the queue at that moment: a job still waiting is dropped, a job in a worker
+  *process* has its process killed and replaced (a fresh one is started and takes work once
+  its rules are compiled). A worker *thread* cannot be stopped in Python: it is retired (it
+  finishes its scan and exits) and a new thread takes its place, so the slot is free, but
+  the CPU it burns is not; only processes give the full guarantee (the default).
+- **The queue counts only live work**: abandoned jobs are not counted.
+- **Two lanes**: messages of ``large_message_bytes`` or more are scanned by their own
+  workers with their own queue bound, so large or slow messages cannot delay small ones.
+
+A dedicated manager thread per worker hands jobs over and waits for the answer: that keeps
+the event loop free of blocking pipes, and lets each worker be killed on its own (a
+``ProcessPoolExecutor`` loses every job in flight when one of its processes dies).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
+import queue
 import threading
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
 
 from mailguard.config import Config
 from mailguard.model import Envelope, Verdict
@@ -24,101 +39,295 @@ from mailguard.scanner import Scanner
 
 POOL_KINDS = ("threads", "processes")
 
-# One Scanner per worker process, built once by the pool's initializer: the process is the
-# unit of isolation here, so a module global is its natural home.
-_WORKER_SCANNER: Scanner | None = None
-
-
-def _init_worker(config: Config) -> None:
-    global _WORKER_SCANNER
-    _WORKER_SCANNER = Scanner(config)
-
-
-def _scan_in_worker(raw: bytes, envelope: Envelope) -> Verdict:
-    assert _WORKER_SCANNER is not None, "worker started without its initializer"
-    return _WORKER_SCANNER.scan(raw, envelope)
+log = logging.getLogger("mailguard.relay")
 
 
 class PoolBusy(Exception):
-    """The queue is full: the relay answers 451 (or 421 at connect) so the sender retries."""
+    """The lane's queue is full: the relay answers 451 (or 421 at connect) so the sender retries."""
+
+
+class WorkerDied(Exception):
+    """The worker process scanning the message died (killed from outside, out of memory)."""
+
+
+class ScanFailed(Exception):
+    """The scan raised inside a worker process; the text names the original exception."""
+
+
+def _worker_main(conn: Connection, config: Config) -> None:
+    """A worker process: build a Scanner once, say so, then scan until told to stop."""
+    scanner = Scanner(config)
+    conn.send(("ready", None))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        raw, envelope = job
+        try:
+            conn.send(("ok", scanner.scan(raw, envelope)))
+        except Exception as exc:  # sent back as text: not every exception pickles
+            conn.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
+
+
+@dataclass
+class _Job:
+    raw: bytes
+    envelope: Envelope
+    lane: "_Lane"
+    future: Future[Verdict] = field(default_factory=Future)
+    started: Future[None] = field(default_factory=Future)
+    state: str = "queued"  # queued -> running -> done | abandoned
+    manager: "_Manager | None" = None
+
+
+class _Manager:
+    """One worker slot: a thread that takes jobs from its lane and runs them, in its own
+    worker process (``process = True``) or in the thread itself."""
+
+    def __init__(self, lane: "_Lane") -> None:
+        self.lane = lane
+        self.retired = False
+        self.killed = False
+        self._proc: Any = None
+        self._conn: Connection | None = None
+        self.thread = threading.Thread(target=self._run, name=f"mailguard-scan-{lane.name}", daemon=True)
+        self.thread.start()
+
+    # -- worker process life cycle (process lanes only)
+    def _start_process(self) -> bool:
+        context = multiprocessing.get_context("spawn")  # forking a threaded server is unsafe
+        parent, child = context.Pipe()
+        proc = context.Process(target=_worker_main, args=(child, self.lane.config), daemon=True,
+                               name=f"mailguard-scan-{self.lane.name}")
+        proc.start()
+        child.close()
+        self._proc, self._conn, self.killed = proc, parent, False
+        try:  # wait until its rules are compiled, so a job never waits on a cold worker
+            ready = parent.recv()[0] == "ready"
+        except (EOFError, OSError):
+            return False
+        if ready:
+            self.lane.ready.set()
+        return ready
+
+    def _stop_process(self, kill: bool) -> None:
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if proc is None:
+            return
+        if kill:
+            proc.kill()
+        elif conn is not None:
+            try:
+                conn.send(None)
+            except OSError:
+                proc.kill()
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+        if conn is not None:
+            conn.close()
+
+    def kill(self) -> None:
+        """Stop the scan in progress now (called from the event loop on timeout)."""
+        self.killed = True
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.kill()
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None else None
+
+    def _scan(self, job: _Job) -> Verdict:
+        if not self.lane.processes:
+            assert self.lane.scanner is not None
+            return self.lane.scanner.scan(job.raw, job.envelope)
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.send((job.raw, job.envelope))
+            kind, value = conn.recv()
+        except (EOFError, OSError) as exc:
+            raise WorkerDied("the scanning process died") from exc
+        if kind == "error":
+            raise ScanFailed(value)
+        return value  # type: ignore[no-any-return]
+
+    def _run(self) -> None:
+        lane = self.lane
+        while not self.retired:
+            if lane.processes and (self.killed or self._proc is None or not self._proc.is_alive()):
+                self._stop_process(kill=True)
+                if not self._start_process():
+                    if lane.stopped.wait(1.0):  # it died while starting: try again, not in a hot loop
+                        break
+                    continue
+            job = lane.jobs.get()
+            if job is None:  # shutdown: every job queued before it has been taken
+                break
+            if lane.processes and (self.killed or not self._proc.is_alive()):
+                # died while idle (killed from outside): a fresh one scans this job
+                self._stop_process(kill=True)
+                if not self._start_process():
+                    self._stop_process(kill=True)
+            if not lane.claim(job, self):
+                continue
+            try:
+                result: Any = self._scan(job)
+                error: BaseException | None = None
+            except BaseException as exc:
+                result, error = None, exc
+            lane.finish(job, result, error)
+        self._stop_process(kill=self.retired)
+
+
+class _Lane:
+    """Workers and a bounded queue for one class of message (small or large)."""
+
+    def __init__(self, name: str, config: Config, workers: int, limit: int, scanner: Scanner | None) -> None:
+        self.name, self.config, self.workers, self.limit = name, config, workers, limit
+        self.scanner = scanner
+        self.processes = scanner is None
+        self.closed = False
+        self.stopped = threading.Event()
+        self.ready = threading.Event()
+        if not self.processes:
+            self.ready.set()
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.pending = 0  # queued or running, not abandoned
+        self.abandoned = 0
+        self.managers = [_Manager(self) for _ in range(workers)]
+
+    def submit(self, raw: bytes, envelope: Envelope) -> _Job:
+        with self._lock:
+            if self.closed:
+                raise PoolBusy("the scanning pool is shutting down")
+            if self.pending >= self.limit:
+                raise PoolBusy(f"{self.pending} messages already queued for scanning ({self.name} lane)")
+            self.pending += 1
+        job = _Job(raw, envelope, self)
+        self.jobs.put(job)
+        return job
+
+    def claim(self, job: _Job, manager: _Manager) -> bool:
+        with self._lock:
+            if job.state != "queued":
+                return False
+            job.state, job.manager = "running", manager
+        job.started.set_result(None)
+        return True
+
+    def finish(self, job: _Job, result: Any, error: BaseException | None) -> None:
+        with self._lock:
+            if job.state != "running":
+                return  # abandoned meanwhile: the sender already has its answer
+            job.state = "done"
+            self.pending -= 1
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+
+    def abandon(self, job: _Job) -> None:
+        """The sender has been answered: free the slot now, and stop the work if it runs."""
+        with self._lock:
+            if job.state not in ("queued", "running"):
+                return
+            running = job.state == "running"
+            job.state = "abandoned"
+            self.pending -= 1
+            self.abandoned += 1
+            manager = job.manager
+            if running and manager is not None and self.processes:
+                manager.kill()  # its thread sees the process die and starts a fresh one
+                stopped = "process killed"
+            elif running and manager is not None:
+                # A thread cannot be stopped: retire it and let a new one take its place.
+                manager.retired = True
+                self.managers = [m for m in self.managers if m is not manager]
+                if not self.closed:
+                    self.managers.append(_Manager(self))
+                stopped = "thread retired"
+            else:
+                stopped = "dropped from the queue"
+            pending = self.pending
+        log.warning("scan abandoned", extra={"fields": {"lane": self.name, "stopped": stopped, "pending": pending}})
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self.stopped.set()
+            managers = list(self.managers)
+        for _ in managers:
+            self.jobs.put(None)
+
+    def join(self, timeout: float | None = None) -> None:
+        for manager in list(self.managers):
+            manager.thread.join(timeout)
 
 
 class ScanPool:
-    """Scans in worker threads or processes; at most ``limit`` messages queued or in scanning.
+    """Scans in two lanes of worker processes (or threads sharing ``scanner``): messages of
+    ``large_bytes`` or more in the large lane. At most ``limit`` (small lane) and
+    ``large_limit`` (large lane) messages waiting or in scanning."""
 
-    A scan that times out keeps its place until its worker actually finishes: a runaway
-    scan still uses CPU and memory, so the bound counts it.
-    """
-
-    def __init__(self, config: Config, workers: int, limit: int, kind: str = "threads",
-                 scanner: Scanner | None = None) -> None:
+    def __init__(self, config: Config, workers: int, limit: int, kind: str = "processes",
+                 scanner: Scanner | None = None, *, large_bytes: int = 262_144, large_workers: int = 1,
+                 large_limit: int = 8) -> None:
         if kind not in POOL_KINDS:
             raise ValueError(f"unknown pool kind {kind!r}")
-        self.workers, self.limit, self.kind = workers, limit, kind
-        self._lock = threading.Lock()
-        self._pending = 0
-        self._scanner: Scanner | None = None
-        self._config = config
-        self._executor: Executor
-        if kind == "processes" and scanner is None:
-            self._executor = self._process_executor()
-        else:
-            self.kind = "threads"
-            self._scanner = scanner or Scanner(config)
-            self._executor = ThreadPoolExecutor(workers, thread_name_prefix="mailguard-scan")
-
-    def _process_executor(self) -> ProcessPoolExecutor:
-        # spawn: a fresh interpreter per worker; forking a threaded server is unsafe.
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self._config,))
-
-    def _replace_broken(self, broken: Executor) -> None:
-        """A worker process died (killed, out of memory): start a new pool, or every later
-        message would fail too. The message that was in it gets a 451 and is retried."""
-        with self._lock:
-            if self._executor is broken:
-                self._executor = self._process_executor()
-                broken.shutdown(wait=False, cancel_futures=True)
+        if kind == "threads" and scanner is None:
+            scanner = Scanner(config)
+        self.kind = "threads" if scanner is not None else "processes"
+        self.workers, self.limit, self.large_bytes = workers, limit, large_bytes
+        self.small = _Lane("small", config, workers, limit, scanner)
+        self.large = _Lane("large", config, large_workers, large_limit, scanner)
 
     @property
     def pending(self) -> int:
-        return self._pending
+        """Live work only: queued or being scanned, abandoned scans not counted."""
+        return self.small.pending + self.large.pending
+
+    @property
+    def abandoned(self) -> int:
+        return self.small.abandoned + self.large.abandoned
 
     def saturated(self) -> bool:
-        return self._pending >= self.limit
+        """The small lane is full (at connect the size is unknown; most mail is small)."""
+        return self.small.pending >= self.small.limit
 
-    def _release(self, _future: Future[Verdict]) -> None:
-        with self._lock:
-            self._pending -= 1
+    def worker_pids(self) -> list[int]:
+        return [pid for lane in (self.small, self.large) for m in lane.managers if (pid := m.pid) is not None]
 
-    def _submit(self, raw: bytes, envelope: Envelope) -> Future[Verdict]:
-        if self._scanner is not None:
-            return self._executor.submit(self._scanner.scan, raw, envelope)
-        return self._executor.submit(_scan_in_worker, raw, envelope)
+    def wait_ready(self, timeout: float) -> bool:
+        """Blocks until each lane has a worker with its rules compiled (at start and after a
+        reload), so the first messages are not answered 451 while workers are still starting."""
+        return all(lane.ready.wait(timeout) for lane in (self.small, self.large))
 
-    async def scan(self, raw: bytes, envelope: Envelope, timeout: float | None = None) -> Verdict:
-        """The verdict; raises PoolBusy when full, asyncio.TimeoutError past ``timeout``, and
-        whatever the scan raised (a crashed worker process included)."""
-        with self._lock:
-            if self._pending >= self.limit:
-                raise PoolBusy(f"{self._pending} messages already queued for scanning")
-            self._pending += 1
-        executor = self._executor
+    async def scan(self, raw: bytes, envelope: Envelope, timeout: float | None = None,
+                   queue_timeout: float | None = None) -> Verdict:
+        """The verdict; raises PoolBusy when the lane is full, asyncio.TimeoutError when no
+        worker took it within ``queue_timeout`` or it ran past ``timeout`` (the scan is then
+        abandoned), WorkerDied or ScanFailed."""
+        lane = self.large if len(raw) >= self.large_bytes else self.small
+        job = lane.submit(raw, envelope)
         try:
-            future = self._submit(raw, envelope)
-        except BaseException as exc:
-            with self._lock:
-                self._pending -= 1
-            if isinstance(exc, BrokenProcessPool):
-                self._replace_broken(executor)
-            raise
-        future.add_done_callback(self._release)
-        try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
-        except BrokenProcessPool:
-            self._replace_broken(executor)
-            raise
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.started)), queue_timeout)
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), timeout)
+        finally:
+            lane.abandon(job)  # no-op once finished; frees the slot on timeout or cancellation
 
     def close(self, wait: bool = True) -> None:
         """Stop taking work; scans already queued still finish (their senders are waiting)."""
-        self._executor.shutdown(wait=wait, cancel_futures=False)
+        for lane in (self.small, self.large):
+            lane.close()
+        if wait:
+            for lane in (self.small, self.large):
+                lane.join(30)

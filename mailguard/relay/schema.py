@@ -42,6 +42,18 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "max_connections": Option(
         100, "int", "Simultaneous client connections; more are refused with 421 so they retry later.", minimum=1
     ),
+    "max_connections_per_client": Option(
+        20, "int",
+        "Simultaneous connections from one client address (as Postfix's smtpd_client_connection_count_limit); "
+        "more are refused with 421, so one sender cannot take every slot of max_connections. Clients in "
+        "trusted_networks are not limited.", minimum=1,
+    ),
+    "junk_command_limit": Option(
+        100, "int",
+        "NOOP, RSET, VRFY and HELP commands a client may send per mail transaction (as Postfix's "
+        "smtpd_junk_command_limit); one more and the session is closed with 421. These commands also never "
+        "extend command_timeout, so a client cannot hold a session open by sending NOOP.", minimum=1,
+    ),
     "command_timeout": Option(
         300.0, "float", "Seconds a client may stay silent between commands before it is disconnected.", minimum=1
     ),
@@ -49,13 +61,26 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
         600.0, "float", "Seconds a client has to send a whole message after DATA (stops trickling clients).",
         minimum=1,
     ),
+    "scan_queue_timeout": Option(
+        120.0, "float",
+        "Seconds a message may wait for a free scanning worker before the sender gets 451; the scan itself "
+        "then has scan_timeout.", minimum=1,
+    ),
     "scan_timeout": Option(
         120.0, "float", "Seconds a scan may take before the message is answered as on_error says.", minimum=1
     ),
     "downstream_timeout": Option(
-        60.0, "float",
-        "Seconds to wait for each step with the downstream server; past it the sender gets 451 and retries.",
-        minimum=1,
+        300.0, "float",
+        "Seconds to wait for each command step with the downstream server (greeting, EHLO, MAIL, each RCPT, "
+        "DATA): RFC 5321 section 4.5.3.2 gives 5 minutes. Past it the sender gets 451 and retries; nothing "
+        "has been delivered yet at those steps.", minimum=1,
+    ),
+    "downstream_data_timeout": Option(
+        300.0, "float",
+        "Seconds to wait for the downstream server's reply to the end of the message. Keep it long: a "
+        "message the downstream accepted after this time was answered 451 and is sent again (a duplicate); "
+        "keep it below the sender's own 10 minutes (RFC 5321 section 4.5.3.2) minus scan_timeout, so our "
+        "answer reaches the sender before it gives up.", minimum=1,
     ),
     "downstream_tls": Option(
         "opportunistic", "str",
@@ -73,17 +98,30 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "tls_key": Option("", "path", "Private key (PEM) of tls_cert."),
     "require_tls": Option(False, "bool", "Refuse mail from clients that have not started TLS (530). Needs tls_cert."),
     "pool": Option(
-        "threads", "str",
-        "What scans: threads (one shared set of compiled rules; starts at once) or processes (one per worker, "
-        "each with its own rules; uses every core, costs memory and a second or two to start). See the "
-        "relay benchmark in docs/performance.md before changing it.",
+        "processes", "str",
+        "What scans: processes (the default: one per worker, each with its own compiled rules; a scan that "
+        "overruns scan_timeout is stopped by killing its process, which is replaced) or threads (one shared set "
+        "of rules, starts at once, but an overrun scan cannot be stopped: its slot is freed and a new thread "
+        "takes its place while the old one burns CPU until it finishes). See docs/performance.md.",
         choices=("threads", "processes"),
     ),
-    "workers": Option(0, "int", "Scanning threads or processes; 0: one per CPU core.", minimum=0),
+    "workers": Option(0, "int", "Scanning processes (or threads) for small messages; 0: one per CPU core.",
+                      minimum=0),
     "queue_limit": Option(
         0, "int",
-        "Messages waiting for or in scanning at once; beyond it senders get 451 (at the end of DATA) or 421 "
-        "(at connect) and retry later. 0: sixteen per worker.", minimum=0,
+        "Small messages waiting for or in scanning at once (abandoned scans are not counted); beyond it senders "
+        "get 451 (at the end of DATA) or 421 (at connect) and retry later. 0: sixteen per worker.", minimum=0,
+    ),
+    "large_message_bytes": Option(
+        262_144, "int",
+        "Messages of this size or more are scanned in a separate lane (large_workers, large_queue_limit), so a "
+        "burst of large or slow messages cannot delay the small ones that are most of the mail.", minimum=1,
+    ),
+    "large_workers": Option(1, "int", "Scanning processes (or threads) for large messages.", minimum=1),
+    "large_queue_limit": Option(
+        0, "int",
+        "Large messages waiting for or in scanning at once; beyond it 451 at the end of DATA. 0: eight per "
+        "large worker.", minimum=0,
     ),
     "on_error": Option(
         "tempfail", "str",

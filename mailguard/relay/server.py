@@ -18,6 +18,7 @@ from mailguard.relay.handler import RelayHandler, RelaySMTP, RelayState, Session
 from mailguard.scanner import Scanner
 
 log = logging.getLogger("mailguard.relay")
+WORKER_START_TIMEOUT = 60.0  # seconds a new worker process may take to compile its rules
 
 
 class _Refuse(asyncio.Protocol):
@@ -55,6 +56,9 @@ class RelayServer:
     async def start(self) -> None:
         settings = self.state.settings
         loop = asyncio.get_running_loop()
+        # Workers compile their rules first, so the first senders are not deferred for it.
+        if not await loop.run_in_executor(None, self.state.pool.wait_ready, WORKER_START_TIMEOUT):
+            log.warning("scanning workers not ready yet; listening anyway (messages wait for them)")
         self._server = await loop.create_server(self._protocol, settings.listen_host, settings.listen_port,
                                                 reuse_address=True)
         host, port = self.address
@@ -100,6 +104,7 @@ class RelayServer:
             except (ConfigError, OSError, ValueError) as exc:
                 log.error("reload failed", extra={"fields": {"error": str(exc), "kept": "running configuration"}})
                 return False
+            await loop.run_in_executor(None, state.pool.wait_ready, WORKER_START_TIMEOUT)
             restart = self.state.settings.restart_needed(state.settings)
             old, self.state = self.state, state
             old.pool.close(wait=False)  # its queued scans still finish and answer their senders

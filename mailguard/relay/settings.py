@@ -28,9 +28,12 @@ class RelaySettings:
     verify_recipients: bool
     max_message_bytes: int
     max_connections: int
+    max_connections_per_client: int
+    junk_command_limit: int
     command_timeout: float
     data_timeout: float
     scan_timeout: float
+    scan_queue_timeout: float
     shutdown_timeout: float
     tls_cert: str
     tls_key: str
@@ -38,6 +41,9 @@ class RelaySettings:
     pool: str
     workers: int
     queue_limit: int
+    large_message_bytes: int
+    large_workers: int
+    large_queue_limit: int
     on_error: str
     bare_line_endings: str
 
@@ -60,16 +66,20 @@ class RelaySettings:
             downstream=Downstream(
                 host=down_host, port=down_port, tls=s["downstream_tls"], tls_verify=s["downstream_tls_verify"],
                 ca_file=str(config.resolve_path(s["downstream_ca_file"])) if s["downstream_ca_file"] else "",
-                timeout=s["downstream_timeout"], local_hostname=hostname,
+                timeout=s["downstream_timeout"], data_timeout=s["downstream_data_timeout"],
+                local_hostname=hostname,
             ),
             relay_domains=tuple(d.strip().lower().lstrip("@").rstrip(".") for d in s["relay_domains"] if d.strip()),
             trusted_networks=tuple(_network(n, f"{where} trusted_networks") for n in s["trusted_networks"]),
             verify_recipients=s["verify_recipients"],
             max_message_bytes=s["max_message_bytes"],
             max_connections=s["max_connections"],
+            max_connections_per_client=s["max_connections_per_client"],
+            junk_command_limit=s["junk_command_limit"],
             command_timeout=s["command_timeout"],
             data_timeout=s["data_timeout"],
             scan_timeout=s["scan_timeout"],
+            scan_queue_timeout=s["scan_queue_timeout"],
             shutdown_timeout=s["shutdown_timeout"],
             tls_cert=str(config.resolve_path(s["tls_cert"])) if s["tls_cert"] else "",
             tls_key=str(config.resolve_path(s["tls_key"])) if s["tls_key"] else "",
@@ -77,6 +87,9 @@ class RelaySettings:
             pool=s["pool"],
             workers=workers,
             queue_limit=s["queue_limit"] or workers * 16,
+            large_message_bytes=s["large_message_bytes"],
+            large_workers=s["large_workers"],
+            large_queue_limit=s["large_queue_limit"] or s["large_workers"] * 8,
             on_error=s["on_error"],
             bare_line_endings=s["bare_line_endings"],
         )

@@ -164,8 +164,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         config = _config_from_args(args.config)
     except ConfigError as exc:
-        print(f"mailguard: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        from mailguard.ops.errors import report
+
+        return report("mailguard", exc)
     emit = _Emitter(args, len(inputs))
     files = [p for p, e in inputs if not e and p != "-"]
     jobs = args.jobs or os.cpu_count() or 1
@@ -277,23 +278,41 @@ def _raw_daemon_settings(config_path: str | None) -> tuple[dict[str, Any], Path 
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate as start-up does (the same checks as `serve` and `milter`), then print the
+    settings that differ from the built-in defaults (all of them with --all), as `postconf -n`."""
+    from mailguard.ops import preflight
+    from mailguard.ops.errors import report
+
     try:
         config = _config_from_args(args.config)
         from mailguard.scanner import Scanner
 
-        Scanner(config)  # also compiles rules and signatures, so their errors show here
+        scanner = Scanner(config)  # also compiles rules and signatures, so their errors show here
+        user = preflight.ServiceUser.lookup(args.user)
     except ConfigError as exc:
-        print(f"mailguard: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return report("mailguard", exc)
+    except KeyError:
+        return report("mailguard", f"--user {args.user}: no such user; create it first "
+                                   f"(useradd --system {args.user}) or name the service's user")
+    errors = preflight.check(config, args.way, user, scanner)
+    if errors:
+        return report("mailguard", "\n".join(errors))
     source = str(config.source) if config.source else "built-in defaults"
+    settings = config.to_dict()
+    if not args.all:
+        defaults = Config.default().to_dict()
+        settings = {name: {k: v for k, v in values.items() if defaults[name].get(k) != v}
+                    for name, values in settings.items()}
+        settings = {name: values for name, values in settings.items() if values}
     if args.json:
-        print(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
-    else:
-        print(f"# configuration is valid ({source}); effective settings:")
-        for name, values in config.to_dict().items():
-            print(f"\n[{name}]")
-            for key, value in values.items():
-                print(f"{key} = {to_toml_value(value)}")
+        print(json.dumps(settings, indent=2, ensure_ascii=False))
+        return EXIT_CLEAN
+    what = "effective settings" if args.all else "settings that differ from the defaults (--all for every one)"
+    print(f"# configuration is valid ({source}, checked for user {user.name}); {what}:")
+    for name, values in settings.items():
+        print(f"\n[{name}]")
+        for key, value in values.items():
+            print(f"{key} = {to_toml_value(value)}")
     return EXIT_CLEAN
 
 
@@ -334,6 +353,12 @@ DELEGATED = {
 }
 
 
+def preflight_ways() -> tuple[str, ...]:
+    from mailguard.ops.preflight import WAYS
+
+    return WAYS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailguard", description="Email and attachment scanning gateway.")
     from mailguard import __version__
@@ -359,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     config_check = config_sub.add_parser("check", help="validate a configuration and print the effective settings")
     config_check.add_argument("--config", "-c", metavar="FILE")
     config_check.add_argument("--json", action="store_true")
+    config_check.add_argument("--all", action="store_true", help="print every setting, defaults included")
+    config_check.add_argument("--user", metavar="NAME",
+                              help="check that this user (the service's) can reach the quarantine, key and TLS files "
+                                   "(default: you)")
+    config_check.add_argument("--for", dest="way", choices=preflight_ways(), default="all",
+                              help="check what this way in needs (default: all)")
     config_check.set_defaults(func=cmd_config_check)
     config_example = config_sub.add_parser("example", help="print every key with its default and explanation")
     config_example.set_defaults(func=cmd_config_example)
@@ -393,8 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"mailguard: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        from mailguard.ops.errors import report
+
+        return report("mailguard", exc)
     except BrokenPipeError:
         return EXIT_ERROR
 

@@ -30,6 +30,7 @@ SECTION_MODULES: Mapping[str, str] = {
     "auth": "mailguard.auth.schema",
     "dns": "mailguard.auth.dns_schema",
     "daemon": "mailguard.daemon.schema",
+    "metrics": "mailguard.ops.schema",
 }
 
 
@@ -58,29 +59,40 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: Path | None = None) -> "Config":
+        """Check every section and key; all mistakes of a file are reported at once (one
+        line each), so an operator fixes them in one pass instead of one per restart."""
         where_file = str(source) if source else "configuration"
         schemas = all_schemas()
+        errors: list[str] = []
         sections: dict[str, dict[str, Any]] = {}
         for section_name, value in data.items():
             if section_name not in schemas:
                 known = ", ".join(sorted(schemas))
-                raise ConfigError(f"{where_file}: unknown section [{section_name}]; known sections: {known}")
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where_file}: [{section_name}] must be a table (a [section] header)")
+                errors.append(f"{where_file}: unknown section [{section_name}]; known sections: {known}")
+            elif not isinstance(value, dict):
+                errors.append(f"{where_file}: [{section_name}] must be a table (a [section] header)")
         for section_name, schema in schemas.items():
             given = data.get(section_name, {})
+            given = given if isinstance(given, dict) else {}
             values: dict[str, Any] = {}
             for key, raw in given.items():
                 if key not in schema:
                     known = ", ".join(sorted(schema)) or "(none)"
-                    raise ConfigError(
-                        f"{where_file}: unknown key '{key}' in [{section_name}]; known keys: {known}"
-                    )
-                values[key] = schema[key].check(raw, f"{where_file}: [{section_name}] {key}")
+                    errors.append(f"{where_file}: unknown key '{key}' in [{section_name}]; known keys: {known}")
+                    continue
+                try:
+                    values[key] = schema[key].check(raw, f"{where_file}: [{section_name}] {key}")
+                except ConfigError as exc:
+                    errors.append(str(exc))
             for key, option in schema.items():
                 if key not in values:
                     values[key] = option.check(option.default, f"built-in default [{section_name}] {key}")
             sections[section_name] = values
+            checker = _section_checker(section_name)
+            if checker is not None:
+                errors.extend(checker(values, f"{where_file}: [{section_name}]"))
+        if errors:
+            raise ConfigError("\n".join(errors))
         return cls(sections, source)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -113,6 +125,15 @@ class Config:
             return v
 
         return {name: {k: plain(v) for k, v in sec.items()} for name, sec in self._sections.items()}
+
+
+def _section_checker(section: str) -> Any:
+    """A section's own cross-key checks (``check_section(values, where) -> [error, ...]``
+    in its schema module), e.g. threshold order in [policy] or the listen forms."""
+    module_name = SECTION_MODULES.get(section)
+    if module_name is None:
+        return None
+    return getattr(importlib.import_module(module_name), "check_section", None)
 
 
 def _restore_config(data: Mapping[str, Any], source: Path | None) -> Config:

@@ -15,7 +15,10 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
                      choices=("text", "json")),
     "log_subjects": Option(False, "bool", "Include message subjects in logs (may carry patient data)."),
     "log_addresses": Option(False, "bool", "Include sender and recipient addresses in logs (may carry patient data)."),
-    "file": Option("", "path", "Log to this file instead of standard error."),
+    "file": Option("", "path", "Log to this file instead of standard error. It is reopened on SIGHUP "
+                   "(systemctl reload), so logrotate can move it away (postrotate: systemctl reload mailguard)."),
+    "syslog": Option(False, "bool", "Also send every line to the local syslog (/dev/log, facility mail): "
+                     "journald and rsyslog read it. Under systemd, standard error already goes to the journal."),
 }
 
 
@@ -41,19 +44,50 @@ class _TextFormatter(logging.Formatter):
 
 
 def setup_logging(settings: Mapping[str, Any], resolve_path: Any = None) -> None:
+    """Raises OSError (naming the file) when the log file cannot be opened."""
     root = logging.getLogger("mailguard")
     root.setLevel(settings["level"].upper())
     for handler in list(root.handlers):
         root.removeHandler(handler)
+        handler.close()
+    formatter = _JsonFormatter() if settings["format"] == "json" else _TextFormatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = []
     if settings["file"]:
         path = resolve_path(settings["file"]) if resolve_path else settings["file"]
-        handler: logging.Handler = logging.FileHandler(path)
+        handlers.append(logging.FileHandler(path))
     else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if settings["format"] == "json" else _TextFormatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if settings.get("syslog"):
+        from logging.handlers import SysLogHandler
+
+        try:
+            syslog = SysLogHandler("/dev/log", facility=SysLogHandler.LOG_MAIL)
+        except OSError as exc:  # no syslog daemon: say so on the main log, keep running
+            root.addHandler(handlers[0])
+            handlers[0].setFormatter(formatter)
+            root.warning("[logging] syslog: cannot reach /dev/log (%s); logging without syslog", exc.strerror or exc)
+            root.removeHandler(handlers[0])
+        else:
+            syslog.ident = "mailguard: "
+            syslog.setFormatter(formatter)
+            handlers.append(syslog)
+    for handler in handlers:
+        if not isinstance(handler.formatter, type(formatter)):
+            handler.setFormatter(formatter)
+        root.addHandler(handler)
     root.propagate = False
+
+
+def reopen_log_files() -> None:
+    """Close and reopen the log file (on SIGHUP), so that after logrotate moved it the
+    service writes to a new file instead of the rotated one."""
+    for handler in logging.getLogger("mailguard").handlers:
+        if isinstance(handler, logging.FileHandler):
+            with handler.lock:  # type: ignore[union-attr]
+                if handler.stream is not None:
+                    handler.stream.close()
+                handler.stream = handler._open()
 
 
 def verdict_log_fields(
@@ -74,3 +108,16 @@ def verdict_log_fields(
         fields["mail_from"] = mail_from
         fields["rcpt_tos"] = list(rcpt_tos)
     return fields
+
+
+MESSAGE_FIELDS = ("way", "queue_id", "message_id", "action", "score", "rules", "errors", "scan_ms", "elapsed_ms",
+                  "result")
+
+
+def log_message(logger: logging.Logger, way: str, fields: Mapping[str, Any]) -> None:
+    """The one line per message, the same in relay and milter: event "message" with the
+    fields of MESSAGE_FIELDS first (then what is particular to the way in); metrics count it."""
+    ordered: dict[str, Any] = {"way": way}
+    ordered.update({k: fields[k] for k in MESSAGE_FIELDS if k in fields})
+    ordered.update({k: v for k, v in fields.items() if k not in ordered})
+    logger.info("message", extra={"fields": ordered})

@@ -93,3 +93,25 @@ class Policy:
             else:
                 action = max(action, Action.parse(self.on_error))
         return Decision(round(score, 3), action, adjusted, tempfail)
+
+
+def check_section(values: Mapping[str, Any], where: str) -> list[str]:
+    """Cross-key checks of [policy], run when the file is loaded (config check, check,
+    serve, milter and every SIGHUP reload see the same errors)."""
+    errors: list[str] = []
+    names = ", ".join(str(a) for a in Action)
+    for rule, name in values["actions"].items():
+        if name.strip().lower() == "none":
+            continue
+        try:
+            Action.parse(name)
+        except ValueError:
+            errors.append(f"{where} actions: {rule} = {name!r} is not an action; use one of {names} or none")
+    tag_at, quarantine_at, reject_at = values["tag_at"], values["quarantine_at"], values["reject_at"]
+    if tag_at > quarantine_at:
+        errors.append(f"{where} tag_at: {tag_at:g} is above quarantine_at {quarantine_at:g}; "
+                      "set tag_at <= quarantine_at <= reject_at")
+    if reject_at > 0 and quarantine_at > reject_at:
+        errors.append(f"{where} quarantine_at: {quarantine_at:g} is above reject_at {reject_at:g}; "
+                      "set tag_at <= quarantine_at <= reject_at (reject_at = 0 turns rejection by score off)")
+    return errors

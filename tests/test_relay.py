@@ -289,7 +289,7 @@ def test_one_log_line_per_message_without_content(start_relay: Any, sink: Sink) 
     assert [line.fields["result"] for line in lines] == ["delivered", "quarantined"]  # type: ignore[attr-defined]
     held = lines[1].fields  # type: ignore[attr-defined]
     assert held["message_id"] == "<inv0@paypa1.com>" and "LOOKALIKE_SENDER_DOMAIN" in held["rules"]
-    assert held["client"] == "127.0.0.1" and held["queue_id"] and held["reply"] == 250 and "total_ms" in held
+    assert held["client"] == "127.0.0.1" and held["queue_id"] and held["reply"] == 250 and "elapsed_ms" in held
     text = repr([r.__dict__ for r in records])
     for private in ("Appointment", "Invoice INV", "frontdesk@", SENDER, "past due"):
         assert private not in text

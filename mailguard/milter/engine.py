@@ -128,11 +128,19 @@ class Engine:
         one finishes the scans it has. Listener settings need a restart."""
         from mailguard.scanner import Scanner
 
+        from mailguard.logsetup import reopen_log_files
+        from mailguard.ops.preflight import check_rule_ids
+
+        reopen_log_files()
+        loop = asyncio.get_running_loop()
         try:
-            config = await asyncio.get_running_loop().run_in_executor(None, load_config, path)
-            scanner = await asyncio.get_running_loop().run_in_executor(None, _scanner, config, Scanner)
+            config = await loop.run_in_executor(None, load_config, path)
+            scanner = await loop.run_in_executor(None, _scanner, config, Scanner)
+            errors = check_rule_ids(config, scanner)
+            if errors:
+                raise ConfigError("\n".join(errors))
         except Exception as exc:  # keep serving with the old rules
-            log.error("reload failed, keeping the previous configuration: %s", exc)
+            log.error("reload failed, keeping the previous configuration: %s", "; ".join(str(exc).splitlines()))
             return
         self.config, self.scanner = config, scanner
         log.info("configuration reloaded from %s", path)

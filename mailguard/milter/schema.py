@@ -3,7 +3,7 @@
 Read by ``mailguard.config`` without importing the milter server."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 from mailguard.options import Option
 
@@ -74,3 +74,25 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
         minimum=0.1,
     ),
 }
+
+
+def check_section(values: Mapping[str, Any], where: str) -> list[str]:
+    """The listen form and socket mode, checked at load time as start-up checks them."""
+    errors: list[str] = []
+    text = values["listen"]
+    kind, _, rest = text.partition(":")
+    if kind == "unix":
+        if not rest.startswith("/"):
+            errors.append(f"{where} listen: {text!r}: a unix socket needs an absolute path, e.g. \"unix:/run/mailguard/milter.sock\"")
+    elif kind in ("inet", "inet6"):
+        port, _, host = rest.partition("@") if "@" in rest else rest.rpartition(":")[::-1]
+        if not host.strip("[]") or not port.isdigit() or not 0 <= int(port) <= 65535:
+            errors.append(f"{where} listen: {text!r}: expected \"inet:HOST:PORT\" with a port from 0 to 65535")
+    else:
+        errors.append(f"{where} listen: {text!r} is not \"inet:HOST:PORT\" or \"unix:/path\" "
+                      f"(e.g. \"inet:127.0.0.1:8894\")")
+    try:
+        int(values["socket_mode"], 8)
+    except ValueError:
+        errors.append(f"{where} socket_mode: {values['socket_mode']!r} is not an octal mode such as \"0660\"")
+    return errors

@@ -87,8 +87,15 @@ def cli_main(argv: list[str], prog: str = "mailguard quarantine") -> int:
         _setup_logging(config)
         quarantine = open_quarantine(config, actor=getattr(args, "actor", None))
     except (ConfigError, QuarantineError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        from mailguard.ops.errors import report
+
+        return report(prog, exc)
+    except OSError as exc:  # e.g. a quarantine created by root, opened by the service user
+        from mailguard.ops.errors import path_error, report
+
+        return report(prog, path_error(exc, "the quarantine", "run it as the service's user "
+                                       "(sudo -u mailguard mailguard quarantine ...) or fix the owner with "
+                                       "`mailguard setup --user mailguard`"))
     try:
         return int(COMMANDS[args.action](quarantine, args, SafeText(sys.stdout)))
     except QuarantineError as exc:

@@ -26,7 +26,7 @@ from mailguard.auth.schema import our_authserv_id
 from mailguard.banner import add_banner
 from mailguard.config import Config
 from mailguard.headers import apply_verdict, split_head_body
-from mailguard.logsetup import verdict_log_fields
+from mailguard.logsetup import log_message, verdict_log_fields
 from mailguard.model import Action, AnalyzerError, Envelope, Verdict
 from mailguard.policy import Policy
 from mailguard.quarantine import QuarantineError
@@ -182,7 +182,7 @@ class RelayHandler:
             helo=session.host_name or "",
         )
         outcome = await self.process(state, raw, meta, list(envelope.mail_options))
-        outcome.timings["total_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
+        outcome.timings["elapsed_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
         self._log(state, raw, meta, outcome)
         return outcome.reply.line()
 
@@ -284,7 +284,7 @@ class RelayHandler:
             from mailguard.quarantine.smtp import redact_addresses
 
             fields["downstream"] = redact_addresses(str(fields["downstream"]))
-        log.info("message", extra={"fields": fields})
+        log_message(log, "relay", fields)
 
 
 def _prepare(raw: bytes, verdict: Verdict, subject_tag: str, banner: bool) -> bytes:

@@ -3,7 +3,7 @@
 Read by ``mailguard.config`` without importing the SMTP server."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 from mailguard.options import Option
 
@@ -142,3 +142,35 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
         "(their senders retry: nothing is lost).", minimum=0,
     ),
 }
+
+
+def check_section(values: Mapping[str, Any], where: str) -> list[str]:
+    """The forms start-up needs, checked at load time so that `config check` refuses what
+    `serve` would: "host:port" with the port written out, certificate and key together."""
+    errors = [e for e in (
+        check_host_port(values["listen"], f"{where} listen", allow_zero=True),
+        check_host_port(values["downstream"], f"{where} downstream", need_port=False),
+    ) if e]
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        errors.append(f"{where} tls_cert, tls_key: tls_cert and tls_key must be set together (the certificate chain and its private key)")
+    if values["require_tls"] and not values["tls_cert"]:
+        errors.append(f"{where} require_tls: needs tls_cert and tls_key")
+    return errors
+
+
+def check_host_port(text: str, where: str, allow_zero: bool = False, need_port: bool = True) -> str:
+    """'' when ``text`` is "host:port" (IPv6 in brackets) with a port in range, else the error.
+    Without ``need_port`` a bare host is fine (port 25 is meant)."""
+    text = text.strip()
+    if not need_port and text and ":" not in text.strip("[]") or not need_port and text.endswith("]"):
+        return ""
+    host, sep, port = (text[1:].partition("]")[0], ":", text.partition("]")[2][1:]) if text.startswith("[") \
+        else text.rpartition(":")
+    if text.startswith("[") and not text.partition("]")[2].startswith(":"):
+        sep = ""
+    if not sep or not host or ":" in host and not text.startswith("["):
+        return f"{where}: {text!r} is not \"host:port\" (write the port out, e.g. \"127.0.0.1:10025\"; IPv6 as \"[::1]:10025\")"
+    lowest = 0 if allow_zero else 1
+    if not port.isdigit() or not lowest <= int(port) <= 65535:
+        return f"{where}: {text!r}: the port must be a number from {lowest} to 65535"
+    return ""

@@ -158,23 +158,45 @@ def _config_with_overrides(path: str | None, listen: str | None, downstream: str
 
 
 def run(path: str | None, *, listen: str | None = None, downstream: str | None = None) -> int:
-    """``mailguard serve``: blocks until SIGTERM or SIGINT, then drains and returns 0."""
-    from mailguard.logsetup import setup_logging
-    from mailguard.quarantine import QuarantineError, open_quarantine
+    """``mailguard serve``: blocks until SIGTERM or SIGINT, then drains and returns 0.
+    Every start-up failure is one line on standard error (and in the log) and exit 2."""
+    from mailguard.ops.errors import report
+    from mailguard.ops.startup import StartupFailed, opening_quarantine, prepare, start_metrics
+    from mailguard.quarantine import open_quarantine
 
-    config = _config_with_overrides(path, listen, downstream)
-    setup_logging(config.section("logging"), config.resolve_path)
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs addresses at info
+    prog = "mailguard serve"
+    quarantine = None
     try:
-        quarantine = open_quarantine(config)
-    except QuarantineError as exc:
-        log.error("cannot open the quarantine: %s", exc)
-        return 2
-    try:
-        server = RelayServer(config, quarantine=quarantine)
+        config = _config_with_overrides(path, listen, downstream)
+        scanner = Scanner(config)
+        prepare(config, "relay", scanner)
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs addresses at info
+        with opening_quarantine():
+            quarantine = open_quarantine(config)
+        metrics = start_metrics(config, "relay")
+        server = RelayServer(config, quarantine=quarantine,
+                             scanner=scanner if config.section("relay")["pool"] == "threads" else None)
+        if metrics is not None:
+            metrics.watch(queue_depth=lambda: server.state.pool.pending, quarantine_size=quarantine.count)
         return asyncio.run(_serve(server, path, listen, downstream))
+    except (ConfigError, StartupFailed) as exc:
+        return report(prog, exc)
+    except _ListenFailed as exc:
+        _log_if_file(config, str(exc))
+        return report(prog, str(exc))
     finally:
-        quarantine.close()
+        if quarantine is not None:
+            quarantine.close()
+
+
+def _log_if_file(config: Config, message: str) -> None:
+    """Start-up errors go to standard error; the log file (if any) gets them too."""
+    if config.section("logging")["file"] or config.section("logging").get("syslog"):
+        log.error("%s", message)
+
+
+class _ListenFailed(Exception):
+    """The listening socket could not be opened (already in use, a privileged port)."""
 
 
 async def _serve(server: RelayServer, path: str | None, listen: str | None, downstream: str | None) -> int:
@@ -185,9 +207,17 @@ async def _serve(server: RelayServer, path: str | None, listen: str | None, down
     def reload() -> None:
         try:
             config = _config_with_overrides(path, listen, downstream)
+            from mailguard.logsetup import reopen_log_files
+            from mailguard.ops.preflight import check_rule_ids
+
+            errors = check_rule_ids(config)
+            if errors:
+                raise ConfigError("\n".join(errors))
         except ConfigError as exc:
-            log.error("reload failed", extra={"fields": {"error": str(exc), "kept": "running configuration"}})
+            log.error("reload failed", extra={"fields": {"error": "; ".join(str(exc).splitlines()),
+                                                         "kept": "running configuration"}})
             return
+        reopen_log_files()
         task = loop.create_task(server.reload(config))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -195,7 +225,18 @@ async def _serve(server: RelayServer, path: str | None, listen: str | None, down
     loop.add_signal_handler(signal.SIGHUP, reload)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        from mailguard.ops.errors import listen_error
+
+        settings = server.state.settings
+        await loop.run_in_executor(None, server.state.pool.close)
+        raise _ListenFailed(listen_error(exc, f"[relay] listen in {path or 'the configuration'}",
+                                         f"{settings.listen_host}:{settings.listen_port}")) from None
+    from mailguard.ops.sdnotify import notify
+
+    notify("READY=1", f"STATUS=listening on {server.address[0]}:{server.address[1]}")
     await stop.wait()
     await server.drain()
     return 0

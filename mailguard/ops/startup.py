@@ -1,0 +1,51 @@
+"""The start-up steps `serve` and `milter` share, each turning its failure into one-line
+errors (``StartupFailed``) instead of a traceback: the preflight checks, the log file, the
+quarantine, the metrics endpoint."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+from mailguard.config import Config
+from mailguard.ops.errors import listen_error, path_error
+
+
+class StartupFailed(Exception):
+    """One or more one-line errors; nothing was started."""
+
+
+def prepare(config: Config, way: str, scanner: Any = None) -> None:
+    """The checks `config check` makes, then logging as configured."""
+    from mailguard.logsetup import setup_logging
+    from mailguard.ops.preflight import check
+
+    errors = check(config, way, scanner=scanner)
+    if errors:
+        raise StartupFailed("\n".join(errors))
+    try:
+        setup_logging(config.section("logging"), config.resolve_path)
+    except OSError as exc:
+        raise StartupFailed(f"[logging] file: {path_error(exc, 'the log file')}") from None
+
+
+@contextlib.contextmanager
+def opening_quarantine() -> Iterator[None]:
+    from mailguard.quarantine import QuarantineError
+
+    try:
+        yield
+    except QuarantineError as exc:
+        raise StartupFailed(f"cannot open the quarantine: {exc}") from None
+    except OSError as exc:
+        raise StartupFailed(path_error(exc, "the quarantine")) from None
+
+
+def start_metrics(config: Config, way: str) -> Any:
+    """The [metrics] endpoint (None when off)."""
+    from mailguard.ops.metrics import start_metrics as start
+
+    try:
+        return start(config, way)
+    except OSError as exc:
+        raise StartupFailed(listen_error(exc, f"[metrics] listen in {config.source or 'the configuration'}",
+                                         config.section("metrics")["listen"])) from None

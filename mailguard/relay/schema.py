@@ -149,7 +149,9 @@ def check_section(values: Mapping[str, Any], where: str) -> list[str]:
     `serve` would: "host:port" with the port written out, certificate and key together."""
     errors = [e for e in (
         check_host_port(values["listen"], f"{where} listen", allow_zero=True),
-        check_host_port(values["downstream"], f"{where} downstream", need_port=False),
+        # empty: no server (the quarantine's release then needs release_host; serve refuses it)
+        values["downstream"].strip() and check_host_port(values["downstream"], f"{where} downstream",
+                                                         need_port=False),
     ) if e]
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         errors.append(f"{where} tls_cert, tls_key: tls_cert and tls_key must be set together (the certificate chain and its private key)")

@@ -31,6 +31,7 @@ SECTION_MODULES: Mapping[str, str] = {
     "dns": "mailguard.auth.dns_schema",
     "daemon": "mailguard.daemon.schema",
     "metrics": "mailguard.ops.schema",
+    "outbound": "mailguard.relay.outbound_schema",
 }
 
 

@@ -79,14 +79,21 @@ class Envelope:
     rcpt_tos: tuple[str, ...] = ()
     client_address: str = ""
     helo: str = ""
+    # "outbound" for mail leaving the practice (the outbound listener, or the milter from
+    # Postfix's macros), "inbound" or "" (unknown: treated as inbound). The PHI analyzer
+    # and the outbound policy read it.
+    direction: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "mail_from": self.mail_from,
             "rcpt_tos": list(self.rcpt_tos),
             "client_address": self.client_address,
             "helo": self.helo,
         }
+        if self.direction:
+            out["direction"] = self.direction
+        return out
 
 
 @dataclass(frozen=True)

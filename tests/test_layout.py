@@ -34,7 +34,7 @@ def test_loading_a_configuration_imports_only_the_schemas() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(out.stdout.split())
     assert loaded <= {
-        "mailguard.relay", "mailguard.relay.schema",
+        "mailguard.relay", "mailguard.relay.schema", "mailguard.relay.outbound_schema",
         "mailguard.milter", "mailguard.milter.schema",
         "mailguard.quarantine", "mailguard.quarantine.schema",
     }, loaded

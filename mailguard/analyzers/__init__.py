@@ -23,6 +23,7 @@ BUILTIN_ANALYZERS = {
     "filetype": "mailguard.analyzers.filetype:FiletypeAnalyzer",
     "macros": "mailguard.analyzers.macros:MacrosAnalyzer",
     "signatures": "mailguard.analyzers.signatures:SignaturesAnalyzer",
+    "phi": "mailguard.analyzers.phi:PhiAnalyzer",
 }
 
 

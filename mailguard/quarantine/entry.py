@@ -158,6 +158,7 @@ def envelope_of(info: Mapping[str, Any]) -> Envelope:
         rcpt_tos=tuple(env.get("rcpt_tos", ())),
         client_address=env.get("client_address", ""),
         helo=env.get("helo", ""),
+        direction=env.get("direction", ""),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import aiosmtplib
@@ -42,9 +42,16 @@ class Reply:
     text: str
     delivered: bool = False
     detail: str = ""  # for the log: what went wrong downstream
+    tls: bool = False  # the message went over TLS (STARTTLS completed)
+    tls_unavailable: bool = False  # refused to deliver: TLS was required and could not be had
 
     def line(self) -> str:
         return f"{self.code} {self.text}"
+
+
+class TlsUnavailable(aiosmtplib.SMTPException):
+    """TLS was required and the server did not offer it, or its certificate did not verify:
+    nothing was sent. The outbound listener holds such mail instead of retrying for ever."""
 
 
 @dataclass
@@ -91,11 +98,21 @@ async def open_downstream(target: Downstream) -> aiosmtplib.SMTP:
     except aiosmtplib.SMTPHeloError:
         await smtp.helo()
     if target.tls != "none" and smtp.supports_extension("starttls"):
-        await smtp.starttls(tls_context=_tls_context(target))
+        try:
+            await smtp.starttls(tls_context=_tls_context(target))
+        except (ssl.SSLError, aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected) as exc:
+            smtp.close()
+            if target.tls != "required":
+                raise
+            raise TlsUnavailable(one_line(f"STARTTLS failed: {exc}")) from exc
     elif target.tls == "required":
         smtp.close()
-        raise aiosmtplib.SMTPException("the downstream server does not offer STARTTLS and downstream_tls = required")
+        raise TlsUnavailable("the server does not offer STARTTLS and TLS is required")
     return smtp
+
+
+def uses_tls(smtp: aiosmtplib.SMTP) -> bool:
+    return smtp.get_transport_info("sslcontext") is not None
 
 
 def _mail_options(smtp: aiosmtplib.SMTP, client_options: Sequence[str], size: int) -> list[str]:
@@ -121,6 +138,9 @@ async def forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], d
     try:  # every step has its own timeout (aiosmtplib's per command): no overall cap that
         # could cut the wait for the final reply short and answer 451 for a delivered message
         return await _forward(target, mail_from, rcpt_tos, data, mail_options)
+    except TlsUnavailable as exc:
+        return Reply(451, "4.7.10 The next server cannot be reached over verified TLS, please try again later",
+                     detail=one_line(str(exc)), tls_unavailable=True)
     except (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError) as exc:
         return Reply(451, "4.4.2 Downstream server timed out, please try again later", detail=f"timeout {exc}")
     except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, OSError) as exc:
@@ -161,6 +181,8 @@ async def _forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], 
             return _refused_reply(attempt, len(rcpt_tos))
         response = await smtp.data(data, timeout=target.data_timeout)
         reply = passed_back(response.code, response.message, delivered=True)
+        if uses_tls(smtp):
+            reply = replace(reply, tls=True)
     finally:
         await quit_quietly(smtp)
     return reply

@@ -31,7 +31,8 @@ from mailguard.model import Action, AnalyzerError, Envelope, Verdict
 from mailguard.policy import Policy
 from mailguard.quarantine import QuarantineError
 from mailguard.relay.addresses import has_control_characters, has_source_route, routing_refusal
-from mailguard.relay.forward import Reply, forward
+from mailguard.relay.forward import Downstream, Reply, forward
+from mailguard.relay.outbound import OutboundSettings
 from mailguard.relay.pool import PoolBusy, ScanPool
 from mailguard.relay.settings import RelaySettings
 from mailguard.relay.verify import RecipientVerifier
@@ -62,12 +63,14 @@ class RelayState:
     tls_context: ssl.SSLContext | None
     verifier: RecipientVerifier | None = None
     authserv_id: str = ""  # our name in Authentication-Results ([auth] authserv_id)
+    outbound: OutboundSettings | None = None  # [outbound] listen set: the second listener
 
 
 def build_state(config: Config, scanner: Scanner | None = None) -> RelayState:
     """Blocking (compiles rules, reads certificates): call it off the event loop on reload.
     ``scanner`` (tests, library users) is used as is, in worker threads."""
     settings = RelaySettings.from_config(config)
+    outbound = OutboundSettings.from_config(config, settings.hostname)  # checked before workers start
     context = None
     if settings.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -77,7 +80,7 @@ def build_state(config: Config, scanner: Scanner | None = None) -> RelayState:
                     large_limit=settings.large_queue_limit)
     verifier = RecipientVerifier(settings.downstream) if settings.verify_recipients else None
     return RelayState(config, settings, Policy(config.section("policy")), pool, context, verifier,
-                      our_authserv_id(config))
+                      our_authserv_id(config), outbound)
 
 
 class Runtime(Protocol):
@@ -120,6 +123,8 @@ def refusal_text(verdict: Verdict) -> str:
 class RelayHandler:
     """aiosmtpd handler hooks. Reads ``runtime.state`` afresh for every command, so a reload
     applies to the next command of every open session."""
+
+    direction = "inbound"  # put on the Envelope: the scanner and the PHI analyzer read it
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -180,6 +185,7 @@ class RelayHandler:
             rcpt_tos=tuple(envelope.rcpt_tos),
             client_address=client_ip(session),
             helo=session.host_name or "",
+            direction=self.direction,
         )
         outcome = await self.process(state, raw, meta, list(envelope.mail_options))
         outcome.timings["elapsed_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
@@ -211,26 +217,39 @@ class RelayHandler:
         if verdict.tempfail:
             outcome.reply = Reply(451, "4.3.0 Temporary problem checking the message, please try again later")
             return outcome
+        await self.dispose(state, raw, meta, verdict, mail_options, outcome)
+        return outcome
+
+    async def dispose(self, state: RelayState, raw: bytes, meta: Envelope, verdict: Verdict,
+                      mail_options: list[str], outcome: Outcome) -> None:
+        """What the scan verdict means on this listener: refuse, hold, or deliver downstream.
+        The outbound listener adds its own policy here (mailguard.relay.outbound_handler)."""
         if verdict.action >= Action.REJECT:
             outcome.reply, outcome.result = Reply(550, refusal_text(verdict)), "rejected"
-            return outcome
+            return
         loop = asyncio.get_running_loop()
         # Our Authentication-Results on top; incoming ones bearing our authserv-id removed.
         raw = await loop.run_in_executor(None, stamp_authentication_results, raw, verdict.auth,
                                          state.authserv_id, meta.mail_from, meta.helo)
         if verdict.action >= Action.QUARANTINE:
             await self._hold(raw, meta, verdict, outcome)
-            return outcome
+            return
+        await self.deliver(state, raw, meta, verdict, mail_options, outcome, state.settings.downstream)
+
+    async def deliver(self, state: RelayState, raw: bytes, meta: Envelope, verdict: Verdict,
+                      mail_options: list[str], outcome: Outcome, target: Downstream) -> Reply:
+        """Forward to ``target`` with the verdict's headers; the reply becomes the client's."""
         t0 = time.perf_counter()
         policy = state.policy
+        loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(None, _prepare, raw, verdict, policy.subject_tag, policy.banner)
-        reply = await forward(settings.downstream, meta.mail_from, meta.rcpt_tos, data, mail_options)
+        reply = await forward(target, meta.mail_from, meta.rcpt_tos, data, mail_options)
         outcome.timings["forward_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
         outcome.reply = reply
         outcome.result = "delivered" if reply.delivered else ("tempfail" if reply.code < 500 else "refused_downstream")
         if reply.detail and not reply.delivered:
             outcome.notes["downstream"] = reply.detail
-        return outcome
+        return reply
 
     async def _scan(self, state: RelayState, raw: bytes, meta: Envelope, outcome: Outcome) -> Verdict | None:
         settings = state.settings

@@ -15,6 +15,7 @@ from typing import Any
 
 from mailguard.config import Config, ConfigError, load_config
 from mailguard.relay.handler import RelayHandler, RelaySMTP, RelayState, SessionSet, build_state
+from mailguard.relay.outbound_handler import handler_for
 from mailguard.scanner import Scanner
 
 log = logging.getLogger("mailguard.relay")
@@ -43,7 +44,9 @@ class RelayServer:
         self.draining = False
         self.sessions = SessionSet()
         self.handler = RelayHandler(self)
+        self.outbound_handler = handler_for(self, self.state)
         self._server: asyncio.Server | None = None
+        self._outbound_server: asyncio.Server | None = None
         self._reload_lock = asyncio.Lock()
 
     @property
@@ -51,6 +54,13 @@ class RelayServer:
         """Where the server listens (the real port when configured with port 0)."""
         assert self._server is not None and self._server.sockets
         host, port = self._server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def outbound_address(self) -> tuple[str, int]:
+        """Where the outbound listener listens ([outbound] listen)."""
+        assert self._outbound_server is not None and self._outbound_server.sockets
+        host, port = self._outbound_server.sockets[0].getsockname()[:2]
         return str(host), int(port)
 
     async def start(self) -> None:
@@ -61,6 +71,15 @@ class RelayServer:
             log.warning("scanning workers not ready yet; listening anyway (messages wait for them)")
         self._server = await loop.create_server(self._protocol, settings.listen_host, settings.listen_port,
                                                 reuse_address=True)
+        outbound = self.state.outbound
+        if outbound is not None and self.outbound_handler is not None:
+            handler = self.outbound_handler
+            self._outbound_server = await loop.create_server(
+                lambda: self._protocol(handler), outbound.listen_host, outbound.listen_port, reuse_address=True)
+            host, port = self.outbound_address
+            log.info("listening", extra={"fields": {
+                "listener": "outbound", "host": host, "port": port,
+                "next_hop": f"{outbound.next_hop.host}:{outbound.next_hop.port}"}})
         host, port = self.address
         log.info("listening", extra={"fields": {
             "host": host, "port": port, "downstream": f"{settings.downstream.host}:{settings.downstream.port}",
@@ -69,7 +88,7 @@ class RelayServer:
         if not (settings.relay_domains or settings.trusted_networks):
             log.warning("relay_domains and trusted_networks are both empty: every recipient will be refused")
 
-    def _protocol(self) -> asyncio.Protocol:
+    def _protocol(self, handler: RelayHandler | None = None) -> asyncio.Protocol:
         state = self.state
         settings = state.settings
         if self.draining:
@@ -81,8 +100,9 @@ class RelayServer:
         if state.pool.saturated():
             log.warning("connection refused", extra={"fields": {"reason": "scan_queue_full"}})
             return _Refuse("421 4.3.2 Too busy, please try again later")
+        outbound = handler is not None and handler is not self.handler
         return RelaySMTP(
-            self.handler,
+            handler or self.handler,
             sessions=self.sessions,
             data_timeout=settings.data_timeout,
             data_size_limit=settings.max_message_bytes,
@@ -90,7 +110,7 @@ class RelayServer:
             hostname=settings.hostname,
             ident="ESMTP mailguard",
             tls_context=state.tls_context,
-            require_starttls=settings.require_tls,
+            require_starttls=settings.require_tls and not outbound,
             timeout=settings.command_timeout,
             loop=asyncio.get_running_loop(),
         )
@@ -106,6 +126,8 @@ class RelayServer:
                 return False
             await loop.run_in_executor(None, state.pool.wait_ready, WORKER_START_TIMEOUT)
             restart = self.state.settings.restart_needed(state.settings)
+            if _outbound_listen(self.state) != _outbound_listen(state):
+                restart.append("outbound.listen")
             old, self.state = self.state, state
             old.pool.close(wait=False)  # its queued scans still finish and answer their senders
             fields: dict[str, Any] = {"source": str(config.source or "defaults")}
@@ -118,8 +140,9 @@ class RelayServer:
         """Stop accepting, finish messages in transfer, close the rest; then free resources."""
         timeout = self.state.settings.shutdown_timeout if timeout is None else timeout
         self.draining = True
-        if self._server is not None:
-            self._server.close()
+        for listening in (self._server, self._outbound_server):
+            if listening is not None:
+                listening.close()
         busy = [s for s in self.sessions.snapshot() if s.busy]
         log.info("draining", extra={"fields": {"sessions": len(self.sessions), "in_transfer": len(busy)}})
         loop = asyncio.get_running_loop()
@@ -139,10 +162,15 @@ class RelayServer:
         for session in self.sessions.snapshot():
             if session.transport is not None:
                 session.transport.close()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for listening in (self._server, self._outbound_server):
+            if listening is not None:
+                await listening.wait_closed()
         await loop.run_in_executor(None, self.state.pool.close)
         log.info("stopped")
+
+
+def _outbound_listen(state: RelayState) -> tuple[str, int] | None:
+    return (state.outbound.listen_host, state.outbound.listen_port) if state.outbound else None
 
 
 def _config_with_overrides(path: str | None, listen: str | None, downstream: str | None) -> Config:

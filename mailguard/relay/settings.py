@@ -102,18 +102,23 @@ class RelaySettings:
         return any(domain == d or domain.endswith("." + d) for d in self.relay_domains)
 
     def is_trusted(self, client_ip: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        return any(ip.version == net.version and ip in net for net in self.trusted_networks)
+        return in_networks(client_ip, self.trusted_networks)
 
     def restart_needed(self, other: "RelaySettings") -> list[str]:
         """Keys whose change only takes effect after a restart (a reload cannot rebind)."""
         keys = [("listen", (self.listen_host, self.listen_port), (other.listen_host, other.listen_port))]
         return [name for name, old, new in keys if old != new]
+
+
+def in_networks(client_ip: str, networks: tuple[Network, ...]) -> bool:
+    """Whether a client address (IPv4, IPv6, IPv4-mapped IPv6) is in one of ``networks``."""
+    try:
+        ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
 
 
 def _host_port(text: str, where: str, any_port: bool = False) -> tuple[str, int]:

@@ -144,6 +144,22 @@ class AuthResults:
             "spf_helo": self.spf_helo,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "AuthResults":
+        """The inverse of ``to_dict`` (results carried over the daemon's socket)."""
+        return cls(
+            source=str(data.get("source", "not-checked")), authserv_id=str(data.get("authserv_id", "")),
+            from_domain=str(data.get("from_domain", "")), spf=str(data.get("spf", "none")),
+            spf_domain=str(data.get("spf_domain", "")),
+            dkim=tuple(DkimSignatureResult(str(d.get("domain", "")), str(d.get("selector", "")),
+                                           str(d.get("result", "none"))) for d in data.get("dkim", ())),
+            dmarc=str(data.get("dmarc", "none")), dmarc_policy=str(data.get("dmarc_policy", "")),
+            arc=str(data.get("arc", "none")), arc_sealers=tuple(str(x) for x in data.get("arc_sealers", ())),
+            proven_domain=str(data.get("proven_domain", "")),
+            blocklists=tuple((str(b[0]), str(b[1]), str(b[2])) for b in data.get("blocklists", ()) if len(b) == 3),
+            spf_helo=str(data.get("spf_helo", "none")),
+        )
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -167,7 +183,7 @@ class Verdict:
         return tuple(f.rule for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "message_id": self.message_id,
             "action": str(self.action),
             "score": round(float(self.score), 3),
@@ -176,3 +192,6 @@ class Verdict:
             "elapsed_ms": round(self.elapsed_ms, 3),
             "tempfail": self.tempfail,
         }
+        if self.auth is not None:
+            out["auth"] = self.auth.to_dict()
+        return out

@@ -218,3 +218,11 @@ def test_bad_dns_and_network_settings_are_clear_errors(tmp_path: Path) -> None:
         mailguard.Scanner(Config.from_dict({"dns": {"nameservers": ["dns.example:53"]}}))
     with pytest.raises(ConfigError, match=r"mailguard.toml: \[auth\] trusted_relays: '10.0.0.0/33'"):
         mailguard.Scanner(Config.from_dict({"auth": {"trusted_relays": ["10.0.0.0/33"]}}, tmp_path / "mailguard.toml"))
+
+
+def test_results_survive_the_round_trip_through_a_dict(scanner: mailguard.Scanner) -> None:
+    """As the daemon carries verdicts over its socket (and `mailguard check --json` shows them)."""
+    from mailguard.daemon.remote import verdict_from_dict
+
+    verdict = scanner.scan(sign(message("<alerts@good.example>")), smtp("bounce@good.example"))
+    assert verdict_from_dict(verdict.to_dict()).auth == verdict.auth

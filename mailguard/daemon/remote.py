@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mailguard.daemon.client import DaemonClient, DaemonUnavailable
-from mailguard.model import Action, AnalyzerError, Envelope, Finding, Verdict
+from mailguard.model import Action, AnalyzerError, AuthResults, Envelope, Finding, Verdict
 
 
 def verdict_from_dict(data: Mapping[str, Any]) -> Verdict:
@@ -33,6 +33,7 @@ def verdict_from_dict(data: Mapping[str, Any]) -> Verdict:
         score=float(data["score"]), action=Action.parse(data["action"]), findings=findings, errors=errors,
         message_id=data.get("message_id", ""), elapsed_ms=float(data.get("elapsed_ms", 0.0)),
         tempfail=bool(data.get("tempfail", False)),
+        auth=AuthResults.from_dict(data["auth"]) if data.get("auth") else None,
     )
 
 

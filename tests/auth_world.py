@@ -1,6 +1,6 @@
 """A small mail world for the authentication tests, served by a loopback dnsmasq:
 
-- good.example: SPF allows 127.0.0.1 (where the tests send from), DKIM key "sel", DMARC p=reject.
+- good.example: SPF allows 192.0.2.10 (its mail server), DKIM key "sel", DMARC p=reject.
 - bank.example: SPF allows only 192.0.2.1, DMARC p=reject: mail from here claiming bank.example is forged.
 - shop.example: SPF ~all, DMARC p=quarantine. news.example: DMARC p=none, no SPF.
 - list.example: a mailing list whose ARC seals the tests make with its key "arc".
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dns_server import DnsServer
 
-SENDING_IP = "127.0.0.1"
+SENDING_IP = "192.0.2.10"  # good.example's mail server
 LISTED_IP = "81.2.69.142"  # a global address, listed in bl.test below
 AUTHSERV_ID = "mailguard.test"
 
@@ -66,7 +66,7 @@ def dns_server() -> DnsServer:
     return DnsServer(
         forward=[("blackhole.example", closed_port())],
         txt=[
-            ("good.example", "v=spf1 ip4:127.0.0.1 -all"),
+            ("good.example", "v=spf1 ip4:192.0.2.10 -all"),
             ("sel._domainkey.good.example", key("good").record),
             ("_dmarc.good.example", "v=DMARC1; p=reject; rua=mailto:d@good.example"),
             ("bank.example", "v=spf1 ip4:192.0.2.1 -all"),
@@ -75,7 +75,7 @@ def dns_server() -> DnsServer:
             ("_dmarc.shop.example", "v=DMARC1; p=quarantine; sp=none"),
             ("_dmarc.news.example", "v=DMARC1; p=none"),
             ("arc._domainkey.list.example", key("list").record),
-            ("list.example", "v=spf1 ip4:127.0.0.1 -all"),
+            ("list.example", "v=spf1 ip4:192.0.2.20 -all"),
         ],
         hosts=[
             (f"{reversed_listed}.bl.test", "127.0.0.2"),
@@ -99,6 +99,13 @@ def message(from_addr: str, subject: str = "Quarterly statement", body: str = "Y
         "\r\n"
         f"{body}"
     ).encode()
+
+
+def via_mx(raw: bytes, ip: str = SENDING_IP, helo: str = "mail.good.example") -> bytes:
+    """The Received line a local MTA in front of us (Postfix handing mail to the relay, or
+    the tests' loopback client standing in for one) adds: from it we learn the sender's IP."""
+    return (f"Received: from {helo} ({helo} [{ip}]) by mx.practice.example (Postfix) with ESMTPS id 4F1A;"
+            " Tue, 1 Dec 2026 10:00:01 +0000\r\n").encode() + raw
 
 
 def sign(raw: bytes, domain: str = "good.example", selector: str = "sel", key_name: str = "good") -> bytes:

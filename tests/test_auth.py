@@ -16,7 +16,8 @@ from mailguard.auth.resolver import Resolver, ResolverSettings
 from mailguard.config import Config, ConfigError
 from mailguard.model import Envelope
 
-from auth_world import AUTHSERV_ID, LISTED_IP, SENDING_IP, auth_config, dns_server, key, message, sign, zone_file
+from auth_world import (AUTHSERV_ID, LISTED_IP, SENDING_IP, auth_config, dns_server, key, message, sign, via_mx,
+                        zone_file)
 from dns_server import DnsServer, closed_port
 
 
@@ -98,6 +99,19 @@ def test_several_from_domains_are_never_proven(scanner: mailguard.Scanner) -> No
     assert verdict.auth.dmarc == "permerror" and verdict.auth.proven_domain == ""
 
 
+def test_behind_a_local_mta_spf_is_about_the_sender_not_the_mta(scanner: mailguard.Scanner) -> None:
+    # Postfix hands mail to us from loopback (a content filter, no XFORWARD): its Received
+    # line names the sender; SPF is checked for that address, never for 127.0.0.1.
+    raw = message("<alerts@good.example>")
+    verdict = scanner.scan(via_mx(raw), smtp("bounce@good.example", ip="127.0.0.1"))
+    assert verdict.auth.spf == "pass" and verdict.auth.dmarc == "pass"
+    verdict = scanner.scan(via_mx(raw, ip="192.0.2.66"), smtp("bounce@good.example", ip="127.0.0.1"))
+    assert verdict.auth.spf == "fail"
+    # no Received line to learn from: SPF is not checked (none), not failed
+    verdict = scanner.scan(raw, smtp("bounce@good.example", ip="127.0.0.1"))
+    assert verdict.auth.spf == "none" and "AUTH_SPF_FAIL" not in verdict.rules
+
+
 def test_saved_files_do_no_dns_unless_asked(dns: DnsServer) -> None:
     scanner = scanner_for(dns)
     verdict = scanner.scan(sign(message("<alerts@good.example>")))
@@ -105,7 +119,7 @@ def test_saved_files_do_no_dns_unless_asked(dns: DnsServer) -> None:
     # with trusted_relays, the topmost Received line our relay added gives the IP for SPF
     scanner = scanner_for(dns, verify_saved_mail=True, trusted_relays=["10.0.0.0/8"])
     received = ("Received: from mx.internal (mx.internal [10.1.1.1]) by mailbox.internal; Tue, 1 Dec 2026\r\n"
-                "Received: from mail.bank.example (mail.bank.example [127.0.0.1]) by mx.internal; Tue, 1 Dec 2026\r\n"
+                "Received: from mail.bank.example (mail.bank.example [192.0.2.66]) by mx.internal; Tue, 1 Dec 2026\r\n"
                 "Return-Path: <security@bank.example>\r\n")
     verdict = scanner.scan(received.encode() + message("<security@bank.example>"))
     assert verdict.auth.spf == "fail" and verdict.auth.dmarc == "fail" and "AUTH_DMARC_REJECT" in verdict.rules

@@ -14,7 +14,7 @@ import pytest
 
 from mailguard.config import Config
 
-from auth_world import AUTHSERV_ID, auth_config, dns_server, message, sign
+from auth_world import AUTHSERV_ID, auth_config, dns_server, message, sign, via_mx
 from dns_server import DnsServer, closed_port
 from postfix_instance import Delivered, MilterThread, PostfixInstance, Sink, free_port, postfix_available
 
@@ -91,7 +91,9 @@ def test_aligned_mail_gets_dmarc_pass_and_forged_results_are_removed(rig: Rig) -
     rig.start_milter(rig.dns.address)
     forged = (f"Authentication-Results: {AUTHSERV_ID}; dmarc=pass header.from=bank.example\r\n"
               "Authentication-Results: mx.elsewhere.test; spf=pass\r\n").encode()
-    raw = forged + sign(message("Good Bank <alerts@good.example>", subject="Statement ready (milter)"))
+    # The test client is on loopback, so it stands in for a local MTA: its Received line
+    # names the sending server (see via_mx); Postfix's own line from 127.0.0.1 is skipped.
+    raw = via_mx(forged + sign(message("Good Bank <alerts@good.example>", subject="Statement ready (milter)")))
     assert rig.send(raw, "bounce@good.example") == 250
     got = rig.delivered(message_id(raw))
     results = ours(got)
@@ -105,7 +107,8 @@ def test_aligned_mail_gets_dmarc_pass_and_forged_results_are_removed(rig: Rig) -
 
 def test_forged_from_of_a_reject_domain_is_never_delivered_untagged(rig: Rig) -> None:
     rig.start_milter(rig.dns.address)
-    raw = message("Bank Security <security@bank.example>", subject="Statement (milter forged)")
+    raw = via_mx(message("Bank Security <security@bank.example>", subject="Statement (milter forged)"),
+                 "192.0.2.66", "mx.forger.test")
     code = rig.send(raw, "security@bank.example")
     assert code in (250, 550)
     if code == 250:  # delivered, or held in Postfix's hold queue: never as if it were fine

@@ -1,5 +1,7 @@
 """Authentication through the relay (`mailguard serve`), against a loopback dnsmasq:
-messages signed here with dkimpy and sent with smtplib, as a sending server would."""
+messages signed here with dkimpy and sent with smtplib. The client is on loopback, as
+Postfix is when it hands mail to the relay as a content filter: the Received line it adds
+(``via_mx``) names the sending server whose SPF is checked."""
 from __future__ import annotations
 
 import smtplib
@@ -14,7 +16,7 @@ from mailguard.config import Config
 from mailguard.quarantine import open_quarantine
 from mailguard.scanner import Scanner
 
-from auth_world import AUTHSERV_ID, auth_config, dns_server, message, sign
+from auth_world import AUTHSERV_ID, auth_config, dns_server, message, sign, via_mx
 from dns_server import DnsServer, closed_port
 from postfix_instance import wait_until
 from test_relay_support import RECIPIENT, RelayRunner, Sink, loop_thread, sink  # noqa: F401 (fixtures)
@@ -67,7 +69,7 @@ def headers(data: bytes, name: str) -> list[str]:
 
 def test_aligned_mail_is_delivered_with_dmarc_pass(start: Any, sink: Sink, dns: DnsServer) -> None:
     relay, _ = start(dns.address)
-    code, _ = send(relay, sign(message("Good Bank <alerts@good.example>")), "bounce@good.example")
+    code, _ = send(relay, via_mx(sign(message("Good Bank <alerts@good.example>"))), "bounce@good.example")
     assert code == 250
     got = sink.handler.wait_for(1)[0]
     ours = [h for h in headers(got.data, "Authentication-Results") if h.startswith(AUTHSERV_ID)]
@@ -82,7 +84,8 @@ def test_forged_from_of_a_reject_domain_is_never_delivered_untagged(start: Any, 
     relay, _ = start(dns.address)
     # A message with nothing else wrong with it: authentication alone must keep it from
     # arriving as if it were fine.
-    code, _ = send(relay, message("Bank Security <security@bank.example>"), "security@bank.example")
+    code, _ = send(relay, via_mx(message("Bank Security <security@bank.example>"), "192.0.2.66", "mx.forger.test"),
+                   "security@bank.example")
     assert code == 250
     got = sink.handler.wait_for(1)[0]
     assert headers(got.data, "X-MailGuard-Action") == ["tag"]
@@ -101,7 +104,7 @@ def test_incoming_results_bearing_our_id_are_removed(start: Any, sink: Sink, dns
               " dmarc=pass header.from=bank.example\r\n"
               f"Authentication-Results: {AUTHSERV_ID.upper()} (copy); dmarc=pass\r\n"
               "Authentication-Results: mx.elsewhere.test; spf=pass\r\n")
-    code, _ = send(relay, forged.encode() + sign(message("<alerts@good.example>")), "bounce@good.example")
+    code, _ = send(relay, via_mx(forged.encode() + sign(message("<alerts@good.example>"))), "bounce@good.example")
     assert code == 250
     got = sink.handler.wait_for(1)[0]
     results = headers(got.data, "Authentication-Results")
@@ -114,7 +117,7 @@ def test_with_the_resolver_down_every_message_is_answered_and_delivered(start: A
     relay, scanner = start(f"127.0.0.1:{closed_port()}", timeout_ms=500)
     sent = 6
     for n in range(sent):
-        code, _ = send(relay, sign(message(f"<alerts{n}@good.example>")), "bounce@good.example")
+        code, _ = send(relay, via_mx(sign(message(f"<alerts{n}@good.example>"))), "bounce@good.example")
         assert code == 250
     got = sink.handler.wait_for(sent)
     assert len(got) == sent

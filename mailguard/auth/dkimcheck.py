@@ -21,6 +21,7 @@ from mailguard.model import DkimSignatureResult
 _QUIET = logging.getLogger("mailguard.auth.dkimpy")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
+_QUIET.setLevel(logging.CRITICAL + 1)  # even if logging is reconfigured later
 
 
 @dataclass

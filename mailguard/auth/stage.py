@@ -53,6 +53,12 @@ def _networks(values: tuple[str, ...], key: str, where: str) -> tuple[ipaddress.
     return tuple(out)
 
 
+def _plain_ip(text: str) -> str:
+    """"IPv6:2001:db8::1", "[192.0.2.1]" -> the bare address."""
+    text = text.strip().strip("[]")
+    return text[5:] if text.lower().startswith("ipv6:") else text
+
+
 @dataclass(frozen=True)
 class Connection:
     """Who connected: the IP and HELO the SPF check is about, and the MAIL FROM."""
@@ -90,9 +96,18 @@ class Authenticator:
         return tuple(dict.fromkeys(d for d in domains if _HOSTNAME.fullmatch(d)))
 
     def connection(self, message: ParsedMessage) -> Connection | None:
+        """The SMTP client SPF is about. Over SMTP it is the session's client, unless that
+        client is one of our own hops (loopback: Postfix handing mail to us as a content
+        filter; or a ``trusted_relays`` host): then the Received line that hop added names
+        the real sender. Without XFORWARD a content filter sees only Postfix's address, and
+        checking SPF for it would fail every sender's SPF."""
         envelope = message.envelope
         if envelope is not None and envelope.client_address:
-            return Connection(envelope.client_address, envelope.helo, envelope.mail_from)
+            ip = _plain_ip(envelope.client_address)
+            if not self._trusted_hop(ip):
+                return Connection(ip, envelope.helo, envelope.mail_from)
+            found = self._received_hop(message)
+            return Connection(found[0], found[1], envelope.mail_from) if found else None
         if not self.trusted_relays:
             return None
         found = self._received_hop(message)
@@ -101,31 +116,33 @@ class Authenticator:
         return_path = (message.header("Return-Path") or "").strip().strip("<>").strip()
         return Connection(found[0], found[1], return_path)
 
-    def _trusted_ip(self, ip: str) -> bool:
+    def _trusted_hop(self, ip: str) -> bool:
+        """Loopback (only this machine's own programs connect from there) or a trusted relay."""
         try:
             address = ipaddress.ip_address(ip)
         except ValueError:
             return False
-        return any(address in net for net in self.trusted_relays)
+        return address.is_loopback or any(address in net for net in self.trusted_relays)
 
     def _received_hop(self, message: ParsedMessage) -> tuple[str, str] | None:
-        """(IP, HELO) of the first Received line, from the top, whose sending host is not a
-        trusted relay, provided a trusted host wrote it: the topmost line is the mailbox's
-        own, each further line is believed only while the hop above came from a trusted relay."""
+        """(IP, HELO) of the first Received line, from the top, whose sending host is not one
+        of our hops, provided one of our hops wrote it: the topmost line is our own hop's
+        (the caller knows it is), each further line is believed only while the hop above
+        came from one of ours."""
         for value in message.header_all("Received"):
             match = _RECEIVED_FROM.match(value)
             ip_match = _BRACKET_IP.search(match.group(2) if match else "") or (
                 _BRACKET_IP.fullmatch(match.group(1)) if match else None)
             if not match or not ip_match:
                 return None  # a line we cannot read ends what we can believe
-            ip = ip_match.group(1)
-            helo = match.group(1).strip("[]")
-            if self._trusted_ip(ip):
-                continue
+            ip = _plain_ip(ip_match.group(1))
             try:
                 ipaddress.ip_address(ip)
             except ValueError:
                 return None
+            if self._trusted_hop(ip):
+                continue
+            helo = match.group(1).strip("[]")
             return ip, ("" if _BRACKET_IP.fullmatch(match.group(1)) else helo)
         return None
 

@@ -79,7 +79,7 @@ class DnsServer:
     def command(self) -> list[str]:
         cmd = [require_dnsmasq(), "--keep-in-foreground", "--conf-file=/dev/null", f"--port={self.port}",
                "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts", "--no-poll",
-               "--pid-file=", "--log-facility=-", "--user=root" if os.geteuid() == 0 else "--user="]
+               "--pid-file=", "--log-facility=-", "--local-ttl=300", "--user=root" if os.geteuid() == 0 else "--user="]
         cmd += [f"--server=/{d}/127.0.0.1#{port}" for d, port in self.forward]
         cmd += [f"--local=/{d}/" for d in self.local_domains]
         cmd += [f"--txt-record={name},{_quoted_chunks(value)}" for name, value in self.txt]

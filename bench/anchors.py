@@ -123,7 +123,9 @@ class Daemon:
     def __init__(self, root: Path, env: dict[str, str], workers: int = 2) -> None:
         self.config = root / "mailguard.toml"
         self.socket = root / "daemon.sock"
-        self.config.write_text(f'[daemon]\nsocket = "{self.socket}"\nworkers = {workers}\n')
+        # DNS as offline as the anchors' rspamd (127.0.0.1, nothing listening: immediate failure)
+        self.config.write_text(f'[daemon]\nsocket = "{self.socket}"\nworkers = {workers}\n'
+                               '\n[dns]\nnameservers = ["127.0.0.1:53"]\ntimeout_ms = 200\n')
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -71,9 +71,9 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
     sink_port, milter_port, relay_port = free_port(), free_port(), free_port()
     config = daemon.config
     config.write_text(config.read_text() + (
-        f'\n[milter]\nlisten = "inet:127.0.0.1:{milter_port}"\nuse_daemon = true\nscan_workers = 2\nmax_connections = 64\n'
+        f'\n[milter]\nlisten = "inet:127.0.0.1:{milter_port}"\nuse_daemon = true\nscan_workers = 4\nmax_connections = 64\n'
         f'\n[relay]\nlisten = "127.0.0.1:{relay_port}"\ndownstream = "127.0.0.1:{sink_port}"\n'
-        f'relay_domains = ["practice.example"]\ntrusted_networks = ["127.0.0.1/32"]\npool = "processes"\nworkers = 2\n'
+        f'relay_domains = ["practice.example"]\ntrusted_networks = ["127.0.0.1/32"]\npool = "daemon"\nworkers = 4\n'
     ))
     daemon.stop()
     daemon.start()  # its fingerprint follows the file
@@ -122,7 +122,7 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
             "load": f"smtp-source -s 16 -m {messages} -F message.eml -f {SENDER} -t {RECIPIENT} 127.0.0.1:PORT",
             "sink": "smtp-sink -u postfix 127.0.0.1:SINK 256",
             "postfix_mailguard_milter": "mailguard daemon -c C (2 workers) + mailguard milter -c C ([milter] use_daemon = true)",
-            "mailguard_serve": "mailguard serve -c C ([relay] pool = processes, workers = 2, downstream = smtp-sink)",
+            "mailguard_serve": "mailguard serve -c C ([relay] pool = daemon, workers = 4, downstream = smtp-sink)",
             "relay_latency": "python bench/relay.py --clients 16 --messages 300 --rounds 1",
         },
     }

@@ -264,3 +264,10 @@ def test_milter_with_use_daemon_refuses_to_start_without_one(tmp_path: Path, env
     run = subprocess.run([*MAILGUARD, "milter", "--config", str(config)], env=env, capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 2 and "use_daemon" in run.stderr and "no daemon" in run.stderr
+
+
+def test_relay_with_the_daemon_pool_refuses_to_start_without_one(tmp_path: Path, env: dict[str, str]) -> None:
+    config = _config(tmp_path, extra='[relay]\npool = "daemon"\nlisten = "127.0.0.1:0"\n')
+    run = subprocess.run([*MAILGUARD, "serve", "--config", str(config)], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode != 0 and "pool" in run.stderr and "no daemon" in run.stderr

@@ -39,7 +39,9 @@ class DaemonClient:
     _sock: socket.socket | None = None
     _stream: Any = None
 
-    def connect(self) -> "DaemonClient":
+    def connect(self, hello: bool = True) -> "DaemonClient":
+        """Open the connection; with ``hello``, check the daemon's configuration first
+        (without it, each scan request carries the fingerprint instead: one round trip)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout_s)
         try:
@@ -48,6 +50,8 @@ class DaemonClient:
             sock.close()
             raise DaemonUnavailable(f"no daemon on {self.path}: {exc.strerror or exc}") from None
         self._sock, self._stream = sock, sock.makefile("rb", buffering=65536)
+        if not hello:
+            return self
         try:
             sock.sendall(frame({"op": "hello", "config": self.fingerprint}))
             reply = receive(self._stream)
@@ -72,11 +76,14 @@ class DaemonClient:
                     pass
         self._sock = self._stream = None
 
-    def send_scan(self, raw: bytes, envelope: dict[str, Any] | None = None) -> None:
+    def send_scan(self, raw: bytes, envelope: dict[str, Any] | None = None, check_config: bool = False) -> None:
         if self._sock is None:
             raise DaemonUnavailable("not connected")
+        header: dict[str, Any] = {"op": "scan", "size": len(raw), "envelope": envelope}
+        if check_config:
+            header["config"] = self.fingerprint
         try:
-            self._sock.sendall(frame({"op": "scan", "size": len(raw), "envelope": envelope}, raw))
+            self._sock.sendall(frame(header, raw))
         except OSError as exc:
             raise DaemonUnavailable(f"connection to the daemon broke: {exc}") from None
 
@@ -92,8 +99,8 @@ class DaemonClient:
             raise DaemonUnavailable(str(reply.get("error") or "the daemon could not scan the message"))
         return reply["verdict"]
 
-    def scan(self, raw: bytes, envelope: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.send_scan(raw, envelope)
+    def scan(self, raw: bytes, envelope: dict[str, Any] | None = None, check_config: bool = False) -> dict[str, Any]:
+        self.send_scan(raw, envelope, check_config)
         return self.receive_verdict()
 
 

@@ -10,7 +10,6 @@ nothing is lost.
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -39,7 +38,13 @@ def verdict_from_dict(data: Mapping[str, Any]) -> Verdict:
 
 class RemoteScanner:
     """``scan(raw, envelope) -> Verdict`` through the daemon on ``path``; ``config`` and
-    ``authserv_id`` as a ``Scanner`` has them."""
+    ``authserv_id`` as a ``Scanner`` has them.
+
+    Each scan is one short connection (its request carries the configuration's
+    fingerprint, so it is one round trip): a daemon worker serves one connection at a
+    time, and a server holding connections open while idle would keep the workers from
+    ``mailguard check`` and every other client. More scanning threads than daemon workers
+    simply wait in the socket's backlog, in turn."""
 
     def __init__(self, config: Any, path: Path, fingerprint: str, timeout_s: float = 120.0) -> None:
         from mailguard.auth.schema import our_authserv_id
@@ -47,21 +52,32 @@ class RemoteScanner:
         self.config = config
         self.authserv_id = our_authserv_id(config)  # as Scanner: for the servers' Authentication-Results
         self.path, self.fingerprint, self.timeout_s = path, fingerprint, timeout_s
-        self._local = threading.local()
         DaemonClient(path, fingerprint, timeout_s).connect().close()  # fail at start-up, not on mail
 
     def scan(self, raw: bytes, envelope: Envelope | None = None) -> Verdict:
         wire = envelope.to_dict() if envelope is not None else None
-        for attempt in (1, 2):
-            client = getattr(self._local, "client", None)
+        for attempt in (1, 2):  # a worker killed mid-scan: a replacement takes the second try
+            client = DaemonClient(self.path, self.fingerprint, self.timeout_s)
             try:
-                if client is None:
-                    client = self._local.client = DaemonClient(self.path, self.fingerprint, self.timeout_s).connect()
-                return verdict_from_dict(client.scan(raw, wire))
+                return verdict_from_dict(client.connect(hello=False).scan(raw, wire, check_config=True))
             except DaemonUnavailable:
-                if client is not None:
-                    client.close()
-                self._local.client = None
                 if attempt == 2:
                     raise
+            finally:
+                client.close()
         raise AssertionError("unreachable")
+
+
+def daemon_scanner(config: Any, key: str) -> RemoteScanner:
+    """The RemoteScanner for a server whose ``key`` (e.g. "[milter] use_daemon") asks for
+    the daemon on [daemon] socket; a ConfigError naming the key when none answers, so the
+    server does not start and then fail every message."""
+    from mailguard.config import ConfigError
+    from mailguard.daemon.protocol import config_fingerprint
+    from mailguard.daemon.schema import socket_path
+
+    path = socket_path(config.section("daemon"), config.source.parent if config.source else None)
+    try:
+        return RemoteScanner(config, path, config_fingerprint(config.source))
+    except DaemonUnavailable as exc:
+        raise ConfigError(f"{key}: {exc}; start `mailguard daemon` with the same configuration file") from None

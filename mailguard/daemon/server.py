@@ -218,6 +218,8 @@ class _Worker:
         raw = stream.read(size) if size else b""
         if len(raw) < size:
             raise ProtocolError("connection closed in the middle of a message")
+        if "config" in request and request["config"] != self.server.fingerprint:
+            return {"ok": False, "error": f"the daemon runs another configuration ({self.server.fingerprint})"}
         envelope = _envelope(request.get("envelope"))
         try:
             verdict = self.scanner.scan(raw, envelope)

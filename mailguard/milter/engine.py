@@ -156,16 +156,9 @@ def _scanner(config: Config, build: Callable[[Config], Any]) -> Any:
     """A Scanner built here, or one that scans through the daemon ([milter] use_daemon)."""
     if not config.section("milter")["use_daemon"]:
         return build(config)
-    from mailguard.daemon.client import DaemonUnavailable
-    from mailguard.daemon.protocol import config_fingerprint
-    from mailguard.daemon.remote import RemoteScanner
-    from mailguard.daemon.schema import socket_path
+    from mailguard.daemon.remote import daemon_scanner
 
-    path = socket_path(config.section("daemon"), config.source.parent if config.source else None)
-    try:
-        return RemoteScanner(config, path, config_fingerprint(config.source))
-    except DaemonUnavailable as exc:
-        raise ConfigError(f"[milter] use_daemon: {exc}; start `mailguard daemon` with the same configuration") from None
+    return daemon_scanner(config, "[milter] use_daemon")
 
 
 def _load_banner() -> Callable[[bytes, Verdict], bytes] | None:

@@ -75,7 +75,13 @@ def build_state(config: Config, scanner: Scanner | None = None) -> RelayState:
     if settings.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    pool = ScanPool(config, settings.workers, settings.queue_limit, settings.pool, scanner,
+    kind = settings.pool
+    if kind == "daemon":  # the daemon's prebuilt workers, reached from threads here
+        from mailguard.daemon.remote import daemon_scanner
+
+        kind = "threads"
+        scanner = scanner or daemon_scanner(config, "[relay] pool = \"daemon\"")
+    pool = ScanPool(config, settings.workers, settings.queue_limit, kind, scanner,
                     large_bytes=settings.large_message_bytes, large_workers=settings.large_workers,
                     large_limit=settings.large_queue_limit)
     verifier = RecipientVerifier(settings.downstream) if settings.verify_recipients else None

@@ -100,10 +100,14 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "pool": Option(
         "processes", "str",
         "What scans: processes (the default: one per worker, each with its own compiled rules; a scan that "
-        "overruns scan_timeout is stopped by killing its process, which is replaced) or threads (one shared set "
+        "overruns scan_timeout is stopped by killing its process, which is replaced), threads (one shared set "
         "of rules, starts at once, but an overrun scan cannot be stopped: its slot is freed and a new thread "
-        "takes its place while the old one burns CPU until it finishes). See docs/performance.md.",
-        choices=("threads", "processes"),
+        "takes its place while the old one burns CPU until it finishes) or daemon (a running `mailguard daemon` "
+        "started with this same configuration file: its workers were forked after the rules were built, so "
+        "they share them; `workers` then counts messages sent to it at once, an overrun scan is abandoned as "
+        "with threads while the daemon finishes it; the relay refuses to start when no such daemon answers). "
+        "See docs/performance.md.",
+        choices=("threads", "processes", "daemon"),
     ),
     "workers": Option(0, "int", "Scanning processes (or threads) for small messages; 0: one per CPU core.",
                       minimum=0),

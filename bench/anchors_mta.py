@@ -99,7 +99,7 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
         for _ in range(runs):
             for name, port in ports.items():
                 rows[name].append(messages / smtp_source(port, messages, 16, message))
-        relay_latency = _relay_latency(env)
+        relay_latency = _relay_latency(env, root)
     finally:
         for inst in instances.values():
             inst.stop()
@@ -123,14 +123,17 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
             "sink": "smtp-sink -u postfix 127.0.0.1:SINK 256",
             "postfix_mailguard_milter": "mailguard daemon -c C (2 workers) + mailguard milter -c C ([milter] use_daemon = true)",
             "mailguard_serve": "mailguard serve -c C ([relay] pool = daemon, workers = 4, downstream = smtp-sink)",
-            "relay_latency": "python bench/relay.py --clients 16 --messages 300 --rounds 1",
+            "relay_latency": "python bench/relay.py --clients 16 --messages 300 --rounds 1 --pool daemon --workers 4 --config DNS_OFFLINE",
         },
     }
 
 
-def _relay_latency(env: dict[str, str]) -> dict[str, Any]:
+def _relay_latency(env: dict[str, str], root: Path) -> dict[str, Any]:
+    base = root / "relay-base.toml"
+    base.write_text('[dns]\nnameservers = ["127.0.0.1:53"]\ntimeout_ms = 200\n')
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "relay.py"), "--clients", "16", "--messages", "300",
-                          "--rounds", "1"], env=env, capture_output=True, text=True, timeout=900)
+                          "--rounds", "1", "--pool", "daemon", "--workers", "4", "--corpus", str(DEV),
+                          "--config", str(base)], env=env, capture_output=True, text=True, timeout=900)
     try:
         data = json.loads(run.stdout)
     except ValueError:

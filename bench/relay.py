@@ -125,6 +125,20 @@ def _tally(stream: Any, outcomes: Counter[str]) -> None:
             outcomes[key] += 1
 
 
+def _wait_for_daemon(config: Path, sock: Path, timeout: float = 120.0) -> None:
+    from mailguard.daemon.client import DaemonClient, DaemonUnavailable
+    from mailguard.daemon.protocol import config_fingerprint
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            DaemonClient(sock, config_fingerprint(config), 5).connect().close()
+            return
+        except DaemonUnavailable:
+            time.sleep(0.1)
+    raise SystemExit("mailguard daemon did not start")
+
+
 def _start_relay(folder: Path, sink_port: int, args: argparse.Namespace,
                  outcomes: Counter[str]) -> tuple[subprocess.Popen[str], int]:
     path = folder / "relay.toml"
@@ -143,8 +157,13 @@ def _start_relay(folder: Path, sink_port: int, args: argparse.Namespace,
         f'key_file = "{folder / "q.key"}"\n'
         "[logging]\n"
         'format = "json"\n'
+        + (f'[daemon]\nsocket = "{folder / "d.sock"}"\nworkers = 2\n' if args.pool == "daemon" else "")
         if "[relay]" not in base else base
     )
+    if args.pool == "daemon":  # the daemon's prebuilt workers scan; started with the same file
+        args.daemon_proc = subprocess.Popen([sys.executable, "-m", "mailguard.cli", "daemon", "--config", str(path)],
+                                            stderr=subprocess.DEVNULL)
+        _wait_for_daemon(path, folder / "d.sock")
     proc = subprocess.Popen([sys.executable, "-m", "mailguard.cli", "serve", "--config", str(path)],
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -215,11 +234,18 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="[relay] workers (0: one per core)")
-    parser.add_argument("--pool", choices=("threads", "processes"), default="threads", help="[relay] pool")
+    parser.add_argument("--pool", choices=("threads", "processes", "daemon"), default="threads",
+                        help="[relay] pool (daemon: a `mailguard daemon` with 2 workers is started too)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--config", type=Path, help="a configuration to start from (its [relay] is used as is)")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main_async(args)), indent=2))
+    args.daemon_proc = None
+    try:
+        print(json.dumps(asyncio.run(main_async(args)), indent=2))
+    finally:
+        if args.daemon_proc is not None:
+            args.daemon_proc.terminate()
+            args.daemon_proc.wait(timeout=30)
     return 0
 
 

@@ -350,6 +350,8 @@ DELEGATED = {
     "milter": ("mailguard.milter.cli", "run the milter for Postfix or Sendmail"),
     "quarantine": ("mailguard.quarantine.cli", "list, show, release and delete held messages"),
     "daemon": ("mailguard.daemon.cli", "scanning daemon: the scanner built once, used by check, serve and milter"),
+    "setup": ("mailguard.ops.setup", "create the service user's folders and key (run as root; idempotent)"),
+    "stats": ("mailguard.ops.metrics", "counters of the running relay or milter, for a person"),
 }
 
 

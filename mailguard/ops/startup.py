@@ -22,6 +22,7 @@ def prepare(config: Config, way: str, scanner: Any = None) -> None:
     errors = check(config, way, scanner=scanner)
     if errors:
         raise StartupFailed("\n".join(errors))
+    probe_listen(config, way)
     try:
         setup_logging(config.section("logging"), config.resolve_path)
     except OSError as exc:
@@ -49,3 +50,34 @@ def start_metrics(config: Config, way: str) -> Any:
     except OSError as exc:
         raise StartupFailed(listen_error(exc, f"[metrics] listen in {config.source or 'the configuration'}",
                                          config.section("metrics")["listen"])) from None
+
+
+def probe_listen(config: Config, way: str) -> None:
+    """Bind the listening address once before anything heavy starts (worker processes, the
+    metrics endpoint), so a port in use or a privileged port is one line, at once."""
+    import socket
+
+    where = f"in {config.source or 'the configuration'}"
+    if way == "relay":
+        text, key = config.section("relay")["listen"], "[relay] listen"
+    else:
+        spec = config.section("milter")["listen"]
+        if not spec.startswith(("inet:", "inet6:")):
+            return
+        text, key = spec.partition(":")[2], "[milter] listen"
+        if "@" in text:
+            port_text, _, host_text = text.partition("@")
+            text = f"{host_text}:{port_text}"
+    host, _, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or int(port) == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, int(port)))
+    except socket.gaierror:
+        return  # a name: the server's own bind reports it
+    except OSError as exc:
+        raise StartupFailed(listen_error(exc, f"{key} {where}", text.strip())) from None

@@ -85,6 +85,11 @@ def cli_main(argv: list[str], prog: str = "mailguard quarantine") -> int:
     try:
         config = load_config(args.config) if getattr(args, "config", None) else Config.default()
         _setup_logging(config)
+        from mailguard.ops.preflight import ServiceUser, check_quarantine
+
+        access = check_quarantine(config, ServiceUser.lookup())
+        if access:  # e.g. a quarantine created by root, opened by the service user
+            raise QuarantineError("\n".join(access))
         quarantine = open_quarantine(config, actor=getattr(args, "actor", None))
     except (ConfigError, QuarantineError) as exc:
         from mailguard.ops.errors import report
@@ -105,6 +110,29 @@ def cli_main(argv: list[str], prog: str = "mailguard quarantine") -> int:
         return EXIT_FAILED
     finally:
         quarantine.close()
+        _keep_owner(config)
+
+
+def _keep_owner(config: Config) -> None:
+    """Run as root on a quarantine that belongs to the service user, the database files
+    SQLite just created (journal, shared memory) stay the service user's, so the service
+    is not locked out by a review done with sudo."""
+    import os
+
+    settings = config.section("quarantine")
+    if os.geteuid() != 0 or settings["backend"] != "sqlite":
+        return
+    folder = config.resolve_path(settings["path"])
+    try:
+        owner = folder.stat()
+        if owner.st_uid == 0:
+            return
+        for item in folder.iterdir():
+            st = item.lstat()
+            if item.is_file() and (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+                os.chown(item, owner.st_uid, owner.st_gid)
+    except OSError:
+        pass
 
 
 def _setup_logging(config: Config) -> None:

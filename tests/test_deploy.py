@@ -1,0 +1,239 @@
+"""The deploy path of docs/deploy.md and the README, followed on this machine as root: a
+fresh venv (as under /opt/mailguard) with the wheel built from this tree, a new system user,
+`mailguard setup`, `config check --user`, the relay started as that user with systemd's
+readiness protocol, messages through it with swaks to a loopback sink, and the metrics
+endpoint scraped. Also the failures only a second user shows: a quarantine made by root,
+port 25 without root.
+
+Needs root (useradd, chown); outside CI it is skipped when not root or when pip cannot install
+the dependencies (no index); under CI=true it must run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import queue
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from test_relay_support import (  # noqa: F401 (fixtures)
+    LoopThread,
+    Sink,
+    phish_message,
+    loop_thread,
+    sink,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+
+
+def need(condition: bool, why: str) -> None:
+    if not condition:
+        if IN_CI:
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def deployed() -> Iterator[dict[str, Any]]:
+    """/opt-style venv with the wheel and its dependencies, a new system user, and the
+    folders a deploy uses, all under one world-readable temporary root."""
+    need(os.geteuid() == 0, "the deploy test needs root (useradd, chown)")
+    need(shutil.which("useradd") is not None, "useradd is missing")
+    root = Path(tempfile.mkdtemp(prefix="mailguard-deploy-", dir="/tmp"))
+    root.chmod(0o755)
+    user = f"mgt{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "--system", "--home-dir", str(root / "var/lib/mailguard"), "--shell",
+                    "/usr/sbin/nologin", user], check=True)
+    try:
+        wheels = root / "wheels"
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(wheels), str(REPO)], check=True, capture_output=True)
+        [wheel] = wheels.glob("mailguard-*.whl")
+        venv_dir = root / "opt/mailguard"
+        # The system's python3, as on a fresh Debian machine (a python under /root, e.g. pyenv's,
+        # could not be run by the service user).
+        python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+        subprocess.run([python, "-m", "venv", str(venv_dir)], check=True)
+        install = subprocess.run([str(venv_dir / "bin/pip"), "install", "-q", str(wheel)], capture_output=True,
+                                 text=True, timeout=600)
+        need(install.returncode == 0, f"pip could not install the wheel's dependencies: {install.stderr[-500:]}")
+        bin_dir = root / "usr/local/bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "mailguard").symlink_to(venv_dir / "bin/mailguard")
+        etc = root / "etc/mailguard"
+        yield {"root": root, "user": user, "mailguard": str(bin_dir / "mailguard"), "etc": etc,
+               "config": etc / "mailguard.toml", "state": root / "var/lib/mailguard"}
+    finally:
+        subprocess.run(["userdel", user], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def as_user(user: str, *command: str, **kwargs: Any) -> list[str]:
+    return ["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}", "--init-groups",
+            "--reset-env", *command]
+
+
+def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NOTIFY_SOCKET")}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str, lines: int = 1) -> None:
+    """Exit 2, no traceback, one line per problem (each naming the path and the fix)."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    found = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(found) == lines, result.stderr
+    for fragment in fragments:
+        assert fragment in found[0], (fragment, found[0])
+
+
+def write_config(deploy: dict[str, Any], sink_port: int) -> None:
+    deploy["etc"].mkdir(parents=True, exist_ok=True)
+    deploy["config"].write_text(
+        "[lookalike]\nprotected_domains = [\"practice.example\"]\n"
+        "[relay]\nlisten = \"127.0.0.1:0\"\n"
+        f"downstream = \"127.0.0.1:{sink_port}\"\n"
+        "relay_domains = [\"practice.example\"]\nworkers = 1\n"
+        "[quarantine]\n"
+        f"path = \"{deploy['state'] / 'quarantine'}\"\nkey_file = \"{deploy['etc'] / 'quarantine.key'}\"\n"
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n"
+        "[logging]\nformat = \"json\"\n"
+    )
+
+
+def test_deploy_steps_then_a_message_through_the_relay(deployed: dict[str, Any], sink: Sink) -> None:
+    d, user, mg, config = deployed, deployed["user"], deployed["mailguard"], str(deployed["config"])
+    write_config(d, sink.port)
+
+    # The first-day mistake: a quarantine command run as root before setup creates a
+    # root-owned folder, key and database; the service user is then locked out.
+    key = d["etc"] / "quarantine.key"
+    folder = d["state"] / "quarantine"
+    assert run([mg, "quarantine", "list", "--config", config]).returncode == 0
+    one_line_error(run(as_user(user, mg, "quarantine", "list", "--config", config)), str(folder), user,
+                   "mailguard setup", lines=2)  # the folder, and the key
+    one_line_error(run(as_user(user, mg, "config", "check", "--config", config)), str(folder), user,
+                   "mailguard setup", lines=2)
+
+    # mailguard setup: folders and key for the service user, units; idempotent.
+    units = d["root"] / "etc/systemd/system"
+    first = run([mg, "setup", "--user", user, "--config", config, "--units", str(units)])
+    assert first.returncode == 0 and "fixed" in first.stdout, first.stdout + first.stderr
+    uid = pwd.getpwnam(user).pw_uid
+    assert key.stat().st_uid == uid and key.stat().st_mode & 0o777 == 0o600
+    assert folder.stat().st_uid == uid and folder.stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_uid == uid for p in folder.iterdir())
+    unit = (units / "mailguard.service").read_text()
+    assert "Type=notify" in unit and f"User={user}" in unit and f"ExecStart={mg} serve --config {config}" in unit
+    assert (units / "mailguard-milter.service").is_file()
+    key_before = key.read_bytes()
+    again = run([mg, "setup", "--user", user, "--config", config, "--units", str(units)])
+    assert again.returncode == 0 and "created" not in again.stdout and "fixed" not in again.stdout, again.stdout
+    assert key.read_bytes() == key_before
+    # A review with sudo afterwards does not lock the service out again.
+    assert run([mg, "quarantine", "list", "--config", config]).returncode == 0
+    check = run(as_user(user, mg, "config", "check", "--config", config))
+    assert check.returncode == 0, check.stderr
+    assert "[relay]" in check.stdout and "listen = \"127.0.0.1:0\"" in check.stdout
+    assert "tag_at" not in check.stdout  # defaults only with --all
+    assert "tag_at = 4.5" in run(as_user(user, mg, "config", "check", "--all", "--config", config)).stdout
+
+    # Port 25 as the service user without the unit's capability: one line, exit 2.
+    one_line_error(run(as_user(user, mg, "serve", "--config", config, "--listen", "127.0.0.1:25")),
+                   "127.0.0.1:25", "CAP_NET_BIND_SERVICE")
+
+    # The relay as the service user, with systemd's readiness protocol.
+    notify_path = d["root"] / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        os.chmod(notify_path, 0o777)
+        env = {"NOTIFY_SOCKET": str(notify_path), "PATH": "/usr/bin:/bin"}
+        proc = subprocess.Popen(["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}",
+                                 "--init-groups", mg, "serve", "--config", config],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=_read_json_lines, args=(proc, lines), daemon=True).start()
+        try:
+            notify.settimeout(120)
+            state = notify.recv(4096).decode()
+            assert "READY=1" in state, state
+            port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", state).group(1))
+            metrics_port = _wait_event(lines, "metrics listening")["port"]
+
+            for n in range(2):
+                sent = run(["swaks", "--server", f"127.0.0.1:{port}", "--to", "frontdesk@practice.example",
+                            "--from", "colleague@partner.example", "--header", f"Subject: hello {n}",
+                            "--body", "See you on Tuesday."])
+                assert sent.returncode == 0, sent.stdout
+            phish = d["root"] / "phish.eml"
+            phish.write_bytes(phish_message(1))
+            sent = run(["swaks", "--server", f"127.0.0.1:{port}", "--to", "frontdesk@practice.example",
+                        "--from", "billing@paypa1.com", "--data", str(phish)])
+            assert sent.returncode == 0 and "queued as" in sent.stdout, sent.stdout
+            received = sink.handler.wait_for(2)
+            assert len(received) == 2 and all(b"X-MailGuard-Action: accept" in m.data for m in received)
+            events = [_wait_event(lines, "message") for _ in range(3)]
+            assert {e["result"] for e in events} == {"delivered", "quarantined"}
+            for e in events:  # one line per message, the documented fields
+                assert {"way", "queue_id", "message_id", "action", "score", "rules", "scan_ms", "elapsed_ms"} <= set(e)
+
+            # The metrics endpoint counts what happened.
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+            assert _sample(text, "mailguard_messages_total", action="accept") == 2
+            assert _sample(text, "mailguard_messages_total", action="quarantine") == 1
+            assert _sample(text, "mailguard_results_total", result="quarantined") == 1
+            assert _sample(text, "mailguard_scan_seconds_count") == 3
+            assert _sample(text, "mailguard_rule_hits_total", rule="LOOKALIKE_SENDER_DOMAIN") == 1
+            assert _sample(text, "mailguard_quarantine_entries") == 1
+            assert _sample(text, "mailguard_tempfails_total") == 0
+            stats = run([mg, "stats", "--url", f"http://127.0.0.1:{metrics_port}/metrics"])
+            assert stats.returncode == 0 and "messages: 3" in stats.stdout and "quarantine entries: 1" in stats.stdout
+            listed = run(as_user(user, mg, "quarantine", "list", "--config", config))
+            assert listed.returncode == 0 and "paypa1.com" in listed.stdout, listed.stdout + listed.stderr
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=90)
+    assert code == 0
+
+
+def _read_json_lines(proc: subprocess.Popen[str], out: queue.Queue[dict[str, Any]]) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        try:
+            out.put(json.loads(line))
+        except ValueError:
+            out.put({"event": "text", "line": line})
+
+
+def _wait_event(lines: queue.Queue[dict[str, Any]], event: str, timeout: float = 60) -> dict[str, Any]:
+    while True:
+        record = lines.get(timeout=timeout)
+        if record.get("event") == event:
+            return record
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total

@@ -20,6 +20,7 @@ from mailguard.config import Config
 from mailguard.model import Action, Finding, Verdict
 from mailguard.quarantine import QuarantineError, open_quarantine, parse_since
 from mailguard.quarantine.crypto import create_key_file
+from mailguard.quarantine.store import default_actor
 from test_quarantine_support import (
     BODY_MARKER,
     RECIPIENT,
@@ -137,9 +138,11 @@ def test_store_then_list_and_show(backend: Backend) -> None:
         assert entry.reasons[0].startswith("Sender domain paypa1-secure.example imitates")
         assert q.raw(entry_id) == raw  # byte for byte
         assert q.raw(entry_id, headers_only=True).endswith(b"\r\n\r\n")
-        operations = [(a.operation, a.entry_id, a.actor, a.result) for a in q.audit()]
-        assert operations == [("store", entry_id, "tester", "ok"), ("view_raw", entry_id, "tester", "ok"),
-                              ("view_headers", entry_id, "tester", "ok")]
+        operations = [(a.operation, a.entry_id, a.actor, a.as_actor, a.result) for a in q.audit()]
+        me = default_actor()  # the OS user always; --actor beside it, never instead
+        assert operations == [("store", entry_id, me, "tester", "ok"), ("list", "*", me, "tester", "ok"),
+                              ("view", entry_id, me, "tester", "ok"), ("view_raw", entry_id, me, "tester", "ok"),
+                              ("view_headers", entry_id, me, "tester", "ok")]
 
 
 def test_findings_with_any_details_are_stored(backend: Backend) -> None:
@@ -232,6 +235,7 @@ def test_missing_key_is_a_clear_error_and_changes_nothing(backend: Backend) -> N
     assert not key.exists()  # no new key was made for a quarantine that has one
     assert backend.snapshot() == before
     key.write_bytes(saved)
+    key.chmod(0o600)
     with opened(config) as q:
         assert q.raw(entry_id) == make_message()
 
@@ -248,6 +252,7 @@ def test_wrong_key_is_a_clear_error_and_changes_nothing(backend: Backend) -> Non
     assert backend.snapshot() == before
     broken = backend.tmp_path / "broken.key"
     broken.write_text("not a key\n")
+    broken.chmod(0o600)
     with pytest.raises(QuarantineError, match="not a mailguard quarantine key file"):
         open_quarantine(backend.config(key_file=str(broken)))
     with opened(config) as q:
@@ -276,7 +281,7 @@ def test_rekey_reencrypts_everything_and_retires_the_old_key(backend: Backend) -
         assert [e.id for e in q.list(recipient="billing@practice.example")] == [first]  # hashes redone
         assert q.raw(first) == make_message(1) and q.count() == 1
         [line] = q.audit(operation="rekey")
-        assert line.actor == "it-admin" and line.result == "ok"
+        assert line.as_actor == "it-admin" and line.actor == default_actor() and line.result == "ok"
 
 
 def store_good_and_damaged(backend: Backend, q: Any, column: str) -> tuple[str, str]:
@@ -310,16 +315,17 @@ def test_release_delivers_with_the_original_envelope(backend: Backend) -> None:
         assert got.mail_from == SENDER
         assert got.rcpt_tos == list(envelope.rcpt_tos)
         header, _, rest = got.data.partition(b"\r\n")
-        assert header.startswith(b"X-MailGuard-Released: entry " + entry_id.encode() + b" by reviewer;")
+        assert header.startswith(b"X-MailGuard-Released: entry " + entry_id.encode() + b" by "
+                                 + default_actor().replace(" ", "_").encode() + b" as reviewer;")
         assert rest == raw  # the message itself unchanged, dot line included
         entry = q.get(entry_id)
         assert entry.status == "released" and entry.released_at is not None
         assert entry.delivered == envelope.rcpt_tos
         [again] = q.release([entry_id])  # a second release sends nothing
-        assert again.ok and again.message == "already released"
+        assert again.ok and again.message.startswith("already released")
         assert len(smtp.handler.received) == 1
         audit = [(a.operation, a.result) for a in q.audit(entry_id=entry_id)]
-        assert audit == [("store", "ok"), ("release", "ok")]
+        assert audit == [("store", "ok"), ("release", "ok"), ("view", "ok"), ("release", "refused")]
 
 
 def test_release_of_a_message_with_bare_newlines_sends_crlf(backend: Backend) -> None:
@@ -339,7 +345,9 @@ def test_release_to_another_address(backend: Backend) -> None:
         assert smtp.handler.received[0].rcpt_tos == ["it@practice.example"]
         assert q.get(entry_id).status == "released"
         [line] = q.audit(operation="release")
-        assert "it@practice.example" not in line.detail and "--to" in line.detail
+        # The destination is recorded, sealed: readable through the quarantine, not in the database.
+        assert "it@practice.example" in line.detail and "--to" in line.detail
+        assert "it@practice.example" not in str(backend.execute("SELECT detail FROM audit"))
 
 
 def test_release_while_downstream_is_down_keeps_the_message(backend: Backend) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from mailguard.cli import main as mailguard_main
 from mailguard.config import load_config
+from mailguard.quarantine.store import default_actor
 from mailguard.quarantine import open_quarantine
 from mailguard.quarantine.cli import cli_main
 from test_quarantine_support import (
@@ -75,7 +76,9 @@ def test_show_prints_reasons_and_headers_and_is_audited(tmp_path: Path, capsys: 
     assert BODY_MARKER not in out  # the body only with --raw
     code, out, _ = run(capsys, "audit", "--config", str(config), "--json")
     lines = [json.loads(x) for x in out.splitlines()]
-    assert [(x["operation"], x["actor"]) for x in lines] == [("store", "relay"), ("view_headers", "dr-roe")]
+    assert [(x["operation"], x["as_actor"]) for x in lines] == [("store", "relay"), ("view", "dr-roe"),
+                                                                 ("view_headers", "dr-roe")]
+    assert {x["actor"] for x in lines} == {default_actor()}
 
 
 def test_hostile_text_cannot_drive_the_reviewers_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,6 +138,7 @@ def test_delete_purge_and_unknown_ids(tmp_path: Path, capsys: pytest.CaptureFixt
     table = out.splitlines()
     assert table[0].split()[:4] == ["TIME", "(UTC)", "ACTOR", "OPERATION"]
     assert [line.split()[3] for line in table[1:]] == ["store", "store", "delete", "purge", "purge", "purge"]
+    assert table[1].split()[2] == default_actor().replace(" ", "_") + "[relay]"
 
 
 def test_rekey_then_use_the_new_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,6 +60,8 @@ class AuditRow:
     result: str
     detail: str = ""
     seq: int = 0  # assigned by the backend
+    as_actor: str = ""  # what --actor said, recorded beside the OS user, never instead
+    mac: str = ""  # the chain MAC (mailguard.quarantine.audit), assigned by the backend
 
 
 @dataclass(frozen=True)

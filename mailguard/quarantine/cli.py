@@ -27,7 +27,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     common.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS,
                         help="configuration file (TOML); its [quarantine] section is used")
     common.add_argument("--actor", metavar="NAME", default=argparse.SUPPRESS,
-                        help="who acts, for the audit log (default: your user name)")
+                        help="the person a shared account acts for, recorded in the audit log beside your OS "
+                        "user name (never instead of it)")
     parser = argparse.ArgumentParser(prog=prog, parents=[common],
                                      description="Review, release and delete held messages.")
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -51,7 +52,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p = sub.add_parser("release", parents=[common], help="deliver held messages to their recipients")
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--to", action="append", metavar="ADDR",
-                   help="deliver to this address instead of the original recipients (repeatable)")
+                   help="deliver to this address instead of the original recipients (repeatable; recorded in "
+                   "the audit log)")
+    p.add_argument("--force", action="store_true",
+                   help="send an entry that was already released again (audited)")
 
     p = sub.add_parser("delete", parents=[common], help="delete held messages for good")
     p.add_argument("ids", nargs="+", metavar="ID")
@@ -67,6 +71,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    help="only this operation: store, view_headers, view_raw, release, delete, purge, notify")
     p.add_argument("--limit", type=int, metavar="N", help="only the N most recent lines")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--verify", action="store_true",
+                   help="check the audit log's MAC chain: exit 0 when intact, 1 naming the first broken record")
 
     p = sub.add_parser("rekey", parents=[common],
                        help="re-encrypt every held message with a new key (e.g. if the key may have leaked)")
@@ -219,7 +225,7 @@ def cmd_show(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_release(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
     status = EXIT_OK
-    for result in q.release(args.ids, to=args.to):
+    for result in q.release(args.ids, to=args.to, force=args.force):
         if result.ok:
             out.write(f"{result.entry_id}: released ({result.message})\n")
         else:
@@ -242,14 +248,18 @@ def cmd_purge(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_audit(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
+    if args.verify:
+        result = q.verify_audit()
+        out.write(result.describe() + "\n")
+        return EXIT_OK if result.ok else EXIT_FAILED
     lines = q.audit(since=args.since, entry_id=args.id, operation=args.operation, limit=args.limit)
     if args.json:
         for line in lines:
             out.write(json.dumps(line.to_dict(), ensure_ascii=False) + "\n")
         return EXIT_OK
     rows = [("TIME (UTC)", "ACTOR", "OPERATION", "ENTRY", "RESULT", "DETAIL")]
-    rows += [(a.time.strftime("%Y-%m-%d %H:%M:%S"), a.actor, a.operation, a.entry_id, a.result, a.detail)
-             for a in lines]
+    rows += [(a.time.strftime("%Y-%m-%d %H:%M:%S"), a.actor.replace(" ", "_") + (f"[{a.as_actor}]" if a.as_actor else ""),
+              a.operation, a.entry_id, a.result, a.detail) for a in lines]
     _table(rows, out)
     return EXIT_OK
 

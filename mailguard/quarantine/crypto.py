@@ -16,6 +16,7 @@ import hmac
 import logging
 import os
 import secrets
+import shlex
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,11 @@ _KEY_PREFIX = "mailguard-quarantine-key-v1:"
 
 class KeyFileError(Exception):
     """The key file is missing, unreadable or malformed; worded for the IT person."""
+
+
+class KeyFileExposedError(KeyFileError):
+    """The key file can be read (or written) by users other than its owner: refused, with the
+    chmod that fixes it, since anyone who can read it can read every held message."""
 
 
 class SealError(Exception):
@@ -81,7 +87,19 @@ class KeyRing:
 
 
 def read_key_file(path: Path) -> KeyRing:
-    """Load the master key. Raises KeyFileError (never creates anything)."""
+    """Load the master key. Raises KeyFileError (never creates anything), and
+    KeyFileExposedError when group or others have any access to it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyFileError(f"quarantine key file {path} does not exist") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot read quarantine key file {path}: {exc.strerror or exc}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileExposedError(
+            f"quarantine key file {path} is open to other users (mode {stat.S_IMODE(mode):04o}): anyone who can "
+            f"read it can read every held message. Run: chmod 600 {shlex.quote(str(path))}"
+        )
     try:
         text = path.read_text("ascii").strip()
     except FileNotFoundError:
@@ -96,12 +114,6 @@ def read_key_file(path: Path) -> KeyRing:
         raise KeyFileError(f"{path}: the key is not valid base64") from None
     if len(master) != KEY_BYTES:
         raise KeyFileError(f"{path}: the key must be {KEY_BYTES} bytes, found {len(master)}")
-    try:
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("quarantine key file is readable by other users; run: chmod 600 %s", path)
-    except OSError:
-        pass
     return KeyRing.from_master(master)
 
 

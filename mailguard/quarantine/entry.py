@@ -87,10 +87,12 @@ class AuditEntry:
     entry_id: str
     result: str
     detail: str
+    as_actor: str = ""  # what --actor said; ``actor`` is always the OS user
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "time": iso(self.time), "actor": self.actor, "operation": self.operation,
-                "entry_id": self.entry_id, "result": self.result, "detail": self.detail}
+        return {"seq": self.seq, "time": iso(self.time), "actor": self.actor, "as_actor": self.as_actor,
+                "operation": self.operation, "entry_id": self.entry_id, "result": self.result,
+                "detail": self.detail}
 
 
 def parse_since(text: str, now: float | None = None) -> float:

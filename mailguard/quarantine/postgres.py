@@ -15,11 +15,14 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from mailguard.quarantine.backend import BackendError
-from mailguard.quarantine.sql import TABLES, SQLBackend, create_schema
+from mailguard.quarantine.sql import AUDIT_COLUMNS, TABLES, SQLBackend, create_schema
 
 _SCHEMA_LOCK = 0x6D67_7175  # advisory lock id: only one process creates the tables at a time
 
-_SCHEMA = TABLES.format(real="DOUBLE PRECISION", bigint="BIGINT", blob="BYTEA", serial="BIGSERIAL PRIMARY KEY") + """
+_AUDIT_LOCK = 0x6D67_6175  # advisory lock id: one audit append at a time (the chain has no forks)
+_SCHEMA = TABLES.format(real="DOUBLE PRECISION", bigint="BIGINT", blob="BYTEA", serial="BIGSERIAL PRIMARY KEY") + "".join(
+    f"ALTER TABLE audit ADD COLUMN IF NOT EXISTS {column} {spec};\n" for column, spec in AUDIT_COLUMNS.items()
+) + """
 CREATE OR REPLACE FUNCTION mailguard_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the quarantine audit log is append-only'; END $$;
 DROP TRIGGER IF EXISTS audit_no_change ON audit;
 CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit FOR EACH ROW EXECUTE FUNCTION mailguard_audit_append_only();
@@ -81,6 +84,9 @@ class PostgresBackend(SQLBackend):
         except self._psycopg.Error as exc:
             raise BackendError(f"cannot connect to the quarantine database: {_first_line(exc)}") from None
         return conn
+
+    def _lock_audit(self, cur: Any) -> None:
+        cur.execute(f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK})")
 
     def _usable(self, conn: Any) -> bool:
         return not conn.closed and not conn.broken  # reconnect after a server restart

@@ -12,6 +12,7 @@ import threading
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Sequence
 
+from mailguard.quarantine.audit import GENESIS, AuditChain
 from mailguard.quarantine.backend import (
     RELEASED,
     BackendError,
@@ -62,9 +63,13 @@ CREATE TABLE IF NOT EXISTS audit (
     operation TEXT NOT NULL,
     entry_id TEXT NOT NULL,
     result TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    as_actor TEXT NOT NULL DEFAULT '',
+    mac TEXT NOT NULL DEFAULT ''
 );
 """
+# Added to an audit table made by an older mailguard (before the MAC chain).
+AUDIT_COLUMNS = {"as_actor": "TEXT NOT NULL DEFAULT ''", "mac": "TEXT NOT NULL DEFAULT ''"}
 
 
 def statements(script: str) -> list[str]:
@@ -104,6 +109,7 @@ class SQLBackend:
         self._db: Any = None
         self._pid = 0
         self._closed = False
+        self.chain: AuditChain | None = None  # set once the key is known (open_quarantine)
 
     def _connect(self) -> Any:
         """A new connection (raises BackendError)."""
@@ -144,8 +150,18 @@ class SQLBackend:
             return str(cur.execute("SELECT value FROM meta WHERE key = 'key_id'").fetchone()[0])
 
     def stored_key_id(self) -> str | None:
-        rows = self._read("SELECT value FROM meta WHERE key = 'key_id'")
+        return self.meta_value("key_id")
+
+    def meta_value(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
+
+    def claim_meta(self, key: str, value: str) -> str:
+        """Store ``value`` unless the key is already set (by another process at the same
+        moment, say); return the value that won."""
+        with self._transaction() as cur:
+            cur.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+            return str(cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
     def count(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM entries")[0][0])
@@ -220,7 +236,8 @@ class SQLBackend:
             )
 
     def reseal(
-        self, old_key_id: str, new_key_id: str, reseal: Callable[[EntryRow], EntryRow], audit: AuditRow
+        self, old_key_id: str, new_key_id: str, reseal: Callable[[EntryRow], EntryRow], audit: AuditRow,
+        meta: dict[str, str] | None = None,
     ) -> int:
         with self._transaction() as cur:
             self._check_key(cur, old_key_id)
@@ -237,6 +254,8 @@ class SQLBackend:
                 cur.executemany("UPDATE entry_recipients SET mac = ? WHERE entry_id = ? AND idx = ?",
                                 [(r.mac, entry_id, r.index) for r in new.recipients])
             cur.execute("UPDATE meta SET value = ? WHERE key = 'key_id'", (new_key_id,))
+            for key, value in (meta or {}).items():
+                cur.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
             self._audit(cur, audit)
         return len(ids)
 
@@ -272,19 +291,43 @@ class SQLBackend:
 
     # -- audit
 
-    @staticmethod
-    def _audit(cur: Any, a: AuditRow) -> None:
+    def _lock_audit(self, cur: Any) -> None:
+        """Serialise appends, so two writers never link to the same previous record."""
+
+    def _audit(self, cur: Any, a: AuditRow) -> None:
+        """Append one record, linked to the one before it (see mailguard.quarantine.audit)."""
+        mac = ""
+        chain = self.chain
+        if chain is not None:
+            self._lock_audit(cur)
+            found = cur.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
+            parts = str(found[0]).split(":") if found else []
+            if len(parts) == 4 and parts[0].isdigit() and parts[1].isdigit():
+                count, legacy, previous = int(parts[0]), int(parts[1]), parts[2]
+            else:  # no chain yet: every record so far was written before it existed
+                count = int(cur.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+                legacy, previous = count, GENESIS
+            mac = chain.link(previous, a)
         cur.execute(
-            "INSERT INTO audit (time, actor, operation, entry_id, result, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            (a.time, a.actor, a.operation, a.entry_id, a.result, a.detail),
+            "INSERT INTO audit (time, actor, operation, entry_id, result, detail, as_actor, mac)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (a.time, a.actor, a.operation, a.entry_id, a.result, a.detail, a.as_actor, mac),
         )
+        if chain is not None:
+            cur.execute("INSERT INTO meta (key, value) VALUES ('audit_head', ?)"
+                        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (chain.head(count + 1, legacy, mac),))
+
+    def audit_head(self) -> str | None:
+        return self.meta_value("audit_head")
 
     def append_audit(self, audit: AuditRow) -> None:
         with self._transaction() as cur:
             self._audit(cur, audit)
 
     def audit_rows(self, query: AuditQuery) -> list[AuditRow]:
-        sql, params = _filtered("SELECT seq, time, actor, operation, entry_id, result, detail FROM audit", (
+        sql, params = _filtered("SELECT seq, time, actor, operation, entry_id, result, detail, as_actor, mac"
+                                " FROM audit", (
             ("time >= ?", query.since),
             ("entry_id = ?", query.entry_id),
             ("operation = ?", query.operation),
@@ -293,8 +336,8 @@ class SQLBackend:
             sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT {int(query.limit)}) AS recent ORDER BY seq"
         else:
             sql += " ORDER BY seq"
-        return [AuditRow(time=t, actor=ac, operation=op, entry_id=e, result=r, detail=d, seq=s)
-                for s, t, ac, op, e, r, d in self._read(sql, params)]
+        return [AuditRow(time=t, actor=ac, operation=op, entry_id=e, result=r, detail=d, seq=s, as_actor=aa, mac=m)
+                for s, t, ac, op, e, r, d, aa, m in self._read(sql, params)]
 
 
 def _row(r: Sequence[Any], rules: Sequence[str], recipients: Sequence[RecipientRow], with_message: bool) -> EntryRow:

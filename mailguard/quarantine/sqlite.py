@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mailguard.quarantine.backend import BackendError
-from mailguard.quarantine.sql import TABLES, SQLBackend, create_schema
+from mailguard.quarantine.sql import AUDIT_COLUMNS, TABLES, SQLBackend, create_schema
 
 DB_NAME = "quarantine.sqlite3"
 _SCHEMA = TABLES.format(real="REAL", bigint="INTEGER", blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT") + """
@@ -78,6 +78,10 @@ class SQLiteBackend(SQLBackend):
                 time.sleep(0.05)
         with self._transaction() as cur:
             create_schema(cur, _SCHEMA)
+            present = {row[1] for row in cur.execute("PRAGMA table_info(audit)").fetchall()}
+            for column, spec in AUDIT_COLUMNS.items():
+                if column not in present:
+                    cur.execute(f"ALTER TABLE audit ADD COLUMN {column} {spec}")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:

@@ -19,11 +19,12 @@ Library use (the relay, the milter and the ``mailguard quarantine`` command all 
 """
 from __future__ import annotations
 
+import base64
 import builtins
-import getpass
 import json
 import logging
 import os
+import pwd
 import re
 import secrets
 import time
@@ -47,7 +48,8 @@ from mailguard.quarantine.backend import (
     QuarantineBackend,
     RecipientRow,
 )
-from mailguard.quarantine.crypto import KeyFileError, KeyRing, SealError, create_key_file, read_key_file
+from mailguard.quarantine.audit import AuditChain, Verification
+from mailguard.quarantine.crypto import KeyFileError, KeyFileExposedError, KeyRing, SealError, create_key_file, read_key_file
 from mailguard.quarantine.entry import (
     AuditEntry,
     Entry,
@@ -61,6 +63,8 @@ from mailguard.quarantine.entry import (
 from mailguard.quarantine.smtp import SmtpTargetError, parse_host_port, redact_addresses, send
 
 log = logging.getLogger("mailguard.quarantine")
+AUDIT_KEY = "audit_key"  # meta key of the sealed audit chain key
+SEALED_PREFIX = "sealed:"  # audit detail part readable only with the quarantine key
 
 
 class QuarantineError(Exception):
@@ -72,8 +76,9 @@ class QuarantineError(Exception):
 class Quarantine:
     """Operations on one quarantine. Safe to share between threads; open one per process.
 
-    ``actor`` names who acts in the audit log (default: the OS user); every method that
-    changes or reveals something also takes ``actor=`` to override it per call.
+    ``actor`` is who acts in the audit log: always the OS user (the sudo user when run
+    through sudo), never what a caller claims. ``as_actor`` (``--actor``), and ``actor=`` per
+    call, are recorded beside it: a shared service account can say which person it acts for.
     """
 
     backend: QuarantineBackend
@@ -82,6 +87,7 @@ class Quarantine:
     release_timeout: float = 30.0
     retention_days: int = 30
     actor: str = field(default_factory=lambda: default_actor())
+    as_actor: str = ""
     clock: Callable[[], float] = time.time
     notify_settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -130,6 +136,7 @@ class Quarantine:
         action: Action | str | None = None,
         status: str | None = None,
         limit: int | None = None,
+        actor: str | None = None,
     ) -> builtins.list[Entry]:
         """Entries matching every given filter, newest first. ``since`` takes a time, a
         datetime, or text such as "2d", "12h" or "2026-11-01" (see ``parse_since``)."""
@@ -148,15 +155,26 @@ class Quarantine:
             status=status,
             limit=limit,
         )
-        return [self._entry(row, damaged_ok=True) for row in self._backend(lambda: self.backend.select(query))]
+        entries = [self._entry(row, damaged_ok=True) for row in self._backend(lambda: self.backend.select(query))]
+        shown = [f"{k}={v}" for k, v in (("since", since), ("rule", query.rule), ("action", query.action),
+                                           ("status", status), ("limit", limit)) if v is not None]
+        if recipient:
+            shown.append("recipient=(given)")
+        self._backend(lambda: self.backend.append_audit(self._audit_row(
+            "list", "*", "ok", f"{len(entries)} entries shown" + (f" ({', '.join(shown)})" if shown else ""),
+            actor)))
+        return entries
 
-    def get(self, entry_id: str) -> Entry:
-        """One entry by id or unique id prefix (raises QuarantineError if unknown)."""
+    def get(self, entry_id: str, *, actor: str | None = None) -> Entry:
+        """One entry by id or unique id prefix (raises QuarantineError if unknown). Audited:
+        its metadata (sender, recipients, subject, findings) is patient data too."""
         full = self.resolve(entry_id)
         row = self._backend(lambda: self.backend.fetch(full))
         if row is None:
             raise QuarantineError(f"no quarantine entry {entry_id}")
-        return self._entry(row)
+        entry = self._entry(row)
+        self._backend(lambda: self.backend.append_audit(self._audit_row("view", full, "ok", "", actor)))
+        return entry
 
     def raw(self, entry_id: str, *, headers_only: bool = False, actor: str | None = None) -> bytes:
         """The message exactly as received (or only its header block). Audited."""
@@ -189,12 +207,15 @@ class Quarantine:
     # ------------------------------------------------------------------ release
 
     def release(
-        self, entry_ids: Iterable[str], *, to: Sequence[str] | None = None, actor: str | None = None
+        self, entry_ids: Iterable[str], *, to: Sequence[str] | None = None, actor: str | None = None,
+        force: bool = False,
     ) -> builtins.list[ReleaseResult]:
         """Re-inject held messages through the release SMTP server with the original envelope
         (or to the addresses ``to``). An entry is marked released only once the server
         accepted every recipient; recipients it accepted are not sent again on a retry.
-        Failures are in the results and the audit log; the entry then stays held."""
+        Failures are in the results and the audit log; the entry then stays held. Sending an
+        entry that was already released (to anyone) again needs ``force``, and is audited
+        either way; ``to`` destinations are recorded in the audit log, sealed."""
         host, port = self.release_target()
         results = []
         for given in entry_ids:
@@ -203,7 +224,7 @@ class Quarantine:
             except QuarantineError as exc:
                 results.append(ReleaseResult(given, False, message=str(exc)))
                 continue
-            results.append(self._release_one(entry_id, host, port, to, actor))
+            results.append(self._release_one(entry_id, host, port, to, actor, force))
         return results
 
     def release_target(self) -> tuple[str, int]:
@@ -218,13 +239,17 @@ class Quarantine:
             raise QuarantineError(f"[quarantine] release_host: {exc}") from None
 
     def _release_one(
-        self, entry_id: str, host: str, port: int, to: Sequence[str] | None, actor: str | None
+        self, entry_id: str, host: str, port: int, to: Sequence[str] | None, actor: str | None,
+        force: bool = False,
     ) -> ReleaseResult:
         row = self._backend(lambda: self.backend.fetch(entry_id, with_message=True))
         if row is None or row.sealed_message is None:
             return ReleaseResult(entry_id, False, message=f"no quarantine entry {entry_id}")
         info = self._info(row)
         envelope = envelope_of(info)
+        sent_before = row.status == RELEASED or any(r.delivered_at is not None for r in row.recipients) \
+            or self._released_with_to(entry_id)
+        again = ""
         if to:
             recipients = list(to)
             pending = list(range(len(recipients)))
@@ -234,8 +259,18 @@ class Quarantine:
                 return ReleaseResult(entry_id, False, message="no envelope recipients were recorded; "
                                      "release it to an address with --to")
             pending = [r.index for r in row.recipients if r.delivered_at is None]
-            if row.status == RELEASED or not pending:
-                return ReleaseResult(entry_id, True, message="already released")
+            if (row.status == RELEASED or not pending) and not force:
+                self._try_audit("release", entry_id, "refused", "already released; not sent again (no --force)",
+                                actor)
+                return ReleaseResult(entry_id, True, message="already released; give --force to send it again")
+            if force and (row.status == RELEASED or not pending):
+                pending = [r.index for r in row.recipients]
+        if sent_before and to and not force:
+            self._try_audit("release", entry_id, "refused", "already released; --to without --force", actor)
+            return ReleaseResult(entry_id, False, message="already released; give --force to send it again "
+                                 "(the audit log records every destination)")
+        if sent_before and force:
+            again = "again (--force); "
         data = self._released_bytes(self._open(row.sealed_message, f"{entry_id}/message"), entry_id, actor)
         targets = [recipients[i] for i in pending]
         outcome = send(host, port, envelope.mail_from, targets, data, self.release_timeout)
@@ -250,11 +285,12 @@ class Quarantine:
         now = self.clock()
         if to:
             done = not refused
-            detail = f"{len(accepted)} of {len(targets)} address(es) given with --to accepted {where}"
+            detail = (f"{again}{len(accepted)} of {len(targets)} address(es) given with --to accepted {where}; "
+                      f"to {self._sealed_note(entry_id, [targets[i] for i in outcome.accepted])}")
             indexes: list[int] = []
         else:
             done = not refused and len(accepted) == len(pending)
-            detail = f"{len(accepted)} of {len(targets)} recipient(s) accepted {where}"
+            detail = f"{again}{len(accepted)} of {len(targets)} recipient(s) accepted {where}"
             if refused:
                 detail += "; refused: " + "; ".join(redact_addresses(r) for r in outcome.refused.values())
             indexes = accepted
@@ -264,11 +300,34 @@ class Quarantine:
                                                           "refused": refused}})
         return ReleaseResult(entry_id, done, len(accepted), refused, detail)
 
+    def _released_with_to(self, entry_id: str) -> bool:
+        """Whether the audit log records a successful release of the entry with --to (such a
+        release marks no recipient delivered, so the entry row alone does not show it)."""
+        rows = self._backend(lambda: self.backend.audit_rows(AuditQuery(entry_id=entry_id, operation="release")))
+        return any(r.result in ("ok", "partial") and "--to accepted" in r.detail for r in rows)
+
+    def _sealed_note(self, entry_id: str, addresses: Sequence[str]) -> str:
+        """Destinations for the audit log: readable with the quarantine key only (addresses
+        are patient data), shown decrypted by ``audit``."""
+        sealed = self.keys.seal(json.dumps(list(addresses)).encode(), f"audit/{entry_id}/to")
+        return SEALED_PREFIX + base64.urlsafe_b64encode(sealed).decode("ascii")
+
+    def _unsealed_detail(self, entry_id: str, detail: str) -> str:
+        head, marker, sealed = detail.partition(SEALED_PREFIX)
+        if not marker:
+            return detail
+        try:
+            addresses = json.loads(self.keys.open(base64.urlsafe_b64decode(sealed.encode()), f"audit/{entry_id}/to"))
+            return head + ", ".join(f"<{a}>" for a in addresses)
+        except (SealError, ValueError):
+            return head + "[sealed destinations cannot be opened]"
+
     def _released_bytes(self, raw: bytes, entry_id: str, actor: str | None) -> bytes:
         """The original bytes with one header added so staff and the mail server can see the
         message was reviewed and released (added headers do not break DKIM signatures)."""
         stamp = datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%a, %d %b %Y %H:%M:%S +0000")
-        who = re.sub(r"[^\w.@-]", "_", actor or self.actor)
+        claimed = actor or self.as_actor
+        who = re.sub(r"[^\w.@()-]", "_", self.actor) + (" as " + re.sub(r"[^\w.@-]", "_", claimed) if claimed else "")
         newline = b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
         return f"X-MailGuard-Released: entry {entry_id} by {who}; {stamp}".encode() + newline + raw
 
@@ -329,8 +388,10 @@ class Quarantine:
             )
 
         audit = self._audit_row("rekey", "*", "ok", f"from key id {old.key_id} to {new.key_id}", actor)
+        chain = getattr(self.backend, "chain", None)
+        meta = {AUDIT_KEY: _seal_audit_key(new, chain.key)} if chain is not None else {}
         try:
-            count = int(self.backend.reseal(old.key_id, new.key_id, reseal, audit))
+            count = int(self.backend.reseal(old.key_id, new.key_id, reseal, audit, meta))
         except QuarantineError as exc:
             raise QuarantineError(f"{exc}; delete that entry or restore it from a backup, then run rekey "
                                   "again. Nothing was changed.") from None
@@ -351,9 +412,17 @@ class Quarantine:
         query = AuditQuery(since=self._since(since), entry_id=entry_id, operation=operation, limit=limit)
         return [
             AuditEntry(r.seq, datetime.fromtimestamp(r.time, timezone.utc), r.actor, r.operation, r.entry_id,
-                       r.result, r.detail)
+                       r.result, self._unsealed_detail(r.entry_id, r.detail), r.as_actor)
             for r in self._backend(lambda: self.backend.audit_rows(query))
         ]
+
+    def verify_audit(self) -> Verification:
+        """Check the whole MAC chain of the audit log (see mailguard.quarantine.audit)."""
+        chain = getattr(self.backend, "chain", None)
+        if chain is None:
+            raise QuarantineError("this quarantine backend keeps no audit chain")
+        rows = self._backend(lambda: self.backend.audit_rows(AuditQuery()))
+        return chain.verify(rows, self._backend(self.backend.audit_head))
 
     def record(self, operation: str, entry_id: str, result: str, detail: str = "", *, actor: str | None = None) -> None:
         """Append a line to the audit log (for tools built on the library, e.g. digests)."""
@@ -382,7 +451,8 @@ class Quarantine:
             raise QuarantineError(str(exc)) from None
 
     def _audit_row(self, operation: str, entry_id: str, result: str, detail: str, actor: str | None) -> AuditRow:
-        return AuditRow(self.clock(), actor or self.actor, operation, entry_id, result, detail)
+        claimed = re.sub(r"[\x00-\x1f\x7f]", "_", actor or self.as_actor)[:100]
+        return AuditRow(self.clock(), self.actor, operation, entry_id, result, detail, as_actor=claimed)
 
     def _try_audit(self, operation: str, entry_id: str, result: str, detail: str, actor: str | None) -> None:
         """Record a failure; if the database itself is failing, the log line must do."""
@@ -455,6 +525,8 @@ def open_quarantine(
     backend, where = _open_backend(config, settings)
     try:
         keys = _bind_key(key_path, where, backend)
+        if hasattr(backend, "chain"):
+            backend.chain = AuditChain(_audit_key(backend, keys))
     except BaseException:
         backend.close()
         raise
@@ -464,7 +536,8 @@ def open_quarantine(
         release_host=release_host_of(config),
         release_timeout=settings["release_timeout"],
         retention_days=settings["retention_days"],
-        actor=actor or default_actor(),
+        actor=default_actor(),
+        as_actor=actor or "",
         clock=clock,
         notify_settings={k: settings[k] for k in ("notify", "notify_to", "notify_from")},
     )
@@ -496,6 +569,8 @@ def _bind_key(key_path: Path, where: str, backend: QuarantineBackend) -> KeyRing
             keys = read_key_file(key_path)
         else:
             keys = create_key_file(key_path)
+    except KeyFileExposedError as exc:
+        raise QuarantineError(str(exc)) from None
     except KeyFileError as exc:
         if recorded is None:
             raise QuarantineError(f"{exc}. Set [quarantine] key_file to a readable key file.") from None
@@ -514,6 +589,24 @@ def _bind_key(key_path: Path, where: str, backend: QuarantineBackend) -> KeyRing
             "file. Nothing was changed."
         )
     return keys
+
+
+def _audit_key(backend: Any, keys: KeyRing) -> bytes:
+    """The audit chain's MAC key: random, kept in ``meta`` sealed with the quarantine key (so
+    a rekey re-seals one value instead of re-MACing the log). Created on first use; a value
+    that cannot be opened is an error, never a reason to start a new chain."""
+    stored = _call(lambda: backend.meta_value(AUDIT_KEY))
+    if stored is None:
+        stored = _call(lambda: backend.claim_meta(AUDIT_KEY, _seal_audit_key(keys, secrets.token_bytes(32))))
+    try:
+        return keys.open(base64.urlsafe_b64decode(stored.encode("ascii")), AUDIT_KEY)
+    except (SealError, ValueError):
+        raise QuarantineError("the quarantine's audit chain key cannot be opened with this key file: the database "
+                              "was altered or belongs to another key") from None
+
+
+def _seal_audit_key(keys: KeyRing, key: bytes) -> str:
+    return base64.urlsafe_b64encode(keys.seal(key, AUDIT_KEY)).decode("ascii")
 
 
 def _call(fn: Callable[[], Any]) -> Any:
@@ -537,11 +630,17 @@ def release_host_of(config: Config) -> str:
 
 
 def default_actor() -> str:
-    """Who is acting, for the audit log: the OS user name."""
+    """Who is acting, for the audit log: the OS user of this process by its user id (not
+    $USER, which anyone can set), or, for root reached through sudo, the sudo user."""
+    uid = os.geteuid()
     try:
-        return getpass.getuser()
+        name = pwd.getpwuid(uid).pw_name
     except (KeyError, OSError):
-        return f"uid {os.getuid()}"
+        name = f"uid {uid}"
+    sudo_user = os.environ.get("SUDO_USER", "") if uid == 0 else ""
+    if sudo_user and re.fullmatch(r"[\w.-]{1,64}", sudo_user):
+        return f"{sudo_user} (sudo as {name})"
+    return name
 
 
 __all__ = [

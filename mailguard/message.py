@@ -29,10 +29,13 @@ from email_validator import EmailNotValidError, validate_email
 
 from mailguard.options import Option
 from mailguard.htmltext import html_to_text
-from mailguard.model import AuthResults, Envelope, Finding
+from mailguard.model import Action, AuthResults, Envelope, Finding
 
 CONFIG_SCHEMA: Mapping[str, Option] = {
-    "max_depth": Option(20, "int", "Deepest MIME / attached-message nesting that is unpacked.", minimum=1),
+    "max_depth": Option(
+        20, "int",
+        "Deepest nesting unpacked: of MIME parts within one message, and of attached messages (message/rfc822) "
+        "within each other. A message nested deeper is held (MIME_TOO_DEEP forces quarantine).", minimum=1),
     "max_parts": Option(2000, "int", "Most MIME parts looked at in one message.", minimum=1),
     "max_decoded_bytes": Option(
         64 * 1024 * 1024, "int", "Most decoded bytes (bodies and attachments) kept per message.", minimum=1024
@@ -374,9 +377,18 @@ class _Budget:
         self.archive_bytes = 0
         self.problems: dict[str, Finding] = {}
 
-    def problem(self, rule: str, score: float, summary: str, **details: Any) -> None:
+    def problem(self, rule: str, score: float, summary: str, min_action: Action | None = None, **details: Any) -> None:
         if rule not in self.problems:
-            self.problems[rule] = Finding("message", rule, score, summary, details)
+            self.problems[rule] = Finding("message", rule, score, summary, details, min_action)
+
+    def too_deep(self, summary: str = "") -> None:
+        """Nesting past the limit holds the message (quarantine at least): what was not
+        unpacked was not analysed, and wrapping a phish deep enough must never lower its
+        verdict."""
+        limit = self.limits.max_depth
+        self.problem("MIME_TOO_DEEP", 3.0, summary or f"The message's parts or attached messages are nested more "
+                     f"than {limit} deep; deeper parts were not examined, so it is held.",
+                     min_action=Action.QUARANTINE, limit=limit)
 
 
 @dataclass
@@ -405,7 +417,7 @@ def parse(raw: bytes, envelope: Envelope | None = None, limits: ParseLimits | No
     try:
         return _parse_message(bytes(raw), envelope, budget, depth=0, location=())
     except RecursionError:
-        budget.problem("MIME_TOO_DEEP", 3.0, "The message's structure is nested too deeply to unpack.")
+        budget.too_deep("The message's structure is nested too deeply to unpack.")
     except Exception as exc:  # last resort: a verdict for every message, never a crash
         budget.problem(
             "MESSAGE_UNPARSEABLE", 3.0, "The message could not be parsed; it was judged on what could be read.",
@@ -443,12 +455,7 @@ def _message_from_bytes(raw: bytes, budget: _Budget) -> Message:
     try:
         return email.message_from_bytes(raw, policy=email_policy.compat32)
     except RecursionError:
-        budget.problem(
-            "MIME_TOO_DEEP",
-            3.0,
-            "The message's parts are nested too deeply to unpack; only its headers were read.",
-            limit=budget.limits.max_depth,
-        )
+        budget.too_deep("The message's parts are nested too deeply to unpack; only its headers were read.")
     except Exception as exc:  # the stdlib parser is lenient; this is a last resort
         budget.problem(
             "MESSAGE_UNPARSEABLE", 3.0, "The message could not be parsed; only its headers were read.", error=repr(exc)[:200]
@@ -511,7 +518,7 @@ def _parse_message(
         links=tuple(collected.links),
         attachments=tuple(collected.attachments),
         attached_messages=tuple(collected.attached),
-        problems=tuple(budget.problems.values()) if depth == 0 else (),
+        problems=tuple(budget.problems.values()) if not location else (),
         defects=tuple(dict.fromkeys(collected.defects)),
         part_count=budget.parts,
         image_urls=tuple(collected.images),
@@ -536,12 +543,7 @@ def _walk(
             )
             return
         if level > limits.max_depth:
-            budget.problem(
-                "MIME_TOO_DEEP",
-                3.0,
-                f"The message's parts are nested more than {limits.max_depth} deep; deeper parts were not examined.",
-                limit=limits.max_depth,
-            )
+            budget.too_deep()
             continue
         out.defects.extend(type(d).__name__ for d in getattr(node, "defects", []))
         ctype = _content_type(node)
@@ -704,15 +706,10 @@ def _attached_message(
 def _attached_raw(
     data: bytes, name: str, budget: _Budget, out: _Collected, level: int, location: tuple[str, ...]
 ) -> None:
-    if level + 1 > budget.limits.max_depth:
-        budget.problem(
-            "MIME_TOO_DEEP",
-            3.0,
-            f"The message's parts are nested more than {budget.limits.max_depth} deep; deeper parts were not examined.",
-            limit=budget.limits.max_depth,
-        )
+    if len(location) + 1 > budget.limits.max_depth:  # attached-message nesting; parts nest per message
+        budget.too_deep()
         return
-    inner = _parse_message(data, None, budget, level + 1, location + (name,))
+    inner = _parse_message(data, None, budget, 0, location + (name,))
     out.attached.append(inner)
     # Attachments of attached messages are still attachments the recipient can open.
     out.attachments.extend(inner.attachments)

@@ -11,8 +11,8 @@ from mailguard.analyzers.base import Analyzer, AnalyzerContext
 from mailguard.auth.schema import our_authserv_id
 from mailguard.config import Config
 from mailguard.message import ParseLimits, ParsedMessage, parse
-from mailguard.model import AnalyzerError, Envelope, Finding, Verdict
-from mailguard.policy import Policy
+from mailguard.model import AnalyzerError, AuthResults, Envelope, Finding, Verdict
+from mailguard.policy import Decision, Policy
 
 if TYPE_CHECKING:
     from mailguard.auth.stage import Authenticator
@@ -52,7 +52,8 @@ class Scanner:
         message = self.parse(raw, envelope)
         return self.scan_parsed(message, started)
 
-    def scan_parsed(self, message: ParsedMessage, started: float | None = None) -> Verdict:
+    def scan_parsed(self, message: ParsedMessage, started: float | None = None, *, attached: bool = True) -> Verdict:
+        """``attached``: also analyse the attached messages (see ``_worst_attached``)."""
         started = time.perf_counter() if started is None else started
         findings: list[Finding] = list(message.problems)
         errors: list[AnalyzerError] = []
@@ -74,6 +75,8 @@ class Scanner:
                     )
                 )
         decision = self.policy.decide(findings, errors)
+        if attached and message.attached_messages:
+            decision = self._worst_attached(message, decision, errors)
         return Verdict(
             score=decision.score,
             action=decision.action,
@@ -84,6 +87,24 @@ class Scanner:
             tempfail=decision.tempfail,
             auth=message.auth,
         )
+
+    def _worst_attached(self, message: ParsedMessage, outer: Decision, errors: list[AnalyzerError]) -> Decision:
+        """Attached messages (message/rfc822, nested) are analysed like the outer one and the
+        worst verdict wins, so wrapping a phish in a forward, once or twenty times, cannot
+        lower it. Nothing is proven about an attached message's sender (no DNS for it). At
+        most MAX_ATTACHED_SCANS of them; the parser bounds their depth ([limits] max_depth)."""
+        worst, worst_findings, tempfail = outer, outer.findings, outer.tempfail
+        for inner in _attached_flat(message, MAX_ATTACHED_SCANS):
+            verdict = self.scan_parsed(dataclasses.replace(inner, auth=AuthResults()), attached=False)
+            errors.extend(verdict.errors)
+            tempfail = tempfail or verdict.tempfail
+            if (verdict.action, verdict.score) > (worst.action, worst.score):
+                marked = tuple(dataclasses.replace(f, summary=f"In an attached message: {f.summary}",
+                                                   details={**f.details, "attached_message": True})
+                               for f in verdict.findings)
+                worst = Decision(verdict.score, verdict.action, marked, verdict.tempfail)
+                worst_findings = marked + tuple(f for f in outer.findings if f.analyzer == "message")
+        return Decision(worst.score, max(worst.action, outer.action), worst_findings, tempfail)
 
     def _authenticate(self, message: ParsedMessage, errors: list[AnalyzerError]) -> ParsedMessage:
         """SPF, DKIM, DMARC, ARC before the analyzers (mailguard.auth); a failure here is an
@@ -104,6 +125,20 @@ def authenticator(config: Config) -> "Authenticator | None":
     from mailguard.auth.stage import Authenticator
 
     return Authenticator(config)
+
+
+MAX_ATTACHED_SCANS = 32  # attached messages analysed per message; more are still parsed (and bounded)
+
+
+def _attached_flat(message: ParsedMessage, limit: int) -> list[ParsedMessage]:
+    """Every attached message, nested ones included, breadth first, at most ``limit``."""
+    found: list[ParsedMessage] = []
+    queue = list(message.attached_messages)
+    while queue and len(found) < limit:
+        inner = queue.pop(0)
+        found.append(inner)
+        queue.extend(inner.attached_messages)
+    return found
 
 
 def _checked(produced: Iterable[Finding] | None, name: str) -> list[Finding]:

@@ -201,3 +201,15 @@ def test_control_characters_in_envelope_addresses_are_501(start_relay: Any, sink
         code, text = client.command(command)
         assert code == 501 and text.startswith("5.5.4"), text
     assert sink.handler.messages == []
+
+
+def test_a_phish_wrapped_in_forwards_is_held_through_the_relay(start_relay: Any, sink: Sink) -> None:
+    from test_nesting import wrap
+    from test_relay_support import phish_message
+
+    relay = start_relay()
+    for levels in (1, 20, 21, 500):
+        with smtplib.SMTP(relay.host, relay.port, timeout=20) as client:
+            client.sendmail(SENDER, [RECIPIENT], wrap(phish_message(levels), levels))
+    assert sink.handler.messages == []  # all four held (250 after durable storage), none delivered
+    assert len(relay.server.quarantine.list()) == 4

@@ -41,7 +41,8 @@ class Rig:
             self.milter.stop()
         data: dict[str, Any] = auth_config(nameserver)
         data["milter"] = {"listen": f"inet:127.0.0.1:{self.milter_port}"}
-        data["quarantine"] = {"path": str(self.tmp / "q"), "key_file": str(self.tmp / "q.key")}
+        data["quarantine"] = {"path": str(self.tmp / "q"), "key_file": str(self.tmp / "q.key"),
+                              "release_host": "127.0.0.1:25"}  # store mode needs a release path
         self.milter = MilterThread(Config.from_dict(data)).start()
 
     def send(self, raw: bytes, mail_from: str) -> int:

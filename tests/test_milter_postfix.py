@@ -37,10 +37,12 @@ PRACTICE = "practice.example"
 EICAR = ("X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-ANTIVIRUS-" + "TEST-FILE!$H+H*").encode()
 
 
-def milter_config(tmp: Path, port: int, **overrides: dict[str, Any]) -> Config:
+def milter_config(tmp: Path, port: int, release: str = "127.0.0.1:25", **overrides: dict[str, Any]) -> Config:
     data: dict[str, dict[str, Any]] = {
         "milter": {"listen": f"inet:127.0.0.1:{port}"},
-        "quarantine": {"path": str(tmp / "quarantine"), "key_file": str(tmp / "quarantine.key")},
+        # store mode needs a release path: the Postfix under test (see Rig.start_milter)
+        "quarantine": {"path": str(tmp / "quarantine"), "key_file": str(tmp / "quarantine.key"),
+                       "release_host": release},
         "lookalike": {"protected_domains": [PRACTICE]},
         # a lookalike sender alone tags (score 6 >= tag_at 5) but does not quarantine
         "policy": {"tag_at": 5.0, "quarantine_at": 50.0, "scores": {"LOOKALIKE_SENDER_DOMAIN": 6.0}},
@@ -65,7 +67,7 @@ class Rig:
     def start_milter(self, config: Config | None = None, engine: Engine | None = None) -> MilterThread:
         self.stop_milter()
         self.changed = config is not None or engine is not None
-        config = config or milter_config(self.tmp, self.milter_port)
+        config = config or milter_config(self.tmp, self.milter_port, f"127.0.0.1:{self.postfix.smtpd_port}")
         self.milter = MilterThread(config, engine).start()
         return self.milter
 
@@ -307,3 +309,43 @@ def test_local_mail_waits_in_postfix_while_the_milter_is_down_then_is_delivered(
     got = rig.delivered(msg)
     assert got.mail_from == sender and got.message["X-MailGuard-Action"] == "accept"
     assert len(rig.sink.find(lambda d: d.message["Message-ID"] == msg["Message-ID"])) == 1
+
+
+def test_a_release_in_store_mode_reaches_its_recipients_exactly_once(default_milter: Rig) -> None:
+    """Issue 12: released through Postfix, the message passes the milter again; its signed
+    release marker lets it through once (not held again), and the marker never arrives."""
+    rig = default_milter
+    msg = eicar_message()
+    rig.send(msg)  # stored and discarded
+    quarantine = rig.milter.engine.quarantine
+    [entry] = [e for e in quarantine.list() if e.message_id == msg["Message-ID"]]
+    [result] = quarantine.release([entry.id])
+    assert result.ok, result.message
+    got = rig.delivered(msg)
+    assert got.message["X-MailGuard-Released"].startswith(f"entry {entry.id} by ")
+    assert got.message["X-MailGuard-Release-Token"] is None  # stripped before delivery
+    assert got.message["X-MailGuard-Action"] == "quarantine"  # the held copy's own verdict
+    [again] = quarantine.release([entry.id])
+    assert "--force" in again.message
+    rig.never_delivered(new_message("unrelated"))  # flushes: nothing else is on its way
+    assert len(rig.sink.find(lambda d: d.message["Message-ID"] == msg["Message-ID"])) == 1
+    assert quarantine.get(entry.id).status == "released"
+    assert [e.id for e in quarantine.list() if e.message_id == msg["Message-ID"]] == [entry.id]  # not held again
+
+
+def test_a_forged_release_marker_is_scanned_as_usual(default_milter: Rig) -> None:
+    rig = default_milter
+    msg = eicar_message()
+    msg["X-MailGuard-Release-Token"] = "0123456789abcdef." + "ab" * 32
+    rig.send(msg)
+    rig.never_delivered(msg)
+    entries = [e for e in rig.milter.engine.quarantine.list() if e.message_id == msg["Message-ID"]]
+    assert len(entries) == 1  # held, the forged marker did not let it pass
+
+
+def test_store_mode_without_a_release_path_refuses_to_start(tmp_path: Path) -> None:
+    from mailguard.config import ConfigError
+
+    config = milter_config(tmp_path, free_port(), release="")
+    with pytest.raises(ConfigError, match="release_host"):
+        Engine.build(config)

@@ -61,7 +61,7 @@ def make_config(tmp_path: Path, **milter: object) -> Config:
     """Built-in analyzers off: only KeywordAnalyzer decides, so verdicts are exact."""
     return Config.from_dict({
         "milter": {"listen": "inet:127.0.0.1:0", **milter},
-        "quarantine": {"path": str(tmp_path / "q"), "key_file": str(tmp_path / "q.key")},
+        "quarantine": {"path": str(tmp_path / "q"), "key_file": str(tmp_path / "q.key"), "release_host": "127.0.0.1:25"},
         **{name: {"enabled": False} for name in analyzer_classes()},
         "auth": {"enabled": False},  # no DNS here; tests/test_auth_*.py cover it with a loopback server
     })
@@ -556,6 +556,7 @@ def test_mailguard_milter_command_on_a_unix_socket(tmp_path: Path) -> None:
         "[quarantine]\n"
         f'path = "{tmp_path / "q"}"\n'
         f'key_file = "{tmp_path / "q.key"}"\n'
+        'release_host = "127.0.0.1:25"\n'
     )
     proc = subprocess.Popen([sys.executable, "-m", "mailguard.cli", "milter", "--config", str(config_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -26,7 +26,7 @@ def base_config(folder: Path, extra: str = "", relay: str = 'listen = "127.0.0.1
     path.write_text(
         "[relay]\n" + relay +
         "[quarantine]\n"
-        f'path = "{folder / "q"}"\nkey_file = "{folder / "q.key"}"\n' + extra
+        f'path = "{folder / "q"}"\nkey_file = "{folder / "q.key"}"\nrelease_host = "127.0.0.1:25"\n' + extra
     )
     return path
 

@@ -315,6 +315,8 @@ def test_release_delivers_with_the_original_envelope(backend: Backend) -> None:
         assert got.mail_from == SENDER
         assert got.rcpt_tos == list(envelope.rcpt_tos)
         header, _, rest = got.data.partition(b"\r\n")
+        marker, _, rest = rest.partition(b"\r\n")  # the signed release marker (milter store mode)
+        assert marker.startswith(b"X-MailGuard-Release-Token: " + entry_id.encode() + b".")
         assert header.startswith(b"X-MailGuard-Released: entry " + entry_id.encode() + b" by "
                                  + default_actor().replace(" ", "_").encode() + b" as reviewer;")
         assert rest == raw  # the message itself unchanged, dot line included
@@ -334,7 +336,7 @@ def test_release_of_a_message_with_bare_newlines_sends_crlf(backend: Backend) ->
         entry_id = q.store(raw, make_envelope(), make_verdict(3))
         assert q.release([entry_id])[0].ok
         assert q.raw(entry_id) == raw  # kept as received
-        assert smtp.handler.received[0].data.split(b"\r\n", 1)[1] == make_message(3)
+        assert smtp.handler.received[0].data.split(b"\r\n", 2)[2] == make_message(3)  # after stamp and marker
 
 
 def test_release_to_another_address(backend: Backend) -> None:

@@ -213,3 +213,25 @@ def test_a_phish_wrapped_in_forwards_is_held_through_the_relay(start_relay: Any,
             client.sendmail(SENDER, [RECIPIENT], wrap(phish_message(levels), levels))
     assert sink.handler.messages == []  # all four held (250 after durable storage), none delivered
     assert len(relay.server.quarantine.list()) == 4
+
+
+def test_a_release_through_the_relay_passes_once_and_a_forged_marker_does_not(start_relay: Any, sink: Sink) -> None:
+    """release_host pointed at the relay itself: the signed marker lets the released message
+    through unscanned (not held again) and is removed; a forged marker is scanned as usual."""
+    from test_relay_support import phish_message
+
+    relay = start_relay()
+    quarantine = relay.server.quarantine
+    with smtplib.SMTP(relay.host, relay.port, timeout=20) as client:
+        client.sendmail(SENDER, [RECIPIENT], phish_message(7))
+    [entry] = quarantine.list()
+    quarantine.release_host = f"{relay.host}:{relay.port}"
+    [result] = quarantine.release([entry.id])
+    assert result.ok, result.message
+    [got] = sink.handler.wait_for(1)
+    assert b"X-MailGuard-Released: entry " + entry.id.encode() in got.data
+    assert b"X-MailGuard-Release-Token" not in got.data
+    forged = b"X-MailGuard-Release-Token: " + entry.id.encode() + b"." + b"ab" * 32 + b"\r\n" + phish_message(8)
+    with smtplib.SMTP(relay.host, relay.port, timeout=20) as client:
+        client.sendmail(SENDER, [RECIPIENT], forged)
+    assert len(quarantine.list()) == 2 and len(sink.handler.messages) == 1

@@ -16,6 +16,7 @@ from mailguard.milter import protocol as mp
 from mailguard.headers import VERDICT_HEADER_PREFIX, fold_header, split_head_body, tagged_subject, verdict_headers
 from mailguard.auth.authresults import HEADER, header_value, is_ours
 from mailguard.model import Action, Envelope, Verdict
+from mailguard.quarantine.release import RELEASE_TOKEN_HEADER
 
 log = logging.getLogger("mailguard.milter")
 
@@ -56,19 +57,30 @@ class ReceivedMessage:
         return None
 
 
-def remove_forged_headers(headers: list[tuple[str, str]], authserv_id: str = "") -> list[bytes]:
-    """Delete every incoming X-MailGuard-* header, and every Authentication-Results bearing
-    our authserv-id, by name and 1-based index among the fields of that name. Highest index
-    first, so an MTA that renumbers after a deletion and one that does not both delete the
-    right fields."""
+def release_token_removal(headers: list[tuple[str, str]]) -> list[bytes]:
+    """Delete the release marker of a released message (it must not reach the mailbox)."""
+    return _remove(headers, lambda name, value: name.lower() == RELEASE_TOKEN_HEADER.lower())
+
+
+def _remove(headers: list[tuple[str, str]], doomed_if: Callable[[str, str], bool]) -> list[bytes]:
+    """Delete the fields ``doomed_if`` picks, by name and 1-based index among the fields of
+    that name, highest index first (an MTA that renumbers after a deletion and one that does
+    not both delete the right fields)."""
     seen: dict[str, int] = {}
     doomed: list[tuple[str, int]] = []
     for name, value in headers:
         key = name.lower()
         seen[key] = seen.get(key, 0) + 1
-        if key.encode("ascii", "replace").startswith(VERDICT_HEADER_PREFIX) or is_ours(name, value, authserv_id):
+        if doomed_if(name, value):
             doomed.append((name, seen[key]))
     return [mp.change_header(index, name, "") for name, index in reversed(doomed)]
+
+
+def remove_forged_headers(headers: list[tuple[str, str]], authserv_id: str = "") -> list[bytes]:
+    """Delete every incoming X-MailGuard-* header, and every Authentication-Results bearing
+    our authserv-id (see ``_remove``)."""
+    return _remove(headers, lambda name, value: name.lower().encode("ascii", "replace").startswith(
+        VERDICT_HEADER_PREFIX) or is_ours(name, value, authserv_id))
 
 
 def _milter_value(name: str, value: str) -> str:

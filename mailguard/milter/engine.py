@@ -113,12 +113,23 @@ class Engine:
         from mailguard.scanner import Scanner
 
         settings = MilterSettings.from_config(config)
+        scanner = _scanner(config, Scanner)
         quarantine = None
         if settings.quarantine == "store":
+            from mailguard.config import ConfigError
             from mailguard.quarantine import open_quarantine
 
+            if not config.section("quarantine")["release_host"]:
+                # Without it a release would go to [relay] downstream, which a milter-only Postfix
+                # does not have; released mail must go back through Postfix (and this milter,
+                # which recognises its release marker and lets it pass once).
+                raise ConfigError(
+                    f"{config.source or 'configuration'}: [milter] quarantine = \"store\" needs [quarantine] "
+                    "release_host, the Postfix smtpd that released messages are handed to, e.g. \"127.0.0.1:25\" "
+                    "(see examples/postfix-milter), or [milter] quarantine = \"hold\"")
+
             quarantine = open_quarantine(config)
-        return cls(config, settings, _scanner(config, Scanner), quarantine, _load_banner())
+        return cls(config, settings, scanner, quarantine, _load_banner())
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

@@ -12,6 +12,8 @@ from typing import Awaitable
 from mailguard.auth.authresults import stamp as stamp_authentication_results
 from mailguard.milter import protocol as mp
 from mailguard.logsetup import log_message, verdict_log_fields
+from mailguard.headers import apply_verdict
+from mailguard.quarantine.release import RELEASE_TOKEN_HEADER, released_entry
 from mailguard.milter.actions import (
     TEMPFAIL_REPLY,
     ReceivedMessage,
@@ -19,6 +21,7 @@ from mailguard.milter.actions import (
     banner_body,
     header_edits,
     hold_reason,
+    release_token_removal,
     reject_reply,
 )
 from mailguard.milter.engine import Engine, oversize_reply
@@ -243,6 +246,13 @@ class Session:
         policy = scanner.config.section("policy")
         raw = message.raw()
         envelope = Envelope(self.mail_from, tuple(self.rcpt_tos), self.client_address, self.helo)
+        released = self._released(raw)
+        if released:  # a release from our own quarantine: it passes once, the marker removed
+            self._entry_id = released
+            log.info("released message passed", extra={"fields": {"quarantine_id": released,
+                                                                   "queue_id": self.macros.get("i", "")}})
+            replies = allowed_replies(release_token_removal(message.headers), self.actions)
+            return [*replies, mp.reply(mp.SMFIR_CONTINUE)]
         verdict: Verdict = await engine.run(scanner.scan, raw, envelope)
         replies: list[bytes]
         if verdict.tempfail:
@@ -250,8 +260,8 @@ class Session:
         elif verdict.action == Action.REJECT:
             outcome, replies = "reject", [mp.reply_code(reject_reply(verdict))]
         elif verdict.action == Action.QUARANTINE and engine.settings.quarantine == "store":
-            held = await engine.run(stamp_authentication_results, raw, verdict.auth, scanner.authserv_id,
-                                    envelope.mail_from, envelope.helo)
+            held = await engine.run(stamp_authentication_results, apply_verdict(raw, verdict), verdict.auth,
+                                    scanner.authserv_id, envelope.mail_from, envelope.helo)
             outcome, replies = await self._store(held, envelope, verdict)
         elif verdict.action == Action.QUARANTINE and not self.actions & mp.SMFIF_QUARANTINE:
             log.error("quarantine = \"hold\" but the MTA does not allow quarantine; answered 451")
@@ -271,6 +281,16 @@ class Session:
             replies.append(mp.reply(mp.SMFIR_CONTINUE))
         self._log(verdict, outcome, started)
         return replies
+
+    def _released(self, raw: bytes) -> str:
+        """The quarantine entry id when the message carries a valid release marker."""
+        quarantine = self.engine.quarantine
+        if quarantine is None:
+            return ""
+        for name, value in self.message.headers:
+            if name.lower() == RELEASE_TOKEN_HEADER.lower():
+                return released_entry(quarantine.keys, value, raw) or ""
+        return ""
 
     async def _store(self, raw: bytes, envelope: Envelope, verdict: Verdict) -> tuple[str, list[bytes]]:
         """Discard only once the message is durably in the quarantine; otherwise 451."""

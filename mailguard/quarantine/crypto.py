@@ -58,13 +58,14 @@ class KeyRing:
     key_id: str
     _enc: bytes
     _mac: bytes
+    _release: bytes = b""
 
     @classmethod
     def from_master(cls, master: bytes) -> "KeyRing":
         if len(master) != KEY_BYTES:
             raise KeyFileError(f"a quarantine key must be {KEY_BYTES} bytes, got {len(master)}")
         key_id = hashlib.sha256(_derive(master, b"key-id")).hexdigest()[:16]
-        return cls(key_id, _derive(master, b"encrypt"), _derive(master, b"address-mac"))
+        return cls(key_id, _derive(master, b"encrypt"), _derive(master, b"address-mac"), _derive(master, b"release"))
 
     def seal(self, data: bytes, context: str) -> bytes:
         """Encrypt and authenticate ``data``; ``context`` (entry id and field) is bound in as
@@ -80,6 +81,10 @@ class KeyRing:
             return AESGCM(self._enc).decrypt(nonce, body, context.encode())
         except InvalidTag:
             raise SealError("authentication failed (wrong key or damaged data)") from None
+
+    def release_mac(self, data: bytes) -> str:
+        """The MAC of a release marker (mailguard.quarantine.release)."""
+        return hmac.new(self._release, data, "sha256").hexdigest()
 
     def address_mac(self, address: str) -> str:
         """A keyed hash of an address (case-folded), for lookups without the address itself."""

@@ -38,8 +38,9 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "release_host": Option(
         "", "str",
         "SMTP server that released messages are handed to, as \"host:port\" (port 25 if left out). Empty: use "
-        "[relay] downstream. Must be the practice's mail server, not mailguard's own relay port, or released "
-        "messages would be scanned and held again.",
+        "[relay] downstream. Released messages carry a signed release marker that mailguard's milter and relay "
+        "recognise (they pass once, the marker removed), so with [milter] quarantine = \"store\" this is the "
+        "Postfix smtpd the milter guards (e.g. \"127.0.0.1:25\"); the milter refuses store mode without it.",
     ),
     "release_timeout": Option(30.0, "float", "Seconds to wait for the SMTP server during a release.", minimum=1),
     "busy_timeout": Option(

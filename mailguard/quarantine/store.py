@@ -49,6 +49,7 @@ from mailguard.quarantine.backend import (
     RecipientRow,
 )
 from mailguard.quarantine.audit import AuditChain, Verification
+from mailguard.quarantine.release import RELEASE_TOKEN_HEADER, release_token
 from mailguard.quarantine.crypto import KeyFileError, KeyFileExposedError, KeyRing, SealError, create_key_file, read_key_file
 from mailguard.quarantine.entry import (
     AuditEntry,
@@ -329,7 +330,9 @@ class Quarantine:
         claimed = actor or self.as_actor
         who = re.sub(r"[^\w.@()-]", "_", self.actor) + (" as " + re.sub(r"[^\w.@-]", "_", claimed) if claimed else "")
         newline = b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
-        return f"X-MailGuard-Released: entry {entry_id} by {who}; {stamp}".encode() + newline + raw
+        token = release_token(self.keys, entry_id, raw)
+        return (f"X-MailGuard-Released: entry {entry_id} by {who}; {stamp}".encode() + newline
+                + f"{RELEASE_TOKEN_HEADER}: {token}".encode() + newline + raw)
 
     # ------------------------------------------------------------------ delete, purge
 

@@ -30,6 +30,7 @@ from mailguard.logsetup import log_message, verdict_log_fields
 from mailguard.model import Action, AnalyzerError, Envelope, Verdict
 from mailguard.policy import Policy
 from mailguard.quarantine import QuarantineError
+from mailguard.quarantine.release import RELEASE_TOKEN_HEADER, marker_of, released_entry
 from mailguard.relay.addresses import has_control_characters, has_source_route, routing_refusal
 from mailguard.relay.forward import Downstream, Reply, forward
 from mailguard.relay.outbound import OutboundSettings
@@ -216,6 +217,13 @@ class RelayHandler:
                                                       "are not allowed in SMTP"), "rejected"
                 return outcome
             raw = _BARE_EOL.sub(b"\r\n", raw)
+        released = self._released(raw)
+        if released is not None:  # from our own quarantine: passes once, unscanned, marker removed
+            entry_id, raw = released
+            outcome.notes["quarantine_id"] = entry_id
+            reply = await forward(settings.downstream, meta.mail_from, meta.rcpt_tos, raw, mail_options)
+            outcome.reply, outcome.result = reply, "released" if reply.delivered else "tempfail"
+            return outcome
         verdict = await self._scan(state, raw, meta, outcome)
         if verdict is None:
             return outcome
@@ -256,6 +264,17 @@ class RelayHandler:
         if reply.detail and not reply.delivered:
             outcome.notes["downstream"] = reply.detail
         return reply
+
+    def _released(self, raw: bytes) -> tuple[str, bytes] | None:
+        """(entry id, message without its marker) for a valid release marker of our own
+        quarantine (mailguard.quarantine.release); None otherwise (a forged one is then
+        removed with the other X-MailGuard headers, and the message scanned)."""
+        keys = getattr(self.runtime.quarantine, "keys", None)
+        if keys is None or RELEASE_TOKEN_HEADER.lower().encode() not in raw[:65536].lower():
+            return None
+        token, without = marker_of(raw)
+        entry_id = released_entry(keys, token, raw) if token else None
+        return (entry_id, without) if entry_id else None
 
     async def _scan(self, state: RelayState, raw: bytes, meta: Envelope, outcome: Outcome) -> Verdict | None:
         settings = state.settings

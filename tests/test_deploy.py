@@ -32,7 +32,6 @@ import pytest
 from test_relay_support import (  # noqa: F401 (fixtures)
     LoopThread,
     Sink,
-    phish_message,
     loop_thread,
     sink,
 )
@@ -150,6 +149,8 @@ def test_deploy_steps_then_a_message_through_the_relay(deployed: dict[str, Any],
     assert run([mg, "quarantine", "list", "--config", config]).returncode == 0
     check = run(as_user(user, mg, "config", "check", "--config", config))
     assert check.returncode == 0, check.stderr
+    as_root = run([mg, "config", "check", "--user", user, "--config", config])  # the README's form
+    assert as_root.returncode == 0 and f"checked for user {user}" in as_root.stdout, as_root.stderr
     assert "[relay]" in check.stdout and "listen = \"127.0.0.1:0\"" in check.stdout
     assert "tag_at" not in check.stdout  # defaults only with --all
     assert "tag_at = 4.5" in run(as_user(user, mg, "config", "check", "--all", "--config", config)).stdout
@@ -181,10 +182,9 @@ def test_deploy_steps_then_a_message_through_the_relay(deployed: dict[str, Any],
                             "--from", "colleague@partner.example", "--header", f"Subject: hello {n}",
                             "--body", "See you on Tuesday."])
                 assert sent.returncode == 0, sent.stdout
-            phish = d["root"] / "phish.eml"
-            phish.write_bytes(phish_message(1))
+            phish = REPO / "examples/messages/lookalike-invoice.eml"  # the README's second swaks
             sent = run(["swaks", "--server", f"127.0.0.1:{port}", "--to", "frontdesk@practice.example",
-                        "--from", "billing@paypa1.com", "--data", str(phish)])
+                        "--data", str(phish)])
             assert sent.returncode == 0 and "queued as" in sent.stdout, sent.stdout
             received = sink.handler.wait_for(2)
             assert len(received) == 2 and all(b"X-MailGuard-Action: accept" in m.data for m in received)
@@ -204,12 +204,18 @@ def test_deploy_steps_then_a_message_through_the_relay(deployed: dict[str, Any],
             assert _sample(text, "mailguard_tempfails_total") == 0
             stats = run([mg, "stats", "--url", f"http://127.0.0.1:{metrics_port}/metrics"])
             assert stats.returncode == 0 and "messages: 3" in stats.stdout and "quarantine entries: 1" in stats.stdout
-            listed = run(as_user(user, mg, "quarantine", "list", "--config", config))
-            assert listed.returncode == 0 and "paypa1.com" in listed.stdout, listed.stdout + listed.stderr
+            listed = run(as_user(user, mg, "quarantine", "list", "--since", "1d", "--config", config))
+            assert listed.returncode == 0 and "paypa1.com" in listed.stdout and "more" in listed.stdout, listed.stdout + listed.stderr
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=90)
     assert code == 0
+    # Upgrading: the README's pip line on the same venv (here the same wheel), then the check.
+    pip = str(Path(d["mailguard"]).resolve().parent / "pip")
+    upgrade = run([pip, "install", "-q", "--upgrade", "--no-deps", str(next((d["root"] / "wheels").glob("*.whl")))],
+                  timeout=300)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert run([mg, "config", "check", "--user", user, "--config", config]).returncode == 0
 
 
 def _read_json_lines(proc: subprocess.Popen[str], out: queue.Queue[dict[str, Any]]) -> None:

@@ -177,11 +177,18 @@ def cmd_list(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
             to += f" +{len(e.envelope.rcpt_tos) - 1}"
         rows.append((
             e.id[:SHORT_ID], e.created.strftime("%Y-%m-%d %H:%M"), e.status, str(e.action), f"{e.score:g}",
-            _cut(e.envelope.mail_from or e.from_header, 32), _cut(to, 32), _cut(e.subject, 40), ",".join(e.rules),
+            _cut(e.from_header or e.envelope.mail_from, 40), _cut(to, 32), _cut(e.subject, 40), short_rules(e.rules),
         ))
     _table(rows, out)
     out.write(f"{len(entries)} message(s). Show one with: mailguard quarantine show ID\n")
     return EXIT_OK
+
+
+def short_rules(rules: Sequence[str], shown: int = 2) -> str:
+    """The first rules (in the order the analyzers found them) and how many more: a line a
+    person can read; `show ID` has them all."""
+    rest = len(rules) - shown
+    return ",".join(rules[:shown]) + (f" +{rest} more" if rest > 0 else "")
 
 
 def cmd_show(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:

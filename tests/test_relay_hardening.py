@@ -151,12 +151,15 @@ def test_slow_downstream_gives_no_duplicates(start_relay: Any, sink: Sink, loop_
     delay = float(os.environ.get("MAILGUARD_SLOW_DOWNSTREAM_S", "3"))
     count = int(os.environ.get("MAILGUARD_SLOW_MESSAGES", "12"))
     sink.handler.delay = delay
-    relay = start_relay({"downstream_timeout": 1.0, "max_connections_per_client": count + 5})
+    relay = start_relay({"downstream_timeout": 1.0, "max_connections_per_client": count + 5,
+                         "queue_limit": count * 2})  # the scan queue is not what is measured here
 
-    async def one(n: int) -> int:
+    async def one(n: int) -> Any:
         async with aiosmtplib.SMTP(hostname=relay.host, port=relay.port, timeout=delay + 60) as client:
-            errors, _ = await client.sendmail(SENDER, [RECIPIENT], clean_message(n))
-            assert not errors
+            try:
+                await client.sendmail(SENDER, [RECIPIENT], clean_message(n))
+            except aiosmtplib.SMTPResponseException as exc:
+                return (n, exc.code)
             return 250
 
     async def burst() -> list[Any]:
@@ -164,10 +167,12 @@ def test_slow_downstream_gives_no_duplicates(start_relay: Any, sink: Sink, loop_
 
     results = asyncio.run(burst())
     deferred = [r for r in results if r != 250]
-    received = sink.handler.wait_for(count)
-    ids = [r.data.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0] for r in received]
-    duplicates = len(ids) - len(set(ids))
-    assert deferred == [] and duplicates == 0 and len(received) == count
+    received = sink.handler.wait_for(count - len(deferred))
+    subjects = [r.data.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0] for r in received]
+    # A duplicate: delivered downstream, yet the sender was told to try again.
+    duplicates = [n for n, _ in (r for r in deferred if isinstance(r, tuple))
+                  if f"Appointment moved to Thursday {n}".encode() in subjects]
+    assert duplicates == [] and deferred == [] and len(received) == count == len(set(subjects)), deferred[:3]
 
 
 def test_starttls_inside_tls_is_503(start_relay: Any, tmp_path: Path) -> None:

@@ -1,154 +1,115 @@
-"""Detection rates on a labelled corpus: a folder with ``phish/`` and ``ham/``.
+"""Detection rates on labelled mail, per source, in fold and out of fold side by side.
 
-    python bench/eval.py ../shared/corpus/dev [--manifest ../shared/corpus/MANIFEST-dev.tsv]
-                         [--config mailguard.toml] [--jobs N] [--results out.jsonl]
+    python bench/eval.py ../shared/corpus/dev [--ham-dir ../shared/corpus/notifications]
+                         [--folds FOLDS.json] [--config mailguard.toml] [--jobs N]
+                         [--results out.jsonl] [--rows cache.jsonl]
 
-Prints one JSON object: per label and per source (from the manifest, when given), the
-share flagged (tag or worse) and quarantined-or-worse, plus the rules that fire most on
-ham (where false positives come from) and on phish. Built-in defaults unless --config.
+Every message is scanned once (built-in defaults unless --config) with the analyzers'
+hand-set scores; the policy then decides it twice: *in fold* with the shipped fitted
+scores (rules/scores.toml, fitted on all of this mail), and *out of fold* with the score
+table fitted without the message's fold group (a sub-collection or period of its source,
+or a whole source: ``--folds`` as written by ``bench/fit.py --folds``). Prints one JSON
+object: per label and per source, the share flagged (tag or worse) and held (quarantine or
+worse) both ways, the rules that fire most on flagged ham and on missed phish, how many
+flagged verdicts lack a summary naming claim, request and destination, and the commonest
+reasons for misses and false positives (out of fold).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import sys
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mailguard import Action, Config, Scanner, load_config  # noqa: E402
-
-_SCANNER: Scanner | None = None
-
-
-def _init(config: Config) -> None:
-    global _SCANNER  # one Scanner per worker process
-    _SCANNER = Scanner(config)
+from corpus import Row, corpus_items, decide, read_rows, scan_all, write_rows  # noqa: E402
+from mailguard import Action, Config, load_config  # noqa: E402
+from mailguard.policy import FittedScores, Policy  # noqa: E402
 
 
-def _scan(item: tuple[str, str]) -> dict[str, Any]:
-    label, path = item
-    assert _SCANNER is not None
-    verdict = _SCANNER.scan(Path(path).read_bytes())
-    return {
-        "path": path,
-        "label": label,
-        "action": str(verdict.action),
-        "score": verdict.score,
-        "rules": [f.rule for f in verdict.findings],
-        "analyzers": sorted({f.analyzer for f in verdict.findings}),
-        "errors": len(verdict.errors),
-    }
+def _rates(outcomes: list[Action]) -> dict[str, Any]:
+    n = len(outcomes)
+    flagged = sum(1 for a in outcomes if a >= Action.TAG)
+    held = sum(1 for a in outcomes if a >= Action.QUARANTINE)
+    return {"messages": n, "flagged_pct": round(100.0 * flagged / n, 2) if n else 0.0,
+            "held_pct": round(100.0 * held / n, 2) if n else 0.0, "flagged": flagged, "held": held}
 
 
-def _load_manifest(path: Path | None) -> dict[str, str]:
-    if path is None or not path.exists():
-        return {}
-    with path.open(newline="") as handle:
-        return {row["filename"]: row["source_repo"] for row in csv.DictReader(handle, delimiter="\t")}
-
-
-def _source_group(repo: str) -> str:
-    """Group mirrors of one corpus under one name (the manifest lists mirror repos)."""
-    lowered = repo.lower()
-    if "phishing_pot" in lowered:
-        return "phishing_pot"
-    if "nazario" in lowered or "phishing_emails" in lowered or "phishing-detection" in lowered:
-        return "nazario"
-    if "spam-assassin" in lowered or "spamassassin" in lowered:
-        return "spamassassin"
-    if "linux-mips" in lowered or "mipsel" in lowered:
-        return "linux-mips"
-    if "linux-clk" in lowered:
-        return "linux-clk"
-    return repo or "unknown"
-
-
-def _rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    n = len(rows)
-    flagged = sum(1 for r in rows if Action.parse(r["action"]) >= Action.TAG)
-    held = sum(1 for r in rows if Action.parse(r["action"]) >= Action.QUARANTINE)
-    return {
-        "messages": n,
-        "flagged": flagged,
-        "flagged_pct": round(100.0 * flagged / n, 2) if n else 0.0,
-        "quarantined_or_worse": held,
-        "quarantined_or_worse_pct": round(100.0 * held / n, 2) if n else 0.0,
-    }
+def _reason(row: Row) -> str:
+    """The strongest evidence of a row, as a reason: its two highest-scoring rules."""
+    top = sorted(((s, r) for r, s, _ in row.findings if s > 0), reverse=True)[:2]
+    return " + ".join(r for _, r in top) or "(no rule fired)"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus", type=Path, help="folder with phish/ and ham/ subfolders")
-    parser.add_argument("--manifest", type=Path, help="TSV with filename and source_repo columns")
+    parser.add_argument("--ham-dir", type=Path, action="append", default=[], help="a folder of legitimate .eml")
+    parser.add_argument("--folds", type=Path, help="per-fold score tables from bench/fit.py --folds")
     parser.add_argument("--config", type=Path, help="configuration file (default: built-in defaults)")
-    parser.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--jobs", "-j", type=int)
     parser.add_argument("--results", type=Path, help="also write one JSON line per message here")
-    parser.add_argument("--top", type=int, default=15, help="how many top rules to list")
+    parser.add_argument("--rows", type=Path, help="cache of scanned rows (JSON lines): read if present, else written")
+    parser.add_argument("--top", type=int, default=10, help="how many top rules and reasons to list")
     args = parser.parse_args()
 
-    manifest_path = args.manifest
-    if manifest_path is None:
-        guess = args.corpus.parent / f"MANIFEST-{args.corpus.name}.tsv"
-        manifest_path = guess if guess.exists() else None
-    sources = _load_manifest(manifest_path)
-    config = load_config(args.config) if args.config else Config.default()
+    base = load_config(args.config) if args.config else Config.default()
+    if args.rows and args.rows.exists():
+        rows = read_rows(args.rows)
+    else:
+        data = base.to_dict()
+        data["policy"]["fitted_scores"] = False  # hand-set scores in the rows; the tables are applied below
+        rows = scan_all(corpus_items(args.corpus, args.ham_dir), Config.from_dict(data, base.source), args.jobs)
+        if args.rows:
+            write_rows(args.rows, rows)
 
-    items = []
-    for label in ("phish", "ham"):
-        folder = args.corpus / label
-        if not folder.is_dir():
-            print(f"eval: {folder} is missing (expected phish/ and ham/ subfolders)", file=sys.stderr)
-            return 2
-        items.extend((label, str(p)) for p in sorted(folder.iterdir()) if p.is_file())
+    shipped = Policy.from_config(base)
+    folds: dict[str, Any] = json.loads(args.folds.read_text())["folds"] if args.folds else {}
+    fold_policies = {}
+    for group, table in folds.items():
+        fold_policies[group] = Policy(base.section("policy"), FittedScores(table["scores"], table["scales"]))
 
-    with ProcessPoolExecutor(max_workers=args.jobs, initializer=_init, initargs=(config,)) as pool:
-        rows = list(pool.map(_scan, items, chunksize=16))
+    in_fold: list[Action] = []
+    out_fold: list[Action] = []
+    for row in rows:
+        in_fold.append(decide(row, shipped)[1])
+        policy = fold_policies.get(row.fold) or fold_policies.get(row.source)
+        out_fold.append(decide(row, policy)[1] if policy is not None else in_fold[-1])
 
     if args.results:
         with args.results.open("w") as out:
-            for row in rows:
-                out.write(json.dumps(row) + "\n")
+            for row, a, b in zip(rows, in_fold, out_fold):
+                out.write(json.dumps({**row.to_dict(), "in_fold": str(a), "out_of_fold": str(b)}) + "\n")
 
-    by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    by_source: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_label[row["label"]].append(row)
-        source = _source_group(sources.get(Path(row["path"]).name, ""))
-        by_source[(row["label"], source)].append(row)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        kind = "notifications" if "/" in row.source else "dev"
+        groups[f"{row.label} ({kind}) ALL"].append(i)
+        groups[f"{row.label}/{row.source}"].append(i)
+    table = {name: {"in_fold": _rates([in_fold[i] for i in idx]), "out_of_fold": _rates([out_fold[i] for i in idx])}
+             for name, idx in sorted(groups.items())}
 
-    def top_rules(label: str, minimum: Action) -> list[tuple[str, int]]:
-        counts: Counter[str] = Counter()
-        for row in by_label[label]:
-            if Action.parse(row["action"]) >= minimum:
-                counts.update(set(row["rules"]))
-        return counts.most_common(args.top)
-
-    def rule_hits(label: str) -> list[tuple[str, int]]:
-        counts: Counter[str] = Counter()
-        for row in by_label[label]:
-            counts.update(set(row["rules"]))
-        return counts.most_common(args.top)
-
+    flagged_ham = [rows[i] for i, a in enumerate(out_fold) if a >= Action.TAG and rows[i].label == "ham"]
+    missed = [rows[i] for i, a in enumerate(out_fold) if a < Action.TAG and rows[i].label == "phish"]
+    flagged = [rows[i] for i, a in enumerate(in_fold) if a >= Action.TAG]
+    unexplained = [r for r in flagged if not r.summary]
     report = {
-        "corpus": str(args.corpus),
+        "corpus": str(args.corpus), "ham_dirs": [str(h) for h in args.ham_dir],
         "config": str(args.config) if args.config else "built-in defaults",
-        "labels": {label: _rates(rs) for label, rs in by_label.items()},
-        "sources": {f"{label}/{source}": _rates(rs) for (label, source), rs in sorted(by_source.items())},
-        "errors": sum(r["errors"] for r in rows),
-        "rules_on_flagged_ham": top_rules("ham", Action.TAG),
-        "rules_on_ham": rule_hits("ham"),
-        "rules_on_phish": rule_hits("phish"),
-        "phish_missed_by_score_band": dict(
-            sorted(Counter(min(int(r["score"]), 5) for r in by_label["phish"] if r["action"] == "accept").items())
-        ),
+        "out_of_fold": "per fold group from " + str(args.folds) if args.folds else "(no --folds: same as in fold)",
+        "table": table,
+        "errors": sum(r.errors for r in rows),
+        "flagged_without_summary": len(unexplained),
+        "false_positive_reasons_oof": Counter(_reason(r) for r in flagged_ham).most_common(args.top),
+        "miss_reasons_oof": Counter(_reason(r) for r in missed).most_common(args.top),
+        "missed_with_no_rule_oof": sum(1 for r in missed if not any(s > 0 for _, s, _ in r.findings)),
+        "rules_on_flagged_ham_oof": Counter(x for r in flagged_ham for x in r.rules).most_common(args.top),
     }
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=1))
     return 0
 
 

@@ -93,6 +93,8 @@ def _report_text(result: CheckResult, out: Any) -> None:
     out.write(f"{rec['path']}: {rec['action'].upper()} (score {rec['score']:g})\n")
     if rec["message_id"]:
         out.write(f"  message-id: {rec['message_id']}\n")
+    if rec.get("summary") and rec["action"] != "accept":
+        out.write(f"  why: {rec['summary']}\n")
     for finding in rec["findings"]:
         out.write(f"  - [{finding['rule']} {finding['score']:+g}] {finding['summary']}\n")
     for error in rec["errors"]:

@@ -32,6 +32,7 @@ SECTION_MODULES: Mapping[str, str] = {
     "daemon": "mailguard.daemon.schema",
     "metrics": "mailguard.ops.schema",
     "outbound": "mailguard.relay.outbound_schema",
+    "coherence": "mailguard.coherence",
 }
 
 

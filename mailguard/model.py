@@ -177,6 +177,9 @@ class Verdict:
     elapsed_ms: float = 0.0
     tempfail: bool = False
     auth: AuthResults | None = None  # what the authentication stage found (None: it did not run)
+    # One sentence for a person: what the message claims to be, what it asks, and where
+    # that leads (the coherence stage's); "" when it did not run.
+    summary: str = ""
 
     @property
     def rules(self) -> tuple[str, ...]:
@@ -191,6 +194,7 @@ class Verdict:
             "errors": [e.to_dict() for e in self.errors],
             "elapsed_ms": round(self.elapsed_ms, 3),
             "tempfail": self.tempfail,
+            "summary": self.summary,
         }
         if self.auth is not None:
             out["auth"] = self.auth.to_dict()

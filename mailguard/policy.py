@@ -4,9 +4,14 @@ mapped to an action by thresholds, and forced minimum actions applied on top."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from mailguard.options import Option
+from mailguard.options import ConfigError, Option, read_data_toml
+from mailguard.resources import rules_file
+
+if TYPE_CHECKING:
+    from mailguard.config import Config
 from mailguard.model import Action, AnalyzerError, Finding
 
 ON_ERROR_CHOICES = ("tempfail", "accept", "tag", "quarantine", "reject")
@@ -14,10 +19,16 @@ ON_ERROR_CHOICES = ("tempfail", "accept", "tag", "quarantine", "reject")
 CONFIG_SCHEMA: Mapping[str, Option] = {
     "tag_at": Option(
         4.5, "float",
-        "Total score from which a message is tagged (headers, subject prefix). 4.5 was set with all analyzers "
-        "on the labelled corpus: every analyzer's evidence-only rules (score 4 or less) stay below it alone.",
+        "Total score from which a message is tagged (headers, subject prefix). The fitted scores "
+        "(bench/fit.py) are scaled so that 4.5 is the out-of-fold threshold where at most 0.4 % of held-out "
+        "ham and 1.5 % of held-out notifications are tagged.",
     ),
-    "quarantine_at": Option(10.0, "float", "Total score from which a message is held in quarantine."),
+    "quarantine_at": Option(
+        10.0, "float",
+        "Total score from which a message is held in quarantine. Kept at 10 although the fitted scores "
+        "(bench/fit.py) would allow less: the rules too rare to fit (macros, attachments) keep hand-set "
+        "scores made for 10; out of fold, 10 holds no notification and under 0.1 % of ham.",
+    ),
     "reject_at": Option(
         0.0, "float", "Total score from which a message is refused outright; 0 turns rejection by score off.",
         minimum=0,
@@ -33,7 +44,20 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "analyzer_time_budget_ms": Option(
         5000, "int", "Time one analyzer may take on one message before it counts as an error.", minimum=1
     ),
-    "scores": Option({}, "dict[str,float]", "Score overrides by rule id, e.g. { LANGUAGE_URGENCY = 1.0 }."),
+    "scores": Option(
+        {}, "dict[str,float]",
+        "Score overrides by rule id, e.g. { LANGUAGE_URGENCY = 1.0 }; they win over the fitted scores.",
+    ),
+    "fitted_scores": Option(
+        True, "bool",
+        "Use the rule scores fitted on labelled mail (rules/scores.toml, written by bench/fit.py); false "
+        "falls back to each analyzer's hand-set scores. Rules that force an action keep hand-set scores.",
+    ),
+    "scores_file": Option(
+        "", "path",
+        "A fitted score table ([scores] RULE = number) that replaces the built-in rules/scores.toml; "
+        "empty for the built-in one.",
+    ),
     "actions": Option(
         {}, "dict[str,str]",
         "Minimum action forced by a rule id, e.g. { SIGNATURE_EXECUTABLE_WINDOWS_PE = \"reject\" }; \"none\" lifts a built-in one.",
@@ -49,22 +73,71 @@ class Decision:
     tempfail: bool
 
 
+@dataclass(frozen=True)
+class FittedScores:
+    """Scores fitted on labelled mail (bench/fit.py): ``scores`` replace a rule's score,
+    ``scales`` multiply the score of a graded rule (a language category's grows with its
+    phrases up to its cap)."""
+
+    scores: Mapping[str, float]
+    scales: Mapping[str, float]
+
+
+def load_scores(path: Path) -> FittedScores:
+    """A fitted score table: ``[scores] RULE_ID = number`` and ``[scales] RULE_ID = factor``."""
+    data = read_data_toml(path, "score table")
+    unknown = set(data) - {"scores", "scales"}
+    if unknown or not isinstance(data.get("scores", {}), dict) or not isinstance(data.get("scales", {}), dict):
+        raise ConfigError(f"{path}: a score table has only [scores] (RULE_ID = number) and [scales] "
+                          "(RULE_ID = factor), as bench/fit.py writes it")
+    tables: list[dict[str, float]] = []
+    for name in ("scores", "scales"):
+        out: dict[str, float] = {}
+        for rule, value in data.get(name, {}).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{path}: [{name}] {rule}: expected a number, got {value!r}")
+            out[str(rule)] = float(value)
+        tables.append(out)
+    return FittedScores(tables[0], tables[1])
+
+
+def fitted_table(config: "Config") -> FittedScores | None:
+    """The fitted score table the configuration asks for: [policy] scores_file, else the
+    built-in rules/scores.toml (none yet: no fitted scores); None when fitted_scores is off."""
+    settings = config.section("policy")
+    if not settings["fitted_scores"]:
+        return None
+    if settings["scores_file"]:
+        return load_scores(config.resolve_path(settings["scores_file"]))
+    path = rules_file("scores.toml")
+    return load_scores(path) if path.exists() else None
+
+
 class Policy:
-    def __init__(self, settings: Mapping[str, Any]) -> None:
+    def __init__(self, settings: Mapping[str, Any], fitted: FittedScores | None = None) -> None:
+        """``fitted``: the fitted score table (rules/scores.toml), applied under the
+        operator's ``scores``; None when fitted scores are off."""
         self.tag_at = float(settings["tag_at"])
         self.quarantine_at = float(settings["quarantine_at"])
         self.reject_at = float(settings["reject_at"])
         self.on_error = str(settings["on_error"])
-        self.score_overrides = dict(settings["scores"])
+        self.score_overrides = {**(fitted.scores if fitted else {}), **settings["scores"]}
+        self.scales = {r: f for r, f in (fitted.scales if fitted else {}).items() if r not in settings["scores"]}
         self.action_overrides: dict[str, Action | None] = {}
         for rule, name in settings["actions"].items():
             self.action_overrides[rule] = None if name.lower() == "none" else Action.parse(name)
         self.subject_tag = str(settings["subject_tag"])
         self.banner = bool(settings["banner"])
 
+    @classmethod
+    def from_config(cls, config: "Config") -> "Policy":
+        return cls(config.section("policy"), fitted_table(config))
+
     def adjust(self, finding: Finding) -> Finding:
         """Apply the operator's score and forced-action overrides to one finding."""
         score = self.score_overrides.get(finding.rule, finding.score)
+        if finding.rule in self.scales:
+            score = round(finding.score * self.scales[finding.rule], 3)
         min_action = self.action_overrides.get(finding.rule, finding.min_action)
         if score == finding.score and min_action == finding.min_action:
             return finding

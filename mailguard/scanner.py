@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 from mailguard.analyzers import analyzer_classes
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
 from mailguard.auth.schema import our_authserv_id
+from mailguard.coherence import Coherence
 from mailguard.config import Config
 from mailguard.message import ParseLimits, ParsedMessage, parse
 from mailguard.model import AnalyzerError, AuthResults, Envelope, Finding, Verdict
@@ -30,7 +31,7 @@ class Scanner:
         ones: for library users who want one without packaging an entry point."""
         self.config = config or Config.default()
         self.limits = ParseLimits.from_settings(self.config.section("limits"))
-        self.policy = Policy(self.config.section("policy"))
+        self.policy = Policy.from_config(self.config)
         self.time_budget_s = self.config.section("policy")["analyzer_time_budget_ms"] / 1000.0
         context = AnalyzerContext(self.config)
         analyzers: list[Analyzer] = []
@@ -43,6 +44,7 @@ class Scanner:
         self.authenticator = authenticator(self.config)
         # for the relay's and milter's headers; looked up here, once, never on an event loop
         self.authserv_id = our_authserv_id(self.config)
+        self.coherence = _coherence(self.config, self.analyzers, context)
 
     def parse(self, raw: bytes, envelope: Envelope | None = None) -> ParsedMessage:
         return parse(raw, envelope, self.limits)
@@ -74,9 +76,18 @@ class Scanner:
                         f"took {took * 1000:.0f} ms, over its budget of {self.time_budget_s * 1000:.0f} ms",
                     )
                 )
+        summary = ""
+        if self.coherence is not None:
+            try:
+                review = self.coherence.review(message, findings)
+                findings[:0] = review.findings  # first: it says the claim, request, destination
+                summary = review.sentence
+            except Exception as exc:  # as for an analyzer: the policy's on_error decides
+                errors.append(AnalyzerError("coherence", f"{type(exc).__name__}: {exc}"[:500]))
         decision = self.policy.decide(findings, errors)
         if attached and message.attached_messages:
-            decision = self._worst_attached(message, decision, errors)
+            decision, inner_summary = self._worst_attached(message, decision, errors)
+            summary = inner_summary or summary
         return Verdict(
             score=decision.score,
             action=decision.action,
@@ -86,14 +97,19 @@ class Scanner:
             elapsed_ms=(time.perf_counter() - started) * 1000.0,
             tempfail=decision.tempfail,
             auth=message.auth,
+            summary=summary,
         )
 
-    def _worst_attached(self, message: ParsedMessage, outer: Decision, errors: list[AnalyzerError]) -> Decision:
+    def _worst_attached(
+        self, message: ParsedMessage, outer: Decision, errors: list[AnalyzerError]
+    ) -> tuple[Decision, str]:
         """Attached messages (message/rfc822, nested) are analysed like the outer one and the
         worst verdict wins, so wrapping a phish in a forward, once or twenty times, cannot
         lower it. Nothing is proven about an attached message's sender (no DNS for it). At
-        most MAX_ATTACHED_SCANS of them; the parser bounds their depth ([limits] max_depth)."""
+        most MAX_ATTACHED_SCANS of them; the parser bounds their depth ([limits] max_depth).
+        Also returns the worst attached message's summary when it wins ("" otherwise)."""
         worst, worst_findings, tempfail = outer, outer.findings, outer.tempfail
+        summary = ""
         for inner in _attached_flat(message, MAX_ATTACHED_SCANS):
             verdict = self.scan_parsed(dataclasses.replace(inner, auth=AuthResults()), attached=False)
             errors.extend(verdict.errors)
@@ -104,7 +120,8 @@ class Scanner:
                                for f in verdict.findings)
                 worst = Decision(verdict.score, verdict.action, marked, verdict.tempfail)
                 worst_findings = marked + tuple(f for f in outer.findings if f.analyzer == "message")
-        return Decision(worst.score, max(worst.action, outer.action), worst_findings, tempfail)
+                summary = f"In an attached message: {verdict.summary}" if verdict.summary else ""
+        return Decision(worst.score, max(worst.action, outer.action), worst_findings, tempfail), summary
 
     def _authenticate(self, message: ParsedMessage, errors: list[AnalyzerError]) -> ParsedMessage:
         """SPF, DKIM, DMARC, ARC before the analyzers (mailguard.auth); a failure here is an
@@ -139,6 +156,19 @@ def _attached_flat(message: ParsedMessage, limit: int) -> list[ParsedMessage]:
         found.append(inner)
         queue.extend(inner.attached_messages)
     return found
+
+
+def _coherence(config: Config, analyzers: Sequence[Analyzer], context: AnalyzerContext) -> Coherence | None:
+    """The coherence stage borrows the lookalike analyzer's brand table and ownership (built
+    here when that analyzer is turned off, so coherence still knows the brands)."""
+    if not config.section("coherence")["enabled"]:
+        return None
+    lookalike = next((a for a in analyzers if a.name == "lookalike"), None)
+    if lookalike is None:
+        from mailguard.analyzers.lookalike import LookalikeAnalyzer
+
+        lookalike = LookalikeAnalyzer(config.section("lookalike"), context)
+    return Coherence(lookalike)
 
 
 def _checked(produced: Iterable[Finding] | None, name: str) -> list[Finding]:

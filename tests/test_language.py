@@ -26,9 +26,10 @@ def analyzer() -> LanguageAnalyzer:
     return LanguageAnalyzer(config.section("language"), AnalyzerContext(config))
 
 
-def mail(subject: str, body: str, html: str | None = None, reply: bool = False) -> bytes:
+def mail(subject: str, body: str, html: str | None = None, reply: bool = False,
+         sender: str = "Someone <someone@example.com>") -> bytes:
     msg = EmailMessage()
-    msg["From"] = "Someone <someone@example.com>"
+    msg["From"] = sender
     msg["To"] = "frontdesk@example.org"
     msg["Subject"] = subject
     if reply:
@@ -251,9 +252,16 @@ def test_scanner_quarantines_a_strong_lure_and_passes_a_reply() -> None:
     lure = scanner.scan(mail("Urgent: mailbox suspended", "Your mailbox has been suspended due to unusual "
                                                            "sign-in activity. Verify your account within 24 "
                                                            "hours. Click here to sign in."))
-    assert lure.action >= Action.QUARANTINE
     reply = scanner.scan(mail("Re: Friday", "Urgent - please call the Hendersons back today.", reply=True))
     assert reply.action == Action.ACCEPT
+    # The language alone weighs modestly (fitted scores, bench/fit.py): the lure scores far
+    # above the reply, and is flagged once it claims a company its sender is not.
+    assert lure.score >= reply.score + 2.5
+    claimed = Scanner().scan(mail("Urgent: mailbox suspended", "Your mailbox has been suspended due to unusual "
+                                  "sign-in activity. Verify your account within 24 hours. Sign in here: "
+                                  "https://mailbox-verify.account-help.net/login",
+                                  sender='"Microsoft Outlook" <it@account-help.net>'))
+    assert claimed.action >= Action.TAG
 
 
 def test_analyzer_is_thread_safe(analyzer: LanguageAnalyzer) -> None:

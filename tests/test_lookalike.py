@@ -198,7 +198,13 @@ def test_brand_in_display_name_of_unrelated_sender_tags(scanner: mailguard.Scann
         "The sender calls itself \"PayPal Billing\" but writes from invoices-center.net, which is not one of "
         "PayPal's domains"
     )
-    assert verdict.action == Action.TAG
+    # The name alone no longer tags (its score is fitted, bench/fit.py); the phish it goes
+    # with (a sign-in request whose link is not PayPal's) is flagged by the whole scanner.
+    phish = mailguard.Scanner(Config.from_dict({})).scan(message(
+        sender="billing@invoices-center.net", name="PayPal Billing",
+        text="Your account has been limited. Sign in to restore access: https://restore.account-help.net/x"))
+    assert phish.action >= Action.TAG
+    assert "PayPal" in phish.summary and "sign in" in phish.summary and "restore.account-help.net" in phish.summary
 
 
 @pytest.mark.parametrize("name,sender", [
@@ -261,7 +267,13 @@ def test_link_to_lookalike_tags(scanner: mailguard.Scanner) -> None:
     verdict = scanner.scan(message(sender="news@example.org", text="Pay here: https://paypa1.com/pay now"))
     finding = lookalike(verdict)["LOOKALIKE_LINK_DOMAIN"]
     assert finding.summary.startswith("A link goes to paypa1.com, which imitates paypal.com (PayPal): the letter l")
-    assert verdict.action == Action.TAG
+    # The link alone no longer tags (its score is fitted); with the claim and the request
+    # that go with it, the whole scanner flags the message.
+    phish = mailguard.Scanner(Config.from_dict({})).scan(message(
+        sender="service@example.org", name="PayPal",
+        text="Your account is on hold. Sign in to restore access: https://paypa1.com/signin"))
+    assert phish.action >= Action.TAG
+    assert "paypa1.com" in phish.summary
 
 
 def test_raw_ip_and_punycode_links(scanner: mailguard.Scanner) -> None:

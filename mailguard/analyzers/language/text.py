@@ -50,6 +50,10 @@ _SYMBOLS = frozenset("0134579@$|!")
 _WORD_CHARS = re.compile(r"[\w@$|!]")
 # Spaced letters: "u r g e n t" is four or more one-character words in a row.
 MIN_SPACED = 4
+# Japanese and Chinese write no spaces between words: each kana or ideograph is read as a
+# word of its own (and never joined as spaced letters), so a phrase rule written
+# "アカウント" matches the same characters anywhere in a sentence.
+_CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f])")
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,11 @@ class Normaliser:
             return " "
         if "&" in text and ";" in text:
             text = _ENTITY.sub(_unescape, text)
+        cjk = False
         if not text.isascii():
             text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+            if _CJK.search(text):
+                text, cjk = _CJK.sub(r" \1 ", text), True
         if "I" in text:
             text = self._capital_i(text)
         words: list[str] = []
@@ -95,6 +102,10 @@ class Normaliser:
                 if not token:
                     continue
             if len(token) == 1:
+                if cjk and _CJK.match(token):
+                    _flush_run(run, words)
+                    words.append(token)
+                    continue
                 run.append(token)
                 continue
             _flush_run(run, words)

@@ -1,0 +1,404 @@
+"""Coherence: does what the message asks fit who it claims to be?
+
+A phishing message needs three things at once: a **claim** of an identity the reader
+trusts (a brand or company in the display name, subject or opening words, or simply the
+From domain), a **request** to act (sign in, pay, change bank details, open a file, call a
+number, reply with data: the language analyzer's categories) and a **destination** the
+attacker controls (the link beside the request, Reply-To, a phone number, an attachment).
+A legitimate notification has the first two as well, but its destinations belong to the
+sender. No one of the three tells phish from ham (most mail of both kinds links away from
+its From domain); the combination does.
+
+This stage runs after every analyzer and sees their findings and the ``ParsedMessage``
+(including ``message.auth``, the authentication stage's proof, which may be None). It
+reports one finding whose summary says the three in plain English, e.g. "claims to be
+Microsoft, asks you to sign in, and the sign-in link goes to a site that is not
+Microsoft's (login.example.net)". Its rule id says which case it is; the scores of those
+rules are fitted on labelled mail (bench/fit.py, rules/scores.toml) like every other
+rule's, so a request meeting a foreign destination weighs much, and one whose every
+destination is the (proven) sender's own lowers the total. The stage only reads: it is
+built once per Scanner and shared between threads.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from mailguard.analyzers.lookalike.brands import Brand
+from mailguard.message import ParsedMessage, url_host
+from mailguard.model import Finding
+from mailguard.options import Option
+
+NAME = "coherence"
+
+CONFIG_SCHEMA: Mapping[str, Option] = {
+    "enabled": Option(
+        True, "bool",
+        "Run the coherence stage after the analyzers: it weighs the request a message makes against "
+        "where that request leads and who the message claims to be, and says the three in the verdict.",
+    ),
+}
+
+# Rule ids. Scores are fitted (rules/scores.toml); these built-in ones apply without it.
+SCORES: Mapping[str, float] = {
+    "COHERENCE_CLAIM_REQUEST_ELSEWHERE": 4.0,   # claims a brand/company, asks, and the destination is not theirs
+    "COHERENCE_REQUEST_ELSEWHERE": 1.0,         # asks, and the destination is not the sender's
+    "COHERENCE_REPLY_ELSEWHERE": 2.0,           # asks for a reply, and replies go to another organisation
+    "COHERENCE_CALL_NUMBER": 2.0,               # claims a company not its sender, asks you to call a number
+    "COHERENCE_REQUEST_NO_DESTINATION": 0.0,    # asks, but names no destination we can judge
+    "COHERENCE_REQUEST_OWNED": -1.0,            # asks, and every destination is the claimed sender's own
+    "COHERENCE_REQUEST_PROVEN": -2.0,           # ... and the sender is proven (DMARC-aligned)
+    "COHERENCE_NAME_NOT_SENDER": 1.0,           # a company name the From domain has nothing to do with
+    "COHERENCE_NO_REQUEST": 0.0,                # no request to act: what it claims and where it links
+}
+
+# Cases that only describe the message (no weight of their own): said in the verdict's
+# summary, not reported as findings.
+SILENT = frozenset({"COHERENCE_NO_REQUEST", "COHERENCE_REQUEST_NO_DESTINATION"})
+
+# Language categories -> (what the message asks, what the destination is called).
+REQUESTS: Mapping[str, tuple[str, str]] = {
+    "credential": ("asks you to sign in or confirm your details", "sign-in link"),
+    "payment": ("asks you to pay or change payment details", "payment link"),
+    "account": ("says your account needs action", "link"),
+    "delivery": ("asks you to act on a parcel", "delivery link"),
+    "prize": ("asks you to claim money or a prize", "claim link"),
+    "healthcare": ("asks you to open a claim, fax or compliance notice", "link"),
+    "callback": ("asks you to call a number", "number to call"),
+    "reply": ("asks you to reply with information", "reply address"),
+    "attachment": ("asks you to open a file", "attached file"),
+}
+# Which request leads where: a call request to phone numbers, a reply request to the
+# reply address, an open-file request to attachments, every other one to links.
+_CALL, _REPLY, _OPEN = "callback", "reply", "attachment"
+SPECIFIC = frozenset({"credential", "payment", _CALL, _REPLY, _OPEN})
+
+# Link text that is the button beside a request (sign in, pay, view, download ...), in
+# the languages the language rules read. Lower case, matched as words.
+_ACTION_TEXT = re.compile(
+    r"\b(sign[ -]?in|log[ -]?in|log[ -]?on|verify|confirm|validate|update|unlock|restore|reactivate|secure|"
+    r"pay|payment|invoice|view|open|download|review|access|click|tap|here|continue|claim|track|reset|"
+    r"accept|approve|release|retrieve|get started|activate|check|read|listen|schedule|reschedule|"
+    r"iniciar|acceder|verificar|confirmar|actualizar|pagar|descargar|ver |aqui|"
+    r"acessar|acesse|entrar|atualizar|clique|baixar|"
+    r"connexion|connecter|v[eé]rifier|confirmer|payer|t[eé]l[eé]charger|ici|"
+    r"anmelden|einloggen|best[aä]tigen|bezahlen|herunterladen|hier|"
+    r"ログイン|確認|更新|支払|ダウンロード|こちら)",
+    re.IGNORECASE,
+)
+# Query parameters that carry a click-tracking redirect's target (url=, u=, q=, ...):
+# any parameter whose value is itself an http(s) address counts.
+_EMBEDDED_URL = re.compile(r"^(?:https?:|www\.)", re.IGNORECASE)
+# A phone number as written in a callback lure: +1 (800) 555-0199, 1-888-555-0100, 0800 123 4567.
+_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}(?!\w)")
+# Words that make a display name an organisation's rather than a person's.
+_ORG_WORDS = frozenset(
+    "team support service services security billing bank banking inc llc ltd corp co corporation company "
+    "admin administrator helpdesk desk department dept notification notifications alert alerts account "
+    "accounts customer customers care center centre office group mail email webmail online payroll hr "
+    "it payments finance financial insurance health healthcare pharmacy delivery shipping express post "
+    "postal logistics airlines airline airways bank express rewards member members services official "
+    "verification noreply no-reply info refund refunds claims claim".split()
+)
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_DOMAIN_IN_NAME = re.compile(r"\b((?:[a-z0-9-]+\.)+[a-z]{2,})\b", re.IGNORECASE)
+NO_SENDER = "an address without a domain"
+MAX_DESTINATIONS = 200  # links looked at per message (bounds work on huge newsletters)
+MAX_NAME_CHARS = 256
+BRAND_TEXT_CHARS = 300  # opening characters of the visible body searched for a brand name
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who the message says it is. ``domains`` are the registrable domains that identity
+    owns; ``foreign`` is True when the claim is not the sender's own domain (a brand or a
+    company named by a sender outside it)."""
+
+    name: str
+    domains: frozenset[str]
+    where: str  # "display name", "subject", "text", "From address"
+    foreign: bool
+    brand: Brand | None = None
+
+
+@dataclass(frozen=True)
+class Review:
+    findings: tuple[Finding, ...]
+    sentence: str  # what it claims, asks and where that leads, for the verdict's summary
+
+
+@dataclass(frozen=True)
+class Destination:
+    kind: str  # "link", "reply", "phone", "attachment"
+    shown: str  # host, address, number or file name as a person sees it
+    owned: bool | None  # True: the claimed (or proven) sender's; False: not; None: cannot tell
+
+
+class Coherence:
+    """Built once per Scanner from the lookalike analyzer's brand table and ownership."""
+
+    def __init__(self, lookalike: Any) -> None:
+        self.names = lookalike.names
+        self.ownership = lookalike.ownership
+        self.splitter = lookalike.splitter
+
+    # ------------------------------------------------------------------ the stage
+
+    def review(self, message: ParsedMessage, findings: Sequence[Finding]) -> Review:
+        """The stage's finding (when the case carries weight) and its sentence (always,
+        for the verdict's summary)."""
+        sender = message.from_address
+        requests = self.requests(findings)
+        if sender is None or not sender.domain:  # still said: a flagged verdict always explains itself
+            claim = Claim(NO_SENDER, frozenset(), "From address", False)
+            sender_org = ""
+        else:
+            claim = self.claim(message, findings)
+            sender_org = self._registrable(sender.domain)
+        proven = self._registrable(message.auth.proven_domain) if message.auth and message.auth.proven_domain else ""
+        destinations = self.destinations(message, claim, requests, sender_org, proven)
+        finding = self._finding(message, claim, requests, destinations, sender_org, proven)
+        if finding.rule in SILENT or sender_org == "" or (
+                finding.rule == "COHERENCE_NAME_NOT_SENDER" and self.ownership.is_freemail(sender_org)):
+            return Review((), finding.summary)  # free mail with a company name: the sender analyzer's
+        return Review((finding,), finding.summary)
+
+    # ------------------------------------------------------------------ the claim
+
+    def claim(self, message: ParsedMessage, findings: Sequence[Finding]) -> Claim:
+        sender = message.from_address
+        assert sender is not None
+        sender_org = self._registrable(sender.domain)
+        name = (sender.display_name or "")[:MAX_NAME_CHARS]
+        brand = self.names.brand_in(name) if name else None
+        where = "display name"
+        if brand is None:
+            for text, place in ((message.subject[:MAX_NAME_CHARS], "subject"),
+                                (message.body_text[:BRAND_TEXT_CHARS], "text")):
+                brand = self.names.brand_in(text) if text else None
+                if brand is not None:
+                    where = place
+                    break
+        if brand is not None:
+            domains = self._brand_domains(brand)
+            foreign = sender_org not in domains and not self.ownership.is_own(sender.domain)
+            if foreign or where == "display name":
+                return Claim(brand.name, domains, where, foreign, brand)
+        company = self._company_in(name)
+        if company is not None and not self._related(company, sender_org):
+            claimed = self._domain_named(company)
+            return Claim(company, frozenset({claimed}) if claimed else frozenset(), "display name", True)
+        return Claim(sender_org, frozenset({sender_org}), "From address", False)
+
+    def _brand_domains(self, brand: Brand) -> frozenset[str]:
+        return frozenset(self._registrable(d) for d in brand.domains + brand.also_owns)
+
+    def _company_in(self, display_name: str) -> str | None:
+        """The organisation a display name claims to be, when it reads as one and not as a
+        person: a domain written in it ("ml.com"), an acronym ("ANA"), a name joined by
+        "/" or "&" ("Twilio/SendGrid"), or organisation words ("Acme Billing Team")."""
+        text = display_name.strip().strip("\"'")
+        if not text or "@" in text:
+            return None
+        written = _DOMAIN_IN_NAME.search(text)
+        if written:
+            parts = self.splitter.parts(written.group(1).lower())
+            if parts is not None and not parts.unlisted:  # "ml.com", not "claims.celsius"
+                return written.group(1).lower()
+        words = _WORD.findall(text)
+        if not words or len(words) > 6:
+            return None
+        lowered = [w.lower() for w in words]
+        if any(w in _ORG_WORDS for w in lowered) or "/" in text or "&" in text:
+            return text
+        if len(words) == 1 and words[0].isupper() and 2 <= len(words[0]) <= 6 and words[0].isalpha():
+            return text
+        return None
+
+    def _related(self, company: str, sender_org: str) -> bool:
+        """Does the sender's registrable domain carry the company's name (a distinctive
+        word of it, its acronym, or the domain written in the name)?"""
+        label = sender_org.split(".")[0].lower()
+        if not label:
+            return False
+        if "." in company and self._registrable(company) == sender_org:
+            return True
+        words = [w.lower() for w in _WORD.findall(company)]
+        distinctive = [w for w in words if w not in _ORG_WORDS and len(w) >= 3]
+        squashed = label.replace("-", "")
+        if any(w in squashed or (len(squashed) >= 4 and squashed in w) for w in distinctive):
+            return True
+        initials = "".join(w[0] for w in words if w not in _ORG_WORDS)
+        return len(initials) >= 2 and squashed.startswith(initials)
+
+    def _domain_named(self, company: str) -> str:
+        return self._registrable(company) if "." in company else ""
+
+    # ------------------------------------------------------------------ the request
+
+    def requests(self, findings: Sequence[Finding]) -> list[str]:
+        """Language categories that ask the reader to act, strongest first."""
+        found: list[tuple[float, str]] = []
+        for finding in findings:
+            if finding.analyzer != "language":
+                continue
+            category = finding.details.get("category") if finding.details else None
+            if isinstance(category, str) and category in REQUESTS:
+                found.append((finding.score, category))
+        # A specific action (sign in, pay, call, reply, open) is the request; a threat or a
+        # story around it comes after, whatever its score.
+        found.sort(key=lambda item: (item[1] not in SPECIFIC, -item[0]))
+        return [c for _, c in found]
+
+    # ------------------------------------------------------------------ destinations
+
+    def destinations(
+        self, message: ParsedMessage, claim: Claim, requests: Sequence[str], sender_org: str, proven: str
+    ) -> list[Destination]:
+        owned_set = set(claim.domains)
+        if not claim.foreign:
+            owned_set.add(sender_org)
+            if proven:
+                owned_set.add(proven)
+        out: list[Destination] = []
+        links = [l for l in message.links[:MAX_DESTINATIONS] if l.url.lower().startswith(("http", "www."))]
+        beside = [l for l in links if l.text and _ACTION_TEXT.search(l.text)]
+        for link in beside or links:
+            host = self._target_host(link.url) or link.host
+            out.append(Destination("link", host, self._owns(owned_set, claim, host)))
+        sender = message.from_address
+        for reply in message.reply_to[:5]:
+            if reply.domain and sender is not None and reply.address.lower() != sender.address.lower():
+                out.append(Destination("reply", reply.address, self._owns(owned_set, claim, reply.domain)))
+        if _CALL in requests:
+            for number in _PHONE.findall(message.body_text[:20000])[:3]:
+                out.append(Destination("phone", number.strip(), None if not claim.foreign else False))
+        if _OPEN in requests:
+            for attachment in message.attachments[:5]:
+                out.append(Destination("attachment", attachment.display_name, None if not claim.foreign else False))
+        return out
+
+    def _target_host(self, url: str) -> str:
+        """The host a click-tracking redirect sends to, when its target is readable in the
+        query (url=https://..., u=..., q=...); "" otherwise."""
+        if "?" not in url:
+            return ""
+        try:
+            query = urlsplit(url).query
+        except ValueError:
+            return ""
+        for _key, value in parse_qsl(query, keep_blank_values=False)[:20]:
+            value = value.strip()
+            if "%3a" in value.lower()[:12]:
+                value = unquote(value)
+            if _EMBEDDED_URL.match(value):
+                host = url_host(value)
+                if host:
+                    return host
+        return ""
+
+    def _owns(self, owned_set: set[str], claim: Claim, host: str) -> bool | None:
+        org = self._registrable(host)
+        if not org:
+            return None
+        if org in owned_set or self.ownership.is_own(host):
+            return True
+        if claim.brand is not None and self.ownership.owned_by(host, claim.brand):
+            return True
+        if not claim.foreign and self._related(org, next(iter(claim.domains), "")):
+            return True
+        return False
+
+    def _registrable(self, domain: str) -> str:
+        domain = (domain or "").strip().lower().rstrip(".")
+        if not domain:
+            return ""
+        parts = self.splitter.parts(domain)
+        return parts.registrable if parts is not None else domain
+
+    # ------------------------------------------------------------------ the finding
+
+    def _finding(
+        self, message: ParsedMessage, claim: Claim, requests: Sequence[str], destinations: Sequence[Destination],
+        sender_org: str, proven: str,
+    ) -> Finding:
+        claim_text = (f"claims to be {claim.name}" if claim.foreign or claim.brand is not None
+                      else f"comes from {claim.name}")
+        owner = f"{claim.name}'s" if claim.foreign or claim.brand is not None else "the sender's"
+        details: dict[str, Any] = {
+            "claim": claim.name, "claim_from": claim.where, "claim_foreign": claim.foreign,
+            "requests": list(requests),
+            "destinations": [{"kind": d.kind, "where": d.shown, "owned": d.owned} for d in destinations[:10]],
+        }
+        if not requests:
+            shown = _hosts(destinations, "link")
+            where = f"and its links go to {shown}" if shown else "and it has no links"
+            if claim.foreign:
+                rule = "COHERENCE_NAME_NOT_SENDER" if claim.brand is None else "COHERENCE_NO_REQUEST"
+                text = f"{claim_text} but writes from {sender_org}, asks for nothing specific, {where}"
+            else:
+                rule, text = "COHERENCE_NO_REQUEST", f"{claim_text}, asks for nothing specific, {where}"
+            return _make(rule, text[:1].upper() + text[1:], details)
+        request = requests[0]
+        asks, noun = REQUESTS[request]
+        relevant = [d for d in destinations if _leads(request, d)] or [d for d in destinations if d.kind == "link"]
+        foreign = [d for d in relevant if d.owned is False]
+        if request == _REPLY:
+            replies = [d for d in destinations if d.kind == "reply" and d.owned is False]
+            if replies:
+                text = (f"{claim_text}, {asks}, and replies go to {replies[0].shown}, which is not {owner}")
+                return _make("COHERENCE_REPLY_ELSEWHERE", _cap(text), details)
+        if request == _CALL and claim.foreign and any(d.kind == "phone" for d in relevant):
+            number = next(d.shown for d in relevant if d.kind == "phone")
+            text = f"{claim_text} but writes from {sender_org}, {asks} ({number}) instead of linking to {owner} site"
+            return _make("COHERENCE_CALL_NUMBER", _cap(text), details)
+        if foreign:
+            hosts = _shown(foreign)
+            what = {"link": f"the {noun} goes to a site", "reply": "replies go to an address",
+                    "phone": "the number to call is given", "attachment": "the file comes from a sender"}[foreign[0].kind]
+            text = f"{claim_text}, {asks}, and {what} that is not {owner} ({hosts})"
+            rule = "COHERENCE_CLAIM_REQUEST_ELSEWHERE" if claim.foreign else "COHERENCE_REQUEST_ELSEWHERE"
+            return _make(rule, _cap(text), details)
+        judged = [d for d in relevant if d.owned is not None]
+        if judged and all(d.owned for d in judged) and not claim.foreign:
+            hosts = _shown(judged)
+            if proven and proven == sender_org:
+                text = f"{claim_text} (proven by its signature), {asks}, and the {noun} goes to its own site ({hosts})"
+                return _make("COHERENCE_REQUEST_PROVEN", _cap(text), details)
+            text = f"{claim_text}, {asks}, and the {noun} goes to its own site ({hosts})"
+            return _make("COHERENCE_REQUEST_OWNED", _cap(text), details)
+        if claim.foreign and judged and all(d.owned for d in judged):
+            text = f"{claim_text} but writes from {sender_org}, {asks}, and the {noun} goes to {owner} site ({_shown(judged)})"
+            return _make("COHERENCE_REQUEST_NO_DESTINATION", _cap(text), details)
+        text = f"{claim_text}, {asks}, and names no link or address that can be checked"
+        return _make("COHERENCE_REQUEST_NO_DESTINATION", _cap(text), details)
+
+
+def _leads(request: str, destination: Destination) -> bool:
+    if request == _CALL:
+        return destination.kind == "phone"
+    if request == _REPLY:
+        return destination.kind == "reply"
+    if request == _OPEN:
+        return destination.kind == "attachment"
+    return destination.kind == "link"
+
+
+def _shown(destinations: Iterable[Destination], limit: int = 3) -> str:
+    seen = list(dict.fromkeys(d.shown for d in destinations))
+    more = f" and {len(seen) - limit} more" if len(seen) > limit else ""
+    return ", ".join(seen[:limit]) + more
+
+
+def _hosts(destinations: Iterable[Destination], kind: str) -> str:
+    return _shown(d for d in destinations if d.kind == kind)
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _make(rule: str, summary: str, details: Mapping[str, Any]) -> Finding:
+    return Finding(NAME, rule, SCORES[rule], summary, dict(details))

@@ -1,0 +1,136 @@
+"""The coherence stage: the claim, the request and the destination, judged together."""
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import formataddr
+
+import pytest
+
+import mailguard
+from mailguard import Action, Config
+from mailguard.model import AuthResults
+
+
+def mail(sender: str, name: str = "", text: str = "", html: str = "", subject: str = "Notice",
+         reply_to: str = "") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = formataddr((name, sender)) if name else sender
+    msg["To"] = "frontdesk@practice.test"
+    msg["Subject"] = subject
+    msg["Message-ID"] = "<c-1@test>"
+    if reply_to:
+        msg["Reply-To"] = reply_to
+    msg.set_content(text or "See below.")
+    if html:
+        msg.add_alternative(html, subtype="html")
+    return msg.as_bytes()
+
+
+@pytest.fixture(scope="module")
+def scanner() -> mailguard.Scanner:
+    return mailguard.Scanner()
+
+
+def coherence(verdict: mailguard.Verdict) -> dict[str, mailguard.Finding]:
+    return {f.rule: f for f in verdict.findings if f.analyzer == "coherence"}
+
+
+SIGN_IN = "Unusual sign-in activity was detected. Your account will be suspended. Verify your account now."
+
+
+def test_brand_claim_sign_in_link_elsewhere(scanner: mailguard.Scanner) -> None:
+    html = f'<p>{SIGN_IN}</p><p><a href="https://ms-login.account-check.net/x">Sign in</a></p>'
+    verdict = scanner.scan(mail("alerts@account-check.net", "Microsoft Account Team", html=html))
+    finding = coherence(verdict)["COHERENCE_CLAIM_REQUEST_ELSEWHERE"]
+    assert finding.summary == (
+        "Claims to be Microsoft, asks you to sign in or confirm your details, and the sign-in link goes to a "
+        "site that is not Microsoft's (ms-login.account-check.net)"
+    )
+    assert finding.details["claim"] == "Microsoft" and finding.details["requests"][0] == "credential"
+    assert verdict.summary == finding.summary
+    assert verdict.action >= Action.TAG
+
+
+def test_company_outside_the_brand_table_is_a_claim(scanner: mailguard.Scanner) -> None:
+    html = f'<p>{SIGN_IN}</p><p><a href="https://portal.random-host.example/x">Verify now</a></p>'
+    verdict = scanner.scan(mail("no-reply@random-host.example", "Twilio/SendGrid", html=html))
+    finding = coherence(verdict)["COHERENCE_CLAIM_REQUEST_ELSEWHERE"]
+    assert finding.summary.startswith("Claims to be Twilio/SendGrid, asks you to sign in")
+    assert "portal.random-host.example" in finding.summary
+
+
+def test_acronym_display_name_on_an_unrelated_domain_is_a_claim(scanner: mailguard.Scanner) -> None:
+    verdict = scanner.scan(mail("info@cheap-deals.example", "ANA", text="Your booking is confirmed."))
+    assert verdict.summary.startswith("Claims to be ANA but writes from cheap-deals.example")
+
+
+def test_company_name_matching_its_domain_is_no_foreign_claim(scanner: mailguard.Scanner) -> None:
+    html = f'<p>{SIGN_IN}</p><p><a href="https://portal.oakridge-counseling.com/login">Sign in</a></p>'
+    verdict = scanner.scan(mail("billing@oakridge-counseling.com", "Oakridge Counseling Billing", html=html))
+    found = coherence(verdict)
+    assert "COHERENCE_REQUEST_OWNED" in found
+    assert found["COHERENCE_REQUEST_OWNED"].summary.startswith("Comes from oakridge-counseling.com")
+
+
+def test_every_destination_owned_lowers_the_score(scanner: mailguard.Scanner) -> None:
+    own = f'<p>{SIGN_IN}</p><p><a href="https://app.clinic-portal.com/login">Sign in</a></p>'
+    away = f'<p>{SIGN_IN}</p><p><a href="https://clinic-portal.login-check.net/login">Sign in</a></p>'
+    owned = scanner.scan(mail("alerts@clinic-portal.com", html=own))
+    elsewhere = scanner.scan(mail("alerts@clinic-portal.com", html=away))
+    assert coherence(owned)["COHERENCE_REQUEST_OWNED"].score < 0
+    assert "COHERENCE_REQUEST_ELSEWHERE" in coherence(elsewhere)
+    assert owned.score < elsewhere.score
+
+
+def test_proven_sender_is_said_and_weighs_for_the_message() -> None:
+    scanner = mailguard.Scanner()
+    html = f'<p>{SIGN_IN}</p><p><a href="https://app.clinic-portal.com/login">Sign in</a></p>'
+    parsed = scanner.parse(mail("alerts@clinic-portal.com", html=html))
+    proven = parsed.__class__(**{**parsed.__dict__, "auth": AuthResults(
+        source="computed", from_domain="clinic-portal.com", dmarc="pass", proven_domain="clinic-portal.com")})
+    verdict = scanner.scan_parsed(proven)
+    finding = coherence(verdict)["COHERENCE_REQUEST_PROVEN"]
+    assert "proven" in finding.summary
+
+
+def test_click_tracking_redirect_counts_as_its_target(scanner: mailguard.Scanner) -> None:
+    target = "https%3A%2F%2Fmicrosoft-verify.bad-site.example%2Flogin"
+    html = (f'<p>{SIGN_IN}</p><p><a href="https://click.tracker.example/r?id=1&url={target}">Sign in</a></p>')
+    verdict = scanner.scan(mail("alerts@tracker.example", "Microsoft", html=html))
+    finding = coherence(verdict)["COHERENCE_CLAIM_REQUEST_ELSEWHERE"]
+    assert "microsoft-verify.bad-site.example" in finding.summary
+    assert "click.tracker.example" not in finding.summary
+
+
+def test_reply_to_elsewhere_is_the_destination_of_a_reply_request(scanner: mailguard.Scanner) -> None:
+    text = "Please reply with your full name, date of birth and bank account number to confirm the refund."
+    verdict = scanner.scan(mail("refunds@irs-refund.example", "IRS Refunds", text=text,
+                                reply_to="claims.agent@freemail.example"))
+    assert "claims.agent@freemail.example" in verdict.summary
+
+
+def test_call_request_names_the_number(scanner: mailguard.Scanner) -> None:
+    text = ("Your PayPal account was charged $499.99 for a Norton subscription. If you did not authorise "
+            "this, call our billing department at +1 (808) 555-0147 to cancel.")
+    verdict = scanner.scan(mail("billing@norton-renewals.example", "PayPal", text=text))
+    assert "call" in verdict.summary and "555-0147" in verdict.summary
+
+
+def test_no_request_no_finding_but_a_summary(scanner: mailguard.Scanner) -> None:
+    verdict = scanner.scan(mail("jane@clinic.example", "Jane Roe", text="Lunch on Friday?"))
+    assert not coherence(verdict)
+    assert verdict.summary == "Comes from clinic.example, asks for nothing specific, and it has no links"
+    assert verdict.to_dict()["summary"] == verdict.summary
+
+
+def test_turned_off_it_adds_nothing() -> None:
+    scanner = mailguard.Scanner(Config.from_dict({"coherence": {"enabled": False}}))
+    verdict = scanner.scan(mail("alerts@account-check.net", "Microsoft", text=SIGN_IN))
+    assert not coherence(verdict) and verdict.summary == ""
+
+
+def test_hostile_inputs_stay_bounded(scanner: mailguard.Scanner) -> None:
+    links = "".join(f'<a href="https://h{i}.example/?u=https%3A%2F%2Fx{i}.example">Sign in</a>' for i in range(3000))
+    verdict = scanner.scan(mail("a@b.example", "A" * 100_000, html=f"<p>{SIGN_IN}</p>{links}"))
+    assert verdict.errors == ()
+    assert len(verdict.summary) < 1000

@@ -1,6 +1,7 @@
 """The coherence stage: the claim, the request and the destination, judged together."""
 from __future__ import annotations
 
+import dataclasses
 from email.message import EmailMessage
 from email.utils import formataddr
 
@@ -86,8 +87,8 @@ def test_proven_sender_is_said_and_weighs_for_the_message() -> None:
     scanner = mailguard.Scanner()
     html = f'<p>{SIGN_IN}</p><p><a href="https://app.clinic-portal.com/login">Sign in</a></p>'
     parsed = scanner.parse(mail("alerts@clinic-portal.com", html=html))
-    proven = parsed.__class__(**{**parsed.__dict__, "auth": AuthResults(
-        source="computed", from_domain="clinic-portal.com", dmarc="pass", proven_domain="clinic-portal.com")})
+    proven = dataclasses.replace(parsed, auth=AuthResults(
+        source="computed", from_domain="clinic-portal.com", dmarc="pass", proven_domain="clinic-portal.com"))
     verdict = scanner.scan_parsed(proven)
     finding = coherence(verdict)["COHERENCE_REQUEST_PROVEN"]
     assert "proven" in finding.summary
@@ -134,3 +135,15 @@ def test_hostile_inputs_stay_bounded(scanner: mailguard.Scanner) -> None:
     verdict = scanner.scan(mail("a@b.example", "A" * 100_000, html=f"<p>{SIGN_IN}</p>{links}"))
     assert verdict.errors == ()
     assert len(verdict.summary) < 1000
+
+
+def test_claim_disproved_by_dmarc_with_a_request_elsewhere() -> None:
+    scanner = mailguard.Scanner()
+    html = f'<p>{SIGN_IN}</p><p><a href="https://bank-verify.example/login">Sign in</a></p>'
+    parsed = scanner.parse(mail("security@bank.example", "Bank Security", html=html))
+    forged = dataclasses.replace(parsed, auth=AuthResults(
+        source="computed", from_domain="bank.example", dmarc="fail", dmarc_policy="reject"))
+    verdict = scanner.scan_parsed(forged)
+    finding = coherence(verdict)["COHERENCE_FORGED_REQUEST_ELSEWHERE"]
+    assert finding.summary.startswith("Claims to be bank.example (its own DMARC says it is not), asks you to sign in")
+    assert "bank-verify.example" in finding.summary

@@ -33,6 +33,7 @@ def verdict_from_dict(data: Mapping[str, Any]) -> Verdict:
         message_id=data.get("message_id", ""), elapsed_ms=float(data.get("elapsed_ms", 0.0)),
         tempfail=bool(data.get("tempfail", False)),
         auth=AuthResults.from_dict(data["auth"]) if data.get("auth") else None,
+        summary=str(data.get("summary", "")),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,10 @@ def iter_inputs(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
                     full = Path(root) / name
                     if full.is_file():
                         found = True
+                        reason = not_mail(full)
+                        if reason:  # a note, not a verdict: the mailbox's own bookkeeping
+                            print(f"mailguard: {full}: skipped, {reason}", file=sys.stderr)
+                            continue
                         yield str(full), ""
             if not found:
                 yield given, "folder contains no files"
@@ -58,6 +63,34 @@ def iter_inputs(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
             yield given, "not a regular file"
         else:
             yield given, "no such file or folder"
+
+
+# Files a mail store keeps beside the messages (Dovecot, Courier, Maildir++, mbox tools).
+MAILBOX_FILES = frozenset({
+    "dovecot.index", "dovecot.index.log", "dovecot.index.log.2", "dovecot.index.cache", "dovecot-uidlist",
+    "dovecot-keywords", "dovecot-uidvalidity", "dovecot.list.index", "dovecot.list.index.log", "maildirfolder",
+    "subscriptions", "courierimapuidlist", "courierimapkeywords", "courierimapacl", "maildirsize", ".uidvalidity",
+})
+_HEADER_LINE = re.compile(rb"^(?:From |[!-9;-~]{1,76}:)")
+
+
+def not_mail(path: Path) -> str:
+    """Why a file found in a folder is not a message ('' when it may be one): a mail store's
+    bookkeeping by its name, or binary content, either way only when it does not start like
+    a message (a header line or an mbox From line), so a message is never skipped by name."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return ""  # scanning reports the read error
+    if _HEADER_LINE.match(head.lstrip(b"\r\n")):
+        return ""
+    name = path.name
+    if name in MAILBOX_FILES or name.startswith(("dovecot.", "dovecot-")):
+        return "a mail store's index or control file, not a message"
+    if b"\0" in head:
+        return "binary content, not a message"
+    return ""
 
 
 _WORKER_SCANNER: Any = None
@@ -104,20 +137,56 @@ def _report_text(result: CheckResult, out: Any) -> None:
 
 
 class _Progress:
-    """A one-line progress counter on a terminal's standard error; silent otherwise."""
+    """A progress bar with rate on a terminal's standard error, cleared before each report
+    line and drawn again after it (so the two never share a line), and a closing summary
+    by action; silent when standard error is not a terminal."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.enabled = total, 0, enabled and total > 1
+        import time
 
-    def step(self) -> None:
-        self.done += 1
-        if self.enabled and (self.done % 25 == 0 or self.done == self.total):
-            width = 30
-            filled = int(width * self.done / self.total)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
-            if self.done == self.total:
-                sys.stderr.write("\n")
+        self.total, self.done = total, 0
+        self.enabled = enabled and total > 1
+        self.started = time.monotonic()
+        self.actions: dict[str, int] = {}
+        self.drawn = False
+
+    def _clear(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
+            self.drawn = False
+
+    def _draw(self) -> None:
+        import time
+
+        rate = self.done / max(time.monotonic() - self.started, 1e-6)
+        width = 30
+        filled = int(width * self.done / max(self.total, 1))
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {rate:.1f} msg/s")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def write(self, text: str, out: Any) -> None:
+        if self.enabled:
+            self._clear()
+        out.write(text)
+        out.flush()
+
+    def step(self, action: str) -> None:
+        self.actions[action] = self.actions.get(action, 0) + 1
+        self.done += 1
+        if self.enabled:
+            self._draw()
+
+    def close(self) -> None:
+        import time
+
+        if self.enabled:
+            self._clear()
+            seconds = max(time.monotonic() - self.started, 1e-6)
+            counts = ", ".join(f"{a} {n}" for a, n in sorted(self.actions.items()))
+            sys.stderr.write(f"mailguard: {self.done} checked in {seconds:.1f} s ({self.done / seconds:.1f} msg/s): "
+                             f"{counts}\n")
 
 
 class _Emitter:
@@ -130,14 +199,16 @@ class _Emitter:
         self.progress = _Progress(total, sys.stderr.isatty() and not args.quiet)
 
     def __call__(self, result: CheckResult) -> None:
-        out = self.out
+        import io
+
+        out = io.StringIO()
         if result.record is None:
             self.exit_code = EXIT_ERROR
             if self.json:
                 out.write(json.dumps({"path": result.path, "error": result.error}) + "\n")
             else:
                 _report_text(result, out)
-            print(f"mailguard: {result.path}: {result.error}", file=sys.stderr)
+            action = "error"
         else:
             rec = result.record
             if rec.get("tempfail"):
@@ -148,8 +219,12 @@ class _Emitter:
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
             else:
                 _report_text(result, out)
-            out.flush()
-        self.progress.step()
+            action = "tempfail" if rec.get("tempfail") else str(rec["action"])
+        self.progress.write(out.getvalue(), self.out)
+        self.out.flush()
+        if result.record is None:
+            self.progress.write(f"mailguard: {result.path}: {result.error}\n", sys.stderr)
+        self.progress.step(action)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -201,6 +276,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             executor.shutdown()
     except KeyboardInterrupt:
         return 130
+    finally:
+        emit.progress.close()
     return emit.exit_code
 
 
@@ -257,6 +334,7 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
                     print(f"mailguard: {exc}", file=sys.stderr)
                     return EXIT_ERROR
             emit(_scan_bytes(path, load(path), local))
+    emit.progress.close()
     return emit.exit_code
 
 

@@ -151,6 +151,14 @@ class RelayHandler:
             return "421 4.3.2 Service shutting down, please try again later"
         return "250 2.0.0 OK"
 
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: SmtpEnvelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        """Offer XFORWARD to trusted_networks only (Postfix sends it only when offered)."""
+        session.host_name = hostname
+        if isinstance(server, RelaySMTP) and self.runtime.state.settings.is_trusted(server.client):
+            responses.insert(len(responses) - 1, "250-XFORWARD NAME ADDR PROTO HELO")
+        return responses
+
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
                           rcpt_options: list[str]) -> str:
         state = self.runtime.state
@@ -190,8 +198,8 @@ class RelayHandler:
         meta = Envelope(
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(envelope.rcpt_tos),
-            client_address=client_ip(session),
-            helo=session.host_name or "",
+            client_address=getattr(session, "xforward", {}).get("ADDR") or client_ip(session),
+            helo=getattr(session, "xforward", {}).get("HELO") or session.host_name or "",
             direction=self.direction,
         )
         outcome = await self.process(state, raw, meta, list(envelope.mail_options))
@@ -389,6 +397,14 @@ class SessionSet:
         return list(self._sessions)
 
 
+XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
+
+
+def _xtext_decode(text: str) -> str:
+    """RFC 3461 xtext: "+XX" is the byte XX."""
+    return re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
+
+
 class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with the relay's session rules: a separate time limit for the whole
     DATA transfer (a trickling client cannot hold a connection forever by sending a byte at
@@ -490,6 +506,31 @@ class RelaySMTP(SMTP):
             return False
         await self.push(f"501 5.5.4 Control characters (NUL, CR, LF ...) are not allowed in {command}")
         return True
+
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        """Postfix's XFORWARD (XFORWARD_README), from trusted_networks only: the original
+        client's address, name, HELO and protocol, so logs and checks see the real sender
+        instead of the Postfix in front. Outside a transaction, as Postfix requires."""
+        if not self._runtime.state.settings.is_trusted(self.client):
+            await self.push("550 5.7.0 Error: insufficient authorization")
+            return
+        if self.envelope.mail_from is not None:
+            await self.push("503 5.5.1 Error: XFORWARD not allowed in a mail transaction")
+            return
+        values: dict[str, str] = {}
+        for item in (arg or "").split():
+            name, sep, value = item.partition("=")
+            name = name.upper()
+            if not sep or name not in XFORWARD_ATTRIBUTES or any(ord(c) < 33 or ord(c) > 126 for c in value):
+                await self.push(f"501 5.5.4 Bad XFORWARD attribute: {name[:20]}")
+                return
+            value = _xtext_decode(value)
+            if value.upper() not in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+                values[name] = value[5:] if name == "ADDR" and value.upper().startswith("IPV6:") else value
+        xforward = getattr(self.session, "xforward", {})
+        xforward.update(values)
+        self.session.xforward = xforward  # type: ignore[attr-defined]
+        await self.push("250 2.0.0 Ok")
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         if not await self._control_characters(arg, "MAIL FROM"):

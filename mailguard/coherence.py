@@ -218,6 +218,9 @@ class Coherence:
         if not words or len(words) > 6:
             return None
         lowered = [w.lower() for w in words]
+        distinctive = [w for w in lowered if w not in _ORG_WORDS]
+        if not distinctive:
+            return None  # "Billing", "Support Team": no company named
         if any(w in _ORG_WORDS for w in lowered) or "/" in text or "&" in text:
             return text
         if len(words) == 1 and words[0].isupper() and 2 <= len(words[0]) <= 6 and words[0].isalpha():
@@ -232,6 +235,9 @@ class Coherence:
             return False
         if "." in company and self._registrable(company) == sender_org:
             return True
+        if "." in company:  # a domain: its name, not its ending ("example" of target.example is no word of it)
+            parts = self.splitter.parts(company)
+            company = parts.label if parts is not None else company.split(".")[0]
         words = [w.lower() for w in _WORD.findall(company)]
         distinctive = [w for w in words if w not in _ORG_WORDS and len(w) >= 3]
         squashed = label.replace("-", "")

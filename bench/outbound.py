@@ -34,13 +34,14 @@ import phi_samples  # noqa: E402
 
 from mailguard import Config, Scanner  # noqa: E402
 from mailguard.model import Action, Envelope  # noqa: E402
-from mailguard.relay.outbound import OutboundSettings, decide  # noqa: E402
+from mailguard.relay.outbound import OutboundSettings, decide, outbound_verdict  # noqa: E402
 
 SHARED = ROOT.parent.parent / "shared" / "corpus"
 OUTSIDE = "someone@outside.example"
 
 
 def held(settings: OutboundSettings, verdict) -> tuple[bool, str]:  # type: ignore[no-untyped-def]
+    verdict = outbound_verdict(settings, verdict)
     if verdict.action >= Action.QUARANTINE:
         return True, "scan:" + ",".join(verdict.rules)
     decision = decide(settings, verdict, (OUTSIDE,))

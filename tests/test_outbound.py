@@ -286,3 +286,16 @@ def test_the_inbound_listener_does_not_look_for_patient_data(start_outbound: Any
         client.sendmail("someone@outside.example", [INTERNAL], P.done_when_body(INTERNAL))
     got = sink.handler.wait_for(1)[0]
     assert b"PHI_" not in got.data
+
+
+def test_phishing_score_holds_outbound_mail_only_from_the_outbound_threshold(tmp_path: Path) -> None:
+    from mailguard.model import Action, Finding, Verdict
+    from mailguard.relay.outbound import OutboundSettings, outbound_verdict
+
+    settings = OutboundSettings.from_config(outbound_config(tmp_path, "127.0.0.1:25"), "h")
+    assert settings is not None and settings.quarantine_at == 15.0
+    lure = Finding("language", "LANGUAGE_CREDENTIAL_REQUEST", 12.0, "asks to sign in")
+    assert outbound_verdict(settings, Verdict(12.0, Action.QUARANTINE, (lure,))).action == Action.TAG
+    assert outbound_verdict(settings, Verdict(16.0, Action.QUARANTINE, (lure,))).action == Action.QUARANTINE
+    malware = Finding("signatures", "SIGNATURE_EICAR_TEST_FILE", 1.0, "test virus", min_action=Action.QUARANTINE)
+    assert outbound_verdict(settings, Verdict(1.0, Action.QUARANTINE, (malware,))).action == Action.QUARANTINE

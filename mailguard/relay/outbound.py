@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from mailguard.config import Config, ConfigError
-from mailguard.model import Verdict
+from mailguard.model import Action, Verdict
 from mailguard.relay.forward import Downstream
 from mailguard.relay.settings import Network, _host_port, _network, in_networks
 
@@ -61,6 +61,7 @@ class OutboundSettings:
     known_domains: tuple[str, ...]
     history_min_messages: int
     misdirected: str
+    quarantine_at: float = 15.0
 
     @classmethod
     def from_config(cls, config: Config, hostname: str) -> "OutboundSettings | None":
@@ -90,6 +91,7 @@ class OutboundSettings:
             known_domains=_domains(s["known_domains"]),
             history_min_messages=s["history_min_messages"],
             misdirected=s["misdirected"],
+            quarantine_at=s["quarantine_at"],
         )
 
     @property
@@ -178,6 +180,18 @@ class Decision:
             if r.action == self.action:
                 return r.reason
         return ""
+
+
+def outbound_verdict(settings: OutboundSettings, verdict: Verdict) -> Verdict:
+    """The scan verdict as it applies to mail going out: a hold by score needs
+    ``quarantine_at`` (a compromised account's phishing); below it the message is only
+    tagged. Forced actions (malware) and failures (on_error) are kept as they are."""
+    if verdict.action < Action.QUARANTINE or verdict.errors or verdict.score >= settings.quarantine_at:
+        return verdict
+    forced = max((f.min_action for f in verdict.findings if f.min_action is not None), default=Action.ACCEPT)
+    if forced >= Action.QUARANTINE:
+        return verdict
+    return replace(verdict, action=max(forced, Action.TAG))
 
 
 def decide(settings: OutboundSettings, verdict: Verdict, rcpt_tos: Sequence[str],

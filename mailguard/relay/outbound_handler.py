@@ -24,7 +24,7 @@ from mailguard.model import Action, Envelope, Finding, Verdict
 from mailguard.relay.forward import Reply, forward, one_line
 from mailguard.relay.handler import MAX_RECIPIENTS, Outcome, RelayHandler, RelayState, Runtime, client_ip
 from mailguard.relay.history import RecipientHistory
-from mailguard.relay.outbound import Decision, OutboundSettings, decide, summary_for
+from mailguard.relay.outbound import Decision, OutboundSettings, decide, outbound_verdict, summary_for
 
 log = logging.getLogger("mailguard.relay")
 
@@ -74,12 +74,14 @@ class OutboundHandler(RelayHandler):
     async def dispose(self, state: RelayState, raw: bytes, meta: Envelope, verdict: Verdict,
                       mail_options: list[str], outcome: Outcome) -> None:
         outcome.notes["listener"] = "outbound"
-        if verdict.action >= Action.QUARANTINE:  # malware, or phishing from a compromised account
-            await super().dispose(state, raw, meta, verdict, mail_options, outcome)
-            return
         out = self._outbound()
         if out is None:
             outcome.reply = Reply(451, _UNCONFIGURED[4:])
+            return
+        verdict = outbound_verdict(out, verdict)
+        outcome.verdict = verdict
+        if verdict.action >= Action.QUARANTINE:  # malware, or phishing from a compromised account
+            await super().dispose(state, raw, meta, verdict, mail_options, outcome)
             return
         misdirected: dict[str, str] = {}
         for rcpt in meta.rcpt_tos:

@@ -240,6 +240,22 @@ class Sample:
 CONTAINERS = ("body", "html", "pdf", "docx", "xlsx", "csv", "txt", "zip")
 
 
+SPARSE = {  # one identifier in a sentence, with the context words of the language
+    "en": ["Can you check the claim for our patient {name}? Her Medicare number is {mbi}.",
+           "Client {name} (SSN {ssn}) missed the session; please reschedule.",
+           "For {name}, member ID {member}, the prior authorization is still pending."],
+    "es": ["¿Puede revisar la reclamación del paciente {name}? Su número de Medicare es {mbi}.",
+           "El paciente {name}, SSN {ssn}, no vino a la cita.",
+           "Para {name}, Member ID {member}, la autorización del seguro médico sigue pendiente."],
+    "de": ["Können Sie den Antrag für unseren Patienten {name} prüfen? Medicare-Nummer {mbi}.",
+           "Patientin {name}, SSN {ssn}, hat den Termin verpasst.",
+           "Für {name}, Member ID {member}, ist die Genehmigung der Versicherung noch offen."],
+    "fr": ["Pouvez-vous vérifier la demande pour notre patient {name} ? Son numéro Medicare est {mbi}.",
+           "Le patient {name}, SSN {ssn}, a manqué la séance.",
+           "Pour {name}, Member ID {member}, l'autorisation de la mutuelle est en attente."],
+}
+
+
 def generated(count: int, seed: int = 17) -> list[Sample]:
     rng = random.Random(seed)
     out = []
@@ -253,6 +269,10 @@ def generated(count: int, seed: int = 17) -> list[Sample]:
         greeting = {"en": "Hi,", "es": "Hola,", "de": "Hallo,", "fr": "Bonjour,"}[lang]
         frame = f"{greeting}\n\n{labels['intro']}\n\n"
         attachments: tuple[tuple[str, str, bytes], ...] = ()
+        if rng.random() < 0.3:  # a single identifier in running text rather than a record
+            style = "sparse"
+            text = rng.choice(SPARSE[lang]).format(name=f"{rng.choice(FIRST)} {rng.choice(LAST)}", mbi=mbi(rng),
+                                                   ssn=ssn(rng), member=member_id(rng))
         if container in ("body", "html"):
             body = frame + text + f"\n\n{labels['outro']}\n"
         else:
@@ -265,7 +285,7 @@ def generated(count: int, seed: int = 17) -> list[Sample]:
                                 docx(text)),)
             elif container == "xlsx":
                 attachments = ((f"{name}.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                                xlsx(rows)),)
+                                xlsx(rows if style != "sparse" else [{"Note": text}])),)
             elif container == "csv":
                 attachments = ((f"{name}.csv", "text/csv", text.encode("utf-8")),)
             elif container == "txt":

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from mailguard.milter.direction import DirectionRules
+from mailguard.relay.outbound import OutboundSettings
 from mailguard.config import Config, ConfigError, load_config
 from mailguard.model import Verdict
 
@@ -57,6 +59,8 @@ class MilterSettings:
     idle_timeout: float
     scan_timeout: float
     progress_interval: float
+    direction: DirectionRules = field(default_factory=lambda: DirectionRules((), False, ()))
+    outbound_tls_by_mta: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> "MilterSettings":
@@ -77,6 +81,8 @@ class MilterSettings:
             idle_timeout=s["idle_timeout"],
             scan_timeout=s["scan_timeout"],
             progress_interval=s["progress_interval"],
+            direction=DirectionRules.from_settings(s, "[milter]"),
+            outbound_tls_by_mta=s["outbound_tls_by_mta"],
         )
 
 
@@ -100,6 +106,18 @@ class Engine:
     quarantine: Any = None
     add_banner: Callable[[bytes, Verdict], bytes] | None = None
     executor: concurrent.futures.ThreadPoolExecutor = field(init=False)
+    _outbound: tuple[Config, OutboundSettings] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def outbound(self) -> OutboundSettings:
+        """The [outbound] policy for mail the macros say is leaving (read per message: a
+        reload may change it)."""
+        cached = self._outbound
+        if cached is None or cached[0] is not self.config:
+            settings = OutboundSettings.from_config(self.config, "localhost", listener=False)
+            assert settings is not None
+            cached = self._outbound = (self.config, settings)
+        return cached[1]
 
     def __post_init__(self) -> None:
         self.executor = concurrent.futures.ThreadPoolExecutor(

@@ -67,6 +67,26 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
         "Keep it below Postfix's milter_content_timeout (300 s by default).",
         minimum=1,
     ),
+    "outbound_daemon_names": Option(
+        [], "list[str]",
+        "Postfix service names ({daemon_name}, set with -o syslog_name or milter_macro_daemon_name) whose mail "
+        "leaves the practice, e.g. [\"submission\", \"smtps\"]: scanned as outbound (patient data, the "
+        "[outbound] policy).",
+    ),
+    "outbound_authenticated": Option(
+        True, "bool",
+        "Mail from an authenticated SMTP client ({auth_authen} set: the practice's staff submitting) is outbound.",
+    ),
+    "outbound_networks": Option(
+        [], "list[str]",
+        "Client networks (CIDR) whose mail is outbound, e.g. the practice's workstations relaying through Postfix.",
+    ),
+    "outbound_tls_by_mta": Option(
+        False, "bool",
+        "The MTA itself enforces verified TLS for outside delivery (Postfix smtp_tls_security_level = verify or "
+        "secure): then [outbound] require_tls passes. Otherwise the milter cannot see the next hop's TLS, and "
+        "require_tls holds the message in the quarantine.",
+    ),
     "progress_interval": Option(
         10.0, "float",
         "While a message is being scanned, tell the MTA every this many seconds that work is going on "

@@ -25,6 +25,7 @@ from mailguard.milter.actions import (
     reject_reply,
 )
 from mailguard.milter.engine import Engine, oversize_reply
+from mailguard.milter.direction import apply_outbound
 from mailguard.model import Action, Envelope, Verdict
 
 log = logging.getLogger("mailguard.milter")
@@ -245,7 +246,8 @@ class Session:
         scanner = engine.scanner  # one scanner for the whole message, even if a reload swaps it
         policy = scanner.config.section("policy")
         raw = message.raw()
-        envelope = Envelope(self.mail_from, tuple(self.rcpt_tos), self.client_address, self.helo)
+        direction = engine.settings.direction.direction(self.macros, self.client_address)
+        envelope = Envelope(self.mail_from, tuple(self.rcpt_tos), self.client_address, self.helo, direction)
         released = self._released(raw)
         if released:  # a release from our own quarantine: it passes once, the marker removed
             self._entry_id = released
@@ -254,6 +256,8 @@ class Session:
             replies = allowed_replies(release_token_removal(message.headers), self.actions)
             return [*replies, mp.reply(mp.SMFIR_CONTINUE)]
         verdict: Verdict = await engine.run(scanner.scan, raw, envelope)
+        if direction == "outbound" and not verdict.tempfail:
+            verdict = apply_outbound(engine.outbound, verdict, envelope.rcpt_tos, engine.settings.outbound_tls_by_mta)
         replies: list[bytes]
         if verdict.tempfail:
             outcome, replies = "tempfail", [mp.reply_code(TEMPFAIL_REPLY)]

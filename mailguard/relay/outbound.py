@@ -64,16 +64,18 @@ class OutboundSettings:
     quarantine_at: float = 15.0
 
     @classmethod
-    def from_config(cls, config: Config, hostname: str) -> "OutboundSettings | None":
-        """None when [outbound] listen is empty (no outbound listener)."""
+    def from_config(cls, config: Config, hostname: str, *, listener: bool = True) -> "OutboundSettings | None":
+        """None when [outbound] listen is empty (no outbound listener). With ``listener``
+        false (the milter: only the policy is used) listen and next_hop may be empty."""
         s = config.section("outbound")
-        if not s["listen"].strip():
+        if listener and not s["listen"].strip():
             return None
         where = f"{config.source or 'configuration'}: [outbound]"
-        if not s["next_hop"].strip():
+        if listener and not s["next_hop"].strip():
             raise ConfigError(f"{where} next_hop: required when listen is set (the provider's smarthost, \"host:port\")")
-        listen_host, listen_port = _host_port(s["listen"], f"{where} listen", any_port=True)
-        hop_host, hop_port = _host_port(s["next_hop"], f"{where} next_hop")
+        listen_host, listen_port = _host_port(s["listen"], f"{where} listen", any_port=True) \
+            if s["listen"].strip() else ("", 0)
+        hop_host, hop_port = _host_port(s["next_hop"], f"{where} next_hop") if s["next_hop"].strip() else ("", 0)
         ca_file = str(config.resolve_path(s["next_hop_ca_file"])) if s["next_hop_ca_file"] else ""
         return cls(
             listen_host=listen_host,

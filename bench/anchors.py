@@ -130,9 +130,15 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Daemon":
-        self.proc = subprocess.Popen([*MAILGUARD, "daemon", "--config", str(self.config)], env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._answers, 120, "mailguard daemon")
+        self.log = self.config.with_suffix(".log")
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([*MAILGUARD, "daemon", "--config", str(self.config)], env=self.env,
+                                         stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            wait_until(self._answers, 120, "mailguard daemon")
+        except RuntimeError:
+            sys.stderr.write(self.log.read_text(errors="replace")[-3000:])
+            raise
         return self
 
     def _answers(self) -> bool:

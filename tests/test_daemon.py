@@ -271,3 +271,13 @@ def test_relay_with_the_daemon_pool_refuses_to_start_without_one(tmp_path: Path,
     run = subprocess.run([*MAILGUARD, "serve", "--config", str(config)], env=env, capture_output=True, text=True,
                          timeout=120)
     assert run.returncode != 0 and "pool" in run.stderr and "no daemon" in run.stderr
+
+
+def test_workers_exit_when_the_master_is_killed(tmp_path: Path, env: dict[str, str], daemon_factory) -> None:
+    config = _config(tmp_path, workers=2)
+    daemon = daemon_factory(config)
+    workers = list(daemon.worker_pids.values())
+    daemon.proc.kill()
+    daemon.proc.wait(timeout=30)
+    for pid in workers:  # each notices within its one-second accept timeout
+        daemon.wait_for(rf"worker pid {pid}: the daemon's master is gone")

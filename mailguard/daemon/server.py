@@ -170,10 +170,15 @@ class _Worker:
 
     def serve(self) -> int:
         limit = self.server.max_requests_per_worker
+        master = os.getppid()
+        self.listener.settimeout(1.0)  # wake now and then to see whether the master is still there
         while True:
             try:
                 conn, _ = self.listener.accept()
-            except InterruptedError:
+            except (InterruptedError, socket.timeout):
+                if os.getppid() != master:  # the master died (killed): nobody would replace us or stop us
+                    log.warning("worker pid %d: the daemon's master is gone; exiting", os.getpid())
+                    return 0
                 continue
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):

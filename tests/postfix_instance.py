@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,8 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Callable
+
+import pytest
 
 from mailguard.config import Config
 from mailguard.milter import Engine, MilterServer
@@ -174,6 +177,17 @@ def _shared_tmp() -> str | None:
 
 def postfix_available() -> bool:
     return shutil.which("postfix") is not None or Path("/usr/sbin/postfix").exists()
+
+
+def require_postfix() -> None:
+    """Skip the calling test module when Postfix (or root, which a throwaway instance needs)
+    is missing; under CI=true a missing Postfix is an error, never a skip."""
+    if not postfix_available():
+        if os.environ.get("CI") == "true":
+            raise RuntimeError("CI=true but Postfix is not installed: .ci/run must install it")
+        pytest.skip("Postfix is not installed", allow_module_level=True)
+    if os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("a throwaway Postfix instance needs root", allow_module_level=True)
 
 
 def _postfix_bin(name: str) -> str:

@@ -5,7 +5,6 @@ calls our milter, and relays to an aiosmtpd sink; our milter looks up SPF, DKIM 
 on the loopback DNS server. Messages are signed here with dkimpy."""
 from __future__ import annotations
 
-import os
 import smtplib
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,14 +15,9 @@ from mailguard.config import Config
 
 from auth_world import AUTHSERV_ID, auth_config, dns_server, message, sign, via_mx
 from dns_server import DnsServer, closed_port
-from postfix_instance import Delivered, MilterThread, PostfixInstance, Sink, free_port, postfix_available
+from postfix_instance import Delivered, MilterThread, PostfixInstance, Sink, free_port, require_postfix
 
-if not postfix_available():
-    if os.environ.get("CI") == "true":
-        raise RuntimeError("CI=true but Postfix is not installed: .ci/run must install it")
-    pytest.skip("Postfix is not installed", allow_module_level=True)
-if os.geteuid() != 0 and os.environ.get("CI") != "true":
-    pytest.skip("a throwaway Postfix instance needs root", allow_module_level=True)
+require_postfix()
 
 RECIPIENT = "frontdesk@practice.example"
 

@@ -8,7 +8,6 @@ follows at once. Messages are submitted with smtplib, as a sending server would.
 """
 from __future__ import annotations
 
-import os
 import smtplib
 import time
 import uuid
@@ -24,14 +23,9 @@ from mailguard.message import ParsedMessage
 from mailguard.model import Finding
 from mailguard.scanner import Scanner
 from mailguard.milter import Engine
-from postfix_instance import Delivered, MilterThread, PostfixInstance, Sink, free_port, postfix_available, wait_until
+from postfix_instance import Delivered, MilterThread, PostfixInstance, Sink, free_port, require_postfix, wait_until
 
-if not postfix_available():
-    if os.environ.get("CI") == "true":
-        raise RuntimeError("CI=true but Postfix is not installed: .ci/run must install it")
-    pytest.skip("Postfix is not installed", allow_module_level=True)
-if os.geteuid() != 0 and os.environ.get("CI") != "true":
-    pytest.skip("a throwaway Postfix instance needs root", allow_module_level=True)
+require_postfix()
 
 PRACTICE = "practice.example"
 EICAR = ("X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-ANTIVIRUS-" + "TEST-FILE!$H+H*").encode()

@@ -29,7 +29,6 @@ from typing import Any, Iterator
 
 import pytest
 
-from dns_server import closed_port
 from test_relay_support import (  # noqa: F401 (fixtures)
     LoopThread,
     Sink,
@@ -114,8 +113,6 @@ def write_config(deploy: dict[str, Any], sink_port: int) -> None:
         f"path = \"{deploy['state'] / 'quarantine'}\"\nkey_file = \"{deploy['etc'] / 'quarantine.key'}\"\n"
         "[metrics]\nlisten = \"127.0.0.1:0\"\n"
         "[logging]\nformat = \"json\"\n"
-        # A resolver that is down, on loopback: the system's resolver is off this machine.
-        f"[dns]\nnameservers = [\"127.0.0.1:{closed_port()}\"]\n"
     )
 
 

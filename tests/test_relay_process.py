@@ -15,7 +15,6 @@ from typing import Any, Iterator
 
 import pytest
 
-from dns_server import closed_port
 from test_relay_support import (  # noqa: F401 (fixtures)
     RECIPIENT,
     SENDER,
@@ -33,8 +32,6 @@ from test_relay_support import (  # noqa: F401 (fixtures)
 def write_config(path: Path, downstream_port: int, domains: list[str], extra: str = "", relay: str = "") -> None:
     folder = path.parent
     path.write_text(
-        # A resolver that is down, on loopback: the system's resolver is off this machine.
-        f'[dns]\nnameservers = ["127.0.0.1:{closed_port()}"]\n'
         "[relay]\n"
         'listen = "127.0.0.1:0"\n'
         f'downstream = "127.0.0.1:{downstream_port}"\n'

@@ -8,7 +8,11 @@ follows at once. Messages are submitted with smtplib, as a sending server would.
 """
 from __future__ import annotations
 
+import json
+import re
 import smtplib
+import subprocess
+import sys
 import time
 import uuid
 from email.message import EmailMessage
@@ -195,6 +199,28 @@ def test_malware_is_stored_in_the_quarantine_and_never_delivered(default_milter:
     assert len(entries) == before + 1
     assert "SIGNATURE_EICAR_TEST_FILE" in entries[0].rules or any(
         "SIGNATURE_EICAR_TEST_FILE" in e.rules for e in entries)
+
+
+def test_a_stored_message_is_found_by_the_queue_id_postfix_told_the_sender(default_milter: Rig) -> None:
+    """Postfix answers "250 2.0.0 Ok: queued as ID" for a message the milter discards into
+    the quarantine; `mailguard quarantine list --queue-id ID` finds that entry."""
+    rig = default_milter
+    msg = eicar_message()
+    with smtplib.SMTP("127.0.0.1", rig.postfix.smtpd_port, timeout=30) as smtp:
+        smtp.ehlo("client.test")
+        smtp.mail("sam.lee@example.org")
+        smtp.rcpt(f"frontdesk@{PRACTICE}")
+        code, text = smtp.data(msg.as_bytes())
+    found = re.fullmatch(r"2\.0\.0 Ok: queued as (\S+)", text.decode())
+    assert code == 250 and found, text
+    rig.never_delivered(msg)
+    config = rig.tmp / "review.toml"  # what the IT person's configuration says of the quarantine
+    config.write_text(f'[quarantine]\npath = "{rig.tmp / "quarantine"}"\nkey_file = "{rig.tmp / "quarantine.key"}"\n')
+    listed = subprocess.run([sys.executable, "-m", "mailguard.cli", "quarantine", "list", "--queue-id", found.group(1),
+                             "--json", "--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    records = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["message_id"], r["queue_id"]) for r in records] == [(msg["Message-ID"], found.group(1))]
 
 
 def test_malware_is_rejected_with_5xx_when_policy_says_reject(default_milter: Rig) -> None:

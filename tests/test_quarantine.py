@@ -176,6 +176,34 @@ def test_list_filters(backend: Backend) -> None:
             q.list(action="bounce")
 
 
+def test_an_entry_is_found_by_the_queue_id_the_sender_was_told(backend: Backend) -> None:
+    with opened(backend.config()) as q:
+        held = q.store(make_message(1), make_envelope(), make_verdict(1), queue_id="672DD632CD07")
+        other = q.store(make_message(2), make_envelope(), make_verdict(2), queue_id="4Xq8Sv0ZHhz9sWd")
+        q.store(make_message(3), make_envelope(), make_verdict(3))  # no queue id known
+        assert [e.id for e in q.list(queue_id="672DD632CD07")] == [held]
+        assert [e.id for e in q.list(queue_id=" 4Xq8Sv0ZHhz9sWd ")] == [other]  # pasted with spaces
+        assert q.list(queue_id="4xq8sv0zhhz9swd") == []  # Postfix's long queue ids are case-sensitive
+        assert q.get(held).queue_id == "672DD632CD07" and q.get(held).to_dict()["queue_id"] == "672DD632CD07"
+        assert "queue_id=672DD632CD07" in q.audit(operation="list")[0].detail
+
+
+def test_an_older_database_gets_the_queue_id_column(backend: Backend) -> None:
+    """A quarantine written before entries kept their queue id: opened by this version, its
+    entries are all still there (with no queue id) and new ones are found by theirs."""
+    with opened(backend.config()) as q:
+        old = q.store(make_message(1), make_envelope(), make_verdict(1))
+    backend.execute("DROP INDEX entries_queue_id")  # the tables as the older version made them
+    backend.execute("ALTER TABLE entries DROP COLUMN queue_id")
+    with opened(backend.config()) as q:
+        assert [(e.id, e.queue_id) for e in q.list()] == [(old, "")]
+        new = q.store(make_message(2), make_envelope(), make_verdict(2), queue_id="5B1C0A2D3E4F")
+        assert [e.id for e in q.list(queue_id="5B1C0A2D3E4F")] == [new]
+        assert q.raw(old) == make_message(1)
+    with opened(backend.config()) as q:  # and opening it again changes nothing more
+        assert {e.id for e in q.list()} == {old, new}
+
+
 def test_listing_many_entries_keeps_each_ones_rules_and_recipients(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

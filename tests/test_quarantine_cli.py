@@ -66,6 +66,30 @@ def test_list_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert code == 0 and out == "no messages match\n"
 
 
+def test_list_by_the_queue_id_the_sender_quotes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sender calls about "queued as 672DD632CD07": the IT person finds the entry by it,
+    held or already released, and `show` says it."""
+    with SmtpServer() as smtp:
+        config = write_config(tmp_path, release_host=smtp.address)
+        q = open_quarantine(load_config(config), actor="relay")
+        try:
+            held = q.store(make_message(1), make_envelope(), make_verdict(1), queue_id="672DD632CD07")
+            released = q.store(make_message(2), make_envelope(), make_verdict(2), queue_id="0A1B2C3D4E5F")
+        finally:
+            q.close()
+        assert run(capsys, "release", released, "--config", str(config))[0] == 0
+    code, out, _ = run(capsys, "list", "--queue-id", "672DD632CD07", "--config", str(config))
+    assert code == 0 and held[:10] in out and released[:10] not in out and "1 message(s)" in out
+    code, out, _ = run(capsys, "list", "--queue-id", "0A1B2C3D4E5F", "--json", "--config", str(config))
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [(r["id"], r["status"], r["queue_id"]) for r in records] == [
+        (released, "released", "0A1B2C3D4E5F")]
+    code, out, _ = run(capsys, "list", "--queue-id", "0A1B2C3D4E5F", "--status", "held", "--config", str(config))
+    assert code == 0 and out == "no messages match\n"
+    code, out, _ = run(capsys, "show", held, "--config", str(config))
+    assert code == 0 and "queued as 672DD632CD07" in out
+
+
 def test_show_prints_reasons_and_headers_and_is_audited(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path)
     entry_id = seed(config, 1)[0]

@@ -29,6 +29,7 @@ COVERED = {
     "swaks --server 127.0.0.1:25 --to frontdesk@practice.example --data examples/messages/lookalike-invoice.eml":
         ("tests/test_deploy.py", "examples/messages/lookalike-invoice.eml"),
     "mailguard quarantine list --since 1d": ("tests/test_deploy.py", '"quarantine", "list", "--since", "1d"'),
+    "mailguard quarantine list --queue-id": ("tests/test_relay_process.py", '"quarantine", "list", "--queue-id"'),
     "mailguard quarantine show": ("tests/test_quarantine_cli.py", '"show"'),
     "mailguard quarantine release": ("tests/test_quarantine_cli.py", '"release"'),
     "mailguard quarantine delete": ("tests/test_quarantine_cli.py", '"delete"'),

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
+import smtplib
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ from test_relay_support import (  # noqa: F401 (fixtures)
     RawClient,
     Sink,
     clean_message,
+    malware_message,
     phish_message,
     wire,
     loop_thread,
@@ -173,6 +176,30 @@ def test_sighup_reloads_without_dropping_connections(serve: Any, sink: Sink, tmp
     received = sink.handler.wait_for(1)
     assert len(received) == 1 and received[0].rcpt_tos == ["desk@clinic.example"]
     assert b"X-MailGuard-Action: tag" in received[0].data and b"INV-2" in received[0].data
+    assert relay.stop() == 0
+
+
+def test_a_held_message_is_found_by_the_queue_id_in_its_reply(serve: Any, tmp_path: Path) -> None:
+    """The sender is told "250 2.0.0 OK: queued as ID"; asked about it, the IT person runs
+    `mailguard quarantine list --queue-id ID` and finds that entry."""
+    relay = serve(extra="[auth]\nenabled = false\n")  # no DNS needed: the EICAR file holds it
+    with smtplib.SMTP("127.0.0.1", relay.port, timeout=60) as smtp:
+        smtp.ehlo("client.test")
+        smtp.mail(SENDER)
+        smtp.rcpt(RECIPIENT)
+        code, text = smtp.data(malware_message())
+    found = re.fullmatch(r"2\.0\.0 OK: queued as (\S+)", text.decode())
+    assert code == 250 and found, text
+    queue_id = found.group(1)
+    logged = relay.wait_for("message")
+    assert logged["queue_id"] == queue_id and logged["result"] == "quarantined"
+    listed = subprocess.run([sys.executable, "-m", "mailguard.cli", "quarantine", "list", "--queue-id", queue_id,
+                             "--json", "--config", str(tmp_path / "mailguard.toml")],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    records = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["id"], r["queue_id"]) for r in records] == [(logged["quarantine_id"], queue_id)]
+    assert "SIGNATURE_EICAR_TEST_FILE" in records[0]["rules"]
     assert relay.stop() == 0
 
 

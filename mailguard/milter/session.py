@@ -4,6 +4,7 @@ verdict becomes replies)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -299,7 +300,9 @@ class Session:
     async def _store(self, raw: bytes, envelope: Envelope, verdict: Verdict) -> tuple[str, list[bytes]]:
         """Discard only once the message is durably in the quarantine; otherwise 451."""
         try:
-            entry_id = await self.engine.run(self.engine.quarantine.store, raw, envelope, verdict)
+            # The queue id Postfix gives the sender ("queued as ..."), so the entry can be found by it.
+            store = functools.partial(self.engine.quarantine.store, queue_id=self.macros.get("i", ""))
+            entry_id = await self.engine.run(store, raw, envelope, verdict)
         except Exception as exc:
             log.error("quarantine store failed, answered 451 (the sender retries): %s", exc)
             return "tempfail", [mp.reply_code(TEMPFAIL_REPLY)]

@@ -32,7 +32,8 @@ class RecipientRow:
 @dataclass(frozen=True)
 class EntryRow:
     """An entry as stored. Only non-identifying fields are in the clear: times, status,
-    action, score, rule ids and size. ``sealed_info`` (envelope, verdict, subject...) and
+    action, score, rule ids, size and the queue id the sender was told (a random id the
+    logs carry too). ``sealed_info`` (envelope, verdict, subject...) and
     ``sealed_message`` (the raw bytes) are encrypted by the caller."""
 
     id: str
@@ -46,6 +47,7 @@ class EntryRow:
     sealed_message: bytes | None = None  # left out by listing queries
     released_at: float | None = None
     recipients: tuple[RecipientRow, ...] = ()
+    queue_id: str = ""  # the relay's or the MTA's ("250 2.0.0 OK: queued as ..."); '' if unknown
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class EntryQuery:
     rule: str | None = None
     action: str | None = None
     status: str | None = None
+    queue_id: str | None = None
     limit: int | None = None
 
 

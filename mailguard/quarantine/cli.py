@@ -39,7 +39,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--rule", metavar="RULE", help="only messages where this rule fired, e.g. LOOKALIKE_SENDER_DOMAIN")
     p.add_argument("--action", dest="verdict_action", metavar="ACTION",
                    help="only this verdict action: quarantine, reject, tag or accept")
-    p.add_argument("--status", choices=("held", "released", "all"), default="held",
+    p.add_argument("--queue-id", metavar="ID",
+                   help="only the message the sender was told was \"queued as ID\" (the relay's reply, or "
+                   "Postfix's queue id behind the milter); held or released unless --status says")
+    p.add_argument("--status", choices=("held", "released", "all"), default=None,
                    help="held (default), released, or all")
     p.add_argument("--limit", type=int, metavar="N", help="at most N entries")
     p.add_argument("--json", action="store_true", help="one JSON object per entry, one per line")
@@ -159,9 +162,11 @@ def _setup_logging(config: Config) -> None:
 
 
 def cmd_list(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
+    # A sender asking about one message may ask after it was released: look at both then.
+    status = args.status or ("all" if args.queue_id else "held")
     entries = q.list(
         since=args.since, recipient=args.recipient, rule=args.rule, action=args.verdict_action,
-        status=None if args.status == "all" else args.status, limit=args.limit,
+        status=None if status == "all" else status, queue_id=args.queue_id, limit=args.limit,
     )
     if args.json:
         for entry in entries:
@@ -209,7 +214,8 @@ def cmd_show(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
     env = entry.envelope
     lines = [
         f"Entry:      {entry.id}",
-        f"Received:   {entry.created:%Y-%m-%d %H:%M:%S} UTC from {env.client_address or '?'} (HELO {env.helo or '?'})",
+        f"Received:   {entry.created:%Y-%m-%d %H:%M:%S} UTC from {env.client_address or '?'} (HELO {env.helo or '?'})"
+        + (f", queued as {entry.queue_id}" if entry.queue_id else ""),
         f"Status:     {entry.status}" + (f" at {entry.released_at:%Y-%m-%d %H:%M:%S} UTC" if entry.released_at else ""),
         f"Verdict:    {str(entry.action).upper()}, score {entry.score:g}",
         f"Envelope:   from <{env.mail_from}> to {', '.join(f'<{r}>' for r in env.rcpt_tos) or '(none)'}",

@@ -41,6 +41,7 @@ class Entry:
     verdict: Mapping[str, Any]
     released_at: datetime | None = None
     delivered: tuple[str, ...] = ()
+    queue_id: str = ""  # what the sender was told ("queued as ..."); '' for entries from before it was kept
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -61,6 +62,7 @@ class Entry:
             "subject": self.subject,
             "from": self.from_header,
             "message_id": self.message_id,
+            "queue_id": self.queue_id,
             "released_at": iso(self.released_at) if self.released_at else None,
             "delivered": list(self.delivered),
             "verdict": dict(self.verdict),

@@ -15,14 +15,15 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from mailguard.quarantine.backend import BackendError
-from mailguard.quarantine.sql import AUDIT_COLUMNS, TABLES, SQLBackend, create_schema
+from mailguard.quarantine.sql import ADDED_COLUMNS, ADDED_INDEXES, TABLES, SQLBackend, create_schema
 
 _SCHEMA_LOCK = 0x6D67_7175  # advisory lock id: only one process creates the tables at a time
 
 _AUDIT_LOCK = 0x6D67_6175  # advisory lock id: one audit append at a time (the chain has no forks)
 _SCHEMA = TABLES.format(real="DOUBLE PRECISION", bigint="BIGINT", blob="BYTEA", serial="BIGSERIAL PRIMARY KEY") + "".join(
-    f"ALTER TABLE audit ADD COLUMN IF NOT EXISTS {column} {spec};\n" for column, spec in AUDIT_COLUMNS.items()
-) + """
+    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {spec};\n"
+    for table, columns in ADDED_COLUMNS.items() for column, spec in columns.items()
+) + ADDED_INDEXES + """
 CREATE OR REPLACE FUNCTION mailguard_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the quarantine audit log is append-only'; END $$;
 DROP TRIGGER IF EXISTS audit_no_change ON audit;
 CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit FOR EACH ROW EXECUTE FUNCTION mailguard_audit_append_only();

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS entries (
     score {real} NOT NULL,
     size {bigint} NOT NULL,
     released_at {real},
+    queue_id TEXT NOT NULL DEFAULT '',
     sealed_info {blob} NOT NULL,
     sealed_message {blob} NOT NULL
 );
@@ -68,8 +69,15 @@ CREATE TABLE IF NOT EXISTS audit (
     mac TEXT NOT NULL DEFAULT ''
 );
 """
-# Added to an audit table made by an older mailguard (before the MAC chain).
-AUDIT_COLUMNS = {"as_actor": "TEXT NOT NULL DEFAULT ''", "mac": "TEXT NOT NULL DEFAULT ''"}
+# Columns added to tables made by an older mailguard: to the audit (before the MAC chain), to
+# the entries (before they kept the queue id the sender was told: old entries keep '').
+# Not a new schema version: an older mailguard reading the database ignores them.
+ADDED_COLUMNS = {
+    "audit": {"as_actor": "TEXT NOT NULL DEFAULT ''", "mac": "TEXT NOT NULL DEFAULT ''"},
+    "entries": {"queue_id": "TEXT NOT NULL DEFAULT ''"},
+}
+# Indexes on added columns: created once the columns exist (an older table gets them first).
+ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS entries_queue_id ON entries (queue_id);\n"
 
 
 def statements(script: str) -> list[str]:
@@ -93,7 +101,7 @@ def create_schema(cur: Any, script: str) -> None:
 
 
 _BATCH = 500  # ids per IN (...) list, well under SQLite's limit of bound parameters
-_ENTRY_COLUMNS = "id, created, status, action, score, size, released_at, sealed_info"
+_ENTRY_COLUMNS = "id, created, status, action, score, size, released_at, queue_id, sealed_info"
 
 
 class SQLBackend:
@@ -174,10 +182,10 @@ class SQLBackend:
         with self._transaction() as cur:
             self._check_key(cur, key_id)
             cur.execute(
-                "INSERT INTO entries (id, created, status, action, score, size, released_at, sealed_info, sealed_message)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO entries (id, created, status, action, score, size, released_at, queue_id, sealed_info,"
+                " sealed_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.id, row.created, row.status, row.action, row.score, row.size, row.released_at,
-                 row.sealed_info, row.sealed_message),
+                 row.queue_id, row.sealed_info, row.sealed_message),
             )
             cur.executemany("INSERT INTO entry_rules (entry_id, pos, rule) VALUES (?, ?, ?)",
                             [(row.id, pos, rule) for pos, rule in enumerate(dict.fromkeys(row.rules))])
@@ -193,6 +201,7 @@ class SQLBackend:
             ("created < ?", query.before),
             ("action = ?", query.action),
             ("status = ?", query.status),
+            ("queue_id = ?", query.queue_id),
             ("id IN (SELECT entry_id FROM entry_rules WHERE rule = ?)", query.rule),
             ("id IN (SELECT entry_id FROM entry_recipients WHERE mac = ?)", query.recipient_mac),
         ))
@@ -344,7 +353,7 @@ def _row(r: Sequence[Any], rules: Sequence[str], recipients: Sequence[RecipientR
     """An EntryRow from the columns ``_ENTRY_COLUMNS`` (+ ``sealed_message``)."""
     return EntryRow(
         id=r[0], created=float(r[1]), status=r[2], action=r[3], score=r[4], size=r[5], released_at=r[6],
-        sealed_info=bytes(r[7]), sealed_message=bytes(r[8]) if with_message else None,
+        queue_id=str(r[7] or ""), sealed_info=bytes(r[8]), sealed_message=bytes(r[9]) if with_message else None,
         rules=tuple(rules), recipients=tuple(recipients),
     )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mailguard.quarantine.backend import BackendError
-from mailguard.quarantine.sql import AUDIT_COLUMNS, TABLES, SQLBackend, create_schema
+from mailguard.quarantine.sql import ADDED_COLUMNS, ADDED_INDEXES, TABLES, SQLBackend, create_schema, statements
 
 DB_NAME = "quarantine.sqlite3"
 _SCHEMA = TABLES.format(real="REAL", bigint="INTEGER", blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT") + """
@@ -78,10 +78,13 @@ class SQLiteBackend(SQLBackend):
                 time.sleep(0.05)
         with self._transaction() as cur:
             create_schema(cur, _SCHEMA)
-            present = {row[1] for row in cur.execute("PRAGMA table_info(audit)").fetchall()}
-            for column, spec in AUDIT_COLUMNS.items():
-                if column not in present:
-                    cur.execute(f"ALTER TABLE audit ADD COLUMN {column} {spec}")
+            for table, columns in ADDED_COLUMNS.items():  # SQLite has no ADD COLUMN IF NOT EXISTS
+                present = {row[1] for row in cur.execute(f"PRAGMA table_info({table})").fetchall()}
+                for column, spec in columns.items():
+                    if column not in present:
+                        cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {spec}")
+            for statement in statements(ADDED_INDEXES):
+                cur.execute(statement)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:

@@ -94,9 +94,12 @@ class Quarantine:
 
     # ------------------------------------------------------------------ store
 
-    def store(self, raw: bytes, envelope: Envelope, verdict: Verdict, *, actor: str | None = None) -> str:
+    def store(self, raw: bytes, envelope: Envelope, verdict: Verdict, *, queue_id: str = "",
+              actor: str | None = None) -> str:
         """Keep ``raw`` with its envelope and verdict; return the entry id once durable.
-        Raises QuarantineError otherwise, so the caller can answer 451 and lose nothing."""
+        Raises QuarantineError otherwise, so the caller can answer 451 and lose nothing.
+        ``queue_id`` is the id the sender is told ("queued as ..."): the relay's own, or the
+        MTA's for the milter; a sender asking about a message quotes it (``list(queue_id=)``)."""
         entry_id = secrets.token_hex(8)
         now = self.clock()
         try:
@@ -109,6 +112,7 @@ class Quarantine:
                 score=float(verdict.score),
                 rules=tuple(verdict.rules),
                 size=len(raw),
+                queue_id=queue_id[:64],
                 sealed_info=self.keys.seal(to_json(info), f"{entry_id}/info"),
                 sealed_message=self.keys.seal(bytes(raw), f"{entry_id}/message"),
                 recipients=tuple(
@@ -122,7 +126,7 @@ class Quarantine:
             log.error("quarantine store failed: %s", exc)
             raise QuarantineError(f"could not store the message in the quarantine: {exc}") from exc
         log.info("quarantined message", extra={"fields": {
-            "entry_id": entry_id, "message_id": verdict.message_id, "action": str(verdict.action),
+            "entry_id": entry_id, "queue_id": queue_id, "message_id": verdict.message_id, "action": str(verdict.action),
             "rules": list(verdict.rules)}})
         return entry_id
 
@@ -136,11 +140,13 @@ class Quarantine:
         rule: str | None = None,
         action: Action | str | None = None,
         status: str | None = None,
+        queue_id: str | None = None,
         limit: int | None = None,
         actor: str | None = None,
     ) -> builtins.list[Entry]:
         """Entries matching every given filter, newest first. ``since`` takes a time, a
-        datetime, or text such as "2d", "12h" or "2026-11-01" (see ``parse_since``)."""
+        datetime, or text such as "2d", "12h" or "2026-11-01" (see ``parse_since``);
+        ``queue_id`` is the id the sender was told, exactly (Postfix's are case-sensitive)."""
         if status is not None and status not in STATUSES:
             raise QuarantineError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
         if action is not None and not isinstance(action, Action):
@@ -154,11 +160,13 @@ class Quarantine:
             rule=rule.strip().upper() if rule else None,
             action=str(action) if action is not None else None,
             status=status,
+            queue_id=queue_id.strip() if queue_id else None,
             limit=limit,
         )
         entries = [self._entry(row, damaged_ok=True) for row in self._backend(lambda: self.backend.select(query))]
         shown = [f"{k}={v}" for k, v in (("since", since), ("rule", query.rule), ("action", query.action),
-                                           ("status", status), ("limit", limit)) if v is not None]
+                                           ("status", status), ("queue_id", query.queue_id), ("limit", limit))
+                 if v is not None]
         if recipient:
             shown.append("recipient=(given)")
         self._backend(lambda: self.backend.append_audit(self._audit_row(
@@ -509,6 +517,7 @@ class Quarantine:
             verdict=info.get("verdict", {}),
             released_at=datetime.fromtimestamp(row.released_at, timezone.utc) if row.released_at else None,
             delivered=delivered,
+            queue_id=row.queue_id,
         )
 
 

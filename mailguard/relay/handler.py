@@ -9,6 +9,7 @@ retries: the relay never holds mail of its own that a crash could lose.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import secrets
@@ -314,7 +315,8 @@ class RelayHandler:
         # subject tag): a released message must not carry a sender's "X-MailGuard-Action: accept".
         held = await loop.run_in_executor(None, apply_verdict, raw, verdict, "")
         try:
-            entry_id = await loop.run_in_executor(None, quarantine.store, held, meta, verdict)
+            entry_id = await loop.run_in_executor(
+                None, functools.partial(quarantine.store, held, meta, verdict, queue_id=outcome.queue_id))
         except QuarantineError as exc:
             outcome.reply = Reply(451, "4.3.0 Message cannot be held now, please try again later")
             outcome.notes["quarantine"] = str(exc)[:300]

@@ -291,3 +291,45 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_relay_with_the_daemon_pool_scans_through_it(
+    tmp_path: Path, env: dict[str, str], daemon_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[relay] pool = "daemon"`: the relay's event loop sends each message to the daemon's
+    workers and tags, holds or delivers by their verdict; a killed worker costs no message."""
+    import smtplib
+
+    from mailguard import load_config
+    from mailguard.quarantine import open_quarantine
+    from test_relay_support import LoopThread, RelayRunner, Sink
+
+    sink_loop = LoopThread()
+    sink = Sink(sink_loop)
+    config_path = _config(tmp_path, workers=1, extra=(
+        f'\n[relay]\npool = "daemon"\nlisten = "127.0.0.1:0"\ndownstream = "127.0.0.1:{sink.port}"\n'
+        f'relay_domains = ["practice.example"]\nhostname = "mailguard.test"\n'
+        f'\n[quarantine]\npath = "{tmp_path / "q"}"\nkey_file = "{tmp_path / "q.key"}"\n'
+        '\n[auth]\nenabled = false\n'))
+    daemon = daemon_factory(config_path)
+    monkeypatch.setenv("MAILGUARD_CACHE_DIR", env["MAILGUARD_CACHE_DIR"])
+    config = load_config(config_path)
+    quarantine = open_quarantine(config)
+    relay = RelayRunner(config, quarantine=quarantine)
+    try:
+        assert relay.server.state.pool.kind == "daemon"
+        with smtplib.SMTP(relay.host, relay.port, timeout=60) as client:
+            client.sendmail("jane@example.org", ["a@practice.example"], HAM.format(n=1).encode())
+            os.kill(daemon.worker_pids[0], signal.SIGKILL)  # the next scan finds a replacement
+            daemon.wait_for(r"worker 0 started")
+            client.sendmail("jane@example.org", ["a@practice.example"], HAM.format(n=2).encode())
+            client.sendmail("x@paypa1-secure.com", ["a@practice.example"], PHISH.format(n=3).encode())  # held
+        held = quarantine.count()
+    finally:
+        relay.stop()
+        quarantine.close()
+        sink.stop()
+        sink_loop.close()
+    delivered = sink.handler.wait_for(2)
+    assert [b"X-MailGuard-Action: accept" in m.data for m in delivered] == [True, True]
+    assert len(sink.handler.messages) == 2 and held == 1

@@ -243,4 +243,5 @@ def _envelope(value: Any) -> Envelope | None:
         rcpt_tos=tuple(str(r) for r in value.get("rcpt_tos", ()) or ()),
         client_address=str(value.get("client_address", "")),
         helo=str(value.get("helo", "")),
+        direction=str(value.get("direction", "")),  # outbound mail is checked for patient data
     )

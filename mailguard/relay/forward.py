@@ -130,14 +130,72 @@ def _mail_options(smtp: aiosmtplib.SMTP, client_options: Sequence[str], size: in
     return options
 
 
+@dataclass
+class _Kept:
+    smtp: aiosmtplib.SMTP
+    opened: float  # loop time the connection was opened
+    idle_since: float
+
+
+class DownstreamConnections:
+    """Connections to downstream servers kept open between messages, as Postfix's
+    connection cache: opening one (connect, greeting, EHLO, perhaps STARTTLS) and closing
+    it (QUIT) cost more round trips than the message itself. A connection goes back only
+    when its transaction ended cleanly (the final reply to DATA, or RSET after a refused
+    recipient or command); one idle longer than ``idle_s`` gets an RSET before it is used
+    (a server may have dropped it silently), one older than ``lifetime_s`` or past
+    ``max_idle`` kept per server is closed. A kept connection the server has closed shows
+    itself on MAIL FROM, before any of the message was sent: the message then goes over a
+    fresh connection, so stale connections never cost a sender a retry."""
+
+    def __init__(self, max_idle: int = 16, idle_s: float = 10.0, lifetime_s: float = 300.0) -> None:
+        self.max_idle, self.idle_s, self.lifetime_s = max_idle, idle_s, lifetime_s
+        self._kept: dict[Downstream, list[_Kept]] = {}
+        self.closed = False
+
+    async def take(self, target: Downstream) -> tuple[aiosmtplib.SMTP, float, bool]:
+        """(connection, when it was opened, whether it was kept from an earlier message)."""
+        now = asyncio.get_running_loop().time()
+        kept = self._kept.get(target)
+        while kept:
+            item = kept.pop()
+            if not item.smtp.is_connected or now - item.opened > self.lifetime_s:
+                await quit_quietly(item.smtp)
+                continue
+            if now - item.idle_since > self.idle_s:
+                try:
+                    await item.smtp.rset()
+                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                    item.smtp.close()
+                    continue
+            return item.smtp, item.opened, True
+        return await open_downstream(target), now, False
+
+    async def give_back(self, target: Downstream, smtp: aiosmtplib.SMTP, opened: float) -> None:
+        kept = self._kept.setdefault(target, [])
+        if self.closed or not smtp.is_connected or len(kept) >= self.max_idle:
+            await quit_quietly(smtp)
+            return
+        kept.append(_Kept(smtp, opened, asyncio.get_running_loop().time()))
+
+    async def close(self) -> None:
+        """QUIT every kept connection; any in use is closed when its message is done."""
+        self.closed = True
+        kept = [item for items in self._kept.values() for item in items]
+        self._kept.clear()
+        await asyncio.gather(*(quit_quietly(item.smtp) for item in kept))
+
+
 async def forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], data: bytes,
-                  mail_options: Sequence[str] = ()) -> Reply:
+                  mail_options: Sequence[str] = (), connections: DownstreamConnections | None = None) -> Reply:
     """Deliver ``data`` with the original envelope; never raises for network or SMTP
     trouble. Every recipient must be accepted, or nothing is sent: a sender told '250' must
-    never have lost a recipient silently."""
+    never have lost a recipient silently. With ``connections``, over a kept connection."""
     try:  # every step has its own timeout (aiosmtplib's per command): no overall cap that
         # could cut the wait for the final reply short and answer 451 for a delivered message
-        return await _forward(target, mail_from, rcpt_tos, data, mail_options)
+        if connections is None:
+            return await _forward_once(target, mail_from, rcpt_tos, data, mail_options)
+        return await _forward_kept(connections, target, mail_from, rcpt_tos, data, mail_options)
     except TlsUnavailable as exc:
         return Reply(451, "4.7.10 The next server cannot be reached over verified TLS, please try again later",
                      detail=one_line(str(exc)), tls_unavailable=True)
@@ -156,36 +214,71 @@ async def forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], d
                      detail=one_line(f"{type(exc).__name__}: {exc}"))
 
 
-async def _forward(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], data: bytes,
-                   mail_options: Sequence[str]) -> Reply:
+async def _forward_once(target: Downstream, mail_from: str, rcpt_tos: Sequence[str], data: bytes,
+                        mail_options: Sequence[str]) -> Reply:
     smtp = await open_downstream(target)
     try:
-        options = _mail_options(smtp, mail_options, len(data))
-        encoding = "ascii"
-        if not (mail_from + "".join(rcpt_tos)).isascii():
-            if not smtp.supports_extension("smtputf8"):
-                return Reply(553, "5.6.7 The mail server does not accept international addresses (no SMTPUTF8)",
-                             detail="downstream lacks SMTPUTF8")
-            encoding = "utf-8"
-            if not any(o.upper() == "SMTPUTF8" for o in options):
-                options.append("SMTPUTF8")
-        await smtp.mail(mail_from, options=options, encoding=encoding)
-        attempt = _Attempt()
-        for rcpt in rcpt_tos:
-            try:
-                await smtp.rcpt(rcpt, encoding=encoding)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                attempt.refused.append((rcpt, exc.code, exc.message))
-        if attempt.refused:
-            await smtp.rset()
-            return _refused_reply(attempt, len(rcpt_tos))
-        response = await smtp.data(data, timeout=target.data_timeout)
-        reply = passed_back(response.code, response.message, delivered=True)
-        if uses_tls(smtp):
-            reply = replace(reply, tls=True)
+        return await _transaction(smtp, target, mail_from, rcpt_tos, data, mail_options)
     finally:
         await quit_quietly(smtp)
-    return reply
+
+
+async def _forward_kept(connections: DownstreamConnections, target: Downstream, mail_from: str,
+                        rcpt_tos: Sequence[str], data: bytes, mail_options: Sequence[str]) -> Reply:
+    smtp, opened, kept = await connections.take(target)
+    clean = False
+    try:
+        try:
+            reply = await _transaction(smtp, target, mail_from, rcpt_tos, data, mail_options, fresh=not kept)
+        except _StaleConnection:  # closed while kept, before any of the message was sent
+            smtp.close()
+            smtp, opened, kept = await open_downstream(target), asyncio.get_running_loop().time(), False
+            reply = await _transaction(smtp, target, mail_from, rcpt_tos, data, mail_options, fresh=True)
+        clean = True
+        return reply
+    finally:
+        if clean:
+            await connections.give_back(target, smtp, opened)
+        else:  # an exception mid-transaction: the connection's state is unknown
+            smtp.close()
+
+
+class _StaleConnection(Exception):
+    """A kept connection failed on MAIL FROM, the first command of the transaction."""
+
+
+async def _transaction(smtp: aiosmtplib.SMTP, target: Downstream, mail_from: str, rcpt_tos: Sequence[str],
+                       data: bytes, mail_options: Sequence[str], fresh: bool = True) -> Reply:
+    """One message over an open connection, which is left ready for the next (the final
+    reply to DATA ends a transaction; anything that stops earlier is followed by RSET).
+    Raises on network trouble; ``fresh=False`` turns a failed MAIL FROM into _StaleConnection."""
+    options = _mail_options(smtp, mail_options, len(data))
+    encoding = "ascii"
+    if not (mail_from + "".join(rcpt_tos)).isascii():
+        if not smtp.supports_extension("smtputf8"):
+            return Reply(553, "5.6.7 The mail server does not accept international addresses (no SMTPUTF8)",
+                         detail="downstream lacks SMTPUTF8")
+        encoding = "utf-8"
+        if not any(o.upper() == "SMTPUTF8" for o in options):
+            options.append("SMTPUTF8")
+    try:
+        await smtp.mail(mail_from, options=options, encoding=encoding)
+    except (aiosmtplib.SMTPServerDisconnected, OSError) as exc:
+        if fresh:
+            raise
+        raise _StaleConnection() from exc
+    attempt = _Attempt()
+    for rcpt in rcpt_tos:
+        try:
+            await smtp.rcpt(rcpt, encoding=encoding)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            attempt.refused.append((rcpt, exc.code, exc.message))
+    if attempt.refused:
+        await smtp.rset()
+        return _refused_reply(attempt, len(rcpt_tos))
+    response = await smtp.data(data, timeout=target.data_timeout)
+    reply = passed_back(response.code, response.message, delivered=True)
+    return replace(reply, tls=True) if uses_tls(smtp) else reply
 
 
 def _refused_reply(attempt: _Attempt, total: int) -> Reply:

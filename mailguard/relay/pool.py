@@ -273,7 +273,28 @@ class _Lane:
             manager.thread.join(timeout)
 
 
-class ScanPool:
+class TwoLanes:
+    """What a pool with a small and a large lane (``small``, ``large``: each with
+    ``pending``, ``abandoned`` and ``limit``) tells the server about its load."""
+
+    small: Any
+    large: Any
+
+    @property
+    def pending(self) -> int:
+        """Live work only: queued or being scanned, abandoned scans not counted."""
+        return int(self.small.pending + self.large.pending)
+
+    @property
+    def abandoned(self) -> int:
+        return int(self.small.abandoned + self.large.abandoned)
+
+    def saturated(self) -> bool:
+        """The small lane is full (at connect the size is unknown; most mail is small)."""
+        return bool(self.small.pending >= self.small.limit)
+
+
+class ScanPool(TwoLanes):
     """Scans in two lanes of worker processes (or threads sharing ``scanner``): messages of
     ``large_bytes`` or more in the large lane. At most ``limit`` (small lane) and
     ``large_limit`` (large lane) messages waiting or in scanning."""
@@ -289,19 +310,6 @@ class ScanPool:
         self.workers, self.limit, self.large_bytes = workers, limit, large_bytes
         self.small = _Lane("small", config, workers, limit, scanner)
         self.large = _Lane("large", config, large_workers, large_limit, scanner)
-
-    @property
-    def pending(self) -> int:
-        """Live work only: queued or being scanned, abandoned scans not counted."""
-        return self.small.pending + self.large.pending
-
-    @property
-    def abandoned(self) -> int:
-        return self.small.abandoned + self.large.abandoned
-
-    def saturated(self) -> bool:
-        """The small lane is full (at connect the size is unknown; most mail is small)."""
-        return self.small.pending >= self.small.limit
 
     def worker_pids(self) -> list[int]:
         return [pid for lane in (self.small, self.large) for m in lane.managers if (pid := m.pid) is not None]

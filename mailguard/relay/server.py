@@ -130,6 +130,7 @@ class RelayServer:
                 restart.append("outbound.listen")
             old, self.state = self.state, state
             old.pool.close(wait=False)  # its queued scans still finish and answer their senders
+            await old.connections.close()  # kept downstream connections: the new state opens its own
             fields: dict[str, Any] = {"source": str(config.source or "defaults")}
             if restart:
                 fields["restart_needed_for"] = restart
@@ -166,6 +167,7 @@ class RelayServer:
             if listening is not None:
                 await listening.wait_closed()
         await loop.run_in_executor(None, self.state.pool.close)
+        await self.state.connections.close()
         log.info("stopped")
 
 

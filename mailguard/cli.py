@@ -33,6 +33,23 @@ class CheckResult:
     path: str
     record: dict[str, Any] | None  # the verdict as JSON, or None when the input was unreadable
     error: str = ""
+    # from the daemon: the verdict already rendered as JSON (without the path), and what
+    # the exit status needs of it, so a long run does not decode and encode every verdict
+    body: str = ""
+    action: str = ""
+    tempfail: bool = False
+
+    def full_record(self) -> dict[str, Any] | None:
+        if self.body:
+            return {"path": self.path, **json.loads(self.body)}
+        return self.record
+
+    def json_line(self) -> str:
+        if self.body:  # '{"path": ..., ' + the rest of the verdict's object, as json.dumps writes it
+            return f'{{"path": {json.dumps(self.path, ensure_ascii=False)}, {self.body[1:]}\n'
+        if self.record is None:
+            return json.dumps({"path": self.path, "error": self.error}) + "\n"
+        return json.dumps(self.record, ensure_ascii=False) + "\n"
 
 
 def iter_inputs(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
@@ -166,11 +183,12 @@ class _Progress:
         sys.stderr.flush()
         self.drawn = True
 
-    def write(self, text: str, out: Any) -> None:
+    def write(self, text: str, out: Any, flush: bool = True) -> None:
         if self.enabled:
             self._clear()
         out.write(text)
-        out.flush()
+        if flush or self.enabled:
+            out.flush()
 
     def step(self, action: str) -> None:
         self.actions[action] = self.actions.get(action, 0) + 1
@@ -196,35 +214,34 @@ class _Emitter:
         self.json = args.json
         self.exit_code = EXIT_CLEAN
         self.out = sys.stdout
+        self.flush_each = True  # off when the caller flushes before it waits (the daemon's pipeline)
         self.progress = _Progress(total, sys.stderr.isatty() and not args.quiet)
 
     def __call__(self, result: CheckResult) -> None:
-        import io
-
-        out = io.StringIO()
-        if result.record is None:
-            self.exit_code = EXIT_ERROR
-            if self.json:
-                out.write(json.dumps({"path": result.path, "error": result.error}) + "\n")
-            else:
-                _report_text(result, out)
-            action = "error"
+        if result.body:
+            action, tempfail = result.action, result.tempfail
+        elif result.record is not None:
+            action, tempfail = str(result.record["action"]), bool(result.record.get("tempfail"))
         else:
-            rec = result.record
-            if rec.get("tempfail"):
-                self.exit_code = EXIT_ERROR
-            elif rec["action"] != str(Action.ACCEPT) and self.exit_code == EXIT_CLEAN:
-                self.exit_code = EXIT_FLAGGED
-            if self.json:
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            else:
-                _report_text(result, out)
-            action = "tempfail" if rec.get("tempfail") else str(rec["action"])
-        self.progress.write(out.getvalue(), self.out)
-        self.out.flush()
-        if result.record is None:
+            action, tempfail = "error", False
+        if result.record is None and not result.body:
+            self.exit_code = EXIT_ERROR
+        elif tempfail:
+            self.exit_code = EXIT_ERROR
+        elif action != str(Action.ACCEPT) and self.exit_code == EXIT_CLEAN:
+            self.exit_code = EXIT_FLAGGED
+        if self.json:
+            text = result.json_line()
+        else:
+            import io
+
+            out = io.StringIO()
+            _report_text(CheckResult(result.path, result.full_record(), result.error), out)
+            text = out.getvalue()
+        self.progress.write(text, self.out, self.flush_each)
+        if result.record is None and not result.body:
             self.progress.write(f"mailguard: {result.path}: {result.error}\n", sys.stderr)
-        self.progress.step(action)
+        self.progress.step("tempfail" if tempfail else action)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -286,7 +303,7 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
     none (or it runs another configuration), so the caller scans in-process. Loads nothing
     but the socket's name from the file: a check through the daemon never builds a scanner,
     unless the daemon cannot take a message, which is then scanned here (never dropped)."""
-    from mailguard.daemon.client import DaemonUnavailable, scan_in_order
+    from mailguard.daemon.pipeline import DaemonUnavailable, scan_in_order
     from mailguard.daemon.protocol import config_fingerprint
     from mailguard.daemon.schema import socket_path
 
@@ -302,28 +319,31 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
         if path == "-":
             stdin_raw = sys.stdin.buffer.read() if stdin_raw is None else stdin_raw
             return stdin_raw
-        return Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            return handle.read()
 
     jobs = args.jobs or os.cpu_count() or 1
     wanted = [p for p, e in inputs if not e]
     try:
-        answers = scan_in_order(socket_path(settings, base), fingerprint, wanted, load, connections=min(jobs, max(1, len(wanted))))
+        answers = scan_in_order(socket_path(settings, base), fingerprint, wanted, load,
+                                connections=min(jobs, max(1, len(wanted))), before_wait=sys.stdout.flush)
     except DaemonUnavailable as exc:
         if args.daemon == "required":
             print(f"mailguard: {exc}", file=sys.stderr)
         return None
     emit = _Emitter(args, len(inputs))
+    emit.flush_each = False  # the pipeline flushes standard output before each wait
     local: Any = None
     scanned = iter(answers)
     for path, error in inputs:
         if error:
             emit(CheckResult(path, None, error))
             continue
-        key, verdict, read_error = next(scanned)
-        if read_error:
-            emit(CheckResult(path, None, read_error))
-        elif verdict is not None:
-            emit(CheckResult(path, {"path": path, **verdict}))
+        answer = next(scanned)
+        if answer.error:
+            emit(CheckResult(path, None, answer.error))
+        elif answer.body:
+            emit(CheckResult(path, None, body=answer.body, action=answer.action, tempfail=answer.tempfail))
         else:  # the daemon could not take it (gone, over its size limit): scan it here
             if local is None:
                 from mailguard.scanner import Scanner
@@ -333,7 +353,10 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
                 except ConfigError as exc:
                     print(f"mailguard: {exc}", file=sys.stderr)
                     return EXIT_ERROR
-            emit(_scan_bytes(path, load(path), local))
+            try:
+                emit(_scan_bytes(path, load(path), local))
+            except OSError as exc:
+                emit(CheckResult(path, None, f"cannot read: {exc.strerror or exc}"))
     emit.progress.close()
     return emit.exit_code
 

@@ -228,6 +228,65 @@ def test_hostile_frames_close_the_connection_and_the_daemon_keeps_serving(
     assert done.returncode == 1
 
 
+def _ask(sock: socket.socket, header: dict, body: bytes = b"") -> tuple[dict, bytes]:
+    data = json.dumps(header).encode()
+    sock.sendall(struct.pack(">I", len(data)) + data + body)
+    stream = sock.makefile("rb")
+    (length,) = struct.unpack(">I", stream.read(4))
+    reply = json.loads(stream.read(length))
+    return reply, stream.read(reply["size"]) if "size" in reply else b""
+
+
+def test_a_client_of_the_daemons_user_may_name_files_and_get_the_rendered_verdict(
+    tmp_path: Path, env: dict[str, str], messages: list[Path], daemon_factory
+) -> None:
+    """What `check` relies on for speed: the daemon reads a file a client of its own user
+    names (it could read it itself), answers with the verdict as `check --json` prints it,
+    and refuses what it cannot read without closing the connection (the client then sends
+    the bytes)."""
+    config = _config(tmp_path, workers=1)
+    daemon_factory(config)
+    expected = _records(_check(["--config", str(config), "--json", "--daemon", "off", str(messages[0])], env).stdout)[0]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(str(tmp_path / "d.sock"))
+        hello, _ = _ask(sock, {"op": "hello", "config": "x"})
+        assert hello["paths"] is True  # same user
+        reply, body = _ask(sock, {"op": "scan", "path": str(messages[0]), "reply": "json"})
+        verdict = json.loads(body)
+        verdict.pop("elapsed_ms")
+        assert reply["ok"] and reply["action"] == "quarantine" == verdict["action"]
+        assert {"path": str(messages[0]), **verdict} == expected
+        missing, _ = _ask(sock, {"op": "scan", "path": str(tmp_path / "gone.eml"), "reply": "json"})
+        assert missing == {"ok": False, "error": "cannot read: No such file or directory"}
+        raw = messages[1].read_bytes()  # the same connection still answers, bytes and old-style replies too
+        plain, _ = _ask(sock, {"op": "scan", "size": len(raw)}, raw)
+        assert plain["ok"] and plain["verdict"]["action"] == "accept"
+        relative = b'{"op":"scan","path":"relative.eml"}'
+        sock.sendall(struct.pack(">I", len(relative)) + relative)
+        assert sock.recv(100) == b""  # a relative path is a broken client: closed
+
+
+def test_many_large_messages_through_two_connections_give_the_in_process_output(
+    tmp_path: Path, env: dict[str, str], daemon_factory
+) -> None:
+    """Large messages, 32 in flight on each connection, replies read while requests are
+    still being sent; standard input goes as bytes, files by path."""
+    config = _config(tmp_path, workers=2)
+    daemon_factory(config)
+    folder = tmp_path / "big"
+    folder.mkdir()
+    filler = "".join(f"Line {i} of the minutes: https://host{i}.example.net/page\n" for i in range(4000))
+    for n in range(60):
+        (folder / f"{n:02d}.eml").write_text(HAM.format(n=n) + filler)
+    piped = _check(["--config", str(config), "--json", "--daemon", "required", "-j", "2", "-"], env,
+                   input=HAM.format(n=99) + filler)
+    through = _check(["--config", str(config), "--json", "--daemon", "required", "-j", "2", str(folder)], env)
+    local = _check(["--config", str(config), "--json", "--daemon", "off", "-j", "2", str(folder)], env)
+    assert _records(through.stdout) == _records(local.stdout) and len(_records(through.stdout)) == 60
+    assert piped.returncode == 0 and len(_records(piped.stdout)) == 1
+
+
 def test_a_second_daemon_on_the_same_socket_refuses_to_start(
     tmp_path: Path, env: dict[str, str], daemon_factory
 ) -> None:

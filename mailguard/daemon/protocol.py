@@ -6,9 +6,13 @@ frame. Requests on one connection are answered in order, so a client may send ma
 before reading (pipelining). Lengths are checked against limits before anything is read,
 so a hostile or broken peer cannot make either side allocate without bound.
 
-    hello  {"op": "hello", "config": FINGERPRINT}      -> {"ok": true, "config": ..., "pid": ..., "version": ...}
+    hello  {"op": "hello", "config": FINGERPRINT}      -> {"ok": true, "config": ..., "pid": ..., "version": ...,
+                                                            "paths": bool, "max_message_bytes": N}
     scan   {"op": "scan", "size": N, "envelope": {...} | null} + N bytes
                                                         -> {"ok": true, "verdict": {...}} | {"ok": false, "error": "..."}
+           {"op": "scan", "path": "/abs/file", ...}     (the daemon reads it; only when the hello said "paths")
+           {..., "reply": "json"}                      -> {"ok": true, "action": ..., "tempfail": ..., "size": M} + M bytes
+                                                           of the verdict as ``check --json`` prints it
 """
 from __future__ import annotations
 
@@ -65,6 +69,11 @@ def receive(stream: Any) -> dict[str, Any] | None:
     data = read_exact(stream, length)
     if len(data) < length:
         raise ProtocolError("connection closed in the middle of a frame")
+    return decode(data)
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """A frame's JSON object."""
     try:
         value = json.loads(data)
     except ValueError as exc:

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import errno
 import gc
+import json
 import logging
 import os
 import resource
 import signal
 import socket
 import stat
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailguard.daemon.protocol import ProtocolError, frame, receive
+from mailguard.daemon.protocol import HEADER, MAX_HEADER_BYTES, ProtocolError, decode, frame
 from mailguard.model import Envelope
 
 log = logging.getLogger("mailguard.daemon")
@@ -193,46 +195,154 @@ class _Worker:
                 return 0
 
     def _connection(self, conn: socket.socket) -> None:
-        stream = conn.makefile("rb", buffering=256 * 1024)
+        wire = _Wire(conn)
+        may_read = _peer_may_read(conn)
         try:
             while True:
-                request = receive(stream)
+                request = wire.frame()
                 if request is None:
                     return
-                reply = self._answer(request, stream)
-                conn.sendall(frame(reply))
+                wire.reply(self._answer(request, wire, may_read))
         except (ProtocolError, OSError, socket.timeout) as exc:
             log.debug("connection closed: %s", exc)
         finally:
-            stream.close()
+            try:
+                wire.flush()  # replies already computed still reach the client
+            except OSError:
+                pass
 
-    def _answer(self, request: dict[str, Any], stream: Any) -> dict[str, Any]:
+    def _answer(self, request: dict[str, Any], wire: "_Wire", may_read: bool) -> bytes:
         op = request.get("op")
         if op == "hello":
-            return {
+            return frame({
                 "ok": True, "config": self.server.fingerprint, "pid": os.getpid(), "version": self.server._version,
-                "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-            }
+                "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "paths": may_read,
+                "max_message_bytes": self.server.max_message_bytes,
+            })
         if op != "scan":
             raise ProtocolError(f"unknown request {op!r}")
-        size = request.get("size")
-        if not isinstance(size, int) or size < 0:
-            raise ProtocolError("scan request without a valid size")
-        if size > self.server.max_message_bytes:
-            raise ProtocolError(f"message of {size} bytes is over [daemon] max_message_bytes")
-        raw = stream.read(size) if size else b""
-        if len(raw) < size:
-            raise ProtocolError("connection closed in the middle of a message")
+        path = request.get("path")
+        if path is not None:
+            raw, refusal = self._read_path(path, may_read)
+            if raw is None:
+                return frame(refusal)
+        else:
+            size = request.get("size")
+            if not isinstance(size, int) or size < 0:
+                raise ProtocolError("scan request without a valid size")
+            if size > self.server.max_message_bytes:
+                raise ProtocolError(f"message of {size} bytes is over [daemon] max_message_bytes")
+            raw = wire.body(size)
         if "config" in request and request["config"] != self.server.fingerprint:
-            return {"ok": False, "error": f"the daemon runs another configuration ({self.server.fingerprint})"}
+            return frame({"ok": False, "error": f"the daemon runs another configuration ({self.server.fingerprint})"})
         envelope = _envelope(request.get("envelope"))
         try:
             verdict = self.scanner.scan(raw, envelope)
         except Exception as exc:  # noqa: BLE001 - the scanner never raises by contract; say so if it does
             log.exception("scan failed")
-            return {"ok": False, "error": f"scan failed: {type(exc).__name__}"}
+            return frame({"ok": False, "error": f"scan failed: {type(exc).__name__}"})
         self.served += 1
-        return {"ok": True, "verdict": verdict.to_dict()}
+        if request.get("reply") == "json":
+            # the verdict as `check --json` prints it: the client splices its path in
+            # instead of decoding and encoding it again
+            body = json.dumps(verdict.to_dict(), ensure_ascii=False).encode("utf-8")
+            return frame({"ok": True, "action": str(verdict.action), "tempfail": verdict.tempfail, "size": len(body)},
+                         body)
+        return frame({"ok": True, "verdict": verdict.to_dict()})
+
+    def _read_path(self, path: Any, may_read: bool) -> tuple[bytes | None, dict[str, Any]]:
+        """The message a same-user client named by path (it could read it itself, so the
+        daemon reading it grants nothing); a refusal the client answers by sending the bytes."""
+        if not may_read:
+            return None, {"ok": False, "error": "this connection may not name files; send the message"}
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise ProtocolError("scan request with a path that is not absolute")
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size > self.server.max_message_bytes:
+                    return None, {"ok": False, "error": "over [daemon] max_message_bytes", "too_large": True}
+                return handle.read(self.server.max_message_bytes + 1), {}
+        except OSError as exc:
+            return None, {"ok": False, "error": f"cannot read: {exc.strerror or exc}"}
+
+
+FLUSH_EVERY = 8  # replies held back while more requests are already waiting (fewer wake-ups)
+
+
+class _Wire:
+    """One connection's frames, read through a buffer of our own so the worker knows when
+    the client has nothing more waiting: replies are sent in batches, at the latest
+    before the worker would wait for input (so a client never waits on a held reply)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.out = bytearray()
+        self.held = 0
+
+    def _fill(self) -> bool:
+        if self.out:
+            self.flush()  # about to wait: the client must have every answer first
+        chunk = self.sock.recv(256 * 1024)
+        if not chunk:
+            return False
+        self.inbuf += chunk
+        return True
+
+    def frame(self) -> dict[str, Any] | None:
+        """The next JSON frame, or None at a clean end of the connection."""
+        buf = self.inbuf
+        while len(buf) < HEADER.size:
+            if not self._fill():
+                if buf:
+                    raise ProtocolError("connection closed in the middle of a frame")
+                return None
+        (length,) = HEADER.unpack_from(buf)
+        if length > MAX_HEADER_BYTES:
+            raise ProtocolError(f"frame of {length} bytes is over the limit of {MAX_HEADER_BYTES}")
+        end = HEADER.size + length
+        while len(buf) < end:
+            if not self._fill():
+                raise ProtocolError("connection closed in the middle of a frame")
+        data = bytes(buf[HEADER.size:end])
+        del buf[:end]
+        return decode(data)
+
+    def body(self, size: int) -> bytes:
+        buf = self.inbuf
+        while len(buf) < size:
+            if not self._fill():
+                raise ProtocolError("connection closed in the middle of a message")
+        data = bytes(buf[:size])
+        del buf[:size]
+        return data
+
+    def reply(self, data: bytes) -> None:
+        self.out += data
+        self.held += 1
+        if self.held >= FLUSH_EVERY or len(self.out) >= 256 * 1024:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.out:
+            self.sock.sendall(self.out)
+        self.out.clear()
+        self.held = 0
+
+
+def _peer_may_read(conn: socket.socket) -> bool:
+    """Whether the client may have the daemon read files it names: only a client of the
+    daemon's own user (or root), who could read them anyway (Linux's SO_PEERCRED; any
+    other client sends the message's bytes)."""
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    if peercred is None:
+        return False
+    try:
+        _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, peercred, struct.calcsize("3i")))
+    except OSError:
+        return False
+    return uid == os.geteuid() or uid == 0
 
 
 def _envelope(value: Any) -> Envelope | None:

@@ -6,13 +6,15 @@ as a real authoritative server would answer; nothing is ever forwarded anywhere.
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import dns.message
 import dns.query
@@ -52,6 +54,37 @@ def free_udp_port() -> int:
 def closed_port() -> int:
     """A loopback UDP port where nothing answers: a resolver that is down."""
     return free_udp_port()
+
+
+def loopback_dns() -> dict[str, Any]:
+    """The ``[dns]`` section of every test configuration that scans mail (in-process dicts
+    and the files of ``mailguard serve|milter|daemon`` subprocesses alike, so both give the
+    same results). Without it, an empty ``nameservers`` means the system resolver, which is
+    off loopback on the test machines. The server refuses every query at once, so each
+    lookup is ``temperror`` (not checked) within a millisecond, never a timeout."""
+    return {"nameservers": [_refusing_resolver()], "timeout_ms": 500}
+
+
+def loopback_dns_toml() -> str:
+    """``loopback_dns()`` as a TOML section, for configuration files."""
+    section = loopback_dns()
+    servers = ", ".join(f'"{s}"' for s in section["nameservers"])
+    return f"[dns]\nnameservers = [{servers}]\ntimeout_ms = {section['timeout_ms']}\n"
+
+
+@functools.cache
+def _refusing_resolver() -> str:
+    """One dnsmasq for the whole test run, with no zones and no upstream: it answers REFUSED.
+    Outside CI without dnsmasq, a bound loopback port that never answers instead (the same
+    temperror, after ``timeout_ms``), so tests that never look anything up still run."""
+    if dnsmasq_path() is None and os.environ.get("CI") != "true":
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind(("127.0.0.1", 0))
+        atexit.register(silent.close)
+        return f"127.0.0.1:{silent.getsockname()[1]}"
+    server = DnsServer(local_domains=()).start()
+    atexit.register(server.stop)
+    return server.address
 
 
 def _quoted_chunks(text: str) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from dns_server import loopback_dns_toml
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "messages"
 DESIGN_FIELDS = {"path", "message_id", "action", "score", "findings", "errors", "elapsed_ms"}
@@ -83,7 +85,7 @@ def test_exit_status_contract(installed: Path, tmp_path: Path) -> None:
 
 def test_flagged_message_exits_1(installed: Path, tmp_path: Path) -> None:
     config = tmp_path / "strict.toml"
-    config.write_text("[policy]\ntag_at = 0.0\n")
+    config.write_text("[policy]\ntag_at = 0.0\n" + loopback_dns_toml())
     result = run(installed, "check", "--config", str(config), "-", cwd=tmp_path,
                  stdin=(EXAMPLES / "clean-appointment.eml").read_bytes())
     assert result.returncode == 1

@@ -19,6 +19,8 @@ from typing import Iterator
 
 import pytest
 
+from dns_server import loopback_dns_toml
+
 PHISH = (
     "From: PayPal Security <service@paypa1-secure.com>\nTo: a@practice.example\n"
     "Subject: Urgent: verify your account {n}\nMessage-ID: <p{n}@x>\n\n"
@@ -51,7 +53,7 @@ def messages(tmp_path: Path) -> list[Path]:
 
 def _config(tmp_path: Path, workers: int = 1, extra: str = "") -> Path:
     path = tmp_path / "mailguard.toml"
-    path.write_text(f'[daemon]\nsocket = "{tmp_path / "d.sock"}"\nworkers = {workers}\n{extra}')
+    path.write_text(f'[daemon]\nsocket = "{tmp_path / "d.sock"}"\nworkers = {workers}\n{extra}' + loopback_dns_toml())
     return path
 
 

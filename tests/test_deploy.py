@@ -29,6 +29,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from dns_server import loopback_dns_toml
 from test_relay_support import (  # noqa: F401 (fixtures)
     LoopThread,
     Sink,
@@ -113,6 +114,7 @@ def write_config(deploy: dict[str, Any], sink_port: int) -> None:
         f"path = \"{deploy['state'] / 'quarantine'}\"\nkey_file = \"{deploy['etc'] / 'quarantine.key'}\"\n"
         "[metrics]\nlisten = \"127.0.0.1:0\"\n"
         "[logging]\nformat = \"json\"\n"
+        + loopback_dns_toml()
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import phi_samples as P
+from dns_server import loopback_dns
 from mailguard.config import Config
 from mailguard.milter import protocol as mp
 from test_milter_protocol import MTA, MilterThread, make_engine
@@ -19,6 +20,7 @@ def config(tmp_path: Path, outbound: dict[str, Any] | None = None, **milter: Any
         "quarantine": {"path": str(tmp_path / "q"), "key_file": str(tmp_path / "q.key")},
         "outbound": {"internal_domains": ["practice.example"], **(outbound or {})},
         "auth": {"enabled": False},
+        "dns": loopback_dns(),
     })
 
 

@@ -27,6 +27,7 @@ from mailguard.message import ParsedMessage
 from mailguard.model import Finding
 from mailguard.scanner import Scanner
 from mailguard.milter import Engine
+from dns_server import loopback_dns
 from postfix_instance import Delivered, MilterThread, PostfixInstance, Sink, free_port, require_postfix, wait_until
 
 require_postfix()
@@ -45,6 +46,7 @@ def milter_config(tmp: Path, port: int, release: str = "127.0.0.1:25", **overrid
         # a lookalike sender alone tags (score 6 >= tag_at 5) but does not quarantine
         "policy": {"tag_at": 5.0, "quarantine_at": 50.0, "scores": {"LOOKALIKE_SENDER_DOMAIN": 6.0}},
         "auth": {"enabled": False},  # no DNS here; tests/test_auth_milter.py covers it with a loopback server
+        "dns": loopback_dns(),
     }
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)

@@ -27,6 +27,7 @@ from mailguard.message import ParsedMessage
 from mailguard.milter import Engine, MilterSettings
 from mailguard.model import Action, Finding
 from mailguard.scanner import Scanner
+from dns_server import loopback_dns, loopback_dns_toml
 from postfix_instance import MilterThread, wait_until
 
 ALL_ACTIONS = 0x1FF
@@ -64,6 +65,7 @@ def make_config(tmp_path: Path, **milter: object) -> Config:
         "quarantine": {"path": str(tmp_path / "q"), "key_file": str(tmp_path / "q.key"), "release_host": "127.0.0.1:25"},
         **{name: {"enabled": False} for name in analyzer_classes()},
         "auth": {"enabled": False},  # no DNS here; tests/test_auth_*.py cover it with a loopback server
+        "dns": loopback_dns(),
     })
 
 
@@ -557,6 +559,7 @@ def test_mailguard_milter_command_on_a_unix_socket(tmp_path: Path) -> None:
         f'path = "{tmp_path / "q"}"\n'
         f'key_file = "{tmp_path / "q.key"}"\n'
         'release_host = "127.0.0.1:25"\n'
+        + loopback_dns_toml()
     )
     proc = subprocess.Popen([sys.executable, "-m", "mailguard.cli", "milter", "--config", str(config_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

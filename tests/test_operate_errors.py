@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from dns_server import loopback_dns_toml
+
 
 def mailguard(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
@@ -26,7 +28,8 @@ def base_config(folder: Path, extra: str = "", relay: str = 'listen = "127.0.0.1
     path.write_text(
         "[relay]\n" + relay +
         "[quarantine]\n"
-        f'path = "{folder / "q"}"\nkey_file = "{folder / "q.key"}"\nrelease_host = "127.0.0.1:25"\n' + extra
+        f'path = "{folder / "q"}"\nkey_file = "{folder / "q.key"}"\nrelease_host = "127.0.0.1:25"\n'
+        + loopback_dns_toml() + extra
     )
     return path
 

@@ -16,6 +16,7 @@ from mailguard.quarantine import open_quarantine
 from mailguard.relay.outbound import consent_hash
 from mailguard.scanner import Scanner
 import phi_samples as P
+from dns_server import loopback_dns
 from test_relay_support import (  # noqa: F401 (fixtures)
     PRACTICE,
     LoopThread,
@@ -41,6 +42,7 @@ def outbound_config(folder: Path, next_hop: str, **outbound: Any) -> Config:
                   "hostname": "mailguard.test", "workers": 2},
         "outbound": settings,
         "quarantine": {"path": str(folder / "q"), "key_file": str(folder / "quarantine.key")},
+        "dns": loopback_dns(),
     }, folder / "mailguard.toml")
 
 

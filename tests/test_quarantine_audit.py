@@ -15,6 +15,7 @@ import pytest
 
 from mailguard.quarantine import QuarantineError, open_quarantine
 from mailguard.quarantine.store import default_actor
+from dns_server import loopback_dns_toml
 from test_quarantine import Backend, backend, opened, postgres  # noqa: F401 (fixtures)
 from test_quarantine_support import SmtpServer, make_envelope, make_message, make_verdict
 
@@ -124,7 +125,7 @@ def cli(config: Path, *argv: str, env: dict[str, str] | None = None) -> subproce
 
 def write_config(tmp_path: Path) -> Path:
     path = tmp_path / "mailguard.toml"
-    path.write_text(f'[quarantine]\npath = "{tmp_path / "q"}"\nkey_file = "{tmp_path / "q.key"}"\n')
+    path.write_text(f'[quarantine]\npath = "{tmp_path / "q"}"\nkey_file = "{tmp_path / "q.key"}"\n' + loopback_dns_toml())
     return path
 
 

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import pytest
 from aiosmtpd.controller import Controller
 
+from dns_server import loopback_dns
 from mailguard.config import Config
 from mailguard.model import Action, Envelope, Finding, Verdict
 
@@ -28,7 +29,7 @@ RECIPIENT = "frontdesk@practice.example"
 def make_config(folder: Path, **quarantine: Any) -> Config:
     settings = {"path": str(folder / "q"), "key_file": str(folder / "keys" / "quarantine.key")}
     settings.update(quarantine)
-    return Config.from_dict({"quarantine": settings})
+    return Config.from_dict({"quarantine": settings, "dns": loopback_dns()})
 
 
 def make_message(n: int = 0, subject: str = SUBJECT_MARKER) -> bytes:

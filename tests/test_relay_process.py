@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from dns_server import loopback_dns_toml
 from test_relay_support import (  # noqa: F401 (fixtures)
     RECIPIENT,
     SENDER,
@@ -48,6 +49,7 @@ def write_config(path: Path, downstream_port: int, domains: list[str], extra: st
         f'key_file = "{folder / "quarantine.key"}"\n'
         "[logging]\n"
         'format = "json"\n'
+        + loopback_dns_toml()
         + extra
     )
 

@@ -14,6 +14,7 @@ import pytest
 
 from aiosmtpd.smtp import SMTP
 
+from dns_server import loopback_dns
 from mailguard.config import Config
 from mailguard.quarantine import open_quarantine
 from mailguard.relay.server import RelayServer
@@ -162,6 +163,7 @@ def relay_config(folder: Path, downstream_port: int, relay: dict[str, Any] | Non
         "relay": settings,
         "quarantine": {"path": str(folder / "q"), "key_file": str(folder / "quarantine.key")},
         "auth": {"enabled": False},  # no DNS here; tests/test_auth_relay.py covers it with a loopback server
+        "dns": loopback_dns(),
     }
     if policy:
         data["policy"] = policy
@@ -295,7 +297,7 @@ class RawClient:
 @pytest.fixture(scope="module")
 def scanner() -> Scanner:
     # default rules, no DNS; built once for the module (compiling takes a while)
-    return Scanner(Config.from_dict({"auth": {"enabled": False}}))
+    return Scanner(Config.from_dict({"auth": {"enabled": False}, "dns": loopback_dns()}))
 
 
 @pytest.fixture()

@@ -72,6 +72,7 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
     config = daemon.config
     config.write_text(config.read_text() + (
         f'\n[milter]\nlisten = "inet:127.0.0.1:{milter_port}"\nuse_daemon = true\nscan_workers = 4\nmax_connections = 64\n'
+        'quarantine = "hold"\n'  # store mode needs a release_host; the message is ham either way
         f'\n[relay]\nlisten = "127.0.0.1:{relay_port}"\ndownstream = "127.0.0.1:{sink_port}"\n'
         f'relay_domains = ["practice.example"]\ntrusted_networks = ["127.0.0.1/32"]\npool = "daemon"\nworkers = 4\n'
     ))

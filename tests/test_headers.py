@@ -44,3 +44,21 @@ def test_accepted_mail_is_byte_identical_apart_from_added_headers() -> None:
 def test_message_without_subject_or_body() -> None:
     out = apply_verdict(b"From: a@example.com", verdict(Action.TAG), "[SUSPICIOUS]")
     assert b"Subject: [SUSPICIOUS]" in out and out.startswith(b"X-MailGuard-Action: tag")
+
+
+def test_long_verdict_headers_fold_as_email_header_folds_them() -> None:
+    """The quick folder for ASCII values gives byte for byte what email.header gives."""
+    import random
+    from email.header import Header
+
+    from mailguard.headers import fold_header
+
+    rng = random.Random(16)
+    words = ["spf=pass", "smtp.mailfrom=example.com;", "dkim=none", "LANGUAGE_BULK_PROMOTION(1.2),", "", ";", ",",
+             "x" * 90, "header.from=example.org", "\t", "  ", "mx.practice.example;", "reason=\"no key\"", "é"]
+    for _ in range(3000):
+        name = rng.choice(["X-MailGuard-Rules", "Subject", "Authentication-Results", "X"])
+        value = "".join(rng.choice(words) + rng.choice([" ", "  ", "\t", "", " \t "]) for _ in range(rng.randint(0, 25)))
+        for eol in (b"\r\n", b"\n"):
+            folded = Header(value, header_name=name, maxlinelen=78).encode(linesep=eol.decode())
+            assert fold_header(name, value, eol) == f"{name}: {folded}".encode("ascii", "replace") + eol

@@ -6,6 +6,7 @@ and reads back exactly what a Postfix would get.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
@@ -297,14 +298,26 @@ class Records(logging.Handler):
         self.records.append(record)
 
 
-def test_one_log_line_per_message_with_the_queue_id_and_no_content(mta: MTA) -> None:
-    """The queue id comes with MAIL (Postfix's milter_mail_macros) and is kept to the end."""
+@contextlib.contextmanager
+def message_lines() -> Iterator[list[logging.LogRecord]]:
+    """The milter's one-line-per-message records logged inside the block (filled at its end)."""
     logger = logging.getLogger("mailguard.milter")
     handler = Records()
     logger.addHandler(handler)
     old_level = logger.level
     logger.setLevel(logging.INFO)
+    lines: list[logging.LogRecord] = []
     try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        lines.extend(r for r in handler.records if r.getMessage() == "message")
+
+
+def test_one_log_line_per_message_with_the_queue_id_and_no_content(mta: MTA) -> None:
+    """The queue id comes with MAIL (Postfix's milter_mail_macros) and is kept to the end."""
+    with message_lines() as lines:
         mta.negotiate()
         mta.send(mp.SMFIC_MACRO, b"M" + b"i\0QID42\0")
         mta.expect_continue(mp.SMFIC_MAIL, b"<sender@example.org>\0")
@@ -315,15 +328,42 @@ def test_one_log_line_per_message_with_the_queue_id_and_no_content(mta: MTA) -> 
         mta.expect_continue(mp.SMFIC_BODY, b"Diagnosis: confidential\r\n")
         mta.send(mp.SMFIC_BODYEOB)
         mta.until_final()
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-    lines = [r for r in handler.records if r.getMessage() == "message"]
     assert len(lines) == 1
     fields = lines[0].fields  # type: ignore[attr-defined]
     assert fields["queue_id"] == "QID42" and fields["result"] == "delivered" and fields["action"] == "tag" and fields["rules"] == ["TEST_PHISH"]
     text = repr(fields)
     assert "Jane" not in text and "Diagnosis" not in text and "sender@example.org" not in text
+
+
+def test_macros_repeated_by_the_mta_are_kept_for_every_message_on_a_connection(mta: MTA) -> None:
+    """Postfix sends the same macros before each header; they are applied once, and the
+    next message on the connection still gets its queue id when its macros are the same bytes."""
+    with message_lines() as lines:
+        mta.negotiate()
+        for _ in range(2):
+            mta.send(mp.SMFIC_MACRO, b"M" + b"i\0QID7\0")
+            mta.expect_continue(mp.SMFIC_MAIL, b"<sender@example.org>\0")
+            mta.expect_continue(mp.SMFIC_RCPT, b"<frontdesk@practice.example>\0")
+            for name, value in headers_for("hello"):
+                mta.send(mp.SMFIC_MACRO, b"L" + b"i\0QID7\0")
+                mta.expect_continue(mp.SMFIC_HEADER, name.encode() + b"\0" + value.encode() + b"\0")
+            mta.expect_continue(mp.SMFIC_EOH)
+            mta.expect_continue(mp.SMFIC_BODY, b"hi\r\n")
+            mta.send(mp.SMFIC_BODYEOB)
+            assert mta.until_final()[-1] == (mp.SMFIR_CONTINUE, b"")
+    assert [r.fields["queue_id"] for r in lines] == ["QID7", "QID7"]  # type: ignore[attr-defined]
+
+
+def test_a_folded_header_reaches_the_scanner_with_crlf() -> None:
+    from mailguard.milter.actions import ReceivedMessage
+
+    message = ReceivedMessage()
+    message.add_field(b"Subject", b"one\n two")  # Postfix sends a folded header's lines joined by LF
+    message.add_field(b"From", b"a@example.org")
+    message.add_body(b"body\r\n")
+    assert message.raw() == b"Subject: one\r\n two\r\nFrom: a@example.org\r\n\r\nbody\r\n"
+    assert message.headers == [("Subject", "one\n two"), ("From", "a@example.org")]
+    assert message.subject() == "one\n two"
 
 
 def test_phish_is_tagged_in_subject_and_headers(mta: MTA) -> None:

@@ -8,7 +8,6 @@ we did not change, so DKIM signatures over untouched fields keep verifying.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,22 +19,28 @@ from mailguard.quarantine.release import RELEASE_TOKEN_HEADER
 
 log = logging.getLogger("mailguard.milter")
 
-_NEWLINE = re.compile(rb"\r?\n")
-
 TEMPFAIL_REPLY = "451 4.7.1 The message could not be checked right now; please try again later"
 REJECT_PREFIX = "550 5.7.1 Message refused as dangerous"
 
 
 @dataclass
 class ReceivedMessage:
-    """One message as the MTA handed it over: headers in order, body as sent (CRLF)."""
+    """One message as the MTA handed it over: headers in order, body as sent (CRLF).
+
+    Each header is kept twice: decoded, for the few checks made on names and values, and
+    as the bytes that go to the scanner, so the message is put together with one join."""
 
     headers: list[tuple[str, str]] = field(default_factory=list)
+    fields: list[bytes] = field(default_factory=list)  # b"Name: value" as received
     body: bytearray = field(default_factory=bytearray)
     size: int = 0  # bytes received so far (headers and body), for the size bound
 
     def add_header(self, name: str, value: str) -> None:
-        self.headers.append((name, value))
+        self.add_field(name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
+
+    def add_field(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+        self.fields.append(name + b": " + value)
         self.size += len(name) + len(value) + 4
 
     def add_body(self, chunk: bytes) -> None:
@@ -43,12 +48,12 @@ class ReceivedMessage:
         self.size += len(chunk)
 
     def raw(self) -> bytes:
-        """The message as RFC 5322 bytes with CRLF line endings, for the scanner."""
-        head = b"".join(
-            _NEWLINE.sub(b"\r\n", f"{name}: {value}".encode("utf-8", "surrogateescape")) + b"\r\n"
-            for name, value in self.headers
-        )
-        return head + b"\r\n" + bytes(self.body)
+        """The message as RFC 5322 bytes with CRLF line endings, for the scanner (a folded
+        header arrives with bare LF between its lines)."""
+        head = b"\r\n".join(self.fields)
+        if b"\n" in head:
+            head = head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        return head + b"\r\n\r\n" + bytes(self.body) if self.fields else b"\r\n" + bytes(self.body)
 
     def subject(self) -> str | None:
         for name, value in self.headers:

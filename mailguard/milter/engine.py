@@ -106,6 +106,7 @@ class Engine:
     quarantine: Any = None
     add_banner: Callable[[bytes, Verdict], bytes] | None = None
     executor: concurrent.futures.ThreadPoolExecutor = field(init=False)
+    _daemon_slots: asyncio.Semaphore = field(init=False, repr=False)
     _outbound: tuple[Config, OutboundSettings] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -123,6 +124,7 @@ class Engine:
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.settings.scan_workers, thread_name_prefix="mailguard-scan"
         )
+        self._daemon_slots = asyncio.Semaphore(self.settings.scan_workers)
 
     @classmethod
     def build(cls, config: Config) -> "Engine":
@@ -151,6 +153,15 @@ class Engine:
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def scan(self, scanner: Any, raw: bytes, envelope: Any) -> Verdict:
+        """Scan in a worker thread, or, through the daemon, on the event loop itself (at
+        most scan_workers at once, as the threads would be): no thread to hand over to."""
+        scan_async = getattr(scanner, "scan_async", None)
+        if scan_async is None:
+            return await self.run(scanner.scan, raw, envelope)
+        async with self._daemon_slots:
+            return await scan_async(raw, envelope)
 
     async def reload(self, path: Path) -> None:
         """Re-read the configuration and build a new scanner off the event loop; the old

@@ -249,13 +249,19 @@ def decode_strings(data: bytes, what: str) -> list[str]:
 
 
 def decode_header(data: bytes) -> tuple[str, str]:
+    name, value = decode_header_bytes(data)
+    return _text(name), _text(value)
+
+
+def decode_header_bytes(data: bytes) -> tuple[bytes, bytes]:
+    """A header's name and value as sent (the milter reassembles the message from bytes)."""
     items = _cstrings(data, "header")
     if len(items) != 2:
         raise ProtocolError("header: expected a name and a value")
     name, value = items
     if not name:
         raise ProtocolError("header: empty name")
-    return _text(name), _text(value)
+    return name, value
 
 
 def envelope_address(arg: str) -> str:

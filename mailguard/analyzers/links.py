@@ -103,9 +103,11 @@ class HostGroup:
     def matches(self, host: str, path: str) -> bool:
         if self.tlds:
             return self.ending(host) in self.tlds
-        for candidate in _suffixes(host):
+        candidate = host
+        while candidate:  # host, then each parent domain (_suffixes, without a generator)
             if candidate in self.hosts:
                 return True
+            candidate = candidate.partition(".")[2]
         for prefix_host, prefix in self.prefixes:
             if (host == prefix_host or host.endswith("." + prefix_host)) and path.lower().startswith(prefix):
                 return True
@@ -286,11 +288,12 @@ class LinksAnalyzer(Analyzer):
 
     def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
         links = self._links(message)
+        images = self._images(message)
         findings: list[Finding] = []
         findings += self._host_groups(links)
-        findings += self._image_host_groups(message)
+        findings += self._image_host_groups(links, images)
         findings += self._server_hostnames(links)
-        findings += self._image_ip(message, links)
+        findings += self._image_ip(links, images)
         findings += self._image_map(message, links)
         findings += self._recipient_in_url(message, links)
         findings += self._script_urls(message)
@@ -307,8 +310,26 @@ class LinksAnalyzer(Analyzer):
                     return out
         return out
 
+    def _images(self, message: ParsedMessage) -> list[tuple[str, str]]:
+        """(address, host) of the pictures of every part, each address read once: a
+        newsletter loads dozens of pictures from a few addresses."""
+        hosts: dict[str, str] = {}
+        out = []
+        for part in iter_all_messages(message):
+            for src in part.image_urls[: self.max_links]:
+                host = hosts.get(src)
+                if host is None:
+                    host = hosts[src] = url_host(src)
+                out.append((src, host))
+        return out
+
     def _allowed(self, host: str) -> bool:
-        return any(s in self.allow for s in _suffixes(host))
+        allow = self.allow
+        while host:  # host, then each parent domain (_suffixes, without a generator)
+            if host in allow:
+                return True
+            host = host.partition(".")[2]
+        return False
 
     # ------------------------------------------------------------------ host lists
 
@@ -337,23 +358,26 @@ class LinksAnalyzer(Analyzer):
                 summary += f" (and {len(hosts) - 1} more such links)"
             yield self.finding(group.rule, self._score(group.rule), summary, {"hosts": hosts[:10]})
 
-    def _image_host_groups(self, message: ParsedMessage) -> Iterator[Finding]:
+    def _image_host_groups(self, links: list[Link], images: list[tuple[str, str]]) -> Iterator[Finding]:
         """Groups with applies_to = "images": where the pictures are loaded from (anonymous
         image-sharing sites that businesses' mail never uses)."""
         groups = [g for g in self.groups if g.images]
         if not groups:
             return
-        link_hosts = {host for link in self._links(message) for host in _suffixes(link.host)}
+        link_hosts = {host for link in links for host in _suffixes(link.host)}
         groups = [g for g in groups if not g.unless_links_to & link_hosts]
         hits: dict[str, str] = {}
-        for part in iter_all_messages(message):
-            for src in part.image_urls[: self.max_links]:
-                host = url_host(src)
-                if not host or self._allowed(host):
-                    continue
-                for group in groups:
-                    if group.key not in hits and group.matches(host, _split(src)[0]):
-                        hits[group.key] = host
+        seen: set[tuple[str, str]] = set()  # the same picture host and path matches the same groups
+        for src, host in images:
+            if not host or self._allowed(host):
+                continue
+            path = _split(src)[0]
+            if (host, path) in seen:
+                continue
+            seen.add((host, path))
+            for group in groups:
+                if group.key not in hits and group.matches(host, path):
+                    hits[group.key] = host
         done: set[str] = set()  # two groups under one rule count once
         for group in groups:
             host = hits.get(group.key)
@@ -380,7 +404,7 @@ class LinksAnalyzer(Analyzer):
 
     # ------------------------------------------------------------------ pictures from bare addresses
 
-    def _image_ip(self, message: ParsedMessage, links: list[Link]) -> Iterator[Finding]:
+    def _image_ip(self, links: list[Link], images: list[tuple[str, str]]) -> Iterator[Finding]:
         """Pictures (tracking pixels, banners) loaded from a bare internet address
         (``<img src="http://104.219.248.205/track/...">``): the sender's server has no
         name, the mark of a bulk-mail script on a rented machine. Real senders, ESPs
@@ -388,17 +412,15 @@ class LinksAnalyzer(Analyzer):
         bare address the lookalike analyzer already reports that server; not counted twice."""
         if any(is_ip_like(link.host) for link in links):
             return
-        for part in iter_all_messages(message):
-            for src in part.image_urls[: self.max_links]:
-                host = url_host(src)
-                if host and is_ip_like(host) and not self._allowed(host):
-                    yield self.finding(
-                        "LINKS_IMAGE_IP", self._score("LINKS_IMAGE_IP"),
-                        f"The message loads its pictures from a bare internet address ({host}) instead of "
-                        "a company's web site, as bulk-mail scripts on rented servers do",
-                        {"host": host},
-                    )
-                    return
+        for _, host in images:
+            if host and is_ip_like(host) and not self._allowed(host):
+                yield self.finding(
+                    "LINKS_IMAGE_IP", self._score("LINKS_IMAGE_IP"),
+                    f"The message loads its pictures from a bare internet address ({host}) instead of "
+                    "a company's web site, as bulk-mail scripts on rented servers do",
+                    {"host": host},
+                )
+                return
 
     def _image_map(self, message: ParsedMessage, links: list[Link]) -> Iterator[Finding]:
         """A picture wrapped in an ordinary link to the real company (signin.ebay.com) but

@@ -36,8 +36,11 @@ class HostParts:
 
 
 def is_ip_host(host: str) -> bool:
+    bare = host.strip("[]")
+    if ":" not in bare and bare.strip("0123456789."):
+        return False  # a name: ip_address would only raise, at the cost of an exception
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        ipaddress.ip_address(bare)
         return True
     except ValueError:
         return False

@@ -300,7 +300,10 @@ class RelayHandler:
         quarantine (mailguard.quarantine.release); None otherwise (a forged one is then
         removed with the other X-MailGuard headers, and the message scanned)."""
         keys = getattr(self.runtime.quarantine, "keys", None)
-        if keys is None or RELEASE_TOKEN_HEADER.lower().encode() not in raw[:65536].lower():
+        if keys is None:
+            return None
+        head = split_head_body(raw[:65536])[0]  # a header field: the body need not be lowered and searched
+        if RELEASE_TOKEN_HEADER.lower().encode() not in head.lower():
             return None
         token, without = marker_of(raw)
         entry_id = released_entry(keys, token, raw) if token else None

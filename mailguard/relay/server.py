@@ -9,6 +9,7 @@ transfer finish, says goodbye (421) to idle clients, and returns when no session
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from typing import Any
@@ -204,8 +205,14 @@ def run(path: str | None, *, listen: str | None = None, downstream: str | None =
         with opening_quarantine():
             quarantine = open_quarantine(config)
         metrics = start_metrics(config, "relay")
-        server = RelayServer(config, quarantine=quarantine,
-                             scanner=scanner if config.section("relay")["pool"] == "threads" else None)
+        threads = config.section("relay")["pool"] == "threads"
+        server = RelayServer(config, quarantine=quarantine, scanner=scanner if threads else None)
+        if not threads:
+            scanner = None  # built for the start-up checks only: the workers have their own
+        # What start-up built lives as long as the process: out of the collector's sight, so
+        # collections while serving walk only what sessions allocate, not the whole heap.
+        gc.collect()
+        gc.freeze()
         if metrics is not None:
             metrics.watch(queue_depth=lambda: server.state.pool.pending, quarantine_size=quarantine.count)
         return asyncio.run(_serve(server, path, listen, downstream))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import time
 from typing import Any, Mapping
 
 from mailguard.options import Option
@@ -34,12 +36,41 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+_PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f-\x9f\u2028\u2029]*')
+
+
+def _value(value: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False)``, with the common cases (a plain string,
+    an int, a float) written directly: formatting was most of a log line's cost, and one
+    line is logged per message."""
+    kind = type(value)
+    if kind is str and _PLAIN.fullmatch(value):
+        return f'"{value}"'
+    if kind is int or (kind is float and value == value and value not in (float("inf"), float("-inf"))):
+        return repr(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
 class _TextFormatter(logging.Formatter):
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._second: tuple[int, str] = (-1, "")  # the time text of the last second formatted
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """As logging's, with the text of one second computed once (many lines share it)."""
+        second = int(record.created)
+        if datefmt or self._second[0] != second:
+            text = time.strftime(datefmt or self.default_time_format, self.converter(record.created))
+            if datefmt:
+                return text
+            self._second = (second, text)
+        return self.default_msec_format % (self._second[1], record.msecs)
+
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)
         fields = getattr(record, "fields", None)
         if fields:
-            base += " " + " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in fields.items())
+            base += " " + " ".join(f"{k}={_value(v)}" for k, v in fields.items())
         return base
 
 

@@ -8,6 +8,8 @@ taking turns within each round:
   postfix_mailguard_milter  the same with `mailguard milter` ([milter] use_daemon: through the daemon)
   mailguard_serve        smtp-source -> `mailguard serve` -> smtp-sink (no Postfix)
 msg/s is M over the wall time smtp-source needs (every message answered 250 before queue).
+serve_cpu_ms_per_msg: the `mailguard serve` process's own CPU (user + system, /proc) over
+its rounds, per message: the relay's front end, without the daemon workers' scanning.
 The relay's latency at 16 sessions comes from bench/relay.py (a Python client that times
 each message from connect to the DATA reply).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import email
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -57,6 +60,12 @@ def html_message(target: int = 15_000) -> bytes:
     return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def smtp_source(port: int, messages: int, sessions: int, path: Path) -> float:
     started = time.perf_counter()
     subprocess.run(["smtp-source", "-s", str(sessions), "-m", str(messages), "-F", str(path), "-f", SENDER,
@@ -67,7 +76,9 @@ def smtp_source(port: int, messages: int, sessions: int, path: Path) -> float:
 
 def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: Path) -> dict[str, Any]:
     message = root / "message.eml"
-    message.write_bytes(html_message())
+    # LF line endings: smtp-source sends each line of the file with CRLF, so a CRLF file
+    # arrives as "\r\r\n" (a bare CR on every line), which no real sender sends.
+    message.write_bytes(html_message().replace(b"\r\n", b"\n"))
     sink_port, milter_port, relay_port = free_port(), free_port(), free_port()
     config = daemon.config
     config.write_text(config.read_text() + (
@@ -97,9 +108,13 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
         ports["mailguard_serve"] = relay_port
         for name, port in ports.items():  # warm-up: connections, caches, the first fork
             smtp_source(port, 32, 16, message)
+        serve_cpu: list[float] = []  # the relay process's own CPU (front end), ms per message
         for _ in range(runs):
             for name, port in ports.items():
+                before = process_cpu_s(serve.pid)
                 rows[name].append(messages / smtp_source(port, messages, 16, message))
+                if name == "mailguard_serve":
+                    serve_cpu.append((process_cpu_s(serve.pid) - before) * 1000 / messages)
         relay_latency = _relay_latency(env, root)
     finally:
         for inst in instances.values():
@@ -118,6 +133,8 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
         "msg_per_s_runs": {k: [round(x, 1) for x in v] for k, v in rows.items()},
         "msg_per_s_median": med,
         "ratio_to_postfix_rspamd_milter": {k: round(v / base, 2) for k, v in med.items() if base},
+        "serve_cpu_ms_per_msg_runs": [round(x, 2) for x in serve_cpu],
+        "serve_cpu_ms_per_msg_median": median(serve_cpu),
         "relay_latency_16_clients": relay_latency,
         "commands": {
             "load": f"smtp-source -s 16 -m {messages} -F message.eml -f {SENDER} -t {RECIPIENT} 127.0.0.1:PORT",

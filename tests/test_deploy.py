@@ -171,7 +171,8 @@ def test_deploy_steps_then_a_message_through_the_relay(deployed: dict[str, Any],
                                  "--init-groups", mg, "serve", "--config", config],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=_read_json_lines, args=(proc, lines), daemon=True).start()
+        log: list[dict[str, Any]] = []  # every line, for the failure message: what the relay did meanwhile
+        threading.Thread(target=_read_json_lines, args=(proc, lines, log), daemon=True).start()
         try:
             notify.settimeout(120)
             state = notify.recv(4096).decode()
@@ -183,11 +184,11 @@ def test_deploy_steps_then_a_message_through_the_relay(deployed: dict[str, Any],
                 sent = run(["swaks", "--server", f"127.0.0.1:{port}", "--to", "frontdesk@practice.example",
                             "--from", "colleague@partner.example", "--header", f"Subject: hello {n}",
                             "--body", "See you on Tuesday."])
-                assert sent.returncode == 0, sent.stdout
+                assert sent.returncode == 0, sent.stdout + _relay_log(log)
             phish = REPO / "examples/messages/lookalike-invoice.eml"  # the README's second swaks
             sent = run(["swaks", "--server", f"127.0.0.1:{port}", "--to", "frontdesk@practice.example",
                         "--data", str(phish)])
-            assert sent.returncode == 0 and "queued as" in sent.stdout, sent.stdout
+            assert sent.returncode == 0 and "queued as" in sent.stdout, sent.stdout + _relay_log(log)
             received = sink.handler.wait_for(2)
             assert len(received) == 2 and all(b"X-MailGuard-Action: accept" in m.data for m in received)
             events = [_wait_event(lines, "message") for _ in range(3)]
@@ -220,13 +221,20 @@ def test_deploy_steps_then_a_message_through_the_relay(deployed: dict[str, Any],
     assert run([mg, "config", "check", "--user", user, "--config", config]).returncode == 0
 
 
-def _read_json_lines(proc: subprocess.Popen[str], out: queue.Queue[dict[str, Any]]) -> None:
+def _read_json_lines(proc: subprocess.Popen[str], out: queue.Queue[dict[str, Any]],
+                     log: list[dict[str, Any]]) -> None:
     assert proc.stderr is not None
     for line in proc.stderr:
         try:
-            out.put(json.loads(line))
+            record = json.loads(line)
         except ValueError:
-            out.put({"event": "text", "line": line})
+            record = {"event": "text", "line": line}
+        log.append(record)
+        out.put(record)
+
+
+def _relay_log(log: list[dict[str, Any]]) -> str:
+    return "\nthe relay's log so far:\n" + "\n".join(json.dumps(record) for record in list(log))
 
 
 def _wait_event(lines: queue.Queue[dict[str, Any]], event: str, timeout: float = 60) -> dict[str, Any]:

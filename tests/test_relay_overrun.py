@@ -5,10 +5,16 @@ plug-in is (an entry point on the Python path) that burns CPU forever on message
 subject says "heavy": the worst case of a slow scan. Heavy messages are also large, so they
 go to the large lane. The light ones must still be answered 250 within a minute, and the
 heavy ones 451 (the sender retries), with every worker process that ran one killed.
+
+How soon a heavy one is answered depends on the relay's limits, not on the machine: each is
+answered within scan_queue_timeout (waiting behind others while killed workers are replaced,
+which takes seconds of compiling on a loaded machine) plus scan_timeout, as the relay's own
+log line for it shows.
 """
 from __future__ import annotations
 
 import os
+import queue
 import smtplib
 import sys
 import threading
@@ -64,9 +70,13 @@ def deliver(port: int, data: bytes, source: str = "127.0.0.1") -> tuple[int, flo
         return exc.smtp_code, time.monotonic() - started
 
 
+SCAN_TIMEOUT, QUEUE_TIMEOUT = 2.0, 10.0
+
+
 def test_heavy_scans_are_abandoned_and_light_mail_flows(serve: Any, sink: Sink, tmp_path: Path) -> None:
     env = install_plugin(tmp_path / "plugins")
-    relay = serve(env=env, relay="scan_timeout = 2.0\nlarge_message_bytes = 20000\nlarge_queue_limit = 3\n"
+    relay = serve(env=env, relay=f"scan_timeout = {SCAN_TIMEOUT}\nscan_queue_timeout = {QUEUE_TIMEOUT}\n"
+                                 "large_message_bytes = 20000\nlarge_queue_limit = 3\n"
                                  "pool = \"processes\"\nmax_connections_per_client = 30\n")
     heavy_results: list[tuple[int, float]] = []
     lock = threading.Lock()
@@ -86,12 +96,19 @@ def test_heavy_scans_are_abandoned_and_light_mail_flows(serve: Any, sink: Sink, 
     assert [code for code, _ in light_results] == [250] * 20, light_results
     assert light_elapsed < 60
     assert len(sink.handler.wait_for(20)) == 20
-    # Every heavy one is deferred (never 250: nothing was delivered or stored), quickly.
-    assert sorted({code for code, _ in heavy_results}) == [451], heavy_results
-    assert max(elapsed for _, elapsed in heavy_results) < 30
-    records = []
-    while not relay.lines.empty():
-        records.append(relay.lines.get())
+    # Every heavy one is answered, and deferred (never 250: nothing was delivered or stored).
+    assert len(heavy_results) == 24 and sorted({code for code, _ in heavy_results}) == [451], heavy_results
+    records: list[dict[str, Any]] = []  # until every message's line is in (the reader thread may lag the replies)
+    while sum(r.get("event") == "message" for r in records) < 24 + 20:
+        try:
+            records.append(relay.lines.get(timeout=60))
+        except queue.Empty:
+            raise AssertionError(f"the relay logged fewer than 44 messages: {records}") from None
+    # Within the relay's limits (the reply is written when its log line is): no sender waits
+    # on a scan that never ends. A second of slack for a loaded machine's event loop.
+    heavy_lines = [r for r in records if r.get("event") == "message" and r.get("size", 0) >= 20000]
+    assert len(heavy_lines) == 24, heavy_lines
+    assert max(r["elapsed_ms"] for r in heavy_lines) <= (QUEUE_TIMEOUT + SCAN_TIMEOUT + 1) * 1000, heavy_lines
     timed_out = [r for r in records if r.get("event") == "message" and r.get("scan_error") == "timed out"]
     assert timed_out, "no scan overran"
     abandoned = [r for r in records if r.get("event") == "scan abandoned"]

@@ -5,8 +5,8 @@ readiness protocol, messages through it with swaks to a loopback sink, and the m
 endpoint scraped. Also the failures only a second user shows: a quarantine made by root,
 port 25 without root.
 
-Needs root (useradd, chown); outside CI it is skipped when not root or when pip cannot install
-the dependencies (no index); under CI=true it must run.
+Needs root (useradd, chown); outside CI it is skipped when not root; under CI=true it must run.
+pip installs offline, from wheels repacked from the environment running the tests.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import pytest
 
 from dns_server import loopback_dns_toml
+import wheelhouse
 from test_relay_support import (  # noqa: F401 (fixtures)
     LoopThread,
     Sink,
@@ -69,8 +70,11 @@ def deployed() -> Iterator[dict[str, Any]]:
         # could not be run by the service user).
         python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
         subprocess.run([python, "-m", "venv", str(venv_dir)], check=True)
-        install = subprocess.run([str(venv_dir / "bin/pip"), "install", "-q", str(wheel)], capture_output=True,
-                                 text=True, timeout=600)
+        # Offline, as every test: the dependencies come from wheels repacked from this test
+        # environment (tests/wheelhouse.py), never from a package index.
+        wheelhouse.build("mailguard", wheels)
+        install = subprocess.run([str(venv_dir / "bin/pip"), "install", "-q", "--no-index", "--find-links",
+                                  str(wheels), str(wheel)], capture_output=True, text=True, timeout=600)
         need(install.returncode == 0, f"pip could not install the wheel's dependencies: {install.stderr[-500:]}")
         bin_dir = root / "usr/local/bin"
         bin_dir.mkdir(parents=True)
@@ -215,7 +219,7 @@ def test_deploy_steps_then_a_message_through_the_relay(deployed: dict[str, Any],
     assert code == 0
     # Upgrading: the README's pip line on the same venv (here the same wheel), then the check.
     pip = str(Path(d["mailguard"]).resolve().parent / "pip")
-    upgrade = run([pip, "install", "-q", "--upgrade", "--no-deps", str(next((d["root"] / "wheels").glob("*.whl")))],
+    upgrade = run([pip, "install", "-q", "--upgrade", "--no-deps", str(next((d["root"] / "wheels").glob("mailguard-*.whl")))],
                   timeout=300)
     assert upgrade.returncode == 0, upgrade.stderr
     assert run([mg, "config", "check", "--user", user, "--config", config]).returncode == 0

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import Row, corpus_items, decide, read_rows, scan_all, write_rows  # noqa: E402
 from mailguard import Action, Config, load_config  # noqa: E402
+from mailguard.model import Finding  # noqa: E402
 from mailguard.policy import FittedScores, Policy  # noqa: E402
 
 
@@ -39,10 +40,14 @@ def _rates(outcomes: list[Action]) -> dict[str, Any]:
             "held_pct": round(100.0 * held / n, 2) if n else 0.0, "flagged": flagged, "held": held}
 
 
-def _reason(row: Row) -> str:
-    """The strongest evidence of a row, as a reason: its two highest-scoring rules."""
-    top = sorted(((s, r) for r, s, _ in row.findings if s > 0), reverse=True)[:2]
-    return " + ".join(r for _, r in top) or "(no rule fired)"
+def _reason(row: Row, policy: Policy) -> str:
+    """The strongest evidence of a row, as a reason: its two highest-scoring rules under
+    ``policy`` (the scores that decided it), or "(no rule fired)"."""
+    scored = [(policy.adjust(Finding("", r, s, "", {})).score, r) for r, s, _ in row.findings]
+    top = sorted(((s, r) for s, r in scored if s > 0), reverse=True)[:2]
+    if not top:
+        return "(no rule fired)" if not row.findings else "(only rules of no weight)"
+    return " + ".join(r for _, r in top)
 
 
 def main() -> int:
@@ -75,10 +80,12 @@ def main() -> int:
 
     in_fold: list[Action] = []
     out_fold: list[Action] = []
+    deciding: list[Policy] = []  # the policy that decided each row out of fold
     for row in rows:
         in_fold.append(decide(row, shipped)[1])
         policy = fold_policies.get(row.fold) or fold_policies.get(row.source)
         out_fold.append(decide(row, policy)[1] if policy is not None else in_fold[-1])
+        deciding.append(policy or shipped)
 
     if args.results:
         with args.results.open("w") as out:
@@ -95,6 +102,10 @@ def main() -> int:
 
     flagged_ham = [rows[i] for i, a in enumerate(out_fold) if a >= Action.TAG and rows[i].label == "ham"]
     missed = [rows[i] for i, a in enumerate(out_fold) if a < Action.TAG and rows[i].label == "phish"]
+    fp_reasons = Counter(_reason(rows[i], deciding[i]) for i, a in enumerate(out_fold)
+                         if a >= Action.TAG and rows[i].label == "ham")
+    miss_reasons = Counter(_reason(rows[i], deciding[i]) for i, a in enumerate(out_fold)
+                           if a < Action.TAG and rows[i].label == "phish")
     flagged = [rows[i] for i, a in enumerate(in_fold) if a >= Action.TAG]
     unexplained = [r for r in flagged if not r.summary]
     report = {
@@ -104,8 +115,8 @@ def main() -> int:
         "table": table,
         "errors": sum(r.errors for r in rows),
         "flagged_without_summary": len(unexplained),
-        "false_positive_reasons_oof": Counter(_reason(r) for r in flagged_ham).most_common(args.top),
-        "miss_reasons_oof": Counter(_reason(r) for r in missed).most_common(args.top),
+        "false_positive_reasons_oof": fp_reasons.most_common(args.top),
+        "miss_reasons_oof": miss_reasons.most_common(args.top),
         "missed_with_no_rule_oof": sum(1 for r in missed if not any(s > 0 for _, s, _ in r.findings)),
         "rules_on_flagged_ham_oof": Counter(x for r in flagged_ham for x in r.rules).most_common(args.top),
     }

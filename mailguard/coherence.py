@@ -48,6 +48,15 @@ SCORES: Mapping[str, float] = {
     # that domain's. Hand-set: the corpus has no DNS, so authentication never fails there.
     "COHERENCE_FORGED_REQUEST_ELSEWHERE": 4.0,
     "COHERENCE_REQUEST_ELSEWHERE": 1.0,         # asks, and the destination is not the sender's
+    # A brand of the table, written from (or forging) that brand's own domain, asks, and the
+    # destination is not the brand's: real brand mail links to the brand's own sites.
+    "COHERENCE_BRAND_REQUEST_ELSEWHERE": 2.0,
+    # Composites (rspamd-style): the claim-request-destination case meeting structural
+    # evidence about the destination itself. Fitted like every other rule.
+    "COHERENCE_REQUEST_SUSPECT_LINK": 2.0,      # the link the request leads to is itself suspect
+    "COHERENCE_PICTURE_LINK_ELSEWHERE": 2.0,    # a picture-only message linking away from its sender
+    "COHERENCE_BARE_LINK_ELSEWHERE": 2.0,       # a few words and a link to a site not the sender's
+    "COHERENCE_FOCUSED_REQUEST_ELSEWHERE": 1.0,  # a request leading away, in a short message with few sites
     "COHERENCE_REPLY_ELSEWHERE": 2.0,           # asks for a reply, and replies go to another organisation
     "COHERENCE_CALL_NUMBER": 2.0,               # claims a company not its sender, asks you to call a number
     "COHERENCE_REQUEST_NO_DESTINATION": 0.0,    # asks, but names no destination we can judge
@@ -164,10 +173,61 @@ class Coherence:
         proven = self._registrable(message.auth.proven_domain) if message.auth and message.auth.proven_domain else ""
         destinations = self.destinations(message, claim, requests, sender_org, proven)
         finding = self._finding(message, claim, requests, destinations, sender_org, proven)
+        composites = tuple(self.composites(message, findings, requests, destinations, sender_org, finding.rule))
         if finding.rule in SILENT or sender_org == "" or (
                 finding.rule == "COHERENCE_NAME_NOT_SENDER" and self.ownership.is_freemail(sender_org)):
-            return Review((), finding.summary)  # free mail with a company name: the sender analyzer's
-        return Review((finding,), finding.summary)
+            return Review(composites, finding.summary)  # free mail with a company name: the sender analyzer's
+        return Review((finding, *composites), finding.summary)
+
+    # ------------------------------------------------------------------ composites
+
+    def composites(
+        self, message: ParsedMessage, findings: Sequence[Finding], requests: Sequence[str],
+        destinations: Sequence[Destination], sender_org: str, case: str = "",
+    ) -> Iterable[Finding]:
+        """Rules that fire on a combination, in the spirit of rspamd's composites: a request
+        whose link is itself suspect (a bare address, a shortener, free hosting ...), a
+        picture-only message or a few words with a link, leading away from the sender. Each
+        part alone is common in legitimate mail; together they are the shape of a lure."""
+        if case in ELSEWHERE and _words_at_most(message.body_text, FOCUSED_WORDS) and \
+                len({l.host for l in message.links[:MAX_DESTINATIONS]}) <= FOCUSED_HOSTS:
+            yield _make("COHERENCE_FOCUSED_REQUEST_ELSEWHERE", _cap(
+                f"It is a short message whose one purpose is that request (at most {FOCUSED_WORDS} words, "
+                f"{FOCUSED_HOSTS} or fewer sites linked), as lures are; newsletters and real notices say more"),
+                {"case": case})
+        links = [d for d in destinations if d.kind == "link"]
+        if not links:
+            return
+        suspects = _suspect_hosts(findings)
+        if requests and suspects and request_leads_to_links(requests[0]):
+            for d in links:
+                reason = _suspect_reason(d.shown, suspects)
+                if reason and d.owned is not True:
+                    asks = REQUESTS[requests[0]][0]
+                    yield _make("COHERENCE_REQUEST_SUSPECT_LINK", _cap(
+                        f"It {asks}, and the {REQUESTS[requests[0]][1]} goes to {d.shown}, {reason}"),
+                        {"host": d.shown, "reason": reason, "request": requests[0]})
+                    break
+        if not sender_org:
+            return
+        picture = any(f.rule == "LINKS_IMAGE_ONLY" for f in findings)
+        hosts = list(dict.fromkeys(d.shown for d in links))
+        bare = len(hosts) <= BARE_LINK_HOSTS and _words_at_most(message.body_text, BARE_LINK_WORDS)
+        if not (picture or bare) or any(self._sender_owns(h, sender_org) for h in hosts):
+            return  # some link is the sender's own: not a lure that only leads away
+        if picture:
+            yield _make("COHERENCE_PICTURE_LINK_ELSEWHERE", _cap(
+                f"The message is a picture with almost no text, and clicking it leads to {_shown(links)}, "
+                f"not to the sender's site ({sender_org})"), {"hosts": hosts[:10]})
+        else:
+            yield _make("COHERENCE_BARE_LINK_ELSEWHERE", _cap(
+                f"The message is a few words and a link to {_shown(links)}, a site that is not the sender's "
+                f"({sender_org})"), {"hosts": hosts[:10]})
+
+    def _sender_owns(self, host: str, sender_org: str) -> bool:
+        org = self._registrable(host)
+        return bool(org) and (org == sender_org or self.ownership.same_owner(org, sender_org)
+                              or self._related(org, sender_org))
 
     # ------------------------------------------------------------------ the claim
 
@@ -277,6 +337,8 @@ class Coherence:
                 owned_set.add(proven)
         out: list[Destination] = []
         links = [l for l in message.links[:MAX_DESTINATIONS] if l.url.lower().startswith(("http", "www."))]
+        credits = {l.url for l in links if self._names_its_site(l)}
+        links = [l for l in links if l.url not in credits]
         beside = [l for l in links if l.text and _ACTION_TEXT.search(l.text)]
         for link in beside or links:
             host = self._target_host(link.url) or link.host
@@ -292,6 +354,23 @@ class Coherence:
             for attachment in message.attachments[:5]:
                 out.append(Destination("attachment", attachment.display_name, None if not claim.foreign else False))
         return out
+
+    def _names_its_site(self, link: Any) -> bool:
+        """A credit or footer link whose text names the site it goes to and asks nothing
+        ("Powered by Crater" -> craterapp.com, "GitHub" -> github.com): the reader sees
+        where it leads, so it is no destination of the request. A button that names the
+        site ("Sign in to PayPal" -> paypal-secure.example) still asks, and still counts."""
+        text = (link.text or "").strip()
+        if not text or len(text) > 60 or _ACTION_TEXT.search(text) or link.source != "html":
+            return False
+        parts = self.splitter.parts(link.host) if link.host else None
+        label = parts.label.lower().replace("-", "") if parts is not None and parts.label else ""
+        if len(label) < 3 or not any(len(w) >= 3 and w not in _ORG_WORDS and w in label
+                                     for w in (x.lower() for x in _WORD.findall(text))):
+            return False
+        brand = self.names.brand_in(text)
+        # "PayPal" -> paypal-help.example is an imitation, not a credit
+        return brand is None or self.ownership.owned_by(link.host, brand)
 
     def _target_host(self, url: str) -> str:
         """The host a click-tracking redirect sends to, when its target is readable in the
@@ -375,7 +454,9 @@ class Coherence:
             what = {"link": f"the {noun} goes to a site", "reply": "replies go to an address",
                     "phone": "the number to call is given", "attachment": "the file comes from a sender"}[foreign[0].kind]
             text = f"{claim_text}, {asks}, and {what} that is not {owner} ({hosts})"
-            rule = "COHERENCE_CLAIM_REQUEST_ELSEWHERE" if claim.foreign else "COHERENCE_REQUEST_ELSEWHERE"
+            rule = ("COHERENCE_CLAIM_REQUEST_ELSEWHERE" if claim.foreign
+                    else "COHERENCE_BRAND_REQUEST_ELSEWHERE" if claim.brand is not None
+                    else "COHERENCE_REQUEST_ELSEWHERE")
             if claim.where == FORGED:
                 rule, claim_text = "COHERENCE_FORGED_REQUEST_ELSEWHERE", f"{claim_text} (its own DMARC says it is not)"
                 text = f"{claim_text}, {asks}, and {what} that is not {owner} ({hosts})"
@@ -393,6 +474,65 @@ class Coherence:
             return _make("COHERENCE_REQUEST_NO_DESTINATION", _cap(text), details)
         text = f"{claim_text}, {asks}, and names no link or address that can be checked"
         return _make("COHERENCE_REQUEST_NO_DESTINATION", _cap(text), details)
+
+
+def request_leads_to_links(request: str) -> bool:
+    return request not in (_CALL, _REPLY, _OPEN)
+
+
+# Link findings whose hosts make a destination suspect in itself, and how to say so.
+_SUSPECT_REASONS: Mapping[str, str] = {
+    "LOOKALIKE_LINK_IP": "a bare internet address instead of a named site",
+    "LOOKALIKE_LINK_DOMAIN": "a look-alike of a real company's domain",
+    "LOOKALIKE_LINK_PUNYCODE": "a name written with special characters",
+    "LOOKALIKE_LINK_TEXT_PROTECTED": "though the link's text shows another site",
+    "LOOKALIKE_LINK_TEXT_MISMATCH": "though the link's text shows another site",
+    "LINKS_SHORTENER": "a link-shortening service that hides where it leads",
+    "LINKS_FREE_HOSTING": "a page on free web hosting",
+    "LINKS_FORM_BUILDER": "an online form",
+    "LINKS_IPFS": "a page on IPFS",
+    "LINKS_RISKY_TLD": "under a throw-away internet ending",
+    "LINKS_SERVER_HOSTNAME": "a rented server's automatic name",
+}
+# The cases where the request leads away from the claimed identity.
+ELSEWHERE = frozenset({"COHERENCE_CLAIM_REQUEST_ELSEWHERE", "COHERENCE_BRAND_REQUEST_ELSEWHERE",
+                       "COHERENCE_REQUEST_ELSEWHERE", "COHERENCE_FORGED_REQUEST_ELSEWHERE",
+                       "COHERENCE_REPLY_ELSEWHERE", "COHERENCE_CALL_NUMBER"})
+FOCUSED_WORDS = 300
+FOCUSED_HOSTS = 3
+BARE_LINK_WORDS = 25  # visible words at most for "a few words and a link"
+BARE_LINK_HOSTS = 2
+
+
+def _suspect_hosts(findings: Sequence[Finding]) -> dict[str, str]:
+    """host -> why it is suspect, from the link findings of the other analyzers."""
+    out: dict[str, str] = {}
+    for finding in findings:
+        reason = _SUSPECT_REASONS.get(finding.rule)
+        if reason is None or not finding.details:
+            continue
+        details = finding.details
+        hosts = list(details.get("hosts") or details.get("domains") or [])
+        for key in ("host", "actual"):
+            if isinstance(details.get(key), str):
+                hosts.append(details[key])
+        for host in hosts[:20]:
+            if isinstance(host, str) and host:
+                out.setdefault(host.lower().rstrip("."), reason)
+    return out
+
+
+def _suspect_reason(host: str, suspects: Mapping[str, str]) -> str:
+    host = host.lower().rstrip(".")
+    for candidate, reason in suspects.items():
+        if host == candidate or host.endswith("." + candidate) or candidate.endswith("." + host):
+            return reason
+    return ""
+
+
+def _words_at_most(text: str, limit: int) -> bool:
+    """At most ``limit`` words (split on blanks; stops splitting there: bodies can be huge)."""
+    return len(text.split(None, limit)) <= limit
 
 
 def _leads(request: str, destination: Destination) -> bool:

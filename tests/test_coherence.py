@@ -147,3 +147,72 @@ def test_claim_disproved_by_dmarc_with_a_request_elsewhere() -> None:
     finding = coherence(verdict)["COHERENCE_FORGED_REQUEST_ELSEWHERE"]
     assert finding.summary.startswith("Claims to be bank.example (its own DMARC says it is not), asks you to sign in")
     assert "bank-verify.example" in finding.summary
+
+
+def test_brand_writing_from_its_own_domain_with_a_request_elsewhere(scanner: mailguard.Scanner) -> None:
+    """A forged From of the brand's own domain: the sign-in link is the tell."""
+    html = f'<p>{SIGN_IN}</p><p><a href="http://203.0.113.7/paypal/login">Sign in</a></p>'
+    verdict = scanner.scan(mail("service@paypal.com", "PayPal", html=html))
+    found = coherence(verdict)
+    assert found["COHERENCE_BRAND_REQUEST_ELSEWHERE"].summary.startswith(
+        "Claims to be PayPal, asks you to sign in or confirm your details, and the sign-in link goes to a site "
+        "that is not PayPal's (203.0.113.7)")
+    suspect = found["COHERENCE_REQUEST_SUSPECT_LINK"]
+    assert suspect.summary == ("It asks you to sign in or confirm your details, and the sign-in link goes to "
+                               "203.0.113.7, a bare internet address instead of a named site")
+    assert "COHERENCE_FOCUSED_REQUEST_ELSEWHERE" in found
+    assert verdict.summary == found["COHERENCE_BRAND_REQUEST_ELSEWHERE"].summary
+
+
+def test_brand_mail_linking_to_its_own_sites_is_no_brand_case(scanner: mailguard.Scanner) -> None:
+    html = f'<p>{SIGN_IN}</p><p><a href="https://www.paypal.com/signin">Sign in</a></p>'
+    found = coherence(scanner.scan(mail("service@paypal.com", "PayPal", html=html)))
+    assert not {"COHERENCE_BRAND_REQUEST_ELSEWHERE", "COHERENCE_REQUEST_SUSPECT_LINK",
+                "COHERENCE_FOCUSED_REQUEST_ELSEWHERE"} & set(found)
+
+
+def test_request_through_a_shortener_is_a_suspect_link(scanner: mailguard.Scanner) -> None:
+    html = f'<p>{SIGN_IN}</p><p><a href="https://bit.ly/3xYz">Verify now</a></p>'
+    found = coherence(scanner.scan(mail("alerts@clinic-portal.com", html=html)))
+    assert "bit.ly, a link-shortening service" in found["COHERENCE_REQUEST_SUSPECT_LINK"].summary
+
+
+def test_a_long_message_is_not_focused_on_its_request(scanner: mailguard.Scanner) -> None:
+    filler = " ".join(["This week's articles cover servers, kernels and tools for administrators."] * 40)
+    html = f'<p>{SIGN_IN}</p><p>{filler}</p><p><a href="https://other-site.example/x">Sign in</a></p>'
+    found = coherence(scanner.scan(mail("news@weekly-digest.example", html=html)))
+    assert "COHERENCE_REQUEST_ELSEWHERE" in found
+    assert "COHERENCE_FOCUSED_REQUEST_ELSEWHERE" not in found
+
+
+def test_picture_only_message_linking_away_from_its_sender(scanner: mailguard.Scanner) -> None:
+    away = '<a href="https://promo.deal-site.example/c?id=1"><img src="https://cdn.deal-site.example/a.png"></a>'
+    own = '<a href="https://www.shop.example/sale"><img src="https://cdn.shop.example/a.png"></a>'
+    found = coherence(scanner.scan(mail("news@shop.example", html=away, text=" ")))
+    assert found["COHERENCE_PICTURE_LINK_ELSEWHERE"].summary == (
+        "The message is a picture with almost no text, and clicking it leads to promo.deal-site.example, "
+        "not to the sender's site (shop.example)")
+    assert "COHERENCE_PICTURE_LINK_ELSEWHERE" not in coherence(scanner.scan(mail("news@shop.example", html=own,
+                                                                                  text=" ")))
+
+
+def test_a_few_words_and_a_link_elsewhere(scanner: mailguard.Scanner) -> None:
+    verdict = scanner.scan(mail("yagu@realestate.example", "Dating", text="Click for date http://foret.example/s"))
+    finding = coherence(verdict)["COHERENCE_BARE_LINK_ELSEWHERE"]
+    assert finding.summary == ("The message is a few words and a link to foret.example, a site that is not the "
+                               "sender's (realestate.example)")
+    own = scanner.scan(mail("jane@clinic.example", text="Minutes: https://wiki.clinic.example/minutes"))
+    assert "COHERENCE_BARE_LINK_ELSEWHERE" not in coherence(own)
+
+
+def test_a_credit_link_naming_its_site_is_no_destination(scanner: mailguard.Scanner) -> None:
+    """"Powered by Crater" -> craterapp.com says where it goes and asks nothing; the
+    request's own link is judged instead."""
+    text = "You have received a new invoice. Please pay it using the button below."
+    html = (f'<p>{text}</p><p><a href="https://billing.northgate-billing.example/i/1">View invoice</a></p>'
+            '<p>Powered by <a href="https://craterapp.example">Crater</a></p>')
+    found = coherence(scanner.scan(mail("invoices@northgate-billing.example", "Northgate Billing", html=html)))
+    assert "COHERENCE_REQUEST_OWNED" in found and "COHERENCE_REQUEST_ELSEWHERE" not in found
+    imitation = '<p>Verify your account now.</p><p><a href="https://paypal-help.example/x">PayPal</a></p>'
+    found = coherence(scanner.scan(mail("service@paypal-help.example", "Support", html=imitation)))
+    assert "paypal-help.example" in next(iter(found.values())).summary

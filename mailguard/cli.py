@@ -11,33 +11,47 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from mailguard.config import Config, ConfigError, all_schemas, load_config, to_toml_value
-from mailguard.model import Action
+if TYPE_CHECKING:
+    from mailguard.config import Config
+
+# Imported inside the commands that use them: a check through the daemon imports no
+# configuration schema, analyzer or model (its start-up is most of its time).
+
+
+def _config_error() -> type[Exception]:
+    """ConfigError, for ``except`` clauses (evaluated only when something was raised)."""
+    from mailguard.options import ConfigError
+
+    return ConfigError
 
 EXIT_CLEAN, EXIT_FLAGGED, EXIT_ERROR = 0, 1, 2
 
 
 def _config_from_args(path: str | None) -> Config:
+    from mailguard.config import Config, load_config
+
     return load_config(path) if path else Config.default()
 
 
 # --------------------------------------------------------------------------- check
 
 
-@dataclass(frozen=True)
 class CheckResult:
-    path: str
-    record: dict[str, Any] | None  # the verdict as JSON, or None when the input was unreadable
-    error: str = ""
-    # from the daemon: the verdict already rendered as JSON (without the path), and what
-    # the exit status needs of it, so a long run does not decode and encode every verdict
-    body: str = ""
-    action: str = ""
-    tempfail: bool = False
+    """One input's outcome: ``record`` the verdict as JSON (None when the input was
+    unreadable); or, from the daemon, ``body`` the verdict already rendered as JSON
+    (without the path) and what the exit status needs of it, so a long run does not
+    decode and encode every verdict. (A plain class: dataclasses cost the daemon's
+    client a tenth of its start-up.)"""
+
+    __slots__ = ("path", "record", "error", "body", "action", "tempfail")
+
+    def __init__(self, path: str, record: dict[str, Any] | None, error: str = "", *, body: str = "",
+                 action: str = "", tempfail: bool = False) -> None:
+        self.path, self.record, self.error = path, record, error
+        self.body, self.action, self.tempfail = body, action, tempfail
 
     def full_record(self) -> dict[str, Any] | None:
         if self.body:
@@ -228,7 +242,7 @@ class _Emitter:
             self.exit_code = EXIT_ERROR
         elif tempfail:
             self.exit_code = EXIT_ERROR
-        elif action != str(Action.ACCEPT) and self.exit_code == EXIT_CLEAN:
+        elif action != "accept" and self.exit_code == EXIT_CLEAN:
             self.exit_code = EXIT_FLAGGED
         if self.json:
             text = result.json_line()
@@ -257,7 +271,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     try:
         config = _config_from_args(args.config)
-    except ConfigError as exc:
+    except _config_error() as exc:
         from mailguard.ops.errors import report
 
         return report("mailguard", exc)
@@ -305,7 +319,7 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
     unless the daemon cannot take a message, which is then scanned here (never dropped)."""
     from mailguard.daemon.pipeline import DaemonUnavailable, scan_in_order
     from mailguard.daemon.protocol import config_fingerprint
-    from mailguard.daemon.schema import socket_path
+    from mailguard.daemon.where import socket_path
 
     try:
         settings, base = _raw_daemon_settings(args.config)
@@ -350,7 +364,7 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
 
                 try:
                     local = Scanner(_config_from_args(args.config))
-                except ConfigError as exc:
+                except _config_error() as exc:
                     print(f"mailguard: {exc}", file=sys.stderr)
                     return EXIT_ERROR
             try:
@@ -392,7 +406,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
         scanner = Scanner(config)  # also compiles rules and signatures, so their errors show here
         user = preflight.ServiceUser.lookup(args.user)
-    except ConfigError as exc:
+    except _config_error() as exc:
         return report("mailguard", exc)
     except KeyError:
         return report("mailguard", f"--user {args.user}: no such user; create it first "
@@ -402,6 +416,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         return report("mailguard", "\n".join(errors))
     source = str(config.source) if config.source else "built-in defaults"
     settings = config.to_dict()
+    from mailguard.config import Config, to_toml_value
+
     if not args.all:
         defaults = Config.default().to_dict()
         settings = {name: {k: v for k, v in values.items() if defaults[name].get(k) != v}
@@ -422,6 +438,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def render_documented_example() -> str:
     """Every section and key with its default and explanation (examples/mailguard.toml)."""
     import textwrap
+
+    from mailguard.config import all_schemas, to_toml_value
 
     lines = [
         "## mailguard configuration. Every key is optional; the values shown are the defaults.",
@@ -458,10 +476,27 @@ DELEGATED = {
 }
 
 
-def preflight_ways() -> tuple[str, ...]:
-    from mailguard.ops.preflight import WAYS
+class _PreflightWays:
+    """``config check --for``'s choices, read from ``mailguard.ops.preflight`` only when
+    argparse looks at them (that module imports ssl: not for every command)."""
 
-    return WAYS
+    def _ways(self) -> tuple[str, ...]:
+        from mailguard.ops.preflight import WAYS
+
+        return WAYS
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._ways()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ways())
+
+    def __len__(self) -> int:
+        return len(self._ways())
+
+
+def preflight_ways() -> _PreflightWays:
+    return _PreflightWays()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -493,8 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_check.add_argument("--user", metavar="NAME",
                               help="check that this user (the service's) can reach the quarantine, key and TLS files "
                                    "(default: you)")
-    config_check.add_argument("--for", dest="way", choices=preflight_ways(), default="all",
-                              help="check what this way in needs (default: all)")
+    config_check.add_argument("--for", dest="way", choices=preflight_ways(), default="all", metavar="WAY",
+                              help="check what this way in needs: %(choices)s (default: all)")
     config_check.set_defaults(func=cmd_config_check)
     config_example = config_sub.add_parser("example", help="print every key with its default and explanation")
     config_example.set_defaults(func=cmd_config_example)
@@ -528,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except _config_error() as exc:
         from mailguard.ops.errors import report
 
         return report("mailguard", exc)

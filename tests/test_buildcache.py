@@ -1,5 +1,6 @@
-"""The build cache: what is slow to build (language automaton, compiled YARA) is kept in a
-folder that is safe to delete, keyed by what it was built from, and never fatal."""
+"""The build cache: what is slow to build (language automaton, compiled YARA, the public
+suffix list, parsed data files) is kept in a folder that is safe to delete, keyed by what
+it was built from, and never fatal."""
 from __future__ import annotations
 
 import os
@@ -20,10 +21,25 @@ def test_scanner_built_from_cache_gives_the_same_verdict(tmp_path: Path, monkeyp
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     first = Scanner().scan(PHISH).to_dict()
     kinds = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
-    assert kinds == ["language", "yara"]
+    # (the public suffix list, "psl", is loaded once per process: here only if no test before did)
+    assert {"language", "yara", "toml"} <= set(kinds) <= {"language", "yara", "psl", "toml"}
     second = Scanner().scan(PHISH).to_dict()
     first.pop("elapsed_ms"), second.pop("elapsed_ms")
     assert first == second and first["action"] != "accept"
+
+
+def test_a_data_file_edited_after_it_was_cached_is_read_anew(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailguard.options import ConfigError, read_data_toml
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    data = tmp_path / "brands.toml"
+    data.write_text("a = 1\r\n")
+    assert read_data_toml(data, "brand table") == {"a": 1} == read_data_toml(data, "brand table")  # the second from the cache
+    data.write_text("a = 2\n")
+    assert read_data_toml(data, "brand table") == {"a": 2}
+    data.write_text("a = \n")
+    with pytest.raises(ConfigError, match="brands.toml: TOML syntax error in the brand table"):
+        read_data_toml(data, "brand table")
 
 
 def test_a_changed_input_is_a_new_key(tmp_path: Path) -> None:

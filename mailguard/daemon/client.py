@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailguard.daemon.protocol import ProtocolError, frame, receive
+from mailguard.daemon.protocol import DaemonUnavailable, ProtocolError, frame, receive
 
-
-class DaemonUnavailable(Exception):
-    """No daemon on the socket, a different configuration, or a broken connection."""
+__all__ = ["DaemonClient", "DaemonUnavailable"]
 
 
 @dataclass

@@ -19,51 +19,49 @@ import selectors
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from mailguard.daemon.client import DaemonUnavailable
-from mailguard.daemon.protocol import HEADER, MAX_HEADER_BYTES, ProtocolError, decode, frame
+from mailguard.daemon.protocol import HEADER, MAX_HEADER_BYTES, DaemonUnavailable, ProtocolError, decode, frame
 
 WINDOW = 32  # requests in flight per connection: keeps the worker busy across round trips
 RECONNECTS = 3  # attempts to reach a (replacement) worker before its messages are left to the caller
 
 
-@dataclass
+# Plain classes, not dataclasses: importing dataclasses (and inspect) is a tenth of the
+# start-up of a check through the daemon.
 class Answer:
     """One message's outcome: ``body`` is the verdict as ``check --json`` renders it
     (without the path), ``action`` and ``tempfail`` read from it; all empty with an
     ``error`` when the input could not be read, or with neither when the daemon could not
     scan it (the caller scans it itself)."""
 
-    key: Any
-    body: str = ""
-    action: str = ""
-    tempfail: bool = False
-    error: str = ""
+    __slots__ = ("key", "body", "action", "tempfail", "error")
+
+    def __init__(self, key: Any) -> None:
+        self.key, self.body, self.action, self.tempfail, self.error = key, "", "", False, ""
 
 
-@dataclass
 class _Item:
-    answer: Answer
-    by_path: bool = False
-    raw: bytes | None = None
-    done: bool = False
+    __slots__ = ("answer", "by_path", "raw", "done")
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer, self.by_path, self.raw, self.done = answer, False, None, False
 
 
-@dataclass
 class _Conn:
-    sock: socket.socket | None = None
-    greeted: bool = False
-    paths: bool = False
-    max_bytes: int = 0
-    inbuf: bytearray = field(default_factory=bytearray)
-    out: bytearray = field(default_factory=bytearray)
-    in_flight: deque[_Item] = field(default_factory=deque)
-    failures: int = 0
-    last_heard: float = 0.0
-    writing: bool = False  # registered for EVENT_WRITE
+    __slots__ = ("sock", "greeted", "paths", "max_bytes", "inbuf", "out", "in_flight", "failures", "last_heard",
+                 "writing")
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.greeted = self.paths = False
+        self.max_bytes = 0
+        self.inbuf, self.out = bytearray(), bytearray()
+        self.in_flight: deque[_Item] = deque()
+        self.failures = 0
+        self.last_heard = 0.0
+        self.writing = False  # registered for EVENT_WRITE
 
 
 def hello(path: Path, fingerprint: str, timeout_s: float) -> tuple[socket.socket, dict[str, Any]]:
@@ -130,13 +128,11 @@ def scan_in_order(
     return _Pipeline(path, fingerprint, timeout_s, load, before_wait).run(list(keys), sock, info, connections)
 
 
-@dataclass
 class _Pipeline:
-    path: Path
-    fingerprint: str
-    timeout_s: float
-    load: Callable[[str], bytes]
-    before_wait: Callable[[], None] | None
+    def __init__(self, path: Path, fingerprint: str, timeout_s: float, load: Callable[[str], bytes],
+                 before_wait: Callable[[], None] | None) -> None:
+        self.path, self.fingerprint, self.timeout_s = path, fingerprint, timeout_s
+        self.load, self.before_wait = load, before_wait
 
     def run(self, keys: list[str], sock: socket.socket, info: dict[str, Any], connections: int) -> Iterator[Answer]:
         items = [_Item(Answer(key)) for key in keys]

@@ -27,6 +27,10 @@ MAX_HEADER_BYTES = 1 << 20  # a JSON header or reply larger than this is a broke
 DEFAULT_CONFIG = "built-in defaults"
 
 
+class DaemonUnavailable(Exception):
+    """No daemon on the socket, a different configuration, or a broken connection."""
+
+
 class ProtocolError(Exception):
     """The peer sent something that is not this protocol, or closed mid-frame."""
 

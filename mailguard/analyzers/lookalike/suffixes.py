@@ -1,4 +1,5 @@
-"""Hosts split by the public suffix list bundled with tldextract (never fetched).
+"""Hosts split by the public suffix list bundled with tldextract (never fetched; read by
+``psl`` without importing tldextract).
 
 Kept apart from the brand table and the matcher, which both need it, so that neither
 imports the other; the DMARC organisational domain uses the same list.
@@ -9,8 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
 
-import tldextract
-
+from mailguard.analyzers.lookalike.psl import SuffixList
 from mailguard.message import idna_to_ascii, idna_to_unicode
 
 
@@ -47,13 +47,10 @@ def is_ip_host(host: str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _bundled_extractor() -> tldextract.TLDExtract:
-    """One extractor per process, shared by every splitter (the lookalike analyzer's and
-    the authentication stage's): loading the bundled list builds a 33,000-entry trie, and
-    after that the extractor only reads."""
-    extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
-    extract("warm.example.com")  # load the bundled list now, not in a worker thread
-    return extract
+def _bundled_extractor() -> SuffixList:
+    """One list per process, shared by every splitter (the lookalike analyzer's and the
+    authentication stage's): after loading, it only reads."""
+    return SuffixList()
 
 
 class DomainSplitter:
@@ -75,7 +72,7 @@ class DomainSplitter:
         if not shown or is_ip_host(shown):
             return None
         ascii_host = idna_to_ascii(shown)
-        ext = self._extract(ascii_host)
+        ext = self._extract.split(ascii_host)
         if ext.domain and ext.suffix:
             subs = tuple(ext.subdomain.split(".")) if ext.subdomain else ()
             return HostParts(shown, f"{ext.domain}.{ext.suffix}", ext.domain, ext.suffix, subs)
@@ -86,4 +83,4 @@ class DomainSplitter:
         return HostParts(shown, ".".join(labels[-2:]), labels[-2], labels[-1], tuple(labels[:-2]), True)
 
     def is_listed_suffix(self, suffix: str) -> bool:
-        return bool(self._extract("x." + suffix).suffix == suffix)
+        return bool(self._extract.split("x." + suffix).suffix == suffix)

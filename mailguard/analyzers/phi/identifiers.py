@@ -184,7 +184,11 @@ def icd10_codes() -> frozenset[str]:
         raise FileNotFoundError("the simple-icd-10-cm package (its data/code-list*.txt) is missing; "
                                 "reinstall mailguard's dependencies")
     text = names[-1].read_text(encoding="utf-8")
-    return frozenset(line.strip() for line in text.splitlines() if line.strip() and "-" not in line)
+    if " " in text or "\t" in text:  # not one code a line: line by line
+        return frozenset(line.strip() for line in text.splitlines() if line.strip() and "-" not in line)
+    # one code a line (ranges such as A00-A09 left out): the same set, split in C (a
+    # hundredth of a cold start less than a loop over 98,000 lines)
+    return frozenset(text.split()).difference(re.findall(r"\S*-\S*", text))
 
 
 def icd10_hits(text: str, codes: frozenset[str], keyword: bool = True) -> Iterator[Hit]:

@@ -337,9 +337,10 @@ class Coherence:
                 owned_set.add(proven)
         out: list[Destination] = []
         links = [l for l in message.links[:MAX_DESTINATIONS] if l.url.lower().startswith(("http", "www."))]
-        credits = {l.url for l in links if self._names_its_site(l)}
+        asking = {id(l) for l in links if l.text and _ACTION_TEXT.search(l.text)}  # each link's text read once
+        credits = {l.url for l in links if id(l) not in asking and self._names_its_site(l)}
         links = [l for l in links if l.url not in credits]
-        beside = [l for l in links if l.text and _ACTION_TEXT.search(l.text)]
+        beside = [l for l in links if id(l) in asking]
         for link in beside or links:
             host = self._target_host(link.url) or link.host
             out.append(Destination("link", host, self._owns(owned_set, claim, host)))
@@ -361,8 +362,8 @@ class Coherence:
         where it leads, so it is no destination of the request. A button that names the
         site ("Sign in to PayPal" -> paypal-secure.example) still asks, and still counts."""
         text = (link.text or "").strip()
-        if not text or len(text) > 60 or _ACTION_TEXT.search(text) or link.source != "html":
-            return False
+        if not text or len(text) > 60 or link.source != "html":
+            return False  # (links whose text asks something are never credits: see destinations)
         parts = self.splitter.parts(link.host) if link.host else None
         label = parts.label.lower().replace("-", "") if parts is not None and parts.label else ""
         if len(label) < 3 or not any(len(w) >= 3 and w not in _ORG_WORDS and w in label

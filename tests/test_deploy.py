@@ -31,11 +31,18 @@ import pytest
 
 from dns_server import loopback_dns_toml
 import wheelhouse
+from postfix_instance import free_port
+from systemd_unit import UnitRun
 from test_relay_support import (  # noqa: F401 (fixtures)
+    RECIPIENT,
+    SENDER,
     LoopThread,
+    RawClient,
     Sink,
+    clean_message,
     loop_thread,
     sink,
+    wire,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -257,3 +264,142 @@ def _sample(text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+def free_privileged_port() -> int:
+    """A loopback port below 1024 that nothing holds: the relay unit must bind it as its
+    unprivileged user with only the capability the unit grants."""
+    for port in range(600, 1024):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 1024 on 127.0.0.1")
+
+
+def write_units_config(deploy: dict[str, Any], sink_port: int, relay_port: int, milter_port: int) -> Path:
+    """One file for both units, as one practice would have it (the milter's store mode
+    releases through the sink here)."""
+    path = deploy["etc"] / "units.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "[lookalike]\nprotected_domains = [\"practice.example\"]\n"
+        "[auth]\nenabled = false\n"  # no DNS: nothing here may ask the system resolver
+        f"[relay]\nlisten = \"127.0.0.1:{relay_port}\"\ndownstream = \"127.0.0.1:{sink_port}\"\n"
+        "relay_domains = [\"practice.example\"]\nworkers = 1\nshutdown_timeout = 20.0\n"
+        f"[milter]\nlisten = \"inet:127.0.0.1:{milter_port}\"\n"
+        "[quarantine]\n"
+        f"path = \"{deploy['state'] / 'quarantine'}\"\nkey_file = \"{deploy['etc'] / 'quarantine.key'}\"\n"
+        f"release_host = \"127.0.0.1:{sink_port}\"\n"
+        "[logging]\nformat = \"json\"\n"
+    )
+    return path
+
+
+def test_the_installed_units_run_as_systemd_runs_them(deployed: dict[str, Any], sink: Sink) -> None:
+    """The README's `systemctl daemon-reload && systemctl enable --now mailguard` (and
+    `systemctl reload`, `systemctl restart`), without systemd as PID 1: the unit files
+    `mailguard setup --units` wrote are read and carried out as systemd would
+    (tests/systemd_unit.py): ExecStartPre and ExecStart as User= with the unit's
+    capabilities, READY=1 from the main process once the port answers, ExecReload with
+    $MAINPID, and a stop as KillMode= says while a message is in transfer (it is delivered, no
+    process is left behind). `systemd-analyze verify` checks the rest."""
+    d, user, mg = deployed, deployed["user"], deployed["mailguard"]
+    relay_port, milter_port = free_privileged_port(), free_port()
+    config = write_units_config(d, sink.port, relay_port, milter_port)
+    units = d["root"] / "units"
+    setup = run([mg, "setup", "--user", user, "--config", str(config), "--units", str(units)])
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    relay_unit, milter_unit = units / "mailguard.service", units / "mailguard-milter.service"
+
+    need(shutil.which("systemd-analyze") is not None, "systemd-analyze is missing (apt-get install systemd)")
+    verify = run(["systemd-analyze", "verify", str(relay_unit), str(milter_unit)])
+    ours = [line for line in (verify.stdout + verify.stderr).splitlines() if "mailguard" in line]
+    assert verify.returncode == 0 and not ours, verify.stdout + verify.stderr
+
+    # The relay: port {relay_port} (< 1024) as the service user, by AmbientCapabilities alone.
+    relay = UnitRun(relay_unit, d["root"] / "relay-notify.sock")
+    try:
+        assert [r.returncode for r in relay.start_pre()] == [0]
+        proc = relay.start()
+        lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=_read_json_lines, args=(proc, lines, []), daemon=True).start()
+        ready = relay.wait_ready()
+        with RawClient("127.0.0.1", relay_port) as client:  # open at READY=1: no retry, no wait
+            assert client.reply()[0] == 220
+        assert ready.state.get("STATUS") == f"listening on 127.0.0.1:{relay_port}"
+        assert _status_field(proc.pid, "Uid").split()[0] == str(pwd.getpwnam(user).pw_uid)
+
+        [reload] = relay.reload()  # systemctl reload mailguard
+        assert reload.returncode == 0, reload.stderr
+        _wait_event(lines, "reloaded")
+
+        busy = RawClient("127.0.0.1", relay_port)  # systemctl stop while a message is on its way
+        try:
+            assert busy.reply()[0] == 220
+            for command in ("EHLO client.test", f"MAIL FROM:<{SENDER}>", f"RCPT TO:<{RECIPIENT}>"):
+                assert busy.command(command)[0] == 250
+            assert busy.command("DATA")[0] == 354
+            message = clean_message(7)
+            busy.send(wire(message)[:100])
+            stopping = threading.Thread(target=lambda: setattr(relay, "code", relay.stop()))
+            stopping.start()
+            assert _wait_event(lines, "draining")["in_transfer"] == 1
+            busy.send(wire(message)[100:])
+            code, text = busy.reply()
+            assert code == 250, text  # received, scanned and delivered while stopping
+        finally:
+            busy.close()
+        stopping.join(120)
+        assert getattr(relay, "code") == 0 and relay.left_behind == []  # its scanning processes stopped too
+        [received] = sink.handler.wait_for(1)
+        assert received.data.endswith(message.split(b"\r\n\r\n", 1)[1])
+
+        # systemctl restart: the stop above, then the start again (the port is free at once).
+        assert [r.returncode for r in relay.start_pre()] == [0]
+        proc = relay.start()
+        lines = queue.Queue()
+        threading.Thread(target=_read_json_lines, args=(proc, lines, []), daemon=True).start()
+        relay.wait_ready()
+        with RawClient("127.0.0.1", relay_port) as client:
+            assert client.reply()[0] == 220
+        assert relay.stop() == 0 and relay.left_behind == []
+    finally:
+        relay.close()
+
+    # The milter unit: the same steps (no capability: its port is unprivileged).
+    milter = UnitRun(milter_unit, d["root"] / "milter-notify.sock")
+    try:
+        assert [r.returncode for r in milter.start_pre()] == [0]
+        proc = milter.start()
+        lines = queue.Queue()
+        threading.Thread(target=_read_json_lines, args=(proc, lines, []), daemon=True).start()
+        ready = milter.wait_ready()
+        assert ready.state.get("STATUS") == f"milter listening on inet:127.0.0.1:{milter_port}", ready.state
+        assert _milter_answers(milter_port)
+        [reload] = milter.reload()
+        assert reload.returncode == 0, reload.stderr
+        _wait_event(lines, "configuration reloaded from " + str(config))
+        assert milter.stop() == 0 and milter.left_behind == []
+    finally:
+        milter.close()
+
+
+def _status_field(pid: int, name: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _milter_answers(port: int) -> bool:
+    """An MTA's first packet (option negotiation) gets the milter's answer."""
+    from mailguard.milter import protocol as mp
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(mp.OptNeg(6, 0x1FF, 0x1FFFFF).encode())
+        header = conn.recv(4, socket.MSG_WAITALL)
+        body = conn.recv(mp.packet_length(header), socket.MSG_WAITALL)
+    return body[:1] == mp.SMFIC_OPTNEG

@@ -19,8 +19,10 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "log_addresses": Option(False, "bool", "Include sender and recipient addresses in logs (may carry patient data)."),
     "file": Option("", "path", "Log to this file instead of standard error. It is reopened on SIGHUP "
                    "(systemctl reload), so logrotate can move it away (postrotate: systemctl reload mailguard)."),
-    "syslog": Option(False, "bool", "Also send every line to the local syslog (/dev/log, facility mail): "
+    "syslog": Option(False, "bool", "Also send every line to the local syslog (syslog_socket, facility mail): "
                      "journald and rsyslog read it. Under systemd, standard error already goes to the journal."),
+    "syslog_socket": Option("/dev/log", "path", "The local syslog's Unix socket, for syslog = true (a chroot's or a "
+                            "container's may live elsewhere)."),
 }
 
 
@@ -92,12 +94,16 @@ def setup_logging(settings: Mapping[str, Any], resolve_path: Any = None) -> None
     if settings.get("syslog"):
         from logging.handlers import SysLogHandler
 
+        socket_path = str(settings.get("syslog_socket") or "/dev/log")
+        if resolve_path:
+            socket_path = str(resolve_path(socket_path))
         try:
-            syslog = SysLogHandler("/dev/log", facility=SysLogHandler.LOG_MAIL)
+            syslog = SysLogHandler(socket_path, facility=SysLogHandler.LOG_MAIL)
         except OSError as exc:  # no syslog daemon: say so on the main log, keep running
             root.addHandler(handlers[0])
             handlers[0].setFormatter(formatter)
-            root.warning("[logging] syslog: cannot reach /dev/log (%s); logging without syslog", exc.strerror or exc)
+            root.warning("[logging] syslog: cannot reach %s (%s); logging without syslog (set [logging] "
+                         "syslog_socket, or start the syslog daemon)", socket_path, exc.strerror or exc)
             root.removeHandler(handlers[0])
         else:
             syslog.ident = "mailguard: "

@@ -125,7 +125,8 @@ class Quarantine:
             self._try_audit("store", "", "failed", str(exc), actor)
             log.error("quarantine store failed: %s", exc)
             raise QuarantineError(f"could not store the message in the quarantine: {exc}") from exc
-        log.info("quarantined message", extra={"fields": {
+        # Debug only: the relay's and the milter's one line per message already names the entry.
+        log.debug("quarantined message", extra={"fields": {
             "entry_id": entry_id, "queue_id": queue_id, "message_id": verdict.message_id, "action": str(verdict.action),
             "rules": list(verdict.rules)}})
         return entry_id

@@ -242,9 +242,11 @@ async def _serve(server: RelayServer, path: str | None, listen: str | None, down
     tasks: set[asyncio.Task[Any]] = set()
 
     def reload() -> None:
+        from mailguard.logsetup import reopen_log_files
+
+        reopen_log_files()  # first: after logrotate, even a refused reload logs to the new file
         try:
             config = _config_with_overrides(path, listen, downstream)
-            from mailguard.logsetup import reopen_log_files
             from mailguard.ops.preflight import check_rule_ids
 
             errors = check_rule_ids(config)
@@ -254,7 +256,6 @@ async def _serve(server: RelayServer, path: str | None, listen: str | None, down
             log.error("reload failed", extra={"fields": {"error": "; ".join(str(exc).splitlines()),
                                                          "kept": "running configuration"}})
             return
-        reopen_log_files()
         task = loop.create_task(server.reload(config))
         tasks.add(task)
         task.add_done_callback(tasks.discard)

@@ -403,3 +403,39 @@ def _milter_answers(port: int) -> bool:
         header = conn.recv(4, socket.MSG_WAITALL)
         body = conn.recv(mp.packet_length(header), socket.MSG_WAITALL)
     return body[:1] == mp.SMFIC_OPTNEG
+
+
+def test_start_up_as_the_service_user_names_what_it_cannot_use(deployed: dict[str, Any]) -> None:
+    """Issue 15's first-day failures at the real start (serve and milter as the service user,
+    as the units run them), not only in `config check`: a key file the user cannot create,
+    and a quarantine and key that a root review created before `mailguard setup` ran. One
+    line per problem naming the path and the fix, exit 2, no traceback."""
+    d, user, mg = deployed, deployed["user"], deployed["mailguard"]
+    entry = pwd.getpwnam(user)
+    base = d["root"] / "startup"
+    mine = base / "state"  # the user's own: only the key is out of reach
+    mine.mkdir(parents=True)
+    os.chown(mine, entry.pw_uid, entry.pw_gid)
+    keys = base / "root-keys"  # root's, 0755: the service user cannot create a file in it
+    keys.mkdir(mode=0o755)
+
+    def config(name: str, folder: Path, key: Path) -> str:
+        path = base / name
+        path.write_text(
+            "[relay]\nlisten = \"127.0.0.1:0\"\n[milter]\nlisten = \"inet:127.0.0.1:0\"\n"
+            f"[quarantine]\npath = \"{folder}\"\nkey_file = \"{key}\"\nrelease_host = \"127.0.0.1:25\"\n")
+        path.chmod(0o644)
+        return str(path)
+
+    no_key = config("no-key.toml", mine / "quarantine", keys / "quarantine.key")
+    one_line_error(run([mg, "config", "check", "--user", user, "--config", no_key]),
+                   str(keys / "quarantine.key"), f"user {user} cannot create it", "mailguard setup")
+    for way in ("serve", "milter"):
+        one_line_error(run(as_user(user, mg, way, "--config", no_key)),
+                       str(keys / "quarantine.key"), f"user {user} cannot create it", "mailguard setup")
+
+    root_made = config("root-made.toml", base / "root-quarantine", base / "root-made.key")
+    assert run([mg, "quarantine", "list", "--config", root_made]).returncode == 0  # as root, before setup
+    for way in ("serve", "milter"):
+        one_line_error(run(as_user(user, mg, way, "--config", root_made)),
+                       str(base / "root-quarantine"), user, "mailguard setup", lines=2)  # the folder, and the key

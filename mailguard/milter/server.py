@@ -114,27 +114,37 @@ def _remove_stale_socket(path: Path) -> None:
 
 
 async def serve(engine: Engine, config_path: Path | None, ready: Callable[[MilterServer], None] | None = None) -> None:
-    """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration (new scanner)."""
+    """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration (new scanner).
+
+    The signal handlers are in place before the port opens and readiness is announced: a
+    `systemctl reload` right after the start must reload, not end the process (SIGHUP's
+    default action)."""
     server = MilterServer(engine)
-    await server.start()
-    if ready is not None:
-        ready(server)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        if config_path is None:
+            log.warning("SIGHUP: no configuration file to reload (started without --config)")
+            return
+        task = loop.create_task(engine.reload(config_path))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if config_path is not None:
-        def on_hup() -> None:
-            task = loop.create_task(engine.reload(config_path))
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    started = False
     try:
+        await server.start()
+        started = True
+        if ready is not None:
+            ready(server)
         await stop.wait()
         log.info("stopping")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        await server.close()
+        if started:
+            await server.close()

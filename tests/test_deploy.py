@@ -154,6 +154,8 @@ def test_deploy_steps_then_a_message_through_the_relay(deployed: dict[str, Any],
     unit = (units / "mailguard.service").read_text()
     assert "Type=notify" in unit and f"User={user}" in unit and f"ExecStart={mg} serve --config {config}" in unit
     assert (units / "mailguard-milter.service").is_file()
+    # ProtectSystem=strict: the quarantine configured outside /var/lib/mailguard is writable.
+    assert f"ReadWritePaths=/var/lib/mailguard {folder}\n" in unit
     key_before = key.read_bytes()
     again = run([mg, "setup", "--user", user, "--config", config, "--units", str(units)])
     assert again.returncode == 0 and "created" not in again.stdout and "fixed" not in again.stdout, again.stdout

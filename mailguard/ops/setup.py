@@ -81,7 +81,7 @@ def cli_main(argv: Sequence[str], prog: str = "mailguard setup") -> int:
         _quarantine(config, owner)
         _log_file(config, owner)
         if args.units:
-            _units(Path(args.units), config_path, owner)
+            _units(Path(args.units), config, config_path, owner)
     except ConfigError as exc:
         return report(prog, exc)
     except OSError as exc:
@@ -148,8 +148,27 @@ def _log_file(config: Config, owner: Owner) -> None:
     owner.own(path, 0o640)
 
 
-def _units(folder: Path, config_path: Path, owner: Owner) -> None:
-    """The shipped units, with this installation's command, the configuration and user."""
+def _writable_paths(config: Config) -> list[str]:
+    """What the service writes, for the units' ReadWritePaths: under ProtectSystem=strict
+    everything else is read-only, so a quarantine or log file configured outside
+    /var/lib/mailguard would fail at the first held message unless the unit names it."""
+    paths = ["/var/lib/mailguard"]
+    quarantine = config.section("quarantine")
+    if quarantine["backend"] == "sqlite":
+        paths.append(str(config.resolve_path(quarantine["path"])))
+    log_file = config.section("logging")["file"]
+    if log_file:
+        paths.append(str(config.resolve_path(log_file).parent))
+    kept: list[str] = []
+    for path in paths:
+        if not any(path == other or path.startswith(other.rstrip("/") + "/") for other in kept):
+            kept.append(path)
+    return kept
+
+
+def _units(folder: Path, config: Config, config_path: Path, owner: Owner) -> None:
+    """The shipped units, with this installation's command, the configuration, the user and
+    the paths it writes."""
     from mailguard.resources import data_dir
 
     command = shutil.which("mailguard") or str(Path(sys.argv[0]).absolute())
@@ -158,6 +177,7 @@ def _units(folder: Path, config_path: Path, owner: Owner) -> None:
         text = (data_dir("examples") / name).read_text()
         text = text.replace("/usr/local/bin/mailguard", command)
         text = text.replace("/etc/mailguard/mailguard.toml", str(config_path))
+        text = text.replace("ReadWritePaths=/var/lib/mailguard", "ReadWritePaths=" + " ".join(_writable_paths(config)))
         text = text.replace("User=mailguard", f"User={owner.name}").replace("Group=mailguard",
                                                                            f"Group={owner.name}")
         target = folder / name

@@ -5,7 +5,8 @@ load) sending one ~15 KB HTML message M times; the sink is Postfix's `smtp-sink`
 taking turns within each round:
   postfix_alone          smtp-source -> Postfix -> smtp-sink, no filter
   postfix_rspamd_milter  the same with smtpd_milters = rspamd's proxy (127.0.0.1:11332)
-  postfix_mailguard_milter  the same with `mailguard milter` ([milter] use_daemon: through the daemon)
+  postfix_mailguard_milter  the same with `mailguard milter` scanning in its own threads
+  postfix_mailguard_milter_daemon  the same with `mailguard milter` through the daemon ([milter] use_daemon)
   mailguard_serve        smtp-source -> `mailguard serve` -> smtp-sink (no Postfix)
 msg/s is M over the wall time smtp-source needs (every message answered 250 before queue).
 serve_cpu_ms_per_msg: the `mailguard serve` process's own CPU (user + system, /proc) over
@@ -89,21 +90,30 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
     ))
     daemon.stop()
     daemon.start()  # its fingerprint follows the file
+    in_process = root / "milter-in-process.toml"  # the same settings, scanned in the milter's threads
+    inproc_port = free_port()
+    in_process.write_text(config.read_text().replace("use_daemon = true", "use_daemon = false").replace(
+        f"inet:127.0.0.1:{milter_port}", f"inet:127.0.0.1:{inproc_port}"))
     sink = subprocess.Popen(["smtp-sink", "-u", "postfix", f"127.0.0.1:{sink_port}", "256"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     milter = subprocess.Popen([*MAILGUARD, "milter", "--config", str(config)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    milter_threads = subprocess.Popen([*MAILGUARD, "milter", "--config", str(in_process)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     serve = subprocess.Popen([*MAILGUARD, "serve", "--config", str(config)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     instances: dict[str, PostfixInstance] = {}
     rows: dict[str, list[float]] = {k: [] for k in ("postfix_alone", "postfix_rspamd_milter",
-                                                    "postfix_mailguard_milter", "mailguard_serve")}
+                                                    "postfix_mailguard_milter", "postfix_mailguard_milter_daemon",
+                                                    "mailguard_serve")}
     try:
-        wait_until(lambda: port_answers(sink_port) and port_answers(milter_port) and port_answers(relay_port), 120,
+        wait_until(lambda: port_answers(sink_port) and port_answers(milter_port) and port_answers(relay_port)
+                   and port_answers(inproc_port), 120,
                    "smtp-sink, mailguard milter and serve")
         instances["postfix_alone"] = _NoMilterPostfix(sink_port=sink_port, milter_port=0).start()
         instances["postfix_rspamd_milter"] = PostfixInstance(sink_port=sink_port, milter_port=11332).start()
-        instances["postfix_mailguard_milter"] = PostfixInstance(sink_port=sink_port, milter_port=milter_port).start()
+        instances["postfix_mailguard_milter"] = PostfixInstance(sink_port=sink_port, milter_port=inproc_port).start()
+        instances["postfix_mailguard_milter_daemon"] = PostfixInstance(sink_port=sink_port, milter_port=milter_port).start()
         ports = {name: inst.smtpd_port for name, inst in instances.items()}
         ports["mailguard_serve"] = relay_port
         for name, port in ports.items():  # warm-up: connections, caches, the first fork
@@ -119,7 +129,7 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
     finally:
         for inst in instances.values():
             inst.stop()
-        for proc in (serve, milter, sink):
+        for proc in (serve, milter, milter_threads, sink):
             proc.terminate()
             try:
                 proc.wait(timeout=30)
@@ -139,7 +149,8 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
         "commands": {
             "load": f"smtp-source -s 16 -m {messages} -F message.eml -f {SENDER} -t {RECIPIENT} 127.0.0.1:PORT",
             "sink": "smtp-sink -u postfix 127.0.0.1:SINK 256",
-            "postfix_mailguard_milter": "mailguard daemon -c C (2 workers) + mailguard milter -c C ([milter] use_daemon = true)",
+            "postfix_mailguard_milter": "mailguard milter -c C2 ([milter] use_daemon = false, scan_workers = 4 threads)",
+            "postfix_mailguard_milter_daemon": "mailguard daemon -c C (2 workers) + mailguard milter -c C ([milter] use_daemon = true)",
             "mailguard_serve": "mailguard serve -c C ([relay] pool = daemon, workers = 4, downstream = smtp-sink)",
             "relay_latency": "python bench/relay.py --clients 16 --messages 300 --rounds 1 --pool daemon --workers 4 --config DNS_OFFLINE",
         },

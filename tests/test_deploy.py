@@ -180,9 +180,14 @@ def test_deploy_steps_then_a_message_through_the_relay(deployed: dict[str, Any],
         notify.bind(str(notify_path))
         os.chmod(notify_path, 0o777)
         env = {"NOTIFY_SOCKET": str(notify_path), "PATH": "/usr/bin:/bin"}
+        # Started from a folder the service user cannot enter (as `sudo -u` from root's home
+        # would): its scanning processes must start all the same.
+        root_only = d["root"] / "root-only"
+        root_only.mkdir(mode=0o700, exist_ok=True)
         proc = subprocess.Popen(["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}",
                                  "--init-groups", mg, "serve", "--config", config],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                                cwd=root_only)
         lines: queue.Queue[dict[str, Any]] = queue.Queue()
         log: list[dict[str, Any]] = []  # every line, for the failure message: what the relay did meanwhile
         threading.Thread(target=_read_json_lines, args=(proc, lines, log), daemon=True).start()

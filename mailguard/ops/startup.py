@@ -4,6 +4,7 @@ quarantine, the metrics endpoint."""
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Iterator
 
 from mailguard.config import Config
@@ -14,10 +15,26 @@ class StartupFailed(Exception):
     """One or more one-line errors; nothing was started."""
 
 
+def leave_unreachable_folder() -> None:
+    """Move to / when the working folder cannot be entered. Scanning processes are spawned
+    and re-enter their parent's working folder first; started from a folder the service user
+    cannot enter (root's home or a root-only temporary folder, via sudo -u or setpriv), every
+    one of them died at start and messages waited for a scanner that never came. Paths from
+    the configuration are already absolute (relative to its file), so nothing else moves."""
+    try:
+        reachable = os.access(os.getcwd(), os.X_OK)
+    except OSError:  # the folder was removed
+        reachable = False
+    if not reachable:
+        os.chdir("/")
+
+
 def prepare(config: Config, way: str, scanner: Any = None) -> None:
     """The checks `config check` makes, then logging as configured."""
     from mailguard.logsetup import setup_logging
     from mailguard.ops.preflight import check
+
+    leave_unreachable_folder()
 
     errors = check(config, way, scanner=scanner)
     if errors:

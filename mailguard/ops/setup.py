@@ -152,18 +152,18 @@ def _writable_paths(config: Config) -> list[str]:
     """What the service writes, for the units' ReadWritePaths: under ProtectSystem=strict
     everything else is read-only, so a quarantine or log file configured outside
     /var/lib/mailguard would fail at the first held message unless the unit names it."""
-    paths = ["/var/lib/mailguard"]
+    paths = [Path("/var/lib/mailguard")]
     quarantine = config.section("quarantine")
     if quarantine["backend"] == "sqlite":
-        paths.append(str(config.resolve_path(quarantine["path"])))
+        paths.append(config.resolve_path(quarantine["path"]))
     log_file = config.section("logging")["file"]
     if log_file:
-        paths.append(str(config.resolve_path(log_file).parent))
-    kept: list[str] = []
+        paths.append(config.resolve_path(log_file).parent)
+    kept: list[Path] = []
     for path in paths:
-        if not any(path == other or path.startswith(other.rstrip("/") + "/") for other in kept):
+        if not any(path.is_relative_to(other) for other in kept):
             kept.append(path)
-    return kept
+    return [str(path) for path in kept]
 
 
 def _units(folder: Path, config: Config, config_path: Path, owner: Owner) -> None:

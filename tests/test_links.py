@@ -327,3 +327,55 @@ def test_two_image_groups_under_one_rule_count_once(links: LinksAnalyzer) -> Non
     html = '<img src="https://i.imgur.com/a.png"><img src="https://pbs.twimg.com/media/b.jpg"><p>Offer</p>'
     found = [f for f in links.analyze(parse(message(html=html))) if f.rule == "LINKS_IMAGE_SHARING"]
     assert len(found) == 1
+
+
+def pdf_with_link(url: str, password: bool = False) -> bytes:
+    """A one-page PDF whose only content is a clickable area opening ``url`` (made with
+    pypdf; ``password`` encrypts it with an empty user password, so it opens unasked)."""
+    from io import BytesIO
+
+    from pypdf import PdfWriter
+    from pypdf.annotations import Link as LinkAnnotation
+    writer = PdfWriter()
+    writer.add_blank_page(width=300, height=200)
+    annotation = LinkAnnotation(rect=(20, 20, 280, 180), url=url)
+    writer.add_annotation(0, annotation)
+    if password:
+        writer.encrypt(user_password="", owner_password="owner-secret", algorithm="AES-128")
+    out = BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def message_with_pdf(text: str, pdf: bytes, name: str = "Statement.pdf") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Billing <billing@northsidelabs.com>"
+    msg["To"] = RECIPIENT
+    msg["Subject"] = "Your statement"
+    msg.set_content(text)
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=name)
+    return msg.as_bytes()
+
+
+def test_pdf_that_only_carries_a_link_elsewhere(links: LinksAnalyzer) -> None:
+    raw = message_with_pdf("See attached.", pdf_with_link("https://okaosk.z13.web.core.windows.net/"))
+    found = rules(links, raw)
+    finding = found["LINKS_DOCUMENT_ONLY_LINK"]
+    assert "Statement.pdf" in finding.summary and "okaosk.z13.web.core.windows.net" in finding.summary
+    # the host behind the document's button is judged like a link in the body
+    assert "LINKS_FREE_HOSTING" in found
+
+
+def test_encrypted_pdf_without_password_still_shows_its_link(links: LinksAnalyzer) -> None:
+    raw = message_with_pdf("", pdf_with_link("https://bit.ly/3V8v9ku", password=True))
+    found = rules(links, raw)
+    assert "LINKS_DOCUMENT_ONLY_LINK" in found and "LINKS_SHORTENER" in found
+
+
+def test_pdf_with_a_covering_letter_or_own_site_link_stays_quiet(links: LinksAnalyzer) -> None:
+    letter = " ".join(["Dear Ms Roe, please find your statement for March attached as agreed."] * 8)
+    assert "LINKS_DOCUMENT_ONLY_LINK" not in rules(
+        links, message_with_pdf(letter, pdf_with_link("https://pay.example-processor.com/x"))
+    )
+    own = message_with_pdf("See attached.", pdf_with_link("https://www.northsidelabs.com/contact"))
+    assert "LINKS_DOCUMENT_ONLY_LINK" not in rules(links, own)

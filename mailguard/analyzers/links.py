@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
+from mailguard.analyzers.hidden_content import pdf_object_streams
 from mailguard.analyzers.lookalike.links import is_ip_like
 from mailguard.analyzers.sender import embedded_ip, recipients as message_recipients, same_site
 from mailguard.options import ConfigError, Option, read_data_toml
@@ -52,6 +53,7 @@ SCORES: Mapping[str, float] = {
     "LINKS_IMAGE_IP": 2.0,
     "LINKS_IMAGE_MAP_ELSEWHERE": 3.0,
     "LINKS_IMAGE_SHARING": 1.5,
+    "LINKS_DOCUMENT_ONLY_LINK": 2.0,
 }
 DEFAULT_HOST_SCORE = 1.0
 
@@ -76,6 +78,14 @@ MAX_B64_RUNS = 16  # base64 pieces decoded per link
 MAX_IMAGE_ONLY_LINKS = 10  # distinct links in a picture-only message
 MAX_RECIPIENTS = 20  # addresses looked for in links (a message to 500 people is bulk anyway)
 _PLAIN_TOKEN = re.compile(r"^[^\W\d_]{2,}[.,!?]?$", re.UNICODE)
+# A PDF's link annotations: /URI (literal string) or /URI <hex string>.
+_PDF_URI = re.compile(rb"/URI\s*(?:\(((?:\\.|[^\\)]){1,2048})\)|<([0-9A-Fa-f\s]{2,4096})>)")
+_PDF_ESCAPE = re.compile(rb"\\([nrtbf()\\]|[0-7]{1,3}|\r?\n)")
+_PDF_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f", b"(": b"(", b")": b")", b"\\": b"\\"}
+MAX_DOCUMENT_LINKS = 50  # links read from one attached document
+MAX_DOCUMENT_BYTES = 20 * 1024 * 1024  # larger PDFs are not read for links
+DOCUMENT_ONLY_LINK_HOSTS = 3  # a document "made to send you somewhere" links to at most this many sites
+DOCUMENT_ONLY_LINK_WORDS = 50  # words of message text below which the document is the message
 
 
 @dataclass(frozen=True)
@@ -242,6 +252,93 @@ def _prose_words(text: str) -> int:
     return sum(1 for token in " ".join(kept).split() if _PLAIN_TOKEN.match(token))
 
 
+def _pdf_unescape(literal: bytes) -> bytes:
+    def one(match: re.Match[bytes]) -> bytes:
+        code = match.group(1)
+        if code in _PDF_ESCAPES:
+            return _PDF_ESCAPES[code]
+        if code[:1].isdigit():
+            return bytes([int(code, 8) & 0xFF])
+        return b""  # an escaped line break continues the string
+    return _PDF_ESCAPE.sub(one, literal)
+
+
+def _encrypted_pdf_uris(data: bytes) -> list[str]:
+    """Link targets of a PDF encrypted without a user password: it opens in any viewer
+    with no question asked, but its strings (the links too) are encrypted, so no byte
+    scan reads them. pypdf decrypts with the empty password; anything else gives []."""
+    import logging
+    from io import BytesIO
+
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    out: list[str] = []
+    try:
+        reader = PdfReader(BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            return []
+        for page in reader.pages[:5]:
+            for annotation in page.get("/Annots") or []:
+                action = annotation.get_object().get("/A")
+                uri = action.get_object().get("/URI") if action is not None else None
+                if uri:
+                    out.append(str(uri))
+                    if len(out) >= MAX_DOCUMENT_LINKS:
+                        return out
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, RecursionError,
+            NotImplementedError, AssertionError, UnicodeError, ZeroDivisionError):
+        return out
+    return out
+
+
+def pdf_uris(data: bytes) -> list[str]:
+    """The web addresses a PDF's links (URI actions) open: read from its bytes and its
+    decompressed object streams, or through pypdf when the file is encrypted."""
+    if b"%PDF-" not in data[:1024] or len(data) > MAX_DOCUMENT_BYTES:
+        return []
+    if b"/Encrypt" in data:
+        return _encrypted_pdf_uris(data)
+    out: list[str] = []
+    for view in (data, pdf_object_streams(data)):
+        if b"/URI" not in view:
+            continue
+        for match in islice(_PDF_URI.finditer(view), MAX_DOCUMENT_LINKS):
+            literal, hexed = match.groups()
+            if literal is not None:
+                raw = _pdf_unescape(literal)
+            else:
+                try:
+                    raw = binascii.unhexlify(re.sub(rb"\s", b"", hexed))
+                except (binascii.Error, ValueError):
+                    continue
+            out.append(raw.decode("latin-1").strip())
+    return out[:MAX_DOCUMENT_LINKS]
+
+
+def document_links(message: ParsedMessage) -> list[tuple[str, Link]]:
+    """(attachment shown, link) for every web link inside the PDFs attached to the message
+    (and to its attached messages): a lure is often a one-page PDF whose button is the
+    only way on, so the message itself carries no link for a filter to read. Computed once
+    per message (other analyzers may read them too)."""
+    def compute() -> list[tuple[str, Link]]:
+        out: list[tuple[str, Link]] = []
+        for attachment in message.attachments:
+            if attachment.encrypted or attachment.data[:1024].find(b"%PDF-") < 0:
+                continue
+            seen: set[str] = set()
+            for url in pdf_uris(attachment.data):
+                if url in seen or not url.lower().startswith(("http://", "https://", "www.")):
+                    continue
+                seen.add(url)
+                host = url_host(url)
+                if host:
+                    out.append((attachment.display_name, Link(url, host, "", "document")))
+        return out
+    return message.derived("links.document_links", compute)
+
+
 class LinksAnalyzer(Analyzer):
     name = "links"
     config_schema = {
@@ -289,10 +386,14 @@ class LinksAnalyzer(Analyzer):
     def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
         links = self._links(message)
         images = self._images(message)
+        documents = document_links(message)
+        # A shortener or a free-hosting page behind a PDF's button is the same tell as in the body.
+        reachable = links + [link for _, link in documents[: self.max_links]] if documents else links
         findings: list[Finding] = []
-        findings += self._host_groups(links)
+        findings += self._host_groups(reachable)
         findings += self._image_host_groups(links, images)
-        findings += self._server_hostnames(links)
+        findings += self._server_hostnames(reachable)
+        findings += self._document_only_link(message, documents)
         findings += self._image_ip(links, images)
         findings += self._image_map(message, links)
         findings += self._recipient_in_url(message, links)
@@ -514,6 +615,40 @@ class LinksAnalyzer(Analyzer):
             f"The message is a picture with a link (to {host}) and almost no text, a way to slip "
             "past filters that read the words",
             {"host": host},
+        )
+
+    # ------------------------------------------------------------------ documents that are only a link
+
+    def _document_only_link(self, message: ParsedMessage, documents: list[tuple[str, Link]]) -> Iterator[Finding]:
+        """The message says next to nothing and its attached PDF links to one to three
+        other sites: the document is there only to carry a button ("View invoice",
+        "Claim your balance") to a page the attacker controls, where a filter reading the
+        message finds no link at all. A real invoice or report PDF comes with a covering
+        note, or links to the sender's own site (not counted); a paper or a manual links
+        to many sites."""
+        if not documents:
+            return
+        sender = message.from_address
+        own = sender.domain if sender is not None else ""
+        by_document: dict[str, list[str]] = {}
+        for shown, link in documents:
+            if self._allowed(link.host) or (own and same_site(link.host, own)):
+                continue
+            hosts = by_document.setdefault(shown, [])
+            if link.host not in hosts:
+                hosts.append(link.host)
+        candidates = [(shown, hosts) for shown, hosts in by_document.items() if 1 <= len(hosts) <= DOCUMENT_ONLY_LINK_HOSTS]
+        if not candidates:
+            return
+        limit = DOCUMENT_ONLY_LINK_WORDS
+        if _has_words(message.text, limit) or _has_words(message.html_text, limit):
+            return
+        shown, hosts = candidates[0]
+        yield self.finding(
+            "LINKS_DOCUMENT_ONLY_LINK", self._score("LINKS_DOCUMENT_ONLY_LINK"),
+            f"The message says almost nothing and its attached PDF ({shown}) links to {hosts[0]}, a site that "
+            "is not the sender's: the document is there to send you to a web page",
+            {"attachment": shown, "hosts": hosts},
         )
 
     # ------------------------------------------------------------------ hidden words

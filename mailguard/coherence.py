@@ -400,7 +400,12 @@ class Coherence:
             return True
         if claim.brand is not None and self.ownership.owned_by(host, claim.brand):
             return True
-        if not claim.foreign and self._related(org, next(iter(claim.domains), "")):
+        # The sender's own domain (the claim's only domain when no brand is claimed): a
+        # site carrying its name is its own. A brand is owned only by what the brand table
+        # says (checked above): "ebayserversecure.com" carries eBay's name but is no site of
+        # eBay's (and a brand's several domains have no order: picking one of a frozenset
+        # made the answer depend on hash randomisation).
+        if not claim.foreign and claim.brand is None and self._related(org, next(iter(claim.domains), "")):
             return True
         return False
 

@@ -164,6 +164,17 @@ def test_brand_writing_from_its_own_domain_with_a_request_elsewhere(scanner: mai
     assert verdict.summary == found["COHERENCE_BRAND_REQUEST_ELSEWHERE"].summary
 
 
+def test_a_site_carrying_the_brands_name_is_not_the_brands(scanner: mailguard.Scanner) -> None:
+    """Only the brand table says what a brand owns: a look-alike carrying its name is not
+    its site, whichever of the brand's domains would be compared first (that choice used
+    to follow hash randomisation, so the verdict changed from run to run)."""
+    html = f'<p>{SIGN_IN}</p><p><a href="https://www.paypal-account-verify.net/login">Sign in</a></p>'
+    found = coherence(scanner.scan(mail("service@paypal.com", "PayPal", html=html)))
+    assert "COHERENCE_REQUEST_OWNED" not in found
+    assert found["COHERENCE_BRAND_REQUEST_ELSEWHERE"].summary.endswith(
+        "the sign-in link goes to a site that is not PayPal's (www.paypal-account-verify.net)")
+
+
 def test_brand_mail_linking_to_its_own_sites_is_no_brand_case(scanner: mailguard.Scanner) -> None:
     html = f'<p>{SIGN_IN}</p><p><a href="https://www.paypal.com/signin">Sign in</a></p>'
     found = coherence(scanner.scan(mail("service@paypal.com", "PayPal", html=html)))

@@ -23,8 +23,9 @@ from mailguard.analyzers.lookalike.glyphs import GlyphTable
 
 # Format characters (zero-width space/joiners, bidi controls, soft hyphen, word joiner,
 # BOM, variation selectors, Hangul fillers) vanish; a reader never sees them.
-_INVISIBLE = re.compile(r"[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
-                        r"\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]")
+_INVISIBLE_CHARS = (r"\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+                    r"\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0")
+_INVISIBLE = re.compile(f"[{_INVISIBLE_CHARS}]")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 # Apostrophes join ("don't" -> "dont"), so phrases are written without them; other
 # punctuation separates words. "@$|!" stay inside words for now: they stand for letters
@@ -53,7 +54,46 @@ MIN_SPACED = 4
 # Japanese and Chinese write no spaces between words: each kana or ideograph is read as a
 # word of its own (and never joined as spaced letters), so a phrase rule written
 # "アカウント" matches the same characters anywhere in a sentence.
-_CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f])")
+_CJK_CHARS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+_CJK = re.compile(f"([{_CJK_CHARS}])")
+# A character that makes a word worth a closer look: anything but a-z and the space.
+_ODD_CHAR = re.compile(r"[^a-z ]")
+_KEEP_ODD = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyz ")
+# What _SPLIT_TABLE does, as two passes for text that is not all ASCII.
+_JOINER_CHARS = re.compile("[" + "".join(re.escape(c) for c in _JOINERS) + "]")
+_SEPARATORS = re.compile("[" + "".join(re.escape(c) for c in _PUNCTUATION) + "]")
+# One character class (an alternation of the two would be tried at every position).
+_INVISIBLE_OR_CJK = re.compile(f"[{_INVISIBLE_CHARS}{_CJK_CHARS}]")
+# Four or more one-character words in a row, each one space from the next (in text
+# that begins and ends with a space); the fixed-length pattern finds them faster.
+_FOUR_SINGLE = re.compile(" " + "[^ ] " * MIN_SPACED)
+_SPACED = re.compile(r" [^ ](?: [^ ]){%d,}(?= )" % (MIN_SPACED - 1))
+_SPACES = re.compile(r"  +")
+# Stands for a space inside one word while spaced-out letters are joined ("\x00" never
+# survives ``_word``: it is neither a letter nor one of the letter-like symbols).
+_INNER = "\x00"
+
+
+def _odd_positions(padded: str) -> list[int]:
+    """Where ``padded`` holds something other than a-z and spaces, in order. In ASCII text
+    ``str.translate`` and ``str.find`` do it faster than a regular expression scan."""
+    if not padded.isascii():
+        return [m.start() for m in _ODD_CHAR.finditer(padded)]
+    odd = padded.translate(_KEEP_ODD)
+    if not odd:
+        return []
+    positions: list[int] = []
+    for char in set(odd):
+        position = padded.find(char)
+        while position >= 0:
+            positions.append(position)
+            position = padded.find(char, position + 1)
+    positions.sort()
+    return positions
+
+
+def _join_spaced(match: re.Match[str]) -> str:
+    return " " + match.group(0).replace(" ", "")
 
 
 @dataclass(frozen=True)
@@ -73,36 +113,99 @@ class Normaliser:
     def normalise(self, text: str) -> str:
         """Plain lower-case words separated by single spaces, with a space at each end.
 
-        Written as one pass over whitespace-separated words with ``str.translate`` for
-        punctuation (regular-expression passes over the whole text cost several times
-        more); the rare words with digits, symbols or other scripts get the slow path."""
+        Runs in C for all but a few words: ``str.translate`` turns punctuation into spaces,
+        the words made only of letters a-z (nearly all of them) are left as they are, and
+        only the rare words with digits, symbols or other scripts are looked at one by one
+        (``_odd_words``); spaced-out letters are joined by one regular expression
+        (``_join_spaced``). A per-word Python loop cost several times more."""
         if not text:
             return " "
         if "&" in text and ";" in text:
             text = _ENTITY.sub(_unescape, text)
         cjk = False
         if not text.isascii():
-            text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
-            if _CJK.search(text):
-                text, cjk = _CJK.sub(r" \1 ", text), True
+            if "\xa0" in text:  # what NFKC makes of it, without NFKC's pass over the whole text
+                text = text.replace("\xa0", " ")
+            if not unicodedata.is_normalized("NFKC", text):
+                text = unicodedata.normalize("NFKC", text)
+            if _INVISIBLE_OR_CJK.search(text):
+                text = _INVISIBLE.sub("", text)
+                if _CJK.search(text):
+                    text, cjk = _CJK.sub(r" \1 ", text), True
         if "I" in text:
             text = self._capital_i(text)
+        lower = text.lower()
+        if lower.isascii():
+            split = lower.translate(_SPLIT_TABLE)
+        else:  # str.translate looks every character up one by one once one is not ASCII
+            lower = _JOINER_CHARS.sub("", lower)  # curly apostrophes, often all there is
+            split = lower.translate(_SPLIT_TABLE) if lower.isascii() else _SEPARATORS.sub(" ", lower)
+        if cjk:
+            return self._normalise_words(split)
+        padded = " " + split + " "
+        odd = _odd_positions(padded)
+        if odd:
+            padded = self._odd_words(padded, odd)
+        if _FOUR_SINGLE.search(padded):
+            padded = _SPACED.sub(_join_spaced, padded)
+        padded = _SPACES.sub(" ", padded)
+        if _INNER in padded:
+            padded = padded.replace(_INNER, " ")
+        return padded if padded != " " else "  "
+
+    def _odd_words(self, padded: str, odd: list[int]) -> str:
+        """Each word holding something other than a-z (at the positions ``odd``) read as
+        ``_word`` reads it. A word that reads as nothing (a lone symbol) goes with the space
+        after it, so the words around it stay neighbours ("u @ r g e n t" is still
+        spaced-out letters); a word that reads as several (split at an emoji) keeps them
+        together as one word. ``padded`` begins and ends with a space."""
+        out: list[str] = []
+        last = 0
+        end = 0
+        for position in odd:
+            if position < end:
+                continue  # in the word just read
+            start = padded.rfind(" ", 0, position) + 1
+            end = padded.find(" ", position)
+            word = padded[start:end]
+            if word.isdigit() and word.isascii():
+                continue  # a number stays as it is
+            word = self._word(word)
+            out.append(padded[last:start])
+            if word:
+                out.append(word.replace(" ", _INNER))
+                last = end
+            else:
+                last = end + 1
+        out.append(padded[last:])
+        return "".join(out)
+
+    def _word(self, token: str) -> str:
+        """One word read: look-alike letters folded, digits and symbols read as letters,
+        other symbols splitting it (into words joined by spaces); "" if nothing is left."""
+        if not token.isascii():
+            token = _fold_word(self, token)
+        if not token.isalpha():
+            pieces = [_deobfuscate(self, t) for t in (
+                _OTHER_SYMBOLS.split(token) if not token.isalnum() and _needs_split(token) else (token,))]
+            token = " ".join(p for p in pieces if p)
+        return token
+
+    def _normalise_words(self, split: str) -> str:
+        """The word-by-word form, for text with Japanese or Chinese characters (each is a
+        word of its own and never joins spaced-out letters)."""
         words: list[str] = []
         run: list[str] = []  # a run of one-character words: "u r g e n t"
-        for token in text.lower().translate(_SPLIT_TABLE).split(" "):
+        for token in split.split(" "):
             if not token:
                 _flush_run(run, words)  # two spaces end a spaced-out word
                 continue
-            if not token.isascii():
-                token = _fold_word(self, token)
-            if not token.isalpha():
-                pieces = [_deobfuscate(self, t) for t in (
-                    _OTHER_SYMBOLS.split(token) if not token.isalnum() and _needs_split(token) else (token,))]
-                token = " ".join(p for p in pieces if p)
+            if not token.isalpha() or not token.isascii():
+                token = self._word(token)
                 if not token:
                     continue
             if len(token) == 1:
-                if cjk and _CJK.match(token):
+                if _CJK.match(token):
                     _flush_run(run, words)
                     words.append(token)
                     continue

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
-from urllib.parse import parse_qsl, unquote, urlsplit
+from functools import lru_cache
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import unquote
 
 from mailguard.analyzers.lookalike.brands import Brand
-from mailguard.message import ParsedMessage, url_host
+from mailguard.message import ParsedMessage, url_host, url_query
 from mailguard.model import Finding
 from mailguard.options import Option
 
@@ -156,6 +157,9 @@ class Coherence:
         self.names = lookalike.names
         self.ownership = lookalike.ownership
         self.splitter = lookalike.splitter
+        # Pure, asked for every link of every message, and the same sites recur: kept per
+        # pair of names (lru_cache is thread-safe), as the splitter keeps its answers per host.
+        self._related = lru_cache(maxsize=65536)(self._related)  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ the stage
 
@@ -341,9 +345,12 @@ class Coherence:
         credits = {l.url for l in links if id(l) not in asking and self._names_its_site(l)}
         links = [l for l in links if l.url not in credits]
         beside = [l for l in links if id(l) in asking]
+        owned: dict[str, bool | None] = {}  # per host: a newsletter's links share a few hosts
         for link in beside or links:
             host = self._target_host(link.url) or link.host
-            out.append(Destination("link", host, self._owns(owned_set, claim, host)))
+            if host not in owned:
+                owned[host] = self._owns(owned_set, claim, host)
+            out.append(Destination("link", host, owned[host]))
         sender = message.from_address
         for reply in message.reply_to[:5]:
             if reply.domain and sender is not None and reply.address.lower() != sender.address.lower():
@@ -378,14 +385,10 @@ class Coherence:
         query (url=https://..., u=..., q=...); "" otherwise."""
         if "?" not in url:
             return ""
-        try:
-            query = urlsplit(url).query
-        except ValueError:
-            return ""
-        for _key, value in parse_qsl(query, keep_blank_values=False)[:20]:
+        for value in _query_values(url_query(url), 20):
             value = value.strip()
             if "%3a" in value.lower()[:12]:
-                value = unquote(value)
+                value = _unquote(value)
             if _EMBEDDED_URL.match(value):
                 host = url_host(value)
                 if host:
@@ -534,6 +537,34 @@ def _suspect_reason(host: str, suspects: Mapping[str, str]) -> str:
         if host == candidate or host.endswith("." + candidate) or candidate.endswith("." + host):
             return reason
     return ""
+
+
+def _query_values(query: str, limit: int) -> Iterator[str]:
+    """The decoded values of the first ``limit`` fields of a query, as ``parse_qsl`` gives
+    them (fields without "=" or with an empty value left out), without decoding the names."""
+    for field in query.split("&"):
+        _name, equals, value = field.partition("=")
+        if not equals or not value:
+            continue
+        value = value.replace("+", " ")
+        yield _unquote(value) if "%" in value else value
+        limit -= 1
+        if not limit:
+            return
+
+
+# The escapes a redirect's target is mostly written with ("https%3A%2F%2Fsite%2F"): when
+# they are all a value holds, str.replace decodes it as unquote would, several times faster.
+_COMMON_ESCAPES = (("%3A", ":"), ("%3a", ":"), ("%2F", "/"), ("%2f", "/"), ("%3F", "?"), ("%3f", "?"),
+                   ("%3D", "="), ("%3d", "="), ("%26", "&"))
+
+
+def _unquote(value: str) -> str:
+    decoded = value
+    for escape, char in _COMMON_ESCAPES:
+        if escape in decoded:
+            decoded = decoded.replace(escape, char)
+    return decoded if "%" not in decoded else unquote(value)
 
 
 def _words_at_most(text: str, limit: int) -> bool:

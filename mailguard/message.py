@@ -340,14 +340,60 @@ _TRAILING = ".,;:!?)]}'\""
 
 
 def url_host(url: str) -> str:
+    """The host of a link (lower case, no trailing dot), "" when it has none."""
     candidate = url.strip()
     if candidate.lower().startswith("www."):
         candidate = "http://" + candidate
+    if _plain(candidate):
+        return _netloc(candidate).rpartition("@")[2].partition(":")[0].lower().rstrip(".")
     try:
         host = urlsplit(candidate).hostname or ""
     except ValueError:
         return ""
     return host.lower().rstrip(".")
+
+
+def url_query(url: str) -> str:
+    """What ``urlsplit(url).query`` is, or "" for an address urlsplit refuses."""
+    if _plain(url):
+        return _unsafe_removed(url.lstrip(_C0_OR_SPACE)).partition("#")[0].partition("?")[2]
+    try:
+        return urlsplit(url).query
+    except ValueError:
+        return ""
+
+
+# What urlsplit does, for the ASCII addresses without brackets that nearly all links are:
+# urlsplit cannot refuse those, and its cache rarely helps (a message's tracking addresses
+# are its own), while taking it apart costs several times more than these few steps.
+_C0_OR_SPACE = "".join(chr(c) for c in range(0x21))  # stripped from the start, as urlsplit does
+_SCHEME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-."
+
+
+def _plain(url: str) -> bool:
+    return url.isascii() and "[" not in url and "]" not in url
+
+
+def _unsafe_removed(url: str) -> str:
+    if "\t" in url or "\r" in url or "\n" in url:
+        return url.replace("\t", "").replace("\r", "").replace("\n", "")
+    return url
+
+
+def _netloc(url: str) -> str:
+    """urlsplit(url).netloc of a ``_plain`` address."""
+    url = _unsafe_removed(url.lstrip(_C0_OR_SPACE))
+    colon = url.find(":")
+    if colon > 0 and url[0].isalpha() and not url[:colon].strip(_SCHEME_CHARS):
+        url = url[colon + 1:]
+    if not url.startswith("//"):
+        return ""
+    end = len(url)
+    for delimiter in "/?#":
+        found = url.find(delimiter, 2)
+        if 0 <= found < end:
+            end = found
+    return url[2:end]
 
 
 def _text_links(text: str, limit: int) -> list[Link]:

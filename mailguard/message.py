@@ -344,6 +344,9 @@ def url_host(url: str) -> str:
     candidate = url.strip()
     if candidate.lower().startswith("www."):
         candidate = "http://" + candidate
+    simple = _SIMPLE_URL.match(candidate)
+    if simple is not None:  # "https://host.example/...": the host is what lies between
+        return simple.group(1).lower().rstrip(".")
     if _plain(candidate):
         return _netloc(candidate).rpartition("@")[2].partition(":")[0].lower().rstrip(".")
     try:
@@ -368,6 +371,7 @@ def url_query(url: str) -> str:
 # are its own), while taking it apart costs several times more than these few steps.
 _C0_OR_SPACE = "".join(chr(c) for c in range(0x21))  # stripped from the start, as urlsplit does
 _SCHEME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-."
+_SIMPLE_URL = re.compile(r"[hH][tT][tT][pP][sS]?://([A-Za-z0-9.-]*)(?=[/?#]|\Z)")  # ASCII only
 
 
 def _plain(url: str) -> bool:

@@ -200,6 +200,18 @@ def test_obfuscated_account_threat_in_subject(analyzer: LanguageAnalyzer, subjec
     assert hits and hits[0].details["in_subject"]
 
 
+@pytest.mark.parametrize("text, plain", [
+    ("U-R-G-E-N-T: don\u2019t wait, verify\xa0your acc0unt \u2014 r\u00e9sum\u00e9 24h",
+     " urgent dont wait verify your account resume 24h "),   # curly apostrophe, no-break space, dash, accents
+    ("u @ r g e n t", " urgent "),                            # a lone symbol does not end spaced letters
+    ("a b c  d e f g", " a b c defg "),                       # two spaces do; three letters stay words
+    ("Reply \U0001F642now \u2192 P@ssword!!", " reply now password "),  # emoji and arrows separate
+    ("!!! ...", "  "),
+])
+def test_text_is_read_as_plain_words(analyzer: LanguageAnalyzer, text: str, plain: str) -> None:
+    assert analyzer.normaliser.normalise(text) == plain
+
+
 def test_numbers_and_ids_are_not_read_as_words(analyzer: LanguageAnalyzer) -> None:
     norm = analyzer.normaliser.normalise("Call 555-0134 about claim 4471, 2fa code a1b2c3, room 3B")
     assert " 555 0134 " in norm and " 4471 " in norm and " a1b2c3 " in norm

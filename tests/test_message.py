@@ -186,3 +186,27 @@ def test_image_addresses_of_html_bodies_are_collected() -> None:
     msg = parse(raw)
     assert msg.image_urls == ("https://cdn.example.com/logo.png", "http://203.0.113.7/t.gif")
     assert parse(b"From: a@example.com\nSubject: s\n\n<img src=x>\n").image_urls == ()
+
+
+def test_link_hosts_and_queries_are_read_as_urlsplit_reads_them() -> None:
+    """url_host and url_query skip urlsplit for plain addresses: same answers on the odd ones."""
+    from urllib.parse import urlsplit
+
+    from mailguard.message import url_host, url_query
+
+    for url in ("https://Portal.Example.COM./a?u=https%3A%2F%2Fx.example#f", "HTTP://user:pw@host.example:8080/?q",
+                "www.example.org/path", "https://ex\tample.com/", "\x01https://a.example", "//host.example/x",
+                "mailto:someone@example.com", "https://[::1]/x", "https://[bad/x", "http://h\u00e9.example/?a=1",
+                "https://host.example#frag?notquery", "ftp://files.example", "https://", "javascript:alert(1)"):
+        candidate = url.strip()
+        if candidate.lower().startswith("www."):
+            candidate = "http://" + candidate
+        try:
+            host = (urlsplit(candidate).hostname or "").lower().rstrip(".")
+        except ValueError:
+            host = ""
+        try:
+            query = urlsplit(url).query
+        except ValueError:
+            query = ""
+        assert (url_host(url), url_query(url)) == (host, query), url

@@ -162,7 +162,14 @@ def check_message_lines(way: str, log_lines: list[dict[str, Any]], syslog: Syslo
     """The message lines of ``way``: the documented fields in each, and each line also on
     syslog exactly as in the file (facility mail, severity info, ident mailguard)."""
     messages = [line for line in log_lines if line.get("event") == "message"]
-    by_syslog = [(p, i, r) for p, i, r in syslog.records() if r.get("event") == "message" and r.get("way") == way]
+
+    def message_records() -> list[tuple[int, str, dict[str, Any]]] | None:
+        found = [(p, i, r) for p, i, r in syslog.records() if r.get("event") == "message" and r.get("way") == way]
+        return found if len(found) >= len(messages) else None
+
+    # The service has exited, so every datagram is in the socket's buffer; the reader thread
+    # may not have taken the last ones out yet.
+    by_syslog = wait_until(message_records, 30, f"{len(messages)} {way} message lines on syslog")
     assert [(p, i) for p, i, _ in by_syslog] == [(SYSLOG_MAIL_INFO, "mailguard")] * len(messages)
     assert [r for _, _, r in by_syslog] == messages
     for line in messages:

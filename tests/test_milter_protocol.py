@@ -240,7 +240,8 @@ def test_negotiation_asks_for_header_changes_and_skips_unneeded_steps(mta: MTA) 
     assert answer.actions == mp.SMFIF_ADDHDRS | mp.SMFIF_CHGHDRS | mp.SMFIF_CHGBODY | mp.SMFIF_QUARANTINE
     assert answer.protocol == mp.SMFIP_NOUNKNOWN | mp.SMFIP_NODATA | (
         mp.SMFIP_NR_CONN | mp.SMFIP_NR_HELO | mp.SMFIP_NR_MAIL | mp.SMFIP_NR_RCPT | mp.SMFIP_NR_HDR | mp.SMFIP_NR_EOH
-    )  # steps only ever answered "continue" need no reply: no round trip per header
+        | mp.SMFIP_NR_BODY
+    )  # steps only ever answered "continue" need no reply: no round trip per header or body chunk
 
 
 def test_negotiation_only_takes_what_the_mta_offers(mta: MTA) -> None:
@@ -439,8 +440,15 @@ def test_body_larger_than_one_packet_is_scanned_whole(mta: MTA, chunk: int) -> N
     assert "TEST_TAIL(6)" in inserted(replies)["X-MailGuard-Rules"]
 
 
-def test_oversize_message_is_refused_at_once(mta: MTA) -> None:
+def test_oversize_message_is_refused_at_end_of_message_when_body_chunks_need_no_reply(mta: MTA) -> None:
     mta.negotiate()
+    mta.envelope()
+    replies = mta.message(headers_for("large"), b"x" * (4 * 65535))
+    assert replies == [(mp.SMFIR_REPLYCODE, b"552 5.3.4 Message too big to be checked (limit 200000 bytes)\0")]
+
+
+def test_oversize_message_is_refused_at_once_when_body_chunks_need_a_reply(mta: MTA) -> None:
+    mta.negotiate(steps=ALL_STEPS & ~mp.SMFIP_NR_BODY)
     mta.envelope()
     for name, value in headers_for("large"):
         mta.expect_continue(mp.SMFIC_HEADER, name.encode() + b"\0" + value.encode() + b"\0")

@@ -1,0 +1,151 @@
+"""The milter's own CPU per message behind a real Postfix, side by side between set-ups.
+
+    python bench/milter_cpu.py [--messages 1000] [--rounds 3] [--mode workers --mode threads ...]
+                               [--checkout DIR ...] [--py-spy FILE]
+
+For each checkout and mode in turn within each round, starts `mailguard milter` from that
+checkout (PYTHONPATH), a throwaway Postfix calling it (tests/postfix_instance.py) and
+Postfix's `smtp-sink` as the next hop, and sends the anchors' 15 KB HTML message with
+Postfix's `smtp-source -s 16` (one message per SMTP session, so one milter connection
+each, as Postfix opens them). Modes are [milter] settings:
+  workers  the default of this checkout (whatever [milter] scan says, or says nothing)
+  threads  use_daemon = false (older checkouts) / scan = "threads"
+  daemon   `mailguard daemon` (2 workers) running, use_daemon = true / scan = "daemon"
+Reported per message, from /proc (user + system, start-up and a 64-message warm-up
+excluded): milter_cpu_ms (the milter process and the scanning processes it started),
+milter_front_ms (the milter process alone), daemon_cpu_ms (a separate daemon's workers),
+postfix_cpu_ms (Postfix's master and its children, reaped ones included), and msg/s.
+--py-spy FILE records the milter process of the last measured run (raw collapsed stacks).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from anchors import free_port, port_answers, wait_until  # noqa: E402
+from anchors_mta import html_message, process_cpu_s, smtp_source  # noqa: E402
+from postfix_instance import PostfixInstance  # noqa: E402 - anchors_mta puts tests/ on the path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def tree_cpu_s(pid: int, reaped: bool = False) -> float:
+    """CPU of ``pid`` and its live descendants; with ``reaped``, also of the children it has
+    already waited for (Postfix's smtpd and cleanup processes come and go)."""
+    fields = _stat(pid)
+    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if reaped else 0)
+    total = ticks / os.sysconf("SC_CLK_TCK")
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            total += tree_cpu_s(int(child), reaped)
+        except OSError:
+            pass  # ended meanwhile (its time is then in our cutime, next read)
+    return total
+
+
+def _milter_section(checkout: Path, mode: str, port: int) -> str:
+    has_scan = 'scan"' in (checkout / "mailguard" / "milter" / "schema.py").read_text()
+    lines = [f'listen = "inet:127.0.0.1:{port}"', "max_connections = 64", 'quarantine = "hold"']
+    if mode == "threads":
+        lines.append('scan = "threads"' if has_scan else "use_daemon = false\nscan_workers = 4")
+    elif mode == "daemon":
+        lines.append('scan = "daemon"' if has_scan else "use_daemon = true\nscan_workers = 4")
+    return "[milter]\n" + "\n".join(lines) + "\n"
+
+
+def one_run(checkout: Path, mode: str, messages: int, folder: Path, spy: Path | None) -> dict[str, float]:
+    message = folder / "message.eml"
+    message.write_bytes(html_message().replace(b"\r\n", b"\n"))  # smtp-source sends CRLF itself
+    sink_port, milter_port = free_port(), free_port()
+    config = folder / "mailguard.toml"
+    config.write_text(f'[daemon]\nsocket = "{folder / "d.sock"}"\nworkers = 2\n\n[dns]\nnameservers = ["127.0.0.1:53"]\n'
+                      f'timeout_ms = 200\n\n' + _milter_section(checkout, mode, milter_port))
+    env = {**os.environ, "MAILGUARD_CACHE_DIR": str(folder / "cache"), "PYTHONPATH": str(checkout)}
+    command = [sys.executable, "-m", "mailguard"]
+    procs: list[subprocess.Popen[bytes]] = []
+    postfix: PostfixInstance | None = None
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        if mode == "daemon":
+            with (folder / "daemon.log").open("ab") as log:
+                daemon = subprocess.Popen([*command, "daemon", "--config", str(config)], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=log)
+            procs.append(daemon)
+            wait_until(lambda: "daemon ready" in (folder / "daemon.log").read_text(errors="replace"), 300, "the daemon")
+        procs.append(subprocess.Popen(["smtp-sink", "-u", "postfix", f"127.0.0.1:{sink_port}", "256"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with (folder / "milter.log").open("ab") as log:
+            milter = subprocess.Popen([*command, "milter", "--config", str(config)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=log)
+        procs.append(milter)
+        wait_until(lambda: port_answers(milter_port) and port_answers(sink_port), 300, "mailguard milter")
+        postfix = PostfixInstance(sink_port=sink_port, milter_port=milter_port).start()
+        master = int((postfix.queue_dir / "pid" / "master.pid").read_text().split()[0])
+        smtp_source(postfix.smtpd_port, 64, 16, message)  # warm-up: connections, caches, forks
+        recorder = None
+        if spy is not None:
+            recorder = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(milter.pid),
+                                         "--format", "raw", "--output", str(spy), "--nonblocking", "--subprocesses"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        before = (process_cpu_s(milter.pid), tree_cpu_s(milter.pid), tree_cpu_s(daemon.pid) if daemon else 0.0,
+                  tree_cpu_s(master, reaped=True))
+        seconds = smtp_source(postfix.smtpd_port, messages, 16, message)
+        after = (process_cpu_s(milter.pid), tree_cpu_s(milter.pid), tree_cpu_s(daemon.pid) if daemon else 0.0,
+                 tree_cpu_s(master, reaped=True))
+        if recorder is not None:
+            recorder.send_signal(2)
+            recorder.wait(timeout=60)
+    finally:
+        if postfix is not None:
+            postfix.stop()
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    per = [round((a - b) * 1000 / messages, 2) for a, b in zip(after, before)]
+    return {"msg_per_s": round(messages / seconds, 1), "milter_front_ms": per[0], "milter_cpu_ms": per[1],
+            "daemon_cpu_ms": per[2], "postfix_cpu_ms": per[3], "load_avg": round(os.getloadavg()[0], 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mode", action="append", choices=("workers", "threads", "daemon"))
+    parser.add_argument("--checkout", type=Path, action="append", help="a source tree (default: this one)")
+    parser.add_argument("--py-spy", type=Path, help="record the milter of the last run here (py-spy, raw stacks)")
+    args = parser.parse_args()
+    checkouts = [c.resolve() for c in (args.checkout or [ROOT])]
+    setups = [(c, m) for c in checkouts for m in (args.mode or ["workers"])]
+    rows: dict[str, list[dict[str, float]]] = {f"{c}:{m}": [] for c, m in setups}
+    for round_no in range(args.rounds):
+        for i, (checkout, mode) in enumerate(setups):
+            last = round_no == args.rounds - 1 and i == len(setups) - 1
+            with tempfile.TemporaryDirectory(prefix="mailguard-milter-cpu-", dir="/tmp") as folder:
+                Path(folder).chmod(0o755)
+                rows[f"{checkout}:{mode}"].append(one_run(checkout, mode, args.messages, Path(folder),
+                                                          args.py_spy if last else None))
+    result: dict[str, Any] = {"bench": "milter_cpu", "messages": args.messages, "rounds": rows, "median": {}}
+    for key, runs in rows.items():
+        result["median"][key] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

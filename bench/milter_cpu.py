@@ -15,7 +15,12 @@ Reported per message, from /proc (user + system, start-up and a 64-message warm-
 excluded): milter_cpu_ms (the milter process and the scanning processes it started),
 milter_front_ms (the milter process alone), daemon_cpu_ms (a separate daemon's workers),
 postfix_cpu_ms (Postfix's master and its children, reaped ones included), and msg/s.
---py-spy FILE records the milter process of the last measured run (raw collapsed stacks).
+--py-spy FILE records the milter process of the last measured run (raw collapsed stacks);
+--profile FILE runs that milter under cProfile with a CPU clock (bench/_profiled_milter.py)
+and writes its stats there (start-up included; the CPU figures of that run are inflated).
+--callgrind runs every milter under valgrind's callgrind, collecting only over the measured
+messages: milter_instructions_k is the milter's user-space instructions per message (in
+thousands), a count that the load on a shared machine does not change.
 """
 from __future__ import annotations
 
@@ -66,13 +71,15 @@ def _milter_section(checkout: Path, mode: str, port: int) -> str:
     return "[milter]\n" + "\n".join(lines) + "\n"
 
 
-def one_run(checkout: Path, mode: str, messages: int, folder: Path, spy: Path | None) -> dict[str, float]:
+def one_run(checkout: Path, mode: str, messages: int, folder: Path, spy: Path | None,
+            profile: Path | None = None, callgrind: bool = False) -> dict[str, float]:
     message = folder / "message.eml"
     message.write_bytes(html_message().replace(b"\r\n", b"\n"))  # smtp-source sends CRLF itself
     sink_port, milter_port = free_port(), free_port()
     config = folder / "mailguard.toml"
     config.write_text(f'[daemon]\nsocket = "{folder / "d.sock"}"\nworkers = 2\n\n[dns]\nnameservers = ["127.0.0.1:53"]\n'
                       f'timeout_ms = 200\n\n' + _milter_section(checkout, mode, milter_port))
+    # run from the run's folder: `python -m` puts the current folder first on the path
     env = {**os.environ, "MAILGUARD_CACHE_DIR": str(folder / "cache"), "PYTHONPATH": str(checkout)}
     command = [sys.executable, "-m", "mailguard"]
     procs: list[subprocess.Popen[bytes]] = []
@@ -81,17 +88,22 @@ def one_run(checkout: Path, mode: str, messages: int, folder: Path, spy: Path | 
     try:
         if mode == "daemon":
             with (folder / "daemon.log").open("ab") as log:
-                daemon = subprocess.Popen([*command, "daemon", "--config", str(config)], env=env,
+                daemon = subprocess.Popen([*command, "daemon", "--config", str(config)], env=env, cwd=folder,
                                           stdout=subprocess.DEVNULL, stderr=log)
             procs.append(daemon)
             wait_until(lambda: "daemon ready" in (folder / "daemon.log").read_text(errors="replace"), 300, "the daemon")
         procs.append(subprocess.Popen(["smtp-sink", "-u", "postfix", f"127.0.0.1:{sink_port}", "256"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         with (folder / "milter.log").open("ab") as log:
-            milter = subprocess.Popen([*command, "milter", "--config", str(config)], env=env,
+            start = [sys.executable, str(Path(__file__).with_name("_profiled_milter.py")), str(profile)] if profile \
+                else command
+            if callgrind:
+                start = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=no",
+                         f"--callgrind-out-file={folder}/callgrind.out", *start]
+            milter = subprocess.Popen([*start, "milter", "--config", str(config)], env=env, cwd=folder,
                                       stdout=subprocess.DEVNULL, stderr=log)
         procs.append(milter)
-        wait_until(lambda: port_answers(milter_port) and port_answers(sink_port), 300, "mailguard milter")
+        wait_until(lambda: port_answers(milter_port) and port_answers(sink_port), 900, "mailguard milter")
         postfix = PostfixInstance(sink_port=sink_port, milter_port=milter_port).start()
         master = int((postfix.queue_dir / "pid" / "master.pid").read_text().split()[0])
         smtp_source(postfix.smtpd_port, 64, 16, message)  # warm-up: connections, caches, forks
@@ -100,6 +112,8 @@ def one_run(checkout: Path, mode: str, messages: int, folder: Path, spy: Path | 
             recorder = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(milter.pid),
                                          "--format", "raw", "--output", str(spy), "--nonblocking", "--subprocesses"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if callgrind:
+            subprocess.run(["callgrind_control", "-i", "on", str(milter.pid)], check=True, capture_output=True)
         before = (process_cpu_s(milter.pid), tree_cpu_s(milter.pid), tree_cpu_s(daemon.pid) if daemon else 0.0,
                   tree_cpu_s(master, reaped=True))
         seconds = smtp_source(postfix.smtpd_port, messages, 16, message)
@@ -108,18 +122,26 @@ def one_run(checkout: Path, mode: str, messages: int, folder: Path, spy: Path | 
         if recorder is not None:
             recorder.send_signal(2)
             recorder.wait(timeout=60)
+        if callgrind:
+            subprocess.run(["callgrind_control", "-i", "off", str(milter.pid)], check=True, capture_output=True)
     finally:
         if postfix is not None:
             postfix.stop()
         for proc in reversed(procs):
             proc.terminate()
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=180 if callgrind else 30)  # callgrind writes its counts on the way out
             except subprocess.TimeoutExpired:
                 proc.kill()
+    instructions = 0
+    for dump in folder.glob("callgrind.out*"):  # written when the milter ends
+        for line in dump.read_text(errors="replace").splitlines():
+            if line.startswith(("summary:", "totals:")):
+                instructions += int(line.split()[1])
     per = [round((a - b) * 1000 / messages, 2) for a, b in zip(after, before)]
     return {"msg_per_s": round(messages / seconds, 1), "milter_front_ms": per[0], "milter_cpu_ms": per[1],
-            "daemon_cpu_ms": per[2], "postfix_cpu_ms": per[3], "load_avg": round(os.getloadavg()[0], 1)}
+            "daemon_cpu_ms": per[2], "postfix_cpu_ms": per[3], "load_avg": round(os.getloadavg()[0], 1),
+            **({"milter_instructions_k": round(instructions / messages / 1000)} if callgrind else {})}
 
 
 def main() -> int:
@@ -129,6 +151,8 @@ def main() -> int:
     parser.add_argument("--mode", action="append", choices=("workers", "threads", "daemon"))
     parser.add_argument("--checkout", type=Path, action="append", help="a source tree (default: this one)")
     parser.add_argument("--py-spy", type=Path, help="record the milter of the last run here (py-spy, raw stacks)")
+    parser.add_argument("--profile", type=Path, help="cProfile (CPU clock) stats of the last run's milter")
+    parser.add_argument("--callgrind", action="store_true", help="count the milter's instructions per message")
     args = parser.parse_args()
     checkouts = [c.resolve() for c in (args.checkout or [ROOT])]
     setups = [(c, m) for c in checkouts for m in (args.mode or ["workers"])]
@@ -139,7 +163,8 @@ def main() -> int:
             with tempfile.TemporaryDirectory(prefix="mailguard-milter-cpu-", dir="/tmp") as folder:
                 Path(folder).chmod(0o755)
                 rows[f"{checkout}:{mode}"].append(one_run(checkout, mode, args.messages, Path(folder),
-                                                          args.py_spy if last else None))
+                                                          args.py_spy if last else None,
+                                                          args.profile if last else None, args.callgrind))
     result: dict[str, Any] = {"bench": "milter_cpu", "messages": args.messages, "rounds": rows, "median": {}}
     for key, runs in rows.items():
         result["median"][key] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}

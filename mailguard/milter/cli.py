@@ -40,7 +40,7 @@ def cli_main(argv: list[str], prog: str = "mailguard milter") -> int:
         from mailguard.ops.sdnotify import notify
 
         if metrics is not None:
-            metrics.watch(queue_depth=lambda: sum(1 for s in list(server.sessions.values()) if s.deciding),
+            metrics.watch(queue_depth=lambda: sum(1 for s in list(server.sessions) if s.deciding),
                           quarantine_size=engine.quarantine.count if engine.quarantine is not None else None)
         notify("READY=1", f"STATUS=milter listening on {server.address}")
 

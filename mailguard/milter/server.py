@@ -6,7 +6,7 @@ continue, discard (after the message is safely in mailguard's quarantine), quara
 (Postfix's hold queue), 550 5.7.1, or 451 4.7.1 when anything went wrong, so the sender
 retries and nothing is lost.
 
-One asyncio task per MTA connection (``session``); scanning and quarantine writes run in a
+One asyncio protocol object per MTA connection (``session``); scanning and quarantine writes run in a
 bounded thread pool (``engine``) so a slow message never stalls the other connections. The
 wire format is in ``protocol``, the verdict-to-replies mapping in ``actions``, the keys in
 ``schema`` and the command line in ``cli``.
@@ -41,16 +41,21 @@ class MilterServer:
 
     engine: Engine
     server: asyncio.Server | None = None
-    sessions: dict[asyncio.Task[None], Session] = field(default_factory=dict)
+    sessions: set[Session] = field(default_factory=set)
+
+    def _session(self) -> Session:
+        """A new MTA connection (each Session registers itself in ``sessions`` once made)."""
+        return Session(self.engine, self.sessions)
 
     async def start(self) -> None:
         listen = self.engine.settings.listen
+        loop = asyncio.get_running_loop()
         if listen.family == "unix":
             _remove_stale_socket(Path(listen.path))
-            self.server = await asyncio.start_unix_server(self._serve, path=listen.path)
+            self.server = await loop.create_unix_server(self._session, path=listen.path)
             os.chmod(listen.path, self.engine.settings.socket_mode)
         else:
-            self.server = await asyncio.start_server(self._serve, listen.host, listen.port, reuse_address=True)
+            self.server = await loop.create_server(self._session, listen.host, listen.port, reuse_address=True)
         log.info("milter listening on %s", self.address)
 
     @property
@@ -66,39 +71,27 @@ class MilterServer:
         assert self.server is not None and self.server.sockets
         return int(self.server.sockets[0].getsockname()[1])
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if len(self.sessions) >= self.engine.settings.max_connections:
-            log.warning("over max_connections (%d); connection closed, the MTA applies its default action",
-                        self.engine.settings.max_connections)
-            writer.close()
-            return
-        session = Session(self.engine, reader, writer)
-        self.sessions[task] = session
-        try:
-            await session.run()
-        finally:
-            self.sessions.pop(task, None)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
     async def close(self, grace: float = 10.0) -> None:
         """Connections waiting for the MTA end at once (the MTA retries or tempfails);
         a message being decided (scanned, stored) gets ``grace`` seconds to be answered,
         so a stored message is not also retried by the sender."""
         if self.server is not None:
             self.server.close()
-        for task, session in list(self.sessions.items()):
-            if not session.deciding:
-                task.cancel()
-        if self.sessions:
-            _, pending = await asyncio.wait(set(self.sessions), timeout=grace)
+        deciding = set()
+        for session in list(self.sessions):
+            if session.decision is not None:
+                deciding.add(session.decision)
+            elif session.transport is not None:
+                session.transport.close()
+        if deciding:
+            _, pending = await asyncio.wait(deciding, timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.abort()
         if self.server is not None:
             await self.server.wait_closed()
         listen = self.engine.settings.listen

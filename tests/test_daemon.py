@@ -347,6 +347,37 @@ def test_milter_with_use_daemon_refuses_to_start_without_one(tmp_path: Path, env
     assert run.returncode == 2 and "use_daemon" in run.stderr and "no daemon" in run.stderr
 
 
+def test_milter_through_the_daemon_answers_451_once_the_daemon_is_gone(
+    tmp_path: Path, env: dict[str, str], daemon_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No mail lost: a message the daemon can no longer scan is refused for now (the sender
+    retries), over the milter protocol as Postfix speaks it."""
+    from mailguard.config import load_config
+    from mailguard.milter import protocol as mp
+    from postfix_instance import MilterThread
+    from test_milter_protocol import MTA, headers_for
+
+    config_path = _config(tmp_path, extra='[milter]\nuse_daemon = true\nlisten = "inet:127.0.0.1:0"\n'
+                                          'quarantine = "hold"\n')
+    daemon = daemon_factory(config_path)
+    monkeypatch.setenv("MAILGUARD_CACHE_DIR", env["MAILGUARD_CACHE_DIR"])
+    with MilterThread(load_config(config_path)) as milter:
+        replies = []
+        for _ in range(2):
+            mta = MTA(milter.port)
+            try:
+                mta.negotiate()
+                mta.envelope()
+                replies.append(mta.message(headers_for("lunch"), b"See you at noon on Thursday.\r\n"))
+            finally:
+                mta.close()
+            daemon.stop()
+    assert replies[0][-1] == (mp.SMFIR_CONTINUE, b"")
+    assert any(c == mp.SMFIR_INSHEADER and b"X-MailGuard-Action" in d for c, d in replies[0])
+    assert replies[1] == [(mp.SMFIR_REPLYCODE, b"451 4.7.1 The message could not be checked right now; "
+                                                b"please try again later\0")]
+
+
 def test_relay_with_the_daemon_pool_refuses_to_start_without_one(tmp_path: Path, env: dict[str, str]) -> None:
     config = _config(tmp_path, extra='[relay]\npool = "daemon"\nlisten = "127.0.0.1:0"\n')
     run = subprocess.run([*MAILGUARD, "serve", "--config", str(config)], env=env, capture_output=True, text=True,

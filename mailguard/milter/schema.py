@@ -30,10 +30,12 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     "use_daemon": Option(
         False, "bool",
         "Scan through a running `mailguard daemon` (its [daemon] socket), started with this same configuration "
-        "file, instead of in this process: the daemon's prebuilt worker processes use every core, where the "
-        "milter's own threads share one. scan_workers then counts messages sent to the daemon at once (match "
-        "it to the daemon's workers). The milter refuses to start when no such daemon answers, and a message "
-        "it cannot scan gets a temporary failure.",
+        "file, instead of in this process's threads: the daemon's prebuilt worker processes use every core, where "
+        "the milter's own threads share one, but each message then also costs the hand-over (its bytes and "
+        "verdict through the socket), so on a small machine that also runs Postfix it gains little or loses "
+        "(docs/performance.md). scan_workers then counts messages sent to the daemon at once (match it to the "
+        "daemon's workers). The milter refuses to start when no such daemon answers; a message it cannot scan "
+        "later (daemon stopped, a worker killed twice) gets 451, so the sender retries.",
     ),
     "max_message_size": Option(
         26214400, "int",

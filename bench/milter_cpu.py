@@ -8,9 +8,9 @@ checkout (PYTHONPATH), a throwaway Postfix calling it (tests/postfix_instance.py
 Postfix's `smtp-sink` as the next hop, and sends the anchors' 15 KB HTML message with
 Postfix's `smtp-source -s 16` (one message per SMTP session, so one milter connection
 each, as Postfix opens them). Modes are [milter] settings:
-  workers  the default of this checkout (whatever [milter] scan says, or says nothing)
-  threads  use_daemon = false (older checkouts) / scan = "threads"
-  daemon   `mailguard daemon` (2 workers) running, use_daemon = true / scan = "daemon"
+  workers  the checkout's defaults for [milter] (only listen, max_connections and quarantine set)
+  threads  use_daemon = false, scan_workers = 4 (as bench/anchors.py)
+  daemon   `mailguard daemon` (2 workers) running, use_daemon = true, scan_workers = 4
 Reported per message, from /proc (user + system, start-up and a 64-message warm-up
 excluded): milter_cpu_ms (the milter process and the scanning processes it started),
 milter_front_ms (the milter process alone), daemon_cpu_ms (a separate daemon's workers),
@@ -61,13 +61,10 @@ def tree_cpu_s(pid: int, reaped: bool = False) -> float:
     return total
 
 
-def _milter_section(checkout: Path, mode: str, port: int) -> str:
-    has_scan = 'scan"' in (checkout / "mailguard" / "milter" / "schema.py").read_text()
+def _milter_section(mode: str, port: int) -> str:
     lines = [f'listen = "inet:127.0.0.1:{port}"', "max_connections = 64", 'quarantine = "hold"']
-    if mode == "threads":
-        lines.append('scan = "threads"' if has_scan else "use_daemon = false\nscan_workers = 4")
-    elif mode == "daemon":
-        lines.append('scan = "daemon"' if has_scan else "use_daemon = true\nscan_workers = 4")
+    if mode in ("threads", "daemon"):
+        lines.append(f"use_daemon = {'true' if mode == 'daemon' else 'false'}\nscan_workers = 4")
     return "[milter]\n" + "\n".join(lines) + "\n"
 
 
@@ -78,7 +75,7 @@ def one_run(checkout: Path, mode: str, messages: int, folder: Path, spy: Path | 
     sink_port, milter_port = free_port(), free_port()
     config = folder / "mailguard.toml"
     config.write_text(f'[daemon]\nsocket = "{folder / "d.sock"}"\nworkers = 2\n\n[dns]\nnameservers = ["127.0.0.1:53"]\n'
-                      f'timeout_ms = 200\n\n' + _milter_section(checkout, mode, milter_port))
+                      f'timeout_ms = 200\n\n' + _milter_section(mode, milter_port))
     # run from the run's folder: `python -m` puts the current folder first on the path
     env = {**os.environ, "MAILGUARD_CACHE_DIR": str(folder / "cache"), "PYTHONPATH": str(checkout)}
     command = [sys.executable, "-m", "mailguard"]

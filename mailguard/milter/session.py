@@ -112,6 +112,9 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_heard = self._loop.time()
         pending = self._pending
+        if self.deciding:  # reading is paused, but a read may already be under way: keep it for later
+            pending += data
+            return
         if pending:
             pending += data
             if len(pending) < self._needed:
@@ -230,8 +233,12 @@ class Session(asyncio.Protocol):
                 return
             self._last_heard = task.get_loop().time()
             self._resume()
-            if rest:
-                self._handle(rest)
+            data = rest
+            if self._pending:  # arrived while deciding, after ``rest``
+                data = rest + bytes(self._pending)
+                self._pending.clear()
+            if data:
+                self._handle(data)
 
         task.add_done_callback(done)
 

@@ -200,7 +200,8 @@ def main() -> int:
     parser.add_argument("--write", type=Path, help="write the fitted score table here (rules/scores.toml)")
     parser.add_argument("--folds", type=Path, help="write the per-fold score tables here (for bench/eval.py)")
     parser.add_argument("--jobs", "-j", type=int)
-    parser.add_argument("--l2", type=float, default=2.0, help="L2 regularisation strength")
+    parser.add_argument("--l2", type=float, default=0.5,
+                        help="L2 regularisation strength (measured on the dev corpus, out of fold at the same ham rate: 2.0 -> 82.8 %% phish flagged, 0.5 -> 84.6 %%, 0.2 -> 84.4 %%, 8 -> 81.2 %%)")
     parser.add_argument("--by", choices=("fold", "source"), default="fold",
                         help="what a fold leaves out: a sub-collection or period of a source (fold), or a whole source")
     parser.add_argument("--prior-scale", type=float, default=1.0,

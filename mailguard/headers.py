@@ -137,8 +137,13 @@ def tagged_subject(subject: str, tag: str) -> str:
 
 def apply_verdict(raw: bytes, verdict: Verdict, subject_tag: str = "") -> bytes:
     """Remove forged verdict headers, add ours, and prefix the subject when tagged."""
-    head, sep, body = split_head_body(strip_verdict_headers(raw))
     eol = line_ending(raw)
+    tagging = bool(subject_tag) and verdict.action >= Action.TAG
+    if not tagging:
+        head, sep, _ = split_head_body(raw)
+        if sep and VERDICT_HEADER_PREFIX not in head.lower():  # nothing to remove or change: ours on top
+            return b"".join(fold_header(name, value, eol) for name, value in verdict_headers(verdict)) + raw
+    head, sep, body = split_head_body(strip_verdict_headers(raw))
     fields = _header_lines(head)
     if subject_tag and verdict.action >= Action.TAG:
         fields = _tag_subject_fields(fields, subject_tag, eol)

@@ -147,6 +147,8 @@ def stamp(raw: bytes, auth: AuthResults | None, authserv_id: str, mail_from: str
     authentication ran) put ours on top. Other header fields stay byte for byte."""
     head, sep, body = split_head_body(raw)
     eol = line_ending(raw)
+    if sep and b"authentication-results" not in head.lower():  # nothing to remove: the usual case
+        return raw if auth is None else fold_header(HEADER, header_value(auth, authserv_id, mail_from, helo), eol) + raw
     kept = []
     for field in _header_lines(head):
         name, colon, value = field.partition(b":")

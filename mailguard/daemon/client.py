@@ -74,16 +74,18 @@ class DaemonClient:
         try:
             self._sock.sendall(frame(header, raw))
         except OSError as exc:
-            raise DaemonUnavailable(f"connection to the daemon broke: {exc}") from None
+            raise DaemonUnavailable(f"connection to the daemon broke: {exc}", retry=True) from None
 
     def receive_verdict(self) -> dict[str, Any]:
         """The next reply: the verdict as a dict (``Verdict.to_dict``)."""
         try:
             reply = receive(self._stream)
+        except TimeoutError:  # the worker is still on it: a second try would only double the wait
+            raise DaemonUnavailable(f"the daemon did not answer within {self.timeout_s:g} s") from None
         except (OSError, ProtocolError) as exc:
-            raise DaemonUnavailable(f"connection to the daemon broke: {exc}") from None
+            raise DaemonUnavailable(f"connection to the daemon broke: {exc}", retry=True) from None
         if reply is None:
-            raise DaemonUnavailable("the daemon closed the connection")
+            raise DaemonUnavailable("the daemon closed the connection", retry=True)
         if not reply.get("ok"):
             raise DaemonUnavailable(str(reply.get("error") or "the daemon could not scan the message"))
         return reply["verdict"]

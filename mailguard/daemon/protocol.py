@@ -28,7 +28,12 @@ DEFAULT_CONFIG = "built-in defaults"
 
 
 class DaemonUnavailable(Exception):
-    """No daemon on the socket, a different configuration, or a broken connection."""
+    """No daemon on the socket, a different configuration, or a broken connection.
+    ``retry``: whether trying again can help (the connection broke mid-request)."""
+
+    def __init__(self, message: str, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 class ProtocolError(Exception):

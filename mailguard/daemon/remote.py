@@ -3,9 +3,9 @@ would otherwise share one core under the GIL.
 
 ``RemoteScanner`` has what servers use of a ``Scanner`` (``config`` and ``scan``); each
 calling thread keeps its own connection, so N scanning threads keep N daemon workers
-busy while they wait on the socket without holding the GIL. A broken connection is
-opened again once (a replacement worker takes it); when the daemon cannot be reached the
-scan raises, and the server answers with a temporary failure, so the sender retries and
+busy while they wait on the socket without holding the GIL. A connection that broke
+mid-request is opened again once (a replacement worker takes it); when the daemon cannot
+be reached, refuses the message or does not answer in time the scan raises at once, and the server answers with a temporary failure, so the sender retries and
 nothing is lost.
 """
 from __future__ import annotations
@@ -62,8 +62,8 @@ class RemoteScanner:
             client = DaemonClient(self.path, self.fingerprint, self.timeout_s)
             try:
                 return verdict_from_dict(client.connect(hello=False).scan(raw, wire, check_config=True))
-            except DaemonUnavailable:
-                if attempt == 2:
+            except DaemonUnavailable as exc:
+                if attempt == 2 or not exc.retry:  # no daemon, or a refusal: the same again
                     raise
             finally:
                 client.close()
@@ -81,9 +81,11 @@ class RemoteScanner:
             try:
                 async with asyncio.timeout(self.timeout_s):
                     return verdict_from_dict(await daemon_scan(self.path, self.fingerprint, raw, envelope))
-            except (DaemonScanFailed, TimeoutError) as exc:
-                if attempt == 2:
-                    raise DaemonUnavailable(str(exc) or f"the daemon on {self.path} did not answer in time") from None
+            except DaemonScanFailed as exc:
+                if attempt == 2 or not exc.retry:  # no daemon, or a refusal: the same again
+                    raise DaemonUnavailable(str(exc)) from None
+            except TimeoutError:  # its worker is still busy with it: a second try only doubles the wait
+                raise DaemonUnavailable(f"the daemon on {self.path} did not answer in time") from None
         raise AssertionError("unreachable")
 
 

@@ -14,8 +14,13 @@ for a slot and ``timeout`` for the scan itself (the connection is then closed: t
 daemon's worker finishes that message and takes the next). Each scan is one short
 connection carrying the configuration's fingerprint, as ``RemoteScanner``: a daemon worker
 serves one connection at a time, so connections held open while idle would keep the
-daemon's workers from everyone else; a broken one (its worker killed mid-scan) is tried
-once more, a replacement worker taking it.
+daemon's workers from everyone else.
+
+A scan is tried a second time only when a second try can succeed: the connection broke
+after the request was sent (its worker was killed mid-scan; a replacement takes the
+retry). No daemon on the socket, a refusal (another configuration, a message over its
+size limit, a scan that raised) or a reply that is not the protocol would fail the same
+way again, so the sender is answered at once instead.
 """
 from __future__ import annotations
 
@@ -33,19 +38,31 @@ from mailguard.relay.pool import PoolBusy, TwoLanes
 
 
 class DaemonScanFailed(Exception):
-    """The daemon could not be reached, broke the connection, or refused the message."""
+    """The daemon could not be reached, broke the connection, or refused the message.
+    ``retry``: whether trying again can help (the connection broke mid-request)."""
+
+    def __init__(self, message: str, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
-async def _read_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
-    chunks: list[bytes] = []
-    left = size
-    while left:
-        chunk = await loop.sock_recv(sock, min(left, 262_144))
-        if not chunk:
-            raise DaemonScanFailed("the daemon closed the connection")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+async def _read_reply(loop: asyncio.AbstractEventLoop, sock: socket.socket, path: Path) -> Any:
+    """The one reply frame, usually in a single ``recv`` (length and JSON together)."""
+    data = await loop.sock_recv(sock, 65_536)
+    while True:
+        if not data:
+            raise DaemonScanFailed(f"the daemon on {path} closed the connection before answering", retry=True)
+        if len(data) >= HEADER.size:
+            (length,) = HEADER.unpack_from(data)
+            if length > MAX_HEADER_BYTES:
+                raise DaemonScanFailed(f"daemon on {path}: reply of {length} bytes is over the limit")
+            end = HEADER.size + length
+            if len(data) >= end:
+                return json.loads(data[HEADER.size:end])
+        more = await loop.sock_recv(sock, 262_144)
+        if not more:
+            raise DaemonScanFailed(f"the daemon on {path} closed the connection mid-reply", retry=True)
+        data += more
 
 
 async def daemon_scan(path: Path, fingerprint: str, raw: bytes, envelope: Envelope | None) -> dict[str, Any]:
@@ -56,15 +73,15 @@ async def daemon_scan(path: Path, fingerprint: str, raw: bytes, envelope: Envelo
     try:
         try:
             await loop.sock_connect(sock, str(path))
-            header = {"op": "scan", "size": len(raw), "config": fingerprint,
-                      "envelope": envelope.to_dict() if envelope is not None else None}
+        except OSError as exc:  # nobody listening: a second try now would find nobody either
+            raise DaemonScanFailed(f"no daemon on {path}: {exc.strerror or exc}") from None
+        header = {"op": "scan", "size": len(raw), "config": fingerprint,
+                  "envelope": envelope.to_dict() if envelope is not None else None}
+        try:
             await loop.sock_sendall(sock, frame(header, raw))
-            (length,) = HEADER.unpack(await _read_exact(loop, sock, HEADER.size))
-            if length > MAX_HEADER_BYTES:
-                raise DaemonScanFailed(f"reply of {length} bytes is over the limit")
-            reply = json.loads(await _read_exact(loop, sock, length))
-        except OSError as exc:
-            raise DaemonScanFailed(f"daemon on {path}: {exc.strerror or exc}") from None
+            reply = await _read_reply(loop, sock, path)
+        except OSError as exc:  # reset or broken pipe: the worker died with the request
+            raise DaemonScanFailed(f"daemon on {path}: {exc.strerror or exc}", retry=True) from None
         except ValueError as exc:
             raise DaemonScanFailed(f"daemon on {path} sent a reply that is not JSON: {exc}") from None
     finally:
@@ -113,7 +130,7 @@ class DaemonPool(TwoLanes):
                    queue_timeout: float | None = None) -> Verdict:
         """The verdict; PoolBusy when the lane is full, asyncio.TimeoutError when no slot
         came within ``queue_timeout`` or the scan ran past ``timeout``, DaemonScanFailed
-        when the daemon could not scan it (twice)."""
+        when the daemon could not scan it (twice when the first connection broke)."""
         lane = self.large if len(raw) >= self.large_bytes else self.small
         if self.closed:
             raise PoolBusy("the scanning pool is shutting down")
@@ -123,10 +140,15 @@ class DaemonPool(TwoLanes):
         acquired = False
         slots = lane.semaphore()
         try:
-            await asyncio.wait_for(slots.acquire(), queue_timeout)
+            if slots.locked():  # asyncio.timeout, not wait_for: no task made per message
+                async with asyncio.timeout(queue_timeout):
+                    await slots.acquire()
+            else:
+                await slots.acquire()  # a free slot: taken at once
             acquired = True
-            return await asyncio.wait_for(self._scan_twice(raw, envelope), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                return await self._scan_retrying(raw, envelope)
+        except TimeoutError:
             lane.abandoned += 1
             raise
         finally:
@@ -134,11 +156,13 @@ class DaemonPool(TwoLanes):
             if acquired:
                 slots.release()
 
-    async def _scan_twice(self, raw: bytes, envelope: Envelope) -> Verdict:
+    async def _scan_retrying(self, raw: bytes, envelope: Envelope) -> Verdict:
         try:
             data = await daemon_scan(self.path, self.fingerprint, raw, envelope)
-        except DaemonScanFailed:  # a worker killed mid-scan: a replacement takes the second try
-            data = await daemon_scan(self.path, self.fingerprint, raw, envelope)
+        except DaemonScanFailed as exc:
+            if not exc.retry:
+                raise
+            data = await daemon_scan(self.path, self.fingerprint, raw, envelope)  # a replacement worker
         return verdict_from_dict(data)
 
     def close(self, wait: bool = True) -> None:

@@ -321,8 +321,8 @@ async def send_data(smtp: aiosmtplib.SMTP, data: bytes, timeout: float) -> aiosm
         start = await protocol.read_response(timeout=timeout)
         if start.code != 354:
             raise aiosmtplib.SMTPDataError(start.code, start.message)
-        protocol.write(body if body.endswith(b"\r\n") else body + b"\r\n")  # as aiosmtplib ends it
-        protocol.write(b".\r\n")
+        # as aiosmtplib ends it, in one write (one send instead of two)
+        protocol.write(body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"))
         response = await protocol.read_response(timeout=timeout)
     except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
         smtp.close()

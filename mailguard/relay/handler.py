@@ -451,6 +451,8 @@ class RelaySMTP(SMTP):
                  **kwargs: Any) -> None:
         self._deadline: float | None = None
         self._previous_deadline: float | None = None
+        self._timer_at: float | None = None  # when the armed session timer fires
+        self._corked: list[bytes] | None = None  # replies held to be written as one
         init_session(self, handler, handler.smtp_layouts, **kwargs)  # aiosmtpd's __init__, without its introspection
         self._sessions = sessions
         self._data_timeout = data_timeout
@@ -485,9 +487,28 @@ class RelaySMTP(SMTP):
 
     # -- time limits: junk commands never buy time
     def _reset_timeout(self, duration: float | None = None) -> None:
-        super()._reset_timeout(duration)
+        """aiosmtpd cancels its timer and makes a new one for every command; here a command
+        only moves the deadline, and the one timer, when it fires early, waits out the
+        rest. The session still closes when the latest deadline passes."""
         self._previous_deadline = self._deadline
-        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._set_deadline(self.loop.time() + (duration or self._timeout_duration))
+
+    def _set_deadline(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self._timer_at is None or self._timer_at > deadline:
+            if self._timeout_handle is not None:
+                self._timeout_handle.cancel()
+            self._timeout_handle = self.loop.call_at(deadline, self._deadline_reached)
+            self._timer_at = deadline
+
+    def _deadline_reached(self) -> None:
+        self._timer_at = None
+        deadline = self._deadline
+        if deadline is not None and self.loop.time() < deadline:  # moved since: wait for the rest
+            self._timeout_handle = self.loop.call_at(deadline, self._deadline_reached)
+            self._timer_at = deadline
+            return
+        self._timeout_cb()
 
     def _keep_deadline(self) -> None:
         """Undo the timer reset aiosmtpd did for this command: NOOP every few seconds must
@@ -495,10 +516,7 @@ class RelaySMTP(SMTP):
         previous = self._previous_deadline
         if previous is None:
             return
-        if self._timeout_handle is not None:
-            self._timeout_handle.cancel()
-        self._timeout_handle = self.loop.call_at(previous, self._timeout_cb)
-        self._deadline = previous
+        self._set_deadline(previous)
 
     async def _junk(self) -> bool:
         """Count a junk command; True when the session was closed for too many."""
@@ -527,6 +545,26 @@ class RelaySMTP(SMTP):
     async def smtp_HELP(self, arg: str) -> None:
         if not await self._junk():
             await super().smtp_HELP(arg)
+
+    # -- replies
+    async def push(self, status: str | bytes) -> None:
+        corked = self._corked
+        if corked is None:
+            await super().push(status)
+            return
+        corked.append((status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") if isinstance(status, str)
+                       else status) + b"\r\n")
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        """aiosmtpd's EHLO, its reply lines written together instead of one send each."""
+        self._corked = []
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            lines, self._corked = self._corked, None
+        if lines and self.transport is not None and not self.transport.is_closing():
+            self._writer.write(b"".join(lines))
+            await self._writer.drain()
 
     # -- what a stranger may put in commands
     async def smtp_STARTTLS(self, arg: str) -> None:

@@ -202,6 +202,9 @@ def run(path: str | None, *, listen: str | None = None, downstream: str | None =
         scanner = Scanner(config)
         prepare(config, "relay", scanner)
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs addresses at info
+        from mailguard.logsetup import lean_log_records
+
+        lean_log_records()
         with opening_quarantine():
             quarantine = open_quarantine(config)
         metrics = start_metrics(config, "relay")

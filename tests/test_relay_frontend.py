@@ -140,9 +140,12 @@ class _CountingSink(Sink):
         self.runner.call(go())
 
 
-@pytest.fixture()
-def sink(loop_thread: LoopThread) -> Iterator[_CountingSink]:
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+def sink(loop_thread: LoopThread, request: pytest.FixtureRequest) -> Iterator[_CountingSink]:
+    """The downstream server, once without PIPELINING (each command answered before the next
+    is sent) and once with it (MAIL, RCPT and DATA sent together, as to Postfix)."""
     server = _CountingSink(loop_thread)
+    server.handler.pipelining = request.param
     yield server
     server.stop()
 
@@ -174,6 +177,18 @@ def test_a_recipient_refused_downstream_leaves_the_connection_usable(start_relay
     assert _send(relay, clean_message(2)) == 250
     assert [m.rcpt_tos for m in sink.handler.wait_for(1)] == [[RECIPIENT]]
     assert len(sink.sessions) == 1
+
+
+def test_one_recipient_of_two_refused_downstream_delivers_nothing(start_relay: Any, sink: _CountingSink) -> None:
+    relay = start_relay()
+    sink.handler.refuse["gone@practice.example"] = "550 5.1.1 No such user"
+    with smtplib.SMTP(relay.host, relay.port, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail(SENDER, [RECIPIENT, "gone@practice.example"], clean_message(1))
+    assert refused.value.smtp_code == 550 and b"gone@practice.example" in refused.value.smtp_error
+    assert _send(relay, clean_message(2)) == 250  # the next message still goes through
+    received = sink.handler.wait_for(1)
+    assert [(m.rcpt_tos, b"Thursday 2" in m.data) for m in received] == [([RECIPIENT], True)]
 
 
 def test_a_kept_connection_the_server_dropped_costs_no_retry(start_relay: Any, sink: _CountingSink) -> None:

@@ -64,7 +64,15 @@ class SinkHandler:
     refuse: dict[str, str] = field(default_factory=dict)
     gate: asyncio.Event | None = None
     delay: float = 0.0  # seconds before the reply to the end of DATA (a slow server)
+    pipelining: bool = False  # offer PIPELINING (RFC 2920), as Postfix and smtp-sink do
     changed: threading.Condition = field(default_factory=threading.Condition)
+
+    async def handle_EHLO(self, server: SMTP, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         if address in self.refuse:

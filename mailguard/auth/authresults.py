@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import authres
 import authres.core
+from authres import AuthenticationResultsHeader, DKIMAuthenticationResult, SPFAuthenticationResult
+from authres.arc import ARCAuthenticationResult
 from authres.dmarc import DMARCAuthenticationResult
 
 from mailguard.headers import _header_lines, fold_header, line_ending, split_head_body
@@ -93,9 +95,6 @@ def parse_upstream(value: str) -> UpstreamResults | None:
 
 def header_value(auth: AuthResults, authserv_id: str, mail_from: str = "", helo: str = "") -> str:
     """Our header's value: "<authserv_id>; spf=...; dkim=...; dmarc=... header.from=..."."""
-    from authres import AuthenticationResultsHeader, DKIMAuthenticationResult, SPFAuthenticationResult
-    from authres.arc import ARCAuthenticationResult
-
     results: list[authres.core.AuthenticationResult] = []
     reused = f"from {auth.authserv_id}" if auth.source == "trusted-upstream" else None
     spf_kwargs = {}

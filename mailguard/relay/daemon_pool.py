@@ -126,6 +126,9 @@ class DaemonPool(TwoLanes):
     def wait_ready(self, timeout: float) -> bool:
         return True  # the daemon answered at start-up (daemon_scanner); its workers are built
 
+    def start_failure(self) -> str | None:
+        return None  # no daemon answering is refused at start-up (daemon_scanner)
+
     async def scan(self, raw: bytes, envelope: Envelope, timeout: float | None = None,
                    queue_timeout: float | None = None) -> Verdict:
         """The verdict; PoolBusy when the lane is full, asyncio.TimeoutError when no slot

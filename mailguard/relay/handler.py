@@ -39,7 +39,7 @@ from mailguard.relay.daemon_pool import DaemonPool
 from mailguard.relay.data import read_data
 from mailguard.relay.forward import Downstream, DownstreamConnections, Reply, forward
 from mailguard.relay.outbound import OutboundSettings
-from mailguard.relay.pool import PoolBusy, ScanPool
+from mailguard.relay.pool import PoolBusy, ScanPool, WorkersUnavailable
 from mailguard.relay.session_init import Layout, init_session
 from mailguard.relay.settings import RelaySettings
 from mailguard.relay.verify import RecipientVerifier
@@ -317,6 +317,10 @@ class RelayHandler:
         except PoolBusy:
             outcome.reply = Reply(451, "4.3.2 Too busy to check the message now, please try again later")
             outcome.notes["busy"] = True
+            return None
+        except WorkersUnavailable as exc:  # never on_error = accept: nothing at all is being scanned
+            outcome.reply = Reply(451, "4.3.0 Message checking is unavailable now, please try again later")
+            outcome.notes["scan_error"] = f"workers unavailable: {exc}"[:300]
             return None
         except Exception as exc:  # the scan as a whole failed: crashed or overran scan_timeout
             error = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"[:300]

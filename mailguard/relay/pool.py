@@ -16,6 +16,12 @@ Three rules keep a hostile or unlucky burst from starving everyone else:
 - **The queue counts only live work**: abandoned jobs are not counted.
 - **Two lanes**: messages of ``large_message_bytes`` or more are scanned by their own
   workers with their own queue bound, so large or slow messages cannot delay small ones.
+- **Workers that cannot start are a failure, not a wait.** A worker process that ends
+  before its rules are built (a plug-in or rules file that fails in a fresh process, too
+  little memory) is tried again with a growing pause; once every worker of a lane has
+  failed so, the lane is *unavailable*: at start-up the relay refuses to start
+  (``start_failure``), later every message for that lane, queued or new, is answered 451
+  at once instead of waiting out ``scan_queue_timeout``, until a worker starts again.
 
 A dedicated manager thread per worker hands jobs over and waits for the answer: that keeps
 the event loop free of blocking pipes, and lets each worker be killed on its own (a
@@ -27,6 +33,7 @@ import asyncio
 import logging
 import multiprocessing
 import queue
+import signal
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -54,9 +61,20 @@ class ScanFailed(Exception):
     """The scan raised inside a worker process; the text names the original exception."""
 
 
+class WorkersUnavailable(Exception):
+    """No worker of the lane could start (the text says why): nothing can be scanned now."""
+
+
+RESTART_PAUSE_MAX_S = 30.0  # the longest pause between attempts to start a failing worker
+
+
 def _worker_main(conn: Connection, config: Config) -> None:
     """A worker process: build a Scanner once, say so, then scan until told to stop."""
-    scanner = Scanner(config)
+    try:
+        scanner = Scanner(config)
+    except Exception as exc:  # told to the relay, which says it once instead of a traceback per try
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"[:500]))
+        return
     conn.send(("ready", None))
     while True:
         try:
@@ -72,7 +90,7 @@ def _worker_main(conn: Connection, config: Config) -> None:
             conn.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
 
 
-@dataclass
+@dataclass(eq=False)  # kept in a set: by identity
 class _Job:
     raw: bytes
     envelope: Envelope
@@ -106,12 +124,16 @@ class _Manager:
         child.close()
         self._proc, self._conn, self.killed = proc, parent, False
         try:  # wait until its rules are compiled, so a job never waits on a cold worker
-            ready = parent.recv()[0] == "ready"
+            kind, detail = parent.recv()
         except (EOFError, OSError):
-            return False
-        if ready:
-            self.lane.ready.set()
-        return ready
+            proc.join(5)
+            kind, detail = "died", _ended(proc.exitcode)
+        if kind == "ready":
+            self.lane.started(self)
+            return True
+        self.lane.start_failed(self, f"a scanning worker process could not build its scanner ({detail})"
+                               if kind == "failed" else f"a scanning worker process {detail} before its rules were built")
+        return False
 
     def _stop_process(self, kill: bool) -> None:
         proc, conn = self._proc, self._conn
@@ -149,11 +171,13 @@ class _Manager:
             assert self.lane.scanner is not None
             return self.lane.scanner.scan(job.raw, job.envelope)
         conn = self._conn
-        assert conn is not None
+        if conn is None:
+            raise WorkerDied("no scanning process could be started for it")
         try:
             conn.send((job.raw, job.envelope))
             kind, value = conn.recv()
         except (EOFError, OSError) as exc:
+            self.killed = True  # replaced now, not when the next job comes (it may not be alive yet)
             raise WorkerDied("the scanning process died") from exc
         if kind == "error":
             raise ScanFailed(value)
@@ -161,13 +185,18 @@ class _Manager:
 
     def _run(self) -> None:
         lane = self.lane
+        pause = 1.0
         while not self.retired:
             if lane.processes and (self.killed or self._proc is None or not self._proc.is_alive()):
                 self._stop_process(kill=True)
                 if not self._start_process():
-                    if lane.stopped.wait(1.0):  # it died while starting: try again, not in a hot loop
+                    # it died while starting: try again, pausing longer each time (each try
+                    # costs a process start and a rules build, and the cause may last)
+                    if lane.stopped.wait(pause):
                         break
+                    pause = min(pause * 2, RESTART_PAUSE_MAX_S)
                     continue
+                pause = 1.0
             job = lane.jobs.get()
             if job is None:  # shutdown: every job queued before it has been taken
                 break
@@ -199,25 +228,64 @@ class _Lane:
         self.ready = threading.Event()
         if not self.processes:
             self.ready.set()
+        self.settled = threading.Event()  # a worker is ready, or every one has failed to start
+        if not self.processes:
+            self.settled.set()
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.pending = 0  # queued or running, not abandoned
         self.abandoned = 0
+        self.waiting: set[_Job] = set()  # queued, not yet taken by a worker
+        self.failures: dict[_Manager, str] = {}  # workers whose last start failed, and why
+        self.failure: str | None = None  # set while every worker's last start failed
         self.managers = [_Manager(self) for _ in range(workers)]
+
+    def started(self, manager: _Manager) -> None:
+        with self._lock:
+            self.failures.pop(manager, None)
+            recovered, self.failure = self.failure, None
+        self.ready.set()
+        self.settled.set()
+        if recovered:
+            log.info("scanning workers available again", extra={"fields": {"lane": self.name}})
+
+    def start_failed(self, manager: _Manager, reason: str) -> None:
+        """Once every worker of the lane has failed to start, fail what waits and what comes."""
+        with self._lock:
+            self.failures[manager] = reason
+            if self.failure is not None or any(m not in self.failures for m in self.managers):
+                return  # already said, or another worker is running or still starting
+            self.failure = reason
+            failed = [job for job in self.waiting if job.state == "queued"]
+            for job in failed:
+                job.state = "failed"
+                self.pending -= 1
+            self.waiting.clear()
+        for job in failed:
+            job.started.set_exception(WorkersUnavailable(reason))
+        self.settled.set()
+        log.error("scanning workers cannot start", extra={"fields": {
+            "lane": self.name, "error": reason, "answered_451": len(failed),
+            "todo": "messages are answered 451 until a worker starts; fix the cause (the worker's error, "
+                    "or its standard error), or set [relay] pool = \"threads\""}})
 
     def submit(self, raw: bytes, envelope: Envelope) -> _Job:
         with self._lock:
             if self.closed:
                 raise PoolBusy("the scanning pool is shutting down")
+            if self.failure is not None:
+                raise WorkersUnavailable(self.failure)
             if self.pending >= self.limit:
                 raise PoolBusy(f"{self.pending} messages already queued for scanning ({self.name} lane)")
             self.pending += 1
-        job = _Job(raw, envelope, self)
+            job = _Job(raw, envelope, self)
+            self.waiting.add(job)
         self.jobs.put(job)
         return job
 
     def claim(self, job: _Job, manager: _Manager) -> bool:
         with self._lock:
+            self.waiting.discard(job)
             if job.state != "queued":
                 return False
             job.state, job.manager = "running", manager
@@ -242,6 +310,7 @@ class _Lane:
                 return
             running = job.state == "running"
             job.state = "abandoned"
+            self.waiting.discard(job)
             self.pending -= 1
             self.abandoned += 1
             manager = job.manager
@@ -271,6 +340,18 @@ class _Lane:
     def join(self, timeout: float | None = None) -> None:
         for manager in list(self.managers):
             manager.thread.join(timeout)
+
+
+def _ended(exitcode: int | None) -> str:
+    """How a worker process ended, in words."""
+    if exitcode is None:
+        return "stopped answering"
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
 
 
 class TwoLanes:
@@ -316,16 +397,23 @@ class ScanPool(TwoLanes):
 
     def wait_ready(self, timeout: float) -> bool:
         """Blocks until each lane has a worker with its rules compiled (at start and after a
-        reload), so the first messages are not answered 451 while workers are still starting."""
-        return all(lane.ready.wait(timeout) for lane in (self.small, self.large))
+        reload), so the first messages are not answered 451 while workers are still starting;
+        returns early (False) when every worker of a lane failed to start (``start_failure``)."""
+        lanes = (self.small, self.large)
+        return all(lane.settled.wait(timeout) for lane in lanes) and all(lane.ready.is_set() for lane in lanes)
+
+    def start_failure(self) -> str | None:
+        """Why no worker of a lane can start, while that is so (None otherwise)."""
+        return self.small.failure or self.large.failure
 
     async def scan(self, raw: bytes, envelope: Envelope, timeout: float | None = None,
                    queue_timeout: float | None = None) -> Verdict:
         """The verdict; raises PoolBusy when the lane is full, asyncio.TimeoutError when no
         worker took it within ``queue_timeout`` or it ran past ``timeout`` (the scan is then
-        abandoned), WorkerDied or ScanFailed."""
+        abandoned), WorkerDied or ScanFailed; WorkersUnavailable when no worker of its lane
+        can start (at once, or as soon as that is known for a message already queued)."""
         lane = self.large if len(raw) >= self.large_bytes else self.small
-        job = lane.submit(raw, envelope)
+        job = lane.submit(raw, envelope)  # WorkersUnavailable at once when no worker can start
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.started)), queue_timeout)
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), timeout)

@@ -68,7 +68,16 @@ class RelayServer:
         settings = self.state.settings
         loop = asyncio.get_running_loop()
         # Workers compile their rules first, so the first senders are not deferred for it.
-        if not await loop.run_in_executor(None, self.state.pool.wait_ready, WORKER_START_TIMEOUT):
+        ready = await loop.run_in_executor(None, self.state.pool.wait_ready, WORKER_START_TIMEOUT)
+        failure = self.state.pool.start_failure()
+        if failure is not None:  # not READY and answering 451 to everyone: say so and stop
+            raise WorkersFailed(
+                f"[relay] pool = \"{self.state.pool.kind}\": no scanning worker could start: {failure}. "
+                "The relay did not start listening. The workers are fresh processes with the same "
+                "configuration: fix what fails there (a plug-in, a rules or cache file they cannot read, "
+                "too little memory; their standard error says more) and start mailguard serve again, "
+                "or scan in the relay's own process with [relay] pool = \"threads\"")
+        if not ready:
             log.warning("scanning workers not ready yet; listening anyway (messages wait for them)")
         self._server = await loop.create_server(self._protocol, settings.listen_host, settings.listen_port,
                                                 reuse_address=True)
@@ -126,6 +135,12 @@ class RelayServer:
                 log.error("reload failed", extra={"fields": {"error": str(exc), "kept": "running configuration"}})
                 return False
             await loop.run_in_executor(None, state.pool.wait_ready, WORKER_START_TIMEOUT)
+            failure = state.pool.start_failure()
+            if failure is not None:
+                state.pool.close(wait=False)
+                log.error("reload failed", extra={"fields": {"error": f"no scanning worker could start: {failure}",
+                                                             "kept": "running configuration"}})
+                return False
             restart = self.state.settings.restart_needed(state.settings)
             if _outbound_listen(self.state) != _outbound_listen(state):
                 restart.append("outbound.listen")
@@ -221,7 +236,7 @@ def run(path: str | None, *, listen: str | None = None, downstream: str | None =
         return asyncio.run(_serve(server, path, listen, downstream))
     except (ConfigError, StartupFailed) as exc:
         return report(prog, exc)
-    except _ListenFailed as exc:
+    except (_ListenFailed, WorkersFailed) as exc:
         _log_if_file(config, str(exc))
         return report(prog, str(exc))
     finally:
@@ -237,6 +252,10 @@ def _log_if_file(config: Config, message: str) -> None:
 
 class _ListenFailed(Exception):
     """The listening socket could not be opened (already in use, a privileged port)."""
+
+
+class WorkersFailed(Exception):
+    """No scanning worker could start: the relay would only answer 451, so it does not start."""
 
 
 async def _serve(server: RelayServer, path: str | None, listen: str | None, downstream: str | None) -> int:
@@ -275,6 +294,9 @@ async def _serve(server: RelayServer, path: str | None, listen: str | None, down
         await loop.run_in_executor(None, server.state.pool.close)
         raise _ListenFailed(listen_error(exc, f"[relay] listen in {path or 'the configuration'}",
                                          f"{settings.listen_host}:{settings.listen_port}")) from None
+    except WorkersFailed:
+        server.state.pool.close(wait=False)
+        raise
     from mailguard.ops.sdnotify import notify
 
     notify("READY=1", f"STATUS=listening on {server.address[0]}:{server.address[1]}")

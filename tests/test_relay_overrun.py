@@ -41,13 +41,16 @@ class Burn(Analyzer):
 '''
 
 
-def install_plugin(folder: Path) -> dict[str, str]:
+def install_plugin(folder: Path, module: str = "burnplugin", code: str = PLUGIN, entry: str = "burn = burnplugin:Burn",
+                   ) -> dict[str, str]:
+    """A plug-in analyzer installed as a third party's package is (its module and an entry
+    point on the Python path); the environment for a process that should load it."""
     folder.mkdir()
-    (folder / "burnplugin.py").write_text(PLUGIN)
-    info = folder / "burnplugin-1.0.dist-info"
+    (folder / f"{module}.py").write_text(code)
+    info = folder / f"{module}-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: burnplugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[mailguard.analyzers]\nburn = burnplugin:Burn\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[mailguard.analyzers]\n{entry}\n")
     paths = [str(folder), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 

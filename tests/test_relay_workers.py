@@ -12,13 +12,13 @@ The process's JSON log lines on standard error are the synchronisation points.
 """
 from __future__ import annotations
 
-import os
 import smtplib
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from test_relay_overrun import install_plugin
 from test_relay_process import serve, write_config  # noqa: F401 (fixture)
 from test_relay_support import RECIPIENT, SENDER, Sink, clean_message, loop_thread, sink  # noqa: F401
 
@@ -50,14 +50,8 @@ QUEUE_TIMEOUT = 300.0  # far longer than any answer below may take
 
 
 def plugin_env(folder: Path, broken: str) -> dict[str, str]:
-    folder.mkdir()
-    (folder / "fragileplugin.py").write_text(PLUGIN)
-    info = folder / "fragileplugin-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fragileplugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[mailguard.analyzers]\nfragile = fragileplugin:Fragile\n")
-    paths = [str(folder), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "FRAGILE_BROKEN": broken}
+    env = install_plugin(folder, "fragileplugin", PLUGIN, "fragile = fragileplugin:Fragile")
+    return {**env, "FRAGILE_BROKEN": broken}
 
 
 def deliver(port: int, data: bytes) -> tuple[int, bytes]:

@@ -48,18 +48,20 @@ def one_run(checkout: Path, messages: int, folder: Path) -> dict[str, float]:
         f'timeout_ms = 200\n\n[relay]\nlisten = "127.0.0.1:{relay_port}"\ndownstream = "127.0.0.1:{sink_port}"\n'
         'relay_domains = ["practice.example"]\ntrusted_networks = ["127.0.0.1/32"]\npool = "daemon"\nworkers = 4\n')
     env = {**os.environ, "MAILGUARD_CACHE_DIR": str(folder / "cache"), "PYTHONPATH": str(checkout)}
+    # started in the scratch folder: `python -m` puts its working folder first on the path,
+    # so started from a checkout every run would import that checkout, whatever PYTHONPATH says
     command = [sys.executable, "-m", "mailguard"]
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with (folder / "daemon.log").open("ab") as log:
-            daemon = subprocess.Popen([*command, "daemon", "--config", str(config)], env=env,
+            daemon = subprocess.Popen([*command, "daemon", "--config", str(config)], env=env, cwd=folder,
                                       stdout=subprocess.DEVNULL, stderr=log)
         procs.append(daemon)
         procs.append(subprocess.Popen(["smtp-sink", "-u", "postfix", f"127.0.0.1:{sink_port}", "256"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_until(lambda: "daemon ready" in (folder / "daemon.log").read_text(errors="replace"), 300, "the daemon")
         with (folder / "serve.log").open("ab") as log:
-            serve = subprocess.Popen([*command, "serve", "--config", str(config)], env=env,
+            serve = subprocess.Popen([*command, "serve", "--config", str(config)], env=env, cwd=folder,
                                      stdout=subprocess.DEVNULL, stderr=log)
         procs.append(serve)
         wait_until(lambda: port_answers(relay_port), 300, "mailguard serve")

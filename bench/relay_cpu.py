@@ -15,8 +15,9 @@ and a 64-message warm-up are excluded. Prints JSON with every round and the medi
 
 runs serve under valgrind's callgrind instead, counting only while the measured messages
 pass (``callgrind_control -i on/off``), and reports serve_instructions_per_msg: slow (about
-50 times) but the same within 0.01 % whatever else the shared machine is doing, so two checkouts can be
-compared on a loaded machine, where CPU seconds swing by a third between rounds.
+50 times) but the same within 0.2 % whatever else the shared machine is doing, so two
+checkouts can be compared on a loaded machine, where CPU seconds swing by a third between
+rounds.
 """
 from __future__ import annotations
 
@@ -46,11 +47,14 @@ def _tree_cpu_s(pid: int) -> float:
 
 
 def _callgrind_total(path: Path) -> int:
-    """The instruction count (Ir) of a callgrind output file."""
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
-    raise RuntimeError(f"no totals in {path}")
+    """The instruction count (Ir) of a callgrind output file: the sum of its parts'
+    summary lines (a part's totals line when it has none)."""
+    lines = path.read_text(errors="replace").splitlines()
+    for key in ("summary:", "totals:"):
+        counts = [int(line.split()[1]) for line in lines if line.startswith(key)]
+        if any(counts):
+            return sum(counts)
+    raise RuntimeError(f"no instruction count in {path}")
 
 
 def one_run(checkout: Path, messages: int, folder: Path, instructions: bool = False) -> dict[str, float]:

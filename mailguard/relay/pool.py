@@ -261,13 +261,13 @@ class _Lane:
                 job.state = "failed"
                 self.pending -= 1
             self.waiting.clear()
-        for job in failed:
-            job.started.set_exception(WorkersUnavailable(reason))
-        self.settled.set()
-        log.error("scanning workers cannot start", extra={"fields": {
+        log.error("scanning workers cannot start", extra={"fields": {  # before anyone acts on it
             "lane": self.name, "error": reason, "answered_451": len(failed),
             "todo": "messages are answered 451 until a worker starts; fix the cause (the worker's error, "
                     "or its standard error), or set [relay] pool = \"threads\""}})
+        for job in failed:
+            job.started.set_exception(WorkersUnavailable(reason))
+        self.settled.set()
 
     def submit(self, raw: bytes, envelope: Envelope) -> _Job:
         with self._lock:

@@ -74,6 +74,7 @@ SILENT = frozenset({"COHERENCE_NO_REQUEST", "COHERENCE_REQUEST_NO_DESTINATION"})
 # Language categories -> (what the message asks, what the destination is called).
 REQUESTS: Mapping[str, tuple[str, str]] = {
     "credential": ("asks you to sign in or confirm your details", "sign-in link"),
+    "wallet": ("asks you to verify or restore a crypto wallet", "wallet link"),
     "payment": ("asks you to pay or change payment details", "payment link"),
     "account": ("says your account needs action", "link"),
     "delivery": ("asks you to act on a parcel", "delivery link"),
@@ -86,7 +87,7 @@ REQUESTS: Mapping[str, tuple[str, str]] = {
 # Which request leads where: a call request to phone numbers, a reply request to the
 # reply address, an open-file request to attachments, every other one to links.
 _CALL, _REPLY, _OPEN = "callback", "reply", "attachment"
-SPECIFIC = frozenset({"credential", "payment", _CALL, _REPLY, _OPEN})
+SPECIFIC = frozenset({"credential", "wallet", "payment", _CALL, _REPLY, _OPEN})
 
 # Link text that is the button beside a request (sign in, pay, view, download ...), in
 # the languages the language rules read. Lower case, matched as words.

@@ -74,3 +74,11 @@ def test_ordinary_mail_in_these_languages_stays_quiet(analyzer: LanguageAnalyzer
                  "Merci pour votre message, à jeudi.", "Vielen Dank für Ihre Nachricht, bis Montag.",
                  "Bedankt voor uw bericht, tot dinsdag."):
         assert not categories(analyzer, body), body
+
+
+def test_elided_articles_are_words_of_their_own(analyzer: LanguageAnalyzer) -> None:
+    # "l'accès" joined into "lacces" hid "accès" from every phrase; English contractions
+    # still join as before ("don't" -> "dont").
+    plain = analyzer.normaliser.normalise("Aujourd’hui, l'accès à votre compte d'identité. Don't, it's")
+    assert plain == " aujourdhui l acces a votre compte d identite dont its "
+    assert "LANGUAGE_ACCOUNT_THREAT" in categories(analyzer, "L’accès à votre espace client est bloqué.")

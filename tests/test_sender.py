@@ -152,10 +152,12 @@ def test_risky_top_level_domain(sender: SenderAnalyzer) -> None:
 
 def test_heuristics_alone_do_not_tag_a_message() -> None:
     """Every structural tell at once still needs other evidence before anything happens."""
-    # The analyzers alone: the coherence stage, which weighs them together with what the
-    # message asks, is off (its composites are tested in test_coherence).
+    # The analyzers alone, with their own (hand-set) scores: the coherence stage, which
+    # weighs them together with what the message asks, is off (its composites are tested in
+    # test_coherence), and so is the fitted table, whose weights move with every refit
+    # (LINKS_SHORTENER 2.36 -> 2.54 took this message to 4.54).
     only_these = Config.from_dict({**{name: {"enabled": False} for name in analyzer_classes()},
-                                   "coherence": {"enabled": False}})
+                                   "coherence": {"enabled": False}, "policy": {"fitted_scores": False}})
     scanner = Scanner(only_these, extra_analyzers=[analyzer(), analyzer(LinksAnalyzer)])
     msg = EmailMessage()
     msg["From"] = "Billing Department <billing.dept@gmail.com>"

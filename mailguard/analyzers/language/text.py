@@ -28,8 +28,11 @@ _INVISIBLE_CHARS = (r"\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2
 _INVISIBLE = re.compile(f"[{_INVISIBLE_CHARS}]")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 # Apostrophes join ("don't" -> "dont"), so phrases are written without them; other
-# punctuation separates words. "@$|!" stay inside words for now: they stand for letters
-# in "p@ssword", "$ecurity", "|ogin" and are dealt with per word.
+# punctuation separates words. The elided articles and pronouns of French and Italian
+# ("l'accès", "d'identité", "qu'il", "dell'account") are words of their own: joined, they
+# would hide the word after them from every phrase ("lacces"), so they are split first
+# (``_ELISION``). "@$|!" stay inside words for now: they stand for letters in "p@ssword",
+# "$ecurity", "|ogin" and are dealt with per word.
 _JOINERS = "'`\u2018\u2019\u02bc\u00b4"
 _PUNCTUATION = (
     "\"#%&()*+,-./:;<=>?[\\]^_{}~\t\r\n\x0b\x0c"
@@ -38,6 +41,8 @@ _PUNCTUATION = (
     + "".join(chr(c) for c in range(0x2010, 0x2060) if chr(c) not in _JOINERS)
     + "".join(chr(c) for c in range(0x3000, 0x3020))
 )
+_ELISION = re.compile(r"(?<![\w'`\u2018\u2019\u02bc\u00b4])(c|d|j|l|m|n|s|t|qu|jusqu|lorsqu|puisqu|dell|dall|nell|sull|all|un)"
+                      r"['`\u2018\u2019\u02bc\u00b4](?=\w)", re.IGNORECASE)
 _SPLIT_TABLE = str.maketrans({**{c: " " for c in _PUNCTUATION}, **{c: None for c in _JOINERS}})
 # Inside a word that still holds other symbols (emoji, arrows): everything that is not a
 # letter, digit or one of the letter-like symbols separates.
@@ -134,6 +139,8 @@ class Normaliser:
                     text, cjk = _CJK.sub(r" \1 ", text), True
         if "I" in text:
             text = self._capital_i(text)
+        if "'" in text or "\u2019" in text:
+            text = _ELISION.sub(r"\1 ", text)
         lower = text.lower()
         if lower.isascii():
             split = lower.translate(_SPLIT_TABLE)

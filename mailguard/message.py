@@ -725,6 +725,12 @@ def _leaf(part: Message, ctype: str, budget: _Budget, out: _Collected, level: in
                 host = url_host(href)
                 if host:
                     out.links.append(Link(href, host, anchor, "html"))
+            # An HTML body with no link but an address written out in its text ("Click for
+            # date http://..."): mail clients turn the address into a link, so it is the
+            # message's destination, which a filter reading only hrefs would never see.
+            room_links = MAX_LINKS - len(out.links)
+            if not rendered.links and room_links > 0 and ("://" in rendered.visible or "www." in rendered.visible):
+                out.links.extend(_text_links(rendered.visible, room_links))
         else:
             out.text_parts.append(text)
         return

@@ -124,6 +124,14 @@ def test_subject_with_recipient_address(sender: SenderAnalyzer) -> None:
     assert "SENDER_SUBJECT_HAS_RECIPIENT" in rules(hidden_to, sender, Envelope("x@y.example", (RECIPIENT,)))
 
 
+def test_sender_name_with_recipient_address(sender: SenderAnalyzer) -> None:
+    found = rules(message(f'"DocuSign via files {RECIPIENT}-f-p" <rolf@juerss.example>'), sender)
+    assert RECIPIENT in found["SENDER_NAME_HAS_RECIPIENT"].summary
+    # writing to yourself (name and address both yours) is not a trick
+    assert "SENDER_NAME_HAS_RECIPIENT" not in rules(message(f'"{RECIPIENT}" <{RECIPIENT}>'), sender)
+    assert "SENDER_NAME_HAS_RECIPIENT" not in rules(message(), sender)
+
+
 def test_plain_subject_sent_encoded(sender: SenderAnalyzer) -> None:
     encoded = "=?UTF-8?B?WW91ciBhY2NvdW50IGhhcyBiZWVuIHN1c3BlbmRlZA==?="  # "Your account has been suspended"
     assert "SENDER_SUBJECT_ENCODED_ASCII" in rules(message(subject=encoded), sender)

@@ -41,6 +41,7 @@ SCORES: Mapping[str, float] = {
     "SENDER_SERVER_HOSTNAME": 1.5,
     "SENDER_FROM_MALFORMED": 3.0,
     "SENDER_SUBJECT_HAS_RECIPIENT": 2.0,
+    "SENDER_NAME_HAS_RECIPIENT": 2.0,
     "SENDER_SUBJECT_ENCODED_ASCII": 1.0,
     "SENDER_FROM_SEVERAL_DOMAINS": 2.0,
     "SENDER_SUBJECT_RANDOM_CODE": 2.0,
@@ -436,6 +437,19 @@ class SenderAnalyzer(Analyzer):
             )
         lowered = subject.lower()
         own = sender.address.lower() if sender is not None else ""
+        names = " ".join(a.display_name for a in message.from_).lower()
+        for address in sorted(recipients(message)) if names and "@" in names else ():
+            if address != own and address in names:
+                # "DocuSign via files you@practice.example" <x@unrelated.example>: no mail
+                # program puts the reader's address into the sender's name; kits do, so
+                # the message looks addressed to them by a system that knows them.
+                yield self.finding(
+                    "SENDER_NAME_HAS_RECIPIENT", self._score("SENDER_NAME_HAS_RECIPIENT"),
+                    f"The sender's name spells out your own email address ({address}) while the message "
+                    f"comes from {own or 'another address'}, a trick of automated phishing to look personal",
+                    {"recipient": address},
+                )
+                break
         for address in sorted(recipients(message)):
             if address != own and address in lowered:
                 yield self.finding(

@@ -107,6 +107,14 @@ def test_address_written_in_html_without_any_link_is_a_link() -> None:
     assert [link.url for link in linked.links] == ["https://example.org/a"]
 
 
+def test_image_map_click_areas_are_links_of_their_own() -> None:
+    msg = parse(b"From: a@example.com\nSubject: x\nContent-Type: text/html\n\n"
+                b'<a href="https://signin.ebay.com/ws"><map name="m"><area shape="rect" coords="0,0,9,9" '
+                b'href="http://219.235.0.9/imp/" alt="Sign in"></map><img src="cid:x" usemap="#m"></a>\n')
+    assert [(link.host, link.text, link.source) for link in msg.links] == [
+        ("signin.ebay.com", "", "html"), ("219.235.0.9", "Sign in", "area")]
+
+
 def test_nested_message_and_zip_members_are_attachments() -> None:
     inner = EmailMessage()
     inner["From"] = "x@example.com"

@@ -413,8 +413,10 @@ class SenderAnalyzer(Analyzer):
         for reply in message.reply_to[:5]:
             if not reply.domain or reply.address.lower() == sender.address.lower():
                 continue
-            if not self._is_freemail(reply.domain) or reply.domain == sender.domain:
+            if not self._is_freemail(reply.domain):
                 continue
+            if reply.domain == sender.domain and not self._is_freemail(sender.domain):
+                continue  # a company's own addresses; one free-mail account replying for another still counts
             yield self.finding(
                 "SENDER_REPLY_TO_FREEMAIL", self._score("SENDER_REPLY_TO_FREEMAIL"),
                 f"The message comes from {sender.address}, but replies would go to a different, free email "

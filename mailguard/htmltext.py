@@ -28,7 +28,7 @@ _BLOCK_TAGS = {
     "section", "article", "header", "footer", "td", "th", "hr", "pre", "center", "form",
 }
 # Tags whose attributes matter beyond ``style`` and ``hidden``.
-_ATTRIBUTE_TAGS = {"img", "form", "a"}
+_ATTRIBUTE_TAGS = {"img", "form", "a", "area"}
 _HIDDEN_STYLE = re.compile(
     r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?:\.0+)?(?:px|pt|em|rem|%)?\s*(?:;|$|!)"
     r"|opacity\s*:\s*0(?:\.0+)?\s*(?:;|$|!)|max-height\s*:\s*0(?:px)?\s*(?:;|$|!)",
@@ -45,6 +45,7 @@ class RenderedHTML:
     hidden: str
     links: list[tuple[str, str]] = field(default_factory=list)  # (href, visible text)
     forms: list[str] = field(default_factory=list)  # form actions
+    areas: list[tuple[str, str]] = field(default_factory=list)  # image-map click areas: (href, alt)
     images: list[str] = field(default_factory=list)  # <img src> addresses, in order
 
 
@@ -58,6 +59,7 @@ class _Renderer:
         self.hidden: list[str] = []
         self.links: list[tuple[str, str]] = []
         self.forms: list[str] = []
+        self.areas: list[tuple[str, str]] = []
         self.images: list[str] = []
         self.anchor: tuple[str, list[str]] | None = None
 
@@ -77,6 +79,9 @@ class _Renderer:
             elif tag == "form":
                 if attrs.get("action"):
                     self.forms.append(attrs["action"].strip())
+            elif tag == "area":  # a click area of a picture (<map>): a link that shows no text
+                if attrs.get("href") and len(self.areas) < MAX_IMAGES:
+                    self.areas.append(((attrs["href"] or "").strip(), (attrs.get("alt") or "").strip()))
             elif "href" in attrs:
                 self.close_anchor()
                 self.anchor = ((attrs["href"] or "").strip(), [])
@@ -166,5 +171,6 @@ def html_to_text(html: str) -> RenderedHTML:
         renderer.walk(document)
     renderer.close_anchor()
     return RenderedHTML(
-        _tidy("".join(renderer.visible)), _tidy(" ".join(renderer.hidden)), renderer.links, renderer.forms, renderer.images
+        _tidy("".join(renderer.visible)), _tidy(" ".join(renderer.hidden)), renderer.links, renderer.forms, renderer.areas,
+        renderer.images,
     )

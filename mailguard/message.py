@@ -99,7 +99,7 @@ class Link:
     url: str
     host: str  # lower case as written (may be punycode or an IP literal)
     text: str
-    source: str  # "html" or "text"
+    source: str  # "html" (<a href>), "text" (written in the text), "area" (an image map's click area)
 
     @property
     def unicode_host(self) -> str:
@@ -725,6 +725,17 @@ def _leaf(part: Message, ctype: str, budget: _Budget, out: _Collected, level: in
                 host = url_host(href)
                 if host:
                     out.links.append(Link(href, host, anchor, "html"))
+            # An HTML body with no link but an address written out in its text ("Click for
+            # date http://..."): mail clients turn the address into a link, so it is the
+            # message's destination, which a filter reading only hrefs would never see.
+            # An image map's click areas: where a click on the picture really goes.
+            for href, alt in rendered.areas[: max(MAX_LINKS - len(out.links), 0)]:
+                host = url_host(href)
+                if host:
+                    out.links.append(Link(href, host, alt, "area"))
+            room_links = MAX_LINKS - len(out.links)
+            if not rendered.links and room_links > 0 and ("://" in rendered.visible or "www." in rendered.visible):
+                out.links.extend(_text_links(rendered.visible, room_links))
         else:
             out.text_parts.append(text)
         return

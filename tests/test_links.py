@@ -4,6 +4,8 @@ script links; picture-only mail; hidden words. And the ordinary mail that must s
 from __future__ import annotations
 
 import base64
+import io
+import zipfile
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -379,3 +381,26 @@ def test_pdf_with_a_covering_letter_or_own_site_link_stays_quiet(links: LinksAna
     )
     own = message_with_pdf("See attached.", pdf_with_link("https://www.northsidelabs.com/contact"))
     assert "LINKS_DOCUMENT_ONLY_LINK" not in rules(links, own)
+
+
+def test_redirect_target_is_judged_like_the_link(links: LinksAnalyzer) -> None:
+    found = rules(links, message("Open: https://www.google.com/url?q=https://platform3355.top/1wq4W8&sa=D"))
+    assert "platform3355.top" in found["LINKS_RISKY_TLD"].summary
+
+
+def test_office_document_whose_only_content_is_a_link(links: LinksAnalyzer) -> None:
+    rels = (b'<?xml version="1.0"?><Relationships><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/'
+            b'officeDocument/2006/relationships/hyperlink" Target="https://giftether.space/" TargetMode="External"/>'
+            b"</Relationships>")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("ppt/slides/_rels/slide1.xml.rels", rels)
+    msg = EmailMessage()
+    msg["From"] = "someone@icloud.com"
+    msg["To"] = RECIPIENT
+    msg.set_content("")
+    msg.add_attachment(buffer.getvalue(), maintype="application",
+                       subtype="vnd.openxmlformats-officedocument.presentationml.presentation", filename="o5314p.pptx")
+    finding = rules(links, msg.as_bytes())["LINKS_DOCUMENT_ONLY_LINK"]
+    assert "o5314p.pptx" in finding.summary and "giftether.space" in finding.summary

@@ -97,6 +97,24 @@ def test_plain_text_urls_are_links() -> None:
     assert msg.links[0].unicode_host == "pаypal.com"
 
 
+def test_address_written_in_html_without_any_link_is_a_link() -> None:
+    bare = parse(b"From: a@example.com\nSubject: x\nContent-Type: text/html\n\n"
+                 b"<meta charset=us-ascii>Click for date<br>http://lovamuch.space/sexxys\n")
+    assert [(link.host, link.source) for link in bare.links] == [("lovamuch.space", "text")]
+    # with real links, an address shown as text is usually the same link's caption: not added twice
+    linked = parse(b"From: a@example.com\nSubject: x\nContent-Type: text/html\n\n"
+                   b'<a href="https://example.org/a">Open</a> or paste https://example.org/a/long\n')
+    assert [link.url for link in linked.links] == ["https://example.org/a"]
+
+
+def test_image_map_click_areas_are_links_of_their_own() -> None:
+    msg = parse(b"From: a@example.com\nSubject: x\nContent-Type: text/html\n\n"
+                b'<a href="https://signin.ebay.com/ws"><map name="m"><area shape="rect" coords="0,0,9,9" '
+                b'href="http://219.235.0.9/imp/" alt="Sign in"></map><img src="cid:x" usemap="#m"></a>\n')
+    assert [(link.host, link.text, link.source) for link in msg.links] == [
+        ("signin.ebay.com", "", "html"), ("219.235.0.9", "Sign in", "area")]
+
+
 def test_nested_message_and_zip_members_are_attachments() -> None:
     inner = EmailMessage()
     inner["From"] = "x@example.com"

@@ -81,6 +81,12 @@ def test_reply_to_diverted_to_free_mail(sender: SenderAnalyzer) -> None:
     assert "ceo.private.office@outlook.com" in found["SENDER_REPLY_TO_FREEMAIL"].summary
     # A free-mail sender replying to a different free-mail account: the classic scam.
     assert "SENDER_REPLY_TO_FREEMAIL" in rules(message("J. Ortiz <jortiz@yahoo.com>", reply_to="jo.payments@gmail.com"), sender)
+    # ... also on the same provider: "MR. JEFFREY BEZOS" <edmond0@gmail.com> answering as mrjeffrey07@gmail.com
+    same_provider = message('"Mr. Raymond Leo" <kate102benjamin@gmail.com>', reply_to="mrraymdleo@gmail.com")
+    assert "SENDER_REPLY_TO_FREEMAIL" in rules(same_provider, sender)
+    # a company's own domain replying from another of its addresses is not diverted
+    assert "SENDER_REPLY_TO_FREEMAIL" not in rules(
+        message("Billing <billing@northsidelabs.com>", reply_to="help@northsidelabs.com"), sender)
 
 
 def test_reply_to_for_relayed_and_list_mail_is_fine(sender: SenderAnalyzer) -> None:
@@ -122,6 +128,14 @@ def test_subject_with_recipient_address(sender: SenderAnalyzer) -> None:
     assert RECIPIENT in found["SENDER_SUBJECT_HAS_RECIPIENT"].summary
     hidden_to = message(subject=f"Password expiry notice for {RECIPIENT}", to="undisclosed-recipients:;")
     assert "SENDER_SUBJECT_HAS_RECIPIENT" in rules(hidden_to, sender, Envelope("x@y.example", (RECIPIENT,)))
+
+
+def test_sender_name_with_recipient_address(sender: SenderAnalyzer) -> None:
+    found = rules(message(f'"DocuSign via files {RECIPIENT}-f-p" <rolf@juerss.example>'), sender)
+    assert RECIPIENT in found["SENDER_NAME_HAS_RECIPIENT"].summary
+    # writing to yourself (name and address both yours) is not a trick
+    assert "SENDER_NAME_HAS_RECIPIENT" not in rules(message(f'"{RECIPIENT}" <{RECIPIENT}>'), sender)
+    assert "SENDER_NAME_HAS_RECIPIENT" not in rules(message(), sender)
 
 
 def test_plain_subject_sent_encoded(sender: SenderAnalyzer) -> None:

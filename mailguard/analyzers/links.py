@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
 from mailguard.analyzers.hidden_content import pdf_object_streams
@@ -82,6 +82,8 @@ _PLAIN_TOKEN = re.compile(r"^[^\W\d_]{2,}[.,!?]?$", re.UNICODE)
 _PDF_URI = re.compile(rb"/URI\s*(?:\(((?:\\.|[^\\)]){1,2048})\)|<([0-9A-Fa-f\s]{2,4096})>)")
 _PDF_ESCAPE = re.compile(rb"\\([nrtbf()\\]|[0-7]{1,3}|\r?\n)")
 _PDF_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f", b"(": b"(", b")": b")", b"\\": b"\\"}
+_EMBEDDED_TARGET = re.compile(r"(?i)^(?:https?://|www\.)[^\s/?#]+")
+_OOXML_EXTERNAL = re.compile(rb'Target="((?:https?://|www\.)[^"]{1,2048})"\s+TargetMode="External"')
 MAX_DOCUMENT_LINKS = 50  # links read from one attached document
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024  # larger PDFs are not read for links
 DOCUMENT_ONLY_LINK_HOSTS = 3  # a document "made to send you somewhere" links to at most this many sites
@@ -252,6 +254,24 @@ def _prose_words(text: str) -> int:
     return sum(1 for token in " ".join(kept).split() if _PLAIN_TOKEN.match(token))
 
 
+def redirect_target(url: str) -> str:
+    """Where a redirect link sends the click when the address says so in its query
+    (google.com/url?q=https://..., ...?url=https%3A%2F%2F...): the host list checks the
+    target too, since a shortener or a throw-away domain behind a respectable redirector is
+    still where the reader lands. "" when no target is written in the link."""
+    if "?" not in url or ("http" not in url[url.find("?"):].lower() and "www." not in url):
+        return ""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return ""
+    for _key, value in parse_qsl(query)[:20]:
+        value = value.strip()
+        if _EMBEDDED_TARGET.match(value):
+            return value
+    return ""
+
+
 def _pdf_unescape(literal: bytes) -> bytes:
     def one(match: re.Match[bytes]) -> bytes:
         code = match.group(1)
@@ -318,25 +338,46 @@ def pdf_uris(data: bytes) -> list[str]:
 
 
 def document_links(message: ParsedMessage) -> list[tuple[str, Link]]:
-    """(attachment shown, link) for every web link inside the PDFs attached to the message
-    (and to its attached messages): a lure is often a one-page PDF whose button is the
+    """(attachment shown, link) for every web link inside the PDFs and Office documents
+    attached to the message (and to its attached messages): a lure is often a one-page PDF whose button is the
     only way on, so the message itself carries no link for a filter to read. Computed once
     per message (other analyzers may read them too)."""
     def compute() -> list[tuple[str, Link]]:
         out: list[tuple[str, Link]] = []
         for attachment in message.attachments:
-            if attachment.encrypted or attachment.data[:1024].find(b"%PDF-") < 0:
+            if attachment.encrypted:
+                continue
+            if attachment.data[:1024].find(b"%PDF-") >= 0:
+                urls = pdf_uris(attachment.data)
+                shown = attachment.display_name
+            elif attachment.archive_depth and attachment.filename.endswith(".rels") and b"External" in attachment.data:
+                # an Office document's (docx, xlsx, pptx) hyperlinks: its unpacked relationship files
+                urls = [m.decode("utf-8", "replace") for m in
+                        islice(_OOXML_EXTERNAL.findall(attachment.data), MAX_DOCUMENT_LINKS)]
+                shown = " > ".join(attachment.location[:-1])
+            else:
                 continue
             seen: set[str] = set()
-            for url in pdf_uris(attachment.data):
+            for url in urls:
                 if url in seen or not url.lower().startswith(("http://", "https://", "www.")):
                     continue
                 seen.add(url)
                 host = url_host(url)
                 if host:
-                    out.append((attachment.display_name, Link(url, host, "", "document")))
+                    out.append((shown, Link(url, host, "", "document")))
         return out
     return message.derived("links.document_links", compute)
+
+
+def _with_targets(links: list[Link]) -> Iterator[tuple[str, str]]:
+    """(host, address) of each link, followed by its redirect target's when it has one."""
+    for link in links:
+        yield link.host, link.url
+        target = redirect_target(link.url)
+        if target:
+            host = url_host(target)
+            if host:
+                yield host, target
 
 
 class LinksAnalyzer(Analyzer):
@@ -437,9 +478,8 @@ class LinksAnalyzer(Analyzer):
     def _host_groups(self, links: list[Link]) -> Iterator[Finding]:
         hits: dict[str, list[str]] = {}
         seen: set[tuple[str, str]] = set()
-        for link in links:
-            host = link.host
-            path = _split(link.url)[0]
+        for host, url in _with_targets(links):
+            path = _split(url)[0]
             key = (host, path[:64])
             if key in seen or self._allowed(host):
                 continue
@@ -620,7 +660,7 @@ class LinksAnalyzer(Analyzer):
     # ------------------------------------------------------------------ documents that are only a link
 
     def _document_only_link(self, message: ParsedMessage, documents: list[tuple[str, Link]]) -> Iterator[Finding]:
-        """The message says next to nothing and its attached PDF links to one to three
+        """The message says next to nothing and its attached PDF (or Office document) links to one to three
         other sites: the document is there only to carry a button ("View invoice",
         "Claim your balance") to a page the attacker controls, where a filter reading the
         message finds no link at all. A real invoice or report PDF comes with a covering
@@ -646,7 +686,7 @@ class LinksAnalyzer(Analyzer):
         shown, hosts = candidates[0]
         yield self.finding(
             "LINKS_DOCUMENT_ONLY_LINK", self._score("LINKS_DOCUMENT_ONLY_LINK"),
-            f"The message says almost nothing and its attached PDF ({shown}) links to {hosts[0]}, a site that "
+            f"The message says almost nothing and its attached document ({shown}) links to {hosts[0]}, a site that "
             "is not the sender's: the document is there to send you to a web page",
             {"attachment": shown, "hosts": hosts},
         )

@@ -41,6 +41,7 @@ SCORES: Mapping[str, float] = {
     "SENDER_SERVER_HOSTNAME": 1.5,
     "SENDER_FROM_MALFORMED": 3.0,
     "SENDER_SUBJECT_HAS_RECIPIENT": 2.0,
+    "SENDER_NAME_HAS_RECIPIENT": 2.0,
     "SENDER_SUBJECT_ENCODED_ASCII": 1.0,
     "SENDER_FROM_SEVERAL_DOMAINS": 2.0,
     "SENDER_SUBJECT_RANDOM_CODE": 2.0,
@@ -412,8 +413,10 @@ class SenderAnalyzer(Analyzer):
         for reply in message.reply_to[:5]:
             if not reply.domain or reply.address.lower() == sender.address.lower():
                 continue
-            if not self._is_freemail(reply.domain) or reply.domain == sender.domain:
+            if not self._is_freemail(reply.domain):
                 continue
+            if reply.domain == sender.domain and not self._is_freemail(sender.domain):
+                continue  # a company's own addresses; one free-mail account replying for another still counts
             yield self.finding(
                 "SENDER_REPLY_TO_FREEMAIL", self._score("SENDER_REPLY_TO_FREEMAIL"),
                 f"The message comes from {sender.address}, but replies would go to a different, free email "
@@ -436,6 +439,19 @@ class SenderAnalyzer(Analyzer):
             )
         lowered = subject.lower()
         own = sender.address.lower() if sender is not None else ""
+        names = " ".join(a.display_name for a in message.from_).lower()
+        for address in sorted(recipients(message)) if names and "@" in names else ():
+            if address != own and address in names:
+                # "DocuSign via files you@practice.example" <x@unrelated.example>: no mail
+                # program puts the reader's address into the sender's name; kits do, so
+                # the message looks addressed to them by a system that knows them.
+                yield self.finding(
+                    "SENDER_NAME_HAS_RECIPIENT", self._score("SENDER_NAME_HAS_RECIPIENT"),
+                    f"The sender's name spells out your own email address ({address}) while the message "
+                    f"comes from {own or 'another address'}, a trick of automated phishing to look personal",
+                    {"recipient": address},
+                )
+                break
         for address in sorted(recipients(message)):
             if address != own and address in lowered:
                 yield self.finding(

@@ -64,6 +64,9 @@ SCORES: Mapping[str, float] = {
     "COHERENCE_PICTURE_LINK_ELSEWHERE": 2.0,    # a picture-only message linking away from its sender
     "COHERENCE_BARE_LINK_ELSEWHERE": 2.0,       # a few words and a hidden link to a site not the sender's
     "COHERENCE_BARE_URL_ELSEWHERE": 1.0,        # the same with the address written out ("see http://...")
+    # A link whose text shows the sender's own site (www.ncua.gov) goes to another one: the
+    # claim of the From domain is carried into the link to hide where it leads.
+    "COHERENCE_LINK_SHOWS_SENDER_ELSEWHERE": 2.0,
     "COHERENCE_FOCUSED_REQUEST_ELSEWHERE": 1.0,  # a request leading away, in a short message with few sites
     "COHERENCE_REPLY_ELSEWHERE": 2.0,           # asks for a reply, and replies go to another organisation
     "COHERENCE_CALL_NUMBER": 2.0,               # claims a company not its sender, asks you to call a number
@@ -217,6 +220,12 @@ class Coherence:
                 f"It is a short message whose one purpose is that request (at most {FOCUSED_WORDS} words, "
                 f"{FOCUSED_HOSTS} or fewer sites linked), as lures are; newsletters and real notices say more"),
                 {"case": case})
+        shown = self._shows_sender_elsewhere(message, sender_org)
+        if shown is not None:
+            text, host = shown
+            yield _make("COHERENCE_LINK_SHOWS_SENDER_ELSEWHERE", _cap(
+                f"A link reads {text}, the sender's own site, but leads to {host}, which is not the sender's "
+                f"({sender_org})"), {"text": text, "host": host})
         links = [d for d in destinations if d.kind == "link"]
         if not links:
             return
@@ -249,6 +258,25 @@ class Coherence:
             yield _make("COHERENCE_BARE_URL_ELSEWHERE", _cap(
                 f"The message is a few words and a web address at {_shown(links)}, a site that is not the "
                 f"sender's ({sender_org})"), {"hosts": hosts[:10]})
+
+    def _shows_sender_elsewhere(self, message: ParsedMessage, sender_org: str) -> tuple[str, str] | None:
+        """(the site a link's text shows, the host it leads to) for the first HTML link
+        whose text shows the sender's own domain while it leads to a host the sender does
+        not own (nor names as a redirect's readable target); None otherwise."""
+        if not sender_org:
+            return None
+        for link in message.links[:MAX_DESTINATIONS]:
+            text = link.text
+            if link.source != "html" or not text or "." not in text or not link.host:
+                continue
+            for written in _DOMAIN_IN_NAME.findall(text[:200]):
+                if self._registrable(written) != sender_org:
+                    continue
+                target = self._target_host(link.url) or link.host
+                if not self._sender_owns(target, sender_org):
+                    return written.lower(), target
+                break
+        return None
 
     def _sender_owns(self, host: str, sender_org: str) -> bool:
         org = self._registrable(host)

@@ -279,3 +279,17 @@ def test_a_credit_link_naming_its_site_is_no_destination(scanner: mailguard.Scan
     imitation = '<p>Verify your account now.</p><p><a href="https://paypal-help.example/x">PayPal</a></p>'
     found = coherence(scanner.scan(mail("service@paypal-help.example", "Support", html=imitation)))
     assert "paypal-help.example" in next(iter(found.values())).summary
+
+
+def test_a_link_showing_the_senders_site_that_leads_elsewhere(scanner: mailguard.Scanner) -> None:
+    html = ('<p>Please update your account.</p>'
+            '<p><a href="https://visions-fcu.example/login">https://www.ncua.example/login</a></p>')
+    verdict = scanner.scan(mail("security@ncua.example", html=html))
+    finding = coherence(verdict)["COHERENCE_LINK_SHOWS_SENDER_ELSEWHERE"]
+    assert finding.summary == ("A link reads www.ncua.example, the sender's own site, but leads to "
+                               "visions-fcu.example, which is not the sender's (ncua.example)")
+    for href in ("https://portal.ncua.example/login",  # the sender's own
+                 "https://click.tracker.example/r?url=https%3A%2F%2Fwww.ncua.example%2Flogin"):  # readable target
+        html = f'<p>Please update your account.</p><p><a href="{href}">www.ncua.example/login</a></p>'
+        verdict = scanner.scan(mail("security@ncua.example", html=html))
+        assert "COHERENCE_LINK_SHOWS_SENDER_ELSEWHERE" not in coherence(verdict), href

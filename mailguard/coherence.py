@@ -45,6 +45,12 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
 # Rule ids. Scores are fitted (rules/scores.toml); these built-in ones apply without it.
 SCORES: Mapping[str, float] = {
     "COHERENCE_CLAIM_REQUEST_ELSEWHERE": 4.0,   # claims a brand/company, asks, and the destination is not theirs
+    # The display name names a company (not in the brand table) the From domain does not carry,
+    # it asks, and the destination is a third site: neither that company's nor the sender's.
+    "COHERENCE_NAME_REQUEST_ELSEWHERE": 4.0,
+    # The display name names a company, the address is a free-mail account, and it asks:
+    # the account itself is where answers and payments go.
+    "COHERENCE_NAME_REQUEST_FREEMAIL": 3.0,
     # The From domain's own DMARC disproves the claim, it asks, and the destination is not
     # that domain's. Hand-set: the corpus has no DNS, so authentication never fails there.
     "COHERENCE_FORGED_REQUEST_ELSEWHERE": 4.0,
@@ -56,7 +62,11 @@ SCORES: Mapping[str, float] = {
     # evidence about the destination itself. Fitted like every other rule.
     "COHERENCE_REQUEST_SUSPECT_LINK": 2.0,      # the link the request leads to is itself suspect
     "COHERENCE_PICTURE_LINK_ELSEWHERE": 2.0,    # a picture-only message linking away from its sender
-    "COHERENCE_BARE_LINK_ELSEWHERE": 2.0,       # a few words and a link to a site not the sender's
+    "COHERENCE_BARE_LINK_ELSEWHERE": 2.0,       # a few words and a hidden link to a site not the sender's
+    "COHERENCE_BARE_URL_ELSEWHERE": 1.0,        # the same with the address written out ("see http://...")
+    # A link whose text shows the sender's own site (www.ncua.gov) goes to another one: the
+    # claim of the From domain is carried into the link to hide where it leads.
+    "COHERENCE_LINK_SHOWS_SENDER_ELSEWHERE": 2.0,
     "COHERENCE_FOCUSED_REQUEST_ELSEWHERE": 1.0,  # a request leading away, in a short message with few sites
     "COHERENCE_REPLY_ELSEWHERE": 2.0,           # asks for a reply, and replies go to another organisation
     "COHERENCE_CALL_NUMBER": 2.0,               # claims a company not its sender, asks you to call a number
@@ -118,6 +128,12 @@ _ORG_WORDS = frozenset(
 )
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _DOMAIN_IN_NAME = re.compile(r"\b((?:[a-z0-9-]+\.)+[a-z]{2,})\b", re.IGNORECASE)
+# What a person's name never holds and an organisation's or a lure's often does: digits
+# ("Order #2548574", "Protocolo:716..."), separators of a title ("Itaucard - Pague sua
+# fatura |", "[ Ourocard ]"), or a word in CamelCase ("MetaMask", "TrustWallet").
+_TITLE_MARKS = re.compile(r"\d|[|\[\]:#]|\s[-–]\s")
+_CAMEL = re.compile(r"[A-Z][a-z]{2,}(?:[A-Z][a-z]{2,})+")
+_IN_BRACKETS = re.compile(r"\([^)]{0,60}\)")
 NO_SENDER = "an address without a domain"
 FORGED = "From address, disproved by its DMARC"
 MAX_DESTINATIONS = 200  # links looked at per message (bounds work on huge newsletters)
@@ -136,6 +152,7 @@ class Claim:
     where: str  # "display name", "subject", "text", "From address"
     foreign: bool
     brand: Brand | None = None
+    loose: bool = False  # a display name read as a title, not a person's (see Coherence._title_in)
 
 
 @dataclass(frozen=True)
@@ -178,6 +195,10 @@ class Coherence:
         proven = self._registrable(message.auth.proven_domain) if message.auth and message.auth.proven_domain else ""
         destinations = self.destinations(message, claim, requests, sender_org, proven)
         finding = self._finding(message, claim, requests, destinations, sender_org, proven)
+        if claim.loose and finding.rule not in LOOSE_CASES:  # a weak claim only counts with these
+            claim = self.own_claim(sender_org)
+            destinations = self.destinations(message, claim, requests, sender_org, proven)
+            finding = self._finding(message, claim, requests, destinations, sender_org, proven)
         composites = tuple(self.composites(message, findings, requests, destinations, sender_org, finding.rule))
         if finding.rule in SILENT or sender_org == "" or (
                 finding.rule == "COHERENCE_NAME_NOT_SENDER" and self.ownership.is_freemail(sender_org)):
@@ -200,6 +221,12 @@ class Coherence:
                 f"It is a short message whose one purpose is that request (at most {FOCUSED_WORDS} words, "
                 f"{FOCUSED_HOSTS} or fewer sites linked), as lures are; newsletters and real notices say more"),
                 {"case": case})
+        shown = self._shows_sender_elsewhere(message, sender_org)
+        if shown is not None:
+            text, host = shown
+            yield _make("COHERENCE_LINK_SHOWS_SENDER_ELSEWHERE", _cap(
+                f"A link reads {text}, the sender's own site, but leads to {host}, which is not the sender's "
+                f"({sender_org})"), {"text": text, "host": host})
         links = [d for d in destinations if d.kind == "link"]
         if not links:
             return
@@ -224,10 +251,33 @@ class Coherence:
             yield _make("COHERENCE_PICTURE_LINK_ELSEWHERE", _cap(
                 f"The message is a picture with almost no text, and clicking it leads to {_shown(links)}, "
                 f"not to the sender's site ({sender_org})"), {"hosts": hosts[:10]})
-        else:
+        elif any(_hides_target(l) for l in message.links[:MAX_DESTINATIONS]):
             yield _make("COHERENCE_BARE_LINK_ELSEWHERE", _cap(
                 f"The message is a few words and a link to {_shown(links)}, a site that is not the sender's "
-                f"({sender_org})"), {"hosts": hosts[:10]})
+                f"({sender_org}), behind words or a picture that do not show where it leads"), {"hosts": hosts[:10]})
+        else:
+            yield _make("COHERENCE_BARE_URL_ELSEWHERE", _cap(
+                f"The message is a few words and a web address at {_shown(links)}, a site that is not the "
+                f"sender's ({sender_org})"), {"hosts": hosts[:10]})
+
+    def _shows_sender_elsewhere(self, message: ParsedMessage, sender_org: str) -> tuple[str, str] | None:
+        """(the site a link's text shows, the host it leads to) for the first HTML link
+        whose text shows the sender's own domain while it leads to a host the sender does
+        not own (nor names as a redirect's readable target); None otherwise."""
+        if not sender_org:
+            return None
+        for link in message.links[:MAX_DESTINATIONS]:
+            text = link.text
+            if link.source != "html" or not text or "." not in text or not link.host:
+                continue
+            for written in _DOMAIN_IN_NAME.findall(text[:200]):
+                if self._registrable(written) != sender_org:
+                    continue
+                target = self._target_host(link.url) or link.host
+                if not self._sender_owns(target, sender_org):
+                    return written.lower(), target
+                break
+        return None
 
     def _sender_owns(self, host: str, sender_org: str) -> bool:
         org = self._registrable(host)
@@ -262,7 +312,21 @@ class Coherence:
         if company is not None and not self._related(company, sender_org):
             claimed = self._domain_named(company)
             return Claim(company, frozenset({claimed}) if claimed else frozenset(), "display name", True)
+        title = self._title_in(name, message.subject[:MAX_NAME_CHARS]) if name and company is None else None
+        if title is not None and not self._related(title, sender_org):
+            return Claim(title, frozenset(), "display name", True, loose=True)
+        return self.own_claim(sender_org)
+
+    @staticmethod
+    def own_claim(sender_org: str) -> Claim:
+        """The claim every message makes: to come from its From domain."""
         return Claim(sender_org, frozenset({sender_org}), "From address", False)
+
+    @staticmethod
+    def _named_company(claim: Claim) -> bool:
+        """A company the display name names, outside the brand table (whose own sites we do
+        not know: only that the From domain does not carry its name)."""
+        return claim.foreign and claim.brand is None and claim.where == "display name"
 
     def _brand_domains(self, brand: Brand) -> frozenset[str]:
         return frozenset(self._registrable(d) for d in brand.domains + brand.also_owns)
@@ -275,7 +339,7 @@ class Coherence:
         if not text or "@" in text:
             return None
         written = _DOMAIN_IN_NAME.search(text)
-        if written:
+        if written and _written_ending(written.group(1)):
             parts = self.splitter.parts(written.group(1).lower())
             if parts is not None and not parts.unlisted:  # "ml.com", not "claims.celsius"
                 return written.group(1).lower()
@@ -290,6 +354,34 @@ class Coherence:
             return text
         if len(words) == 1 and words[0].isupper() and 2 <= len(words[0]) <= 6 and words[0].isalpha():
             return text
+        return None
+
+    @staticmethod
+    def _title_in(display_name: str, subject: str) -> str | None:
+        """A display name that reads as a service's or a lure's title rather than a person's
+        name, though it has no organisation word: digits or a title's separators, which a
+        person's name does not hold ("Itaucard - Pague sua fatura", "Ourocard - Cod. 5864"),
+        one CamelCase word ("MetaMask"), or one capitalised word the subject repeats
+        ("Kraken" above "[Kraken] Review the latest terms": people do not head their mail
+        with their own name). A weaker claim than ``_company_in``'s (a person may sign
+        "Jo Roe - Acme"): it counts only when the request then leads to a third site or the
+        address is free mail. What stands in brackets ("Peng Fan (OSS)") and names sent on
+        someone's behalf ("... via B4 Relay") are left out."""
+        text = _IN_BRACKETS.sub(" ", display_name).strip().strip("\"'")
+        if not text or "@" in text or " via " in f" {text.lower()} ":
+            return None
+        words = _WORD.findall(text)
+        if not words or len(words) > 6 or not any(len(w) >= 3 and w.isalpha() for w in words):
+            return None
+        if _TITLE_MARKS.search(text):
+            return text
+        if len(words) == 1 and len(text) <= 40:
+            word = words[0]
+            if _CAMEL.fullmatch(word):
+                return text
+            if word[:1].isupper() and len(word) >= 4 and word.isalpha() and \
+                    re.search(r"(?<!\w)" + re.escape(word.lower()) + r"(?!\w)", subject.lower()):
+                return text
         return None
 
     def _related(self, company: str, sender_org: str) -> bool:
@@ -470,7 +562,18 @@ class Coherence:
             if claim.where == FORGED:
                 rule, claim_text = "COHERENCE_FORGED_REQUEST_ELSEWHERE", f"{claim_text} (its own DMARC says it is not)"
                 text = f"{claim_text}, {asks}, and {what} that is not {owner} ({hosts})"
+            elif self._named_company(claim) and _words_at_most(message.body_text, FOCUSED_WORDS):
+                third = [d for d in foreign if _host_of(d) and not self._sender_owns(_host_of(d), sender_org)]
+                if third:  # neither the company named nor the address it writes from, in a short message
+                    what = "replies go to an address" if third[0].kind == "reply" else f"the {noun} goes to a site"
+                    text = (f"{claim_text} but writes from {sender_org}, {asks}, and {what} that is neither "
+                            f"{owner} nor the sender's ({_shown(third)})")
+                    return _make("COHERENCE_NAME_REQUEST_ELSEWHERE", _cap(text), details)
             return _make(rule, _cap(text), details)
+        if self._named_company(claim) and self.ownership.is_freemail(sender_org):
+            account = message.from_address.address if message.from_address else sender_org
+            text = f"{claim_text} but writes from a free-mail account ({account}), {asks}, and that account is where answers go"
+            return _make("COHERENCE_NAME_REQUEST_FREEMAIL", _cap(text), details)
         judged = [d for d in relevant if d.owned is not None]
         if judged and all(d.owned for d in judged) and not claim.foreign:
             hosts = _shown(judged)
@@ -507,7 +610,10 @@ _SUSPECT_REASONS: Mapping[str, str] = {
 # The cases where the request leads away from the claimed identity.
 ELSEWHERE = frozenset({"COHERENCE_CLAIM_REQUEST_ELSEWHERE", "COHERENCE_BRAND_REQUEST_ELSEWHERE",
                        "COHERENCE_REQUEST_ELSEWHERE", "COHERENCE_FORGED_REQUEST_ELSEWHERE",
-                       "COHERENCE_REPLY_ELSEWHERE", "COHERENCE_CALL_NUMBER"})
+                       "COHERENCE_REPLY_ELSEWHERE", "COHERENCE_CALL_NUMBER", "COHERENCE_NAME_REQUEST_ELSEWHERE",
+                       "COHERENCE_NAME_REQUEST_FREEMAIL"})
+# The cases a display name read as a title (``Claim.loose``) is reported in.
+LOOSE_CASES = frozenset({"COHERENCE_NAME_REQUEST_ELSEWHERE", "COHERENCE_NAME_REQUEST_FREEMAIL"})
 FOCUSED_WORDS = 300
 FOCUSED_HOSTS = 3
 BARE_LINK_WORDS = 25  # visible words at most for "a few words and a link"
@@ -571,6 +677,31 @@ def _unquote(value: str) -> str:
 def _words_at_most(text: str, limit: int) -> bool:
     """At most ``limit`` words (split on blanks; stops splitting there: bodies can be huge)."""
     return len(text.split(None, limit)) <= limit
+
+
+def _written_ending(domain: str) -> bool:
+    """A domain written in a name ends in one case ("ml.com", "NEWS.COM"), not as a
+    person's initial and surname do ("Craig R.Hughes": .hughes is an ending too)."""
+    ending = domain.rpartition(".")[2]
+    return ending.islower() or ending.isupper()
+
+
+def _hides_target(link: Any) -> bool:
+    """A link a person clicks without seeing where it goes: an HTML link whose text (a
+    button's words, a picture) does not show its host. A web address written out in the
+    text, or link text showing the host, tells the reader the destination before the click."""
+    if link.source != "html":
+        return False
+    text = (link.text or "").lower()
+    host = link.host.lower().removeprefix("www.")
+    return not (host and host in text)
+
+
+def _host_of(destination: Destination) -> str:
+    """A destination's host or mail domain (phone numbers and files have none)."""
+    if destination.kind == "reply":
+        return destination.shown.rpartition("@")[2]
+    return destination.shown if destination.kind == "link" else ""
 
 
 def _leads(request: str, destination: Destination) -> bool:

@@ -65,6 +65,46 @@ def test_acronym_display_name_on_an_unrelated_domain_is_a_claim(scanner: mailgua
     assert verdict.summary.startswith("Claims to be ANA but writes from cheap-deals.example")
 
 
+def test_company_named_with_the_request_on_a_third_site(scanner: mailguard.Scanner) -> None:
+    html = (f'<p>{SIGN_IN}</p><p><a href="https://wallet-check.example/verify">Verify now</a></p>'
+            '<p><a href="https://support.kraken.example/">Help</a></p>')
+    verdict = scanner.scan(mail("daniela@shop-supplies.example", "Kraken", html=html,
+                                subject="[Kraken] Review the latest terms"))
+    finding = coherence(verdict)["COHERENCE_NAME_REQUEST_ELSEWHERE"]
+    assert finding.summary == (
+        "Claims to be Kraken but writes from shop-supplies.example, asks you to sign in or confirm your details, "
+        "and the sign-in link goes to a site that is neither Kraken's nor the sender's (wallet-check.example)"
+    )
+    assert verdict.summary == finding.summary
+
+
+def test_a_title_display_name_on_free_mail_asking_to_pay(scanner: mailguard.Scanner) -> None:
+    text = "Your invoice is overdue. Please pay the outstanding balance today to avoid suspension of your card."
+    verdict = scanner.scan(mail("fatura7731@gmail.com", "Ourocard - Fatura 2291", text=text))
+    finding = coherence(verdict)["COHERENCE_NAME_REQUEST_FREEMAIL"]
+    assert finding.summary.startswith("Claims to be Ourocard - Fatura 2291 but writes from a free-mail account "
+                                      "(fatura7731@gmail.com), asks you to pay")
+
+
+def test_a_person_with_an_affiliation_is_no_title_claim(scanner: mailguard.Scanner) -> None:
+    """A person's name with a bracketed tag or an unrelated address stays the sender's own claim."""
+    html = f'<p>{SIGN_IN}</p><p><a href="https://wallet-check.example/verify">Verify now</a></p>'
+    for name in ("Peng Fan (OSS)", "Claudiu", "Duje Mihanovic via B4 Relay", "Craig R.Hughes"):
+        verdict = scanner.scan(mail("someone@shop-supplies.example", name, html=html, subject="Re: patch v2"))
+        found = coherence(verdict)
+        assert "COHERENCE_NAME_REQUEST_ELSEWHERE" not in found and "COHERENCE_CLAIM_REQUEST_ELSEWHERE" not in found
+        assert verdict.summary.startswith("Comes from shop-supplies.example"), name
+
+
+def test_a_title_display_name_linking_to_its_sender_is_no_claim(scanner: mailguard.Scanner) -> None:
+    html = f'<p>{SIGN_IN}</p><p><a href="https://vault.oakridge.example/login">Sign in</a></p>'
+    verdict = scanner.scan(mail("vault@vault.oakridge.example", "Vaultwarden", html=html,
+                                subject="Vaultwarden: new sign-in"))
+    found = coherence(verdict)
+    assert "COHERENCE_REQUEST_OWNED" in found and not {"COHERENCE_NAME_REQUEST_ELSEWHERE",
+                                                       "COHERENCE_CLAIM_REQUEST_ELSEWHERE"} & set(found)
+
+
 def test_company_name_matching_its_domain_is_no_foreign_claim(scanner: mailguard.Scanner) -> None:
     html = f'<p>{SIGN_IN}</p><p><a href="https://portal.oakridge-counseling.com/login">Sign in</a></p>'
     verdict = scanner.scan(mail("billing@oakridge-counseling.com", "Oakridge Counseling Billing", html=html))
@@ -209,11 +249,23 @@ def test_picture_only_message_linking_away_from_its_sender(scanner: mailguard.Sc
 
 def test_a_few_words_and_a_link_elsewhere(scanner: mailguard.Scanner) -> None:
     verdict = scanner.scan(mail("yagu@realestate.example", "Dating", text="Click for date http://foret.example/s"))
+    finding = coherence(verdict)["COHERENCE_BARE_URL_ELSEWHERE"]  # the address is written out
+    assert finding.summary == ("The message is a few words and a web address at foret.example, a site that is "
+                               "not the sender's (realestate.example)")
+    own = scanner.scan(mail("jane@clinic.example", text="Minutes: https://wiki.clinic.example/minutes"))
+    assert not {"COHERENCE_BARE_LINK_ELSEWHERE", "COHERENCE_BARE_URL_ELSEWHERE"} & set(coherence(own))
+
+
+def test_a_few_words_and_a_hidden_link_elsewhere(scanner: mailguard.Scanner) -> None:
+    html = '<p>Your photos are ready.</p><p><a href="https://foret.example/s">Open</a></p>'
+    verdict = scanner.scan(mail("yagu@realestate.example", "Dating", html=html))
     finding = coherence(verdict)["COHERENCE_BARE_LINK_ELSEWHERE"]
     assert finding.summary == ("The message is a few words and a link to foret.example, a site that is not the "
-                               "sender's (realestate.example)")
-    own = scanner.scan(mail("jane@clinic.example", text="Minutes: https://wiki.clinic.example/minutes"))
-    assert "COHERENCE_BARE_LINK_ELSEWHERE" not in coherence(own)
+                               "sender's (realestate.example), behind words or a picture that do not show where "
+                               "it leads")
+    shown = '<p>Your photos are ready.</p><p><a href="https://foret.example/s">foret.example/s</a></p>'
+    verdict = scanner.scan(mail("yagu@realestate.example", "Dating", html=shown))
+    assert "COHERENCE_BARE_LINK_ELSEWHERE" not in coherence(verdict)  # the reader sees where it leads
 
 
 def test_a_credit_link_naming_its_site_is_no_destination(scanner: mailguard.Scanner) -> None:
@@ -227,3 +279,17 @@ def test_a_credit_link_naming_its_site_is_no_destination(scanner: mailguard.Scan
     imitation = '<p>Verify your account now.</p><p><a href="https://paypal-help.example/x">PayPal</a></p>'
     found = coherence(scanner.scan(mail("service@paypal-help.example", "Support", html=imitation)))
     assert "paypal-help.example" in next(iter(found.values())).summary
+
+
+def test_a_link_showing_the_senders_site_that_leads_elsewhere(scanner: mailguard.Scanner) -> None:
+    html = ('<p>Please update your account.</p>'
+            '<p><a href="https://visions-fcu.example/login">https://www.ncua.example/login</a></p>')
+    verdict = scanner.scan(mail("security@ncua.example", html=html))
+    finding = coherence(verdict)["COHERENCE_LINK_SHOWS_SENDER_ELSEWHERE"]
+    assert finding.summary == ("A link reads www.ncua.example, the sender's own site, but leads to "
+                               "visions-fcu.example, which is not the sender's (ncua.example)")
+    for href in ("https://portal.ncua.example/login",  # the sender's own
+                 "https://click.tracker.example/r?url=https%3A%2F%2Fwww.ncua.example%2Flogin"):  # readable target
+        html = f'<p>Please update your account.</p><p><a href="{href}">www.ncua.example/login</a></p>'
+        verdict = scanner.scan(mail("security@ncua.example", html=html))
+        assert "COHERENCE_LINK_SHOWS_SENDER_ELSEWHERE" not in coherence(verdict), href

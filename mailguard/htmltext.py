@@ -130,7 +130,8 @@ class _Renderer:
                         continue
                     step_up = False  # a childless element is left at once, before climbing
             # leave the elements this node was the last child of, then on to the next sibling
-            while not step_up or node.next is None:
+            following = node.next if step_up else None
+            while following is None:
                 if step_up:
                     node = node.parent
                     if node is None:
@@ -149,7 +150,8 @@ class _Renderer:
                     never_depth -= 1
                 elif hides == _HIDDEN:
                     hidden_depth -= 1
-            node = node.next
+                following = node.next
+            node = following
 
 
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*(?:\n[ \t\r\f\v]*)+")

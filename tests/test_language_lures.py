@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from mailguard.analyzers.base import AnalyzerContext
 from mailguard.analyzers.language import LanguageAnalyzer
-from mailguard.message import parse
-from tests.test_language import language_only, mail
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> LanguageAnalyzer:
-    config = language_only()
-    return LanguageAnalyzer(config.section("language"), AnalyzerContext(config))
+from tests.test_language import analyzer, mail, rules  # noqa: F401  (analyzer: the shared fixture)
 
 
 def scores(analyzer: LanguageAnalyzer, subject: str, body: str) -> dict[str, float]:
-    return {f.rule: f.score for f in analyzer.analyze(parse(mail(subject, body)))}
+    return rules(analyzer, mail(subject, body))
 
 
 @pytest.mark.parametrize(("subject", "body"), [

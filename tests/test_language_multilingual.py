@@ -6,21 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from mailguard.analyzers.base import AnalyzerContext
 from mailguard.analyzers.language import LanguageAnalyzer
-from mailguard.message import parse
-from tests.test_language import language_only, mail
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> LanguageAnalyzer:
-    config = language_only()
-    return LanguageAnalyzer(config.section("language"), AnalyzerContext(config))
+from tests.test_language import analyzer, mail, rules  # noqa: F401  (analyzer: the shared fixture)
 
 
 def categories(analyzer: LanguageAnalyzer, body: str) -> set[str]:
-    found = analyzer.analyze(parse(mail("Aviso", body)))
-    return {f.rule for f in found}
+    return set(rules(analyzer, mail("Aviso", body)))
 
 
 EXAMPLES = [

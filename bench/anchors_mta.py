@@ -67,6 +67,32 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_s(pid: int, reaped: bool = False) -> float:
+    """CPU of ``pid`` and its live descendants; with ``reaped``, also of the children it has
+    already waited for (Postfix's smtpd and cleanup processes come and go)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if reaped else 0)
+    total = ticks / os.sysconf("SC_CLK_TCK")
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            total += tree_cpu_s(int(child), reaped)
+        except OSError:
+            pass  # ended meanwhile (its time is then in our cutime, next read)
+    return total
+
+
+def callgrind_total(path: Path) -> int:
+    """The instruction count (Ir) of a callgrind output file: the sum of its parts'
+    summary lines (a part's totals line when it has none). Each part states its count
+    twice, as ``summary:`` and as ``totals:``: adding both would double it."""
+    lines = path.read_text(errors="replace").splitlines()
+    for key in ("summary:", "totals:"):
+        counts = [int(line.split()[1]) for line in lines if line.startswith(key)]
+        if any(counts):
+            return sum(counts)
+    raise RuntimeError(f"no instruction count in {path}")
+
+
 def smtp_source(port: int, messages: int, sessions: int, path: Path) -> float:
     started = time.perf_counter()
     subprocess.run(["smtp-source", "-s", str(sessions), "-m", str(messages), "-F", str(path), "-f", SENDER,

@@ -37,28 +37,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from anchors import free_port, port_answers, wait_until  # noqa: E402
-from anchors_mta import html_message, process_cpu_s, smtp_source  # noqa: E402
+from anchors_mta import callgrind_total, html_message, process_cpu_s, smtp_source, tree_cpu_s  # noqa: E402
 from postfix_instance import PostfixInstance  # noqa: E402 - anchors_mta puts tests/ on the path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def tree_cpu_s(pid: int, reaped: bool = False) -> float:
-    """CPU of ``pid`` and its live descendants; with ``reaped``, also of the children it has
-    already waited for (Postfix's smtpd and cleanup processes come and go)."""
-    fields = _stat(pid)
-    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if reaped else 0)
-    total = ticks / os.sysconf("SC_CLK_TCK")
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        try:
-            total += tree_cpu_s(int(child), reaped)
-        except OSError:
-            pass  # ended meanwhile (its time is then in our cutime, next read)
-    return total
 
 
 def _milter_section(mode: str, port: int) -> str:
@@ -130,11 +112,7 @@ def one_run(checkout: Path, mode: str, messages: int, folder: Path, spy: Path | 
                 proc.wait(timeout=180 if callgrind else 30)  # callgrind writes its counts on the way out
             except subprocess.TimeoutExpired:
                 proc.kill()
-    instructions = 0
-    for dump in folder.glob("callgrind.out*"):  # written when the milter ends
-        for line in dump.read_text(errors="replace").splitlines():
-            if line.startswith(("summary:", "totals:")):
-                instructions += int(line.split()[1])
+    instructions = sum(callgrind_total(dump) for dump in folder.glob("callgrind.out*"))  # written when the milter ends
     per = [round((a - b) * 1000 / messages, 2) for a, b in zip(after, before)]
     return {"msg_per_s": round(messages / seconds, 1), "milter_front_ms": per[0], "milter_cpu_ms": per[1],
             "daemon_cpu_ms": per[2], "postfix_cpu_ms": per[3], "load_avg": round(os.getloadavg()[0], 1),

@@ -34,27 +34,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from anchors import free_port, port_answers, wait_until  # noqa: E402
-from anchors_mta import html_message, process_cpu_s, smtp_source  # noqa: E402
+from anchors_mta import callgrind_total, html_message, process_cpu_s, smtp_source, tree_cpu_s  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _tree_cpu_s(pid: int) -> float:
-    total = process_cpu_s(pid)
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        total += _tree_cpu_s(int(child))
-    return total
-
-
-def _callgrind_total(path: Path) -> int:
-    """The instruction count (Ir) of a callgrind output file: the sum of its parts'
-    summary lines (a part's totals line when it has none)."""
-    lines = path.read_text(errors="replace").splitlines()
-    for key in ("summary:", "totals:"):
-        counts = [int(line.split()[1]) for line in lines if line.startswith(key)]
-        if any(counts):
-            return sum(counts)
-    raise RuntimeError(f"no instruction count in {path}")
 
 
 def one_run(checkout: Path, messages: int, folder: Path, instructions: bool = False) -> dict[str, float]:
@@ -89,14 +71,14 @@ def one_run(checkout: Path, messages: int, folder: Path, instructions: bool = Fa
         smtp_source(relay_port, 64, 16, message)  # warm-up: the first fork, connections, caches
         if instructions:
             subprocess.run(["callgrind_control", "-i", "on", str(serve.pid)], check=True, stdout=subprocess.DEVNULL)
-        serve0, daemon0 = process_cpu_s(serve.pid), _tree_cpu_s(daemon.pid)
+        serve0, daemon0 = process_cpu_s(serve.pid), tree_cpu_s(daemon.pid)
         seconds = smtp_source(relay_port, messages, 16, message)
-        serve1, daemon1 = process_cpu_s(serve.pid), _tree_cpu_s(daemon.pid)
+        serve1, daemon1 = process_cpu_s(serve.pid), tree_cpu_s(daemon.pid)
         if instructions:
             subprocess.run(["callgrind_control", "-i", "off", str(serve.pid)], check=True, stdout=subprocess.DEVNULL)
             serve.terminate()
             serve.wait(600)  # callgrind writes its counts as the process ends
-            return {"serve_instructions_per_msg": round(_callgrind_total(counted) / messages),
+            return {"serve_instructions_per_msg": round(callgrind_total(counted) / messages),
                     "load_avg": round(os.getloadavg()[0], 1)}
     finally:
         for proc in reversed(procs):

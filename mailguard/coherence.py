@@ -25,10 +25,9 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable, Iterator, Mapping, Sequence
-from urllib.parse import unquote
 
 from mailguard.analyzers.lookalike.brands import Brand
-from mailguard.message import ParsedMessage, url_host, url_query
+from mailguard.message import ParsedMessage, query_values, unquote_value, url_host, url_query
 from mailguard.model import Finding
 from mailguard.options import Option
 
@@ -478,10 +477,10 @@ class Coherence:
         query (url=https://..., u=..., q=...); "" otherwise."""
         if "?" not in url:
             return ""
-        for value in _query_values(url_query(url), 20):
+        for value in query_values(url_query(url), 20):
             value = value.strip()
             if "%3a" in value.lower()[:12]:
-                value = _unquote(value)
+                value = unquote_value(value)
             if _EMBEDDED_URL.match(value):
                 host = url_host(value)
                 if host:
@@ -646,32 +645,6 @@ def _suspect_reason(host: str, suspects: Mapping[str, str]) -> str:
     return ""
 
 
-def _query_values(query: str, limit: int) -> Iterator[str]:
-    """The decoded values of the first ``limit`` fields of a query, as ``parse_qsl`` gives
-    them (fields without "=" or with an empty value left out), without decoding the names."""
-    for field in query.split("&"):
-        _name, equals, value = field.partition("=")
-        if not equals or not value:
-            continue
-        value = value.replace("+", " ")
-        yield _unquote(value) if "%" in value else value
-        limit -= 1
-        if not limit:
-            return
-
-
-# The escapes a redirect's target is mostly written with ("https%3A%2F%2Fsite%2F"): when
-# they are all a value holds, str.replace decodes it as unquote would, several times faster.
-_COMMON_ESCAPES = (("%3A", ":"), ("%3a", ":"), ("%2F", "/"), ("%2f", "/"), ("%3F", "?"), ("%3f", "?"),
-                   ("%3D", "="), ("%3d", "="), ("%26", "&"))
-
-
-def _unquote(value: str) -> str:
-    decoded = value
-    for escape, char in _COMMON_ESCAPES:
-        if escape in decoded:
-            decoded = decoded.replace(escape, char)
-    return decoded if "%" not in decoded else unquote(value)
 
 
 def _words_at_most(text: str, limit: int) -> bool:

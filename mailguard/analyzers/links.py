@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
 from mailguard.analyzers.hidden_content import pdf_object_streams
 from mailguard.analyzers.lookalike.links import is_ip_like
 from mailguard.analyzers.sender import embedded_ip, recipients as message_recipients, same_site
 from mailguard.options import ConfigError, Option, read_data_toml
-from mailguard.message import Link, ParsedMessage, iter_all_messages, url_host
+from mailguard.message import Link, ParsedMessage, iter_all_messages, query_values, url_host, url_query
 from mailguard.model import Finding
 from mailguard.resources import rules_file
 
@@ -261,11 +261,7 @@ def redirect_target(url: str) -> str:
     still where the reader lands. "" when no target is written in the link."""
     if "?" not in url or ("http" not in url[url.find("?"):].lower() and "www." not in url):
         return ""
-    try:
-        query = urlsplit(url).query
-    except ValueError:
-        return ""
-    for _key, value in parse_qsl(query)[:20]:
+    for value in query_values(url_query(url), 20):
         value = value.strip()
         if _EMBEDDED_TARGET.match(value):
             return value

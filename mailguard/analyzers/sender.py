@@ -212,6 +212,11 @@ def recipients(message: ParsedMessage) -> set[str]:
     return out
 
 
+def _recipient_in(text: str, addresses: list[str], own: str) -> str:
+    """The first of ``addresses`` (other than the sender's ``own``) written in ``text``, or ""."""
+    return next((a for a in addresses if a != own and a in text), "")
+
+
 def _encoded_subject(raw: bytes) -> bool:
     """Whether the Subject as sent uses base64 encoded words (read from the raw header
     block: the parsed subject is already decoded)."""
@@ -437,30 +442,28 @@ class SenderAnalyzer(Analyzer):
                 f"(\"{words[0]}\"), which hides its words from mail filters",
                 {"words": words[:5]},
             )
-        lowered = subject.lower()
         own = sender.address.lower() if sender is not None else ""
+        addressed = sorted(recipients(message))
         names = " ".join(a.display_name for a in message.from_).lower()
-        for address in sorted(recipients(message)) if names and "@" in names else ():
-            if address != own and address in names:
-                # "DocuSign via files you@practice.example" <x@unrelated.example>: no mail
-                # program puts the reader's address into the sender's name; kits do, so
-                # the message looks addressed to them by a system that knows them.
-                yield self.finding(
-                    "SENDER_NAME_HAS_RECIPIENT", self._score("SENDER_NAME_HAS_RECIPIENT"),
-                    f"The sender's name spells out your own email address ({address}) while the message "
-                    f"comes from {own or 'another address'}, a trick of automated phishing to look personal",
-                    {"recipient": address},
-                )
-                break
-        for address in sorted(recipients(message)):
-            if address != own and address in lowered:
-                yield self.finding(
-                    "SENDER_SUBJECT_HAS_RECIPIENT", self._score("SENDER_SUBJECT_HAS_RECIPIENT"),
-                    f"The subject spells out your own email address ({address}), a trick of automated "
-                    "phishing to look personal and official",
-                    {"recipient": address},
-                )
-                break
+        # "DocuSign via files you@practice.example" <x@unrelated.example>: no mail program
+        # puts the reader's address into the sender's name; kits do, so the message looks
+        # addressed to them by a system that knows them.
+        address = _recipient_in(names, addressed, own) if "@" in names else ""
+        if address:
+            yield self.finding(
+                "SENDER_NAME_HAS_RECIPIENT", self._score("SENDER_NAME_HAS_RECIPIENT"),
+                f"The sender's name spells out your own email address ({address}) while the message "
+                f"comes from {own or 'another address'}, a trick of automated phishing to look personal",
+                {"recipient": address},
+            )
+        address = _recipient_in(subject.lower(), addressed, own)
+        if address:
+            yield self.finding(
+                "SENDER_SUBJECT_HAS_RECIPIENT", self._score("SENDER_SUBJECT_HAS_RECIPIENT"),
+                f"The subject spells out your own email address ({address}), a trick of automated "
+                "phishing to look personal and official",
+                {"recipient": address},
+            )
         code = random_code(subject)
         if code:
             yield self.finding(

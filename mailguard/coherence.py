@@ -645,8 +645,6 @@ def _suspect_reason(host: str, suspects: Mapping[str, str]) -> str:
     return ""
 
 
-
-
 def _words_at_most(text: str, limit: int) -> bool:
     """At most ``limit`` words (split on blanks; stops splitting there: bodies can be huge)."""
     return len(text.split(None, limit)) <= limit

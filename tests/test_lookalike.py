@@ -224,6 +224,35 @@ def test_word_brand_counts_with_generic_words(scanner: mailguard.Scanner) -> Non
     assert found["LOOKALIKE_DISPLAY_NAME_BRAND"].details["brand"] == "Chase"
 
 
+@pytest.mark.parametrize("name,sender,brand", [
+    ("Ledger Live", "reports@mailer-tools.example", "Ledger"),       # wallets and exchanges
+    ("Support, Ledger.", "x@school.example", "Ledger"),
+    ("OpenSea", "postmaster@mg.shop-tools.example", "OpenSea"),
+    ("Stellar Foundation", "herb@club.example", "Stellar"),
+    ("Eco Savings by Elon Musk", "news@promo.example", "Tesla"),
+    ("Trust WaIIet", "service@isp.example", "Trust Wallet"),          # capital I drawn for l
+    ("Ledger Iive", "a@uni.example", "Ledger"),
+    ("C o i n b a s e", "noreply@dogchew.example", "Coinbase"),      # letters spaced out
+    ("MetaMaskTeam", "metateam@gps.example", "MetaMask"),            # glued to a generic word
+    ("BinanceMail", "mail2@cloud.example", "Binance"),
+])
+def test_disguised_and_wallet_brands_in_display_name(
+    scanner: mailguard.Scanner, name: str, sender: str, brand: str
+) -> None:
+    assert scan(scanner, sender=sender, name=name)["LOOKALIKE_DISPLAY_NAME_BRAND"].details["brand"] == brand
+
+
+@pytest.mark.parametrize("name,sender", [
+    ("General Ledger Team", "books@accounting.example"),  # the ordinary word, not the wallet
+    ("Ledger", "support@ledger.com"),
+    ("Ivan Iliev", "ivan@mail.example"),                   # capital I of a person's name
+    ("J R R Tolkien", "jrr@books.example"),                # initials are no spelled-out brand
+    ("Stellar Plumbing", "office@stellarplumbing.example"),
+])
+def test_undisguised_reading_does_not_invent_brands(scanner: mailguard.Scanner, name: str, sender: str) -> None:
+    assert "LOOKALIKE_DISPLAY_NAME_BRAND" not in scan(scanner, sender=sender, name=name)
+
+
 def test_protected_person_from_free_mail(scanner: mailguard.Scanner) -> None:
     found = scan(scanner, sender="drjaneroe1@gmail.com", name="Dr. Jane Roe")
     finding = found["LOOKALIKE_DISPLAY_NAME_PERSON_FREEMAIL"]

@@ -3,6 +3,11 @@
 
 Names that are ordinary words or first names ("Chase", "Box") count only when the rest of
 the display name is generic words ("Chase Online Banking"), never in "Chase Miller".
+
+A name the plain reading misses is read again undisguised, as a person reads it: a capital
+I drawn for a small l ("Trust WaIIet", "Ledger Iive"), letters spaced out ("C o i n b a s
+e"), a brand glued to a generic word ("MetaMaskTeam", "BinanceMail"). Only a brand found
+that way counts: the second reading never changes what an undisguised name matches.
 """
 from __future__ import annotations
 
@@ -20,6 +25,9 @@ TITLES = frozenset(
     "jr sr ii iii".split()
 )
 _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
+# A capital I inside a word that has small letters ("WaIIet", "Iive"): drawn for an l.
+_CAPITAL_I_WORD = re.compile(r"[^\W\d_]*[a-z][^\W\d_]*", re.UNICODE)
+GLUED_MIN = 3  # letters on each side of a brand glued to a generic word ("binance" + "mail")
 # Display names longer than this are cut before matching: real ones are short, and a
 # hostile 60,000-character name must not cost seconds.
 MAX_NAME_CHARS = 256
@@ -44,10 +52,13 @@ class NameMatcher:
     # The patterns by their first word, each with its place in _brand_patterns (earlier wins).
     _by_first: dict[str, list[tuple[int, tuple[str, ...], Brand, bool]]] = field(init=False, repr=False)
     _people: list[tuple[str, frozenset[str]]] = field(init=False, repr=False)
+    _glue: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         g = self.glyphs
         self._generic = frozenset(g.skeleton(w) for w in self.generic_words)
+        # Longest first, in a fixed order (a frozenset's order changes with hash randomisation).
+        self._glue = tuple(sorted((w for w in self._generic if len(w) >= GLUED_MIN), key=lambda w: (-len(w), w)))
         self._titles = frozenset(g.skeleton(w) for w in TITLES)
         self._brand_patterns = []
         for brand in self.brands:
@@ -71,8 +82,49 @@ class NameMatcher:
                 self._people.append((person.strip(), needed))
 
     def brand_in(self, display_name: str) -> Brand | None:
-        """The brand a display name claims to be, if any."""
+        """The brand a display name claims to be, if any: as written, else undisguised
+        (see the module's docstring)."""
         tokens = name_tokens(display_name, self.glyphs)
+        found = self._brand_of(tokens)
+        if found is not None or not tokens:
+            return found
+        undisguised = self._undisguised(display_name)
+        return self._brand_of(undisguised) if undisguised != tokens else None
+
+    def _undisguised(self, display_name: str) -> tuple[str, ...]:
+        """The name's words with a capital I read as l in words that have small letters,
+        runs of three or more single letters joined ("c o i n b a s e"), and a word that
+        ends or begins with a generic word of at least three letters split from it."""
+        text = _CAPITAL_I_WORD.sub(lambda m: m.group(0).replace("I", "l"), display_name[:MAX_NAME_CHARS])
+        tokens = list(name_tokens(text, self.glyphs))
+        joined: list[str] = []
+        run: list[str] = []
+        for token in tokens + [""]:
+            if len(token) == 1:
+                run.append(token)
+                continue
+            joined.extend(["".join(run)] if len(run) >= 3 else run)
+            run = []
+            if token:
+                joined.append(token)
+        out: list[str] = []
+        for token in joined:
+            out.extend(self._unglued(token))
+        return tuple(out)
+
+    def _unglued(self, token: str) -> tuple[str, ...]:
+        if token in self._by_first:
+            return (token,)
+        for generic in self._glue:
+            if len(token) < len(generic) + GLUED_MIN:
+                continue
+            if token.endswith(generic) and token[:-len(generic)] in self._by_first:
+                return (token[:-len(generic)], generic)
+            if token.startswith(generic) and token[len(generic):] in self._by_first:
+                return (generic, token[len(generic):])
+        return (token,)
+
+    def _brand_of(self, tokens: tuple[str, ...]) -> Brand | None:
         best: tuple[int, Brand] | None = None  # the first pattern in table order that matches
         for i, token in enumerate(tokens):
             for order, pattern, brand, word_only in self._by_first.get(token, ()):

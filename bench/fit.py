@@ -61,10 +61,12 @@ UNMEASURED_PREFIXES = ("SIGNATURE_", "FILETYPE_", "MACROS_")
 
 
 def forced(rows: Sequence[Row]) -> set[str]:
-    """Rules whose scores stay hand-set: those that force a minimum action somewhere, and
-    the attachment analyzers' (UNMEASURED_PREFIXES)."""
-    return {rule for row in rows for rule, _, action in row.findings
-            if action or rule.startswith(UNMEASURED_PREFIXES)}
+    """Rules whose scores stay hand-set: those that force a minimum action somewhere, those
+    whose hand-set score alone reaches quarantine (a look-alike From or Reply-To domain: a
+    decision, not evidence to weigh; fitted, the phish it fires on are caught anyway and
+    give it no weight of its own), and the attachment analyzers' (UNMEASURED_PREFIXES)."""
+    return {rule for row in rows for rule, score, action in row.findings
+            if action or score >= QUARANTINE_AT or rule.startswith(UNMEASURED_PREFIXES)}
 
 
 def features(rows: Sequence[Row], min_count: int, exclude: set[str]) -> list[str]:

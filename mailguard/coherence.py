@@ -50,6 +50,10 @@ SCORES: Mapping[str, float] = {
     # The display name names a company, the address is a free-mail account, and it asks:
     # the account itself is where answers and payments go.
     "COHERENCE_NAME_REQUEST_FREEMAIL": 3.0,
+    # A brand of the table is claimed (display name, subject or opening words) by a free-mail
+    # account, it asks something specific, and no destination of the brand's is given:
+    # brands do not write from free mail ("Paid Customer <x@gmail.com>": your PayPal order).
+    "COHERENCE_BRAND_REQUEST_FREEMAIL": 3.0,
     # The From domain's own DMARC disproves the claim, it asks, and the destination is not
     # that domain's. Hand-set: the corpus has no DNS, so authentication never fails there.
     "COHERENCE_FORGED_REQUEST_ELSEWHERE": 4.0,
@@ -123,13 +127,17 @@ _ORG_WORDS = frozenset(
     "accounts customer customers care center centre office group mail email webmail online payroll hr "
     "it payments finance financial insurance health healthcare pharmacy delivery shipping express post "
     "postal logistics airlines airline airways bank express rewards member members services official "
-    "verification noreply no-reply info refund refunds claims claim".split()
+    "verification noreply no-reply info refund refunds claims claim "
+    # the words of crypto and investment lures' senders ("BlockGames Airdrop", "Tether Cashback",
+    # "TotalEnergies-Invest"): a person's name holds none of them
+    "airdrop airdrops token tokens cashback wallet wallets crypto nft nfts staking invest investments "
+    "foundation finance".split()
 )
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _DOMAIN_IN_NAME = re.compile(r"\b((?:[a-z0-9-]+\.)+[a-z]{2,})\b", re.IGNORECASE)
 # What a person's name never holds and an organisation's or a lure's often does: digits
 # ("Order #2548574", "Protocolo:716..."), separators of a title ("Itaucard - Pague sua
-# fatura |", "[ Ourocard ]"), or a word in CamelCase ("MetaMask", "TrustWallet").
+# fatura |", "[ Ourocard ]"), or a word in CamelCase ("BlockGames", "CyberLama").
 _TITLE_MARKS = re.compile(r"\d|[|\[\]:#]|\s[-–]\s")
 _CAMEL = re.compile(r"[A-Z][a-z]{2,}(?:[A-Z][a-z]{2,})+")
 _IN_BRACKETS = re.compile(r"\([^)]{0,60}\)")
@@ -360,8 +368,8 @@ class Coherence:
         """A display name that reads as a service's or a lure's title rather than a person's
         name, though it has no organisation word: digits or a title's separators, which a
         person's name does not hold ("Itaucard - Pague sua fatura", "Ourocard - Cod. 5864"),
-        one CamelCase word ("MetaMask"), or one capitalised word the subject repeats
-        ("Kraken" above "[Kraken] Review the latest terms": people do not head their mail
+        one CamelCase word ("BlockGames"), or one capitalised word the subject repeats
+        ("Zephyrex" above "[Zephyrex] Review the latest terms": people do not head their mail
         with their own name). A weaker claim than ``_company_in``'s (a person may sign
         "Jo Roe - Acme"): it counts only when the request then leads to a third site or the
         address is free mail. What stands in brackets ("Peng Fan (OSS)") and names sent on
@@ -546,8 +554,12 @@ class Coherence:
             if replies:
                 text = (f"{claim_text}, {asks}, and replies go to {replies[0].shown}, which is not {owner}")
                 return _make("COHERENCE_REPLY_ELSEWHERE", _cap(text), details)
-        if request == _CALL and claim.foreign and any(d.kind == "phone" for d in relevant):
-            number = next(d.shown for d in relevant if d.kind == "phone")
+        phones = [d for d in destinations if d.kind == "phone"]
+        if claim.foreign and phones and (request == _CALL or not foreign and _CALL in requests):
+            # the number is the destination when a call is asked, also beside a payment or
+            # sign-in request that names no site ("your Norton renewal ... call to cancel")
+            number = phones[0].shown
+            asks = REQUESTS[_CALL][0]
             text = f"{claim_text} but writes from {sender_org}, {asks} ({number}) instead of linking to {owner} site"
             return _make("COHERENCE_CALL_NUMBER", _cap(text), details)
         if foreign:
@@ -573,6 +585,12 @@ class Coherence:
             account = message.from_address.address if message.from_address else sender_org
             text = f"{claim_text} but writes from a free-mail account ({account}), {asks}, and that account is where answers go"
             return _make("COHERENCE_NAME_REQUEST_FREEMAIL", _cap(text), details)
+        if claim.brand is not None and claim.foreign and request in SPECIFIC and \
+                self.ownership.is_freemail(sender_org) and not any(d.owned for d in relevant):
+            account = message.from_address.address if message.from_address else sender_org
+            text = (f"{claim_text} but writes from a free-mail account ({account}), {asks}, and gives no site of "
+                    f"{owner}: {claim.name} does not write from free mail")
+            return _make("COHERENCE_BRAND_REQUEST_FREEMAIL", _cap(text), details)
         judged = [d for d in relevant if d.owned is not None]
         if judged and all(d.owned for d in judged) and not claim.foreign:
             hosts = _shown(judged)

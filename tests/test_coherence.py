@@ -67,23 +67,51 @@ def test_acronym_display_name_on_an_unrelated_domain_is_a_claim(scanner: mailgua
 
 def test_company_named_with_the_request_on_a_third_site(scanner: mailguard.Scanner) -> None:
     html = (f'<p>{SIGN_IN}</p><p><a href="https://wallet-check.example/verify">Verify now</a></p>'
-            '<p><a href="https://support.kraken.example/">Help</a></p>')
-    verdict = scanner.scan(mail("daniela@shop-supplies.example", "Kraken", html=html,
-                                subject="[Kraken] Review the latest terms"))
+            '<p><a href="https://support.zephyrex.example/">Help</a></p>')
+    verdict = scanner.scan(mail("daniela@shop-supplies.example", "Zephyrex", html=html,
+                                subject="[Zephyrex] Review the latest terms"))
     finding = coherence(verdict)["COHERENCE_NAME_REQUEST_ELSEWHERE"]
     assert finding.summary == (
-        "Claims to be Kraken but writes from shop-supplies.example, asks you to sign in or confirm your details, "
-        "and the sign-in link goes to a site that is neither Kraken's nor the sender's (wallet-check.example)"
+        "Claims to be Zephyrex but writes from shop-supplies.example, asks you to sign in or confirm your details, "
+        "and the sign-in link goes to a site that is neither Zephyrex's nor the sender's (wallet-check.example)"
     )
     assert verdict.summary == finding.summary
 
 
+@pytest.mark.parametrize("name", ["Uni-Airdrop", "Tether Cashback", "TotalEnergies-Invest"])
+def test_a_crypto_or_investment_lure_name_is_a_company_claim(scanner: mailguard.Scanner, name: str) -> None:
+    """Airdrop, token, cashback, invest ...: words of an organisation's name, not a person's."""
+    html = ('<p>Claim your tokens before the airdrop ends: connect your wallet to claim.</p>'
+            '<p><a href="https://claim-uni.example/x">Claim now</a></p>')
+    verdict = scanner.scan(mail("rdrop@kr14rs.onmicrosoft.example", name, html=html, subject="Claim 26000 UNI"))
+    finding = coherence(verdict)["COHERENCE_NAME_REQUEST_ELSEWHERE"]
+    assert finding.summary.startswith(f"Claims to be {name} but writes from onmicrosoft.example")
+    assert finding.summary.endswith(f"neither {name}'s nor the sender's (claim-uni.example)")
+
+
 def test_a_title_display_name_on_free_mail_asking_to_pay(scanner: mailguard.Scanner) -> None:
     text = "Your invoice is overdue. Please pay the outstanding balance today to avoid suspension of your card."
-    verdict = scanner.scan(mail("fatura7731@gmail.com", "Ourocard - Fatura 2291", text=text))
+    verdict = scanner.scan(mail("fatura7731@gmail.com", "Cartao Facil - Fatura 2291", text=text))
     finding = coherence(verdict)["COHERENCE_NAME_REQUEST_FREEMAIL"]
-    assert finding.summary.startswith("Claims to be Ourocard - Fatura 2291 but writes from a free-mail account "
+    assert finding.summary.startswith("Claims to be Cartao Facil - Fatura 2291 but writes from a free-mail account "
                                       "(fatura7731@gmail.com), asks you to pay")
+
+
+def test_a_brand_claimed_by_free_mail_asking_to_pay(scanner: mailguard.Scanner) -> None:
+    """The brand named in the subject, a free-mail sender, a payment asked and no site of
+    the brand's: "Paid Customer <x@gmail.com>" about your PayPal order."""
+    text = "Your order has been processed. Please pay the outstanding invoice amount today to avoid a late fee."
+    verdict = scanner.scan(mail("orders7731@gmail.com", "Paid Customer", text=text,
+                                subject="Your PayPal order 611901 is processed"))
+    finding = coherence(verdict)["COHERENCE_BRAND_REQUEST_FREEMAIL"]
+    assert finding.summary == (
+        "Claims to be PayPal but writes from a free-mail account (orders7731@gmail.com), asks you to pay or change "
+        "payment details, and gives no site of PayPal's: PayPal does not write from free mail")
+    # the same words from the brand's own domain, or asking nothing, are no such case
+    own = scanner.scan(mail("service@paypal.com", "PayPal", text=text, subject="Your PayPal order 611901"))
+    assert "COHERENCE_BRAND_REQUEST_FREEMAIL" not in coherence(own)
+    chat = scanner.scan(mail("jo.roe@gmail.com", "Jo Roe", text="Lunch on Friday?", subject="My PayPal order"))
+    assert "COHERENCE_BRAND_REQUEST_FREEMAIL" not in coherence(chat)
 
 
 def test_a_person_with_an_affiliation_is_no_title_claim(scanner: mailguard.Scanner) -> None:
@@ -155,6 +183,19 @@ def test_call_request_names_the_number(scanner: mailguard.Scanner) -> None:
             "this, call our billing department at +1 (808) 555-0147 to cancel.")
     verdict = scanner.scan(mail("billing@norton-renewals.example", "PayPal", text=text))
     assert "call" in verdict.summary and "555-0147" in verdict.summary
+
+
+def test_a_payment_request_beside_a_number_to_call_is_a_call_request(scanner: mailguard.Scanner) -> None:
+    """A renewal invoice that names no site but a number: the number is where it leads."""
+    text = ("Your Norton 360 subscription was renewed. Your invoice is overdue: please pay the outstanding balance "
+            "of $399.99 today. To cancel, call our billing department at +1 (805) 555-0199.")
+    verdict = scanner.scan(mail("receipt@golfclub.example", "E-Receipt Notice", text=text,
+                                subject="Your Norton Order Confirmation"))
+    finding = coherence(verdict)["COHERENCE_CALL_NUMBER"]
+    assert finding.summary == (
+        "Claims to be Norton but writes from golfclub.example, asks you to call a number (+1 (805) 555-0199) "
+        "instead of linking to Norton's site")
+    assert finding.details["requests"] == ["payment", "callback"]  # the payment is asked first
 
 
 def test_no_request_no_finding_but_a_summary(scanner: mailguard.Scanner) -> None:

@@ -77,6 +77,9 @@ SCORES: Mapping[str, float] = {
     "COHERENCE_REQUEST_OWNED": -1.0,            # asks, and every destination is the claimed sender's own
     "COHERENCE_REQUEST_PROVEN": -2.0,           # ... and the sender is proven (DMARC-aligned)
     "COHERENCE_NAME_NOT_SENDER": 1.0,           # a company name the From domain has nothing to do with
+    # A brand of the table in the display name of a sender that is not the brand's, nothing
+    # asked, and every link off the brand's sites: only the name is the brand's.
+    "COHERENCE_BRAND_NAME_LINKS_ELSEWHERE": 1.0,
     "COHERENCE_NO_REQUEST": 0.0,                # no request to act: what it claims and where it links
 }
 
@@ -542,6 +545,13 @@ class Coherence:
             elif claim.foreign:
                 rule = "COHERENCE_NAME_NOT_SENDER" if claim.brand is None else "COHERENCE_NO_REQUEST"
                 text = f"{claim_text} but writes from {sender_org}, asks for nothing specific, {where}"
+                links = [d for d in destinations if d.kind == "link"]
+                if claim.brand is not None and claim.where == "display name" and links and \
+                        all(d.owned is False for d in links):
+                    # the brand's name over a stranger's address, and every link off the brand's
+                    # sites: nothing of the message is the brand's but its name
+                    rule = "COHERENCE_BRAND_NAME_LINKS_ELSEWHERE"
+                    text = f"{text}, none of them {owner}"
             else:
                 rule, text = "COHERENCE_NO_REQUEST", f"{claim_text}, asks for nothing specific, {where}"
             return _make(rule, text[:1].upper() + text[1:], details)

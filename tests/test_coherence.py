@@ -198,6 +198,23 @@ def test_a_payment_request_beside_a_number_to_call_is_a_call_request(scanner: ma
     assert finding.details["requests"] == ["payment", "callback"]  # the payment is asked first
 
 
+def test_a_brand_name_over_a_stranger_whose_links_all_leave_the_brand(scanner: mailguard.Scanner) -> None:
+    """Nothing asked, but only the name is the brand's: not its address, not one link."""
+    html = ('<p>Lumen staking is now live for every holder, with yields of up to 25 percent.</p>'
+            '<p><a href="https://mail2-stellar.example/stake">Learn more</a></p>')
+    verdict = scanner.scan(mail("no-reply@rfc.example", "Stellar", html=html, subject="Lumen Staking activated"))
+    finding = coherence(verdict)["COHERENCE_BRAND_NAME_LINKS_ELSEWHERE"]
+    assert finding.summary == (
+        "Claims to be Stellar but writes from rfc.example, asks for nothing specific, and its links go to "
+        "mail2-stellar.example, none of them Stellar's")
+    # a link to the brand's own site, the brand's own address or a person's name: no such case
+    own_link = html.replace("https://mail2-stellar.example/stake", "https://www.stellar.org/stake")
+    for sender, name, body in (("no-reply@rfc.example", "Stellar", own_link), ("news@stellar.org", "Stellar", html),
+                               ("no-reply@rfc.example", "Jo Roe", html)):
+        found = coherence(scanner.scan(mail(sender, name, html=body)))
+        assert "COHERENCE_BRAND_NAME_LINKS_ELSEWHERE" not in found, (sender, name)
+
+
 def test_no_request_no_finding_but_a_summary(scanner: mailguard.Scanner) -> None:
     verdict = scanner.scan(mail("jane@clinic.example", "Jane Roe", text="Lunch on Friday?"))
     assert not coherence(verdict)

@@ -21,6 +21,8 @@ def scores(analyzer: LanguageAnalyzer, subject: str, body: str) -> dict[str, flo
     ("Olá", "Mulheres carentes perto de você querem encontros casuais."),
     ("Good day! How are things?", "I'm a unmarried sincere girl. Now I'm waiting for fine guy, I can send to You my "
      "photo attach) Where r You from and how old r You?"),
+    ("Rencontrer des célibataires ukrainiens", "Rencontrer des beautés ukrainiennes. Voir les photos !"),
+    ("Wil je met me uit?", "Kan je zo even chatten? Ik heb zin in iets stouts."),
 ])
 def test_dating_lures_in_several_languages(analyzer: LanguageAnalyzer, subject: str, body: str) -> None:
     assert scores(analyzer, subject, body).get("LANGUAGE_DATING_LURE", 0) >= 2.0
@@ -40,6 +42,7 @@ def test_crypto_wallet_requests(analyzer: LanguageAnalyzer, body: str) -> None:
     ("LANGUAGE_PRIZE_REFUND", "You have 24 hours to withdraw +17,794$ https://drive.example/file/d/2"),
     ("LANGUAGE_SCAM_STORY", "I would like to request your assistance in a lucrative business that would be mutually "
      "beneficial, email me for more details."),
+    ("LANGUAGE_SCAM_STORY", "Ihre McAfee-Lizenz ist abgelaufen. Ihr Gerät ist jetzt anfällig für Viren."),
     ("LANGUAGE_WALLET_REQUEST", "Activate the staking feature: register and migrate your account to the new contract."),
 ])
 def test_short_money_lures(analyzer: LanguageAnalyzer, rule: str, body: str) -> None:

@@ -73,6 +73,8 @@ def test_text_asking_to_write_to_another_free_mail_account(sender: SenderAnalyze
     assert "gmail.com" in finding.summary and "anna.k1990" not in finding.summary  # body values never quoted
     advance_fee = "I have been trying to reach you. Email me for details: sgt.m.bell@outlook.com Thank you."
     assert "SENDER_CONTACT_FREEMAIL_ELSEWHERE" in rules(message("Monica <m.bell@gmail.com>", body=advance_fee), sender)
+    claim = "APPROVED. SEND YOUR NAME TO THIS EMAIL ( claims.desk7@gmail.com ) FOR CLAIMS"
+    assert "SENDER_CONTACT_FREEMAIL_ELSEWHERE" in rules(message("A. Dias <a.dias@ministry.example>", body=claim), sender)
 
 
 @pytest.mark.parametrize("body", [

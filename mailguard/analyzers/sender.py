@@ -207,7 +207,8 @@ _CONTACT_CUE = re.compile(
     r"(?:\b(?:write|e-?mail|reply|respond|response|contact|reach|mail|message|text)"
     r"(?:\s+(?:me|us)\b(?:\s+(?:to|at|on|back)\b)?|\s+(?:to|at|on)\b(?:\s+(?:me|us)\b(?:\s+(?:to|at|on)\b)?)?)"
     r"|\b(?:my|it'?s|its)\s+(?:private\s+|personal\s+|direct\s+)?(?:e-?mail|email\s+address|address)\b"
-    r"|\bentre\s+em\s+contato\s+com|\bescreva[\s-]+me|\bcontactez[\s-]+moi|\bescr[ií]beme|\bschreib(?:en\s+sie)?\s+mir)"
+    r"|\bentre\s+em\s+contato\s+com|\bescreva[\s-]+me|\bcontactez[\s-]+moi|\bescr[ií]beme|\bschreib(?:en\s+sie)?\s+mir"
+    r"|\bsend\s+(?:your|us\s+your|me\s+your)\s+(?:full\s+)?(?:name|names|details|information|info|data)\s+to(?:\s+this\s+e-?mail)?)"
     r"(?:[\s:;,()\-]+[^\s@:;,()]+){0,3}[\s:;,()\-]*$",
     re.I,
 )

@@ -19,6 +19,10 @@ def scores(analyzer: LanguageAnalyzer, subject: str, body: str) -> dict[str, flo
     ("Hallo", "Geile vrouwen bij jou in de buurt wachten op je. Bekijk mijn naaktfoto's."),
     ("Hallo", "Einsame Hausfrauen in deiner Nähe suchen Sextreffen."),
     ("Olá", "Mulheres carentes perto de você querem encontros casuais."),
+    ("Good day! How are things?", "I'm a unmarried sincere girl. Now I'm waiting for fine guy, I can send to You my "
+     "photo attach) Where r You from and how old r You?"),
+    ("Rencontrer des célibataires ukrainiens", "Rencontrer des beautés ukrainiennes. Voir les photos !"),
+    ("Wil je met me uit?", "Kan je zo even chatten? Ik heb zin in iets stouts."),
 ])
 def test_dating_lures_in_several_languages(analyzer: LanguageAnalyzer, subject: str, body: str) -> None:
     assert scores(analyzer, subject, body).get("LANGUAGE_DATING_LURE", 0) >= 2.0
@@ -31,6 +35,24 @@ def test_dating_lures_in_several_languages(analyzer: LanguageAnalyzer, subject: 
 ])
 def test_crypto_wallet_requests(analyzer: LanguageAnalyzer, body: str) -> None:
     assert scores(analyzer, "Security notice", body).get("LANGUAGE_WALLET_REQUEST", 0) >= 2.0
+
+
+@pytest.mark.parametrize(("rule", "body"), [
+    ("LANGUAGE_PRIZE_REFUND", "Your balance has been replenished +29,738$ https://drive.example/file/d/1"),
+    ("LANGUAGE_PRIZE_REFUND", "You have 24 hours to withdraw +17,794$ https://drive.example/file/d/2"),
+    ("LANGUAGE_SCAM_STORY", "I would like to request your assistance in a lucrative business that would be mutually "
+     "beneficial, email me for more details."),
+    ("LANGUAGE_SCAM_STORY", "Ihre McAfee-Lizenz ist abgelaufen. Ihr Gerät ist jetzt anfällig für Viren."),
+    ("LANGUAGE_WALLET_REQUEST", "Activate the staking feature: register and migrate your account to the new contract."),
+])
+def test_short_money_lures(analyzer: LanguageAnalyzer, rule: str, body: str) -> None:
+    assert scores(analyzer, "Hello", body).get(rule, 0) >= 2.0
+
+
+def test_everyday_wording_near_the_new_lures_is_quiet(analyzer: LanguageAnalyzer) -> None:
+    found = scores(analyzer, "Re: front desk", "The new receptionist is waiting for the courier; we will send you "
+                   "the report. Your balance is zero and the business is doing well for both of us.")
+    assert not {"LANGUAGE_DATING_LURE", "LANGUAGE_PRIZE_REFUND", "LANGUAGE_SCAM_STORY"} & set(found), found
 
 
 def test_ordinary_mail_about_people_and_money_is_not_a_lure(analyzer: LanguageAnalyzer) -> None:

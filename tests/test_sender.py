@@ -39,6 +39,7 @@ def message(
     reply_to: str = "",
     message_id: bool = True,
     date: bool = True,
+    body: str = "Please see the results below.",
 ) -> bytes:
     lines = [f"From: {from_}"]
     if to is not None:
@@ -50,7 +51,7 @@ def message(
         lines.append("Message-ID: <abc123@northsidelabs.com>")
     if date:
         lines.append("Date: Mon, 02 Mar 2026 10:00:00 +0000")
-    lines += ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8", "", "Please see the results below.", ""]
+    lines += ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8", "", body, ""]
     return "\r\n".join(lines).encode("utf-8")
 
 
@@ -63,6 +64,32 @@ def test_everyday_mail_is_quiet(sender: SenderAnalyzer) -> None:
     # A patient writing from Gmail is normal; so is a colleague's Reply-To at work.
     assert rules(message("Maria Lopez <maria.lopez1987@gmail.com>"), sender) == {}
     assert rules(message(reply_to="billing@northsidelabs.com"), sender) == {}
+
+
+def test_text_asking_to_write_to_another_free_mail_account(sender: SenderAnalyzer) -> None:
+    letter = ("Hi! I'm a lonely lady, I will send you my photo.\nWrite me to anna.k1990@gmail.com\nHave a nice day")
+    found = rules(message("Anna <support@shop.example>", body=letter), sender)
+    finding = found["SENDER_CONTACT_FREEMAIL_ELSEWHERE"]
+    assert "gmail.com" in finding.summary and "anna.k1990" not in finding.summary  # body values never quoted
+    advance_fee = "I have been trying to reach you. Email me for details: sgt.m.bell@outlook.com Thank you."
+    assert "SENDER_CONTACT_FREEMAIL_ELSEWHERE" in rules(message("Monica <m.bell@gmail.com>", body=advance_fee), sender)
+    claim = "APPROVED. SEND YOUR NAME TO THIS EMAIL ( claims.desk7@gmail.com ) FOR CLAIMS"
+    assert "SENDER_CONTACT_FREEMAIL_ELSEWHERE" in rules(message("A. Dias <a.dias@ministry.example>", body=claim), sender)
+
+
+@pytest.mark.parametrize("body", [
+    "You can write me at dana@northsidelabs.com or call the lab.",          # the sender's own company
+    "Forwarded message\nFrom: Maria <maria.lopez1987@gmail.com>\nDate: Monday",  # an address shown, not asked for
+    "Customer details\nEmail: maria.lopez1987@gmail.com",                      # a receipt's field
+    "This message was sent to maria.lopez1987@gmail.com because you subscribed.",
+])
+def test_addresses_in_the_text_that_are_no_diversion(sender: SenderAnalyzer, body: str) -> None:
+    assert "SENDER_CONTACT_FREEMAIL_ELSEWHERE" not in rules(message(body=body), sender)
+
+
+def test_patient_writing_from_gmail_about_her_own_address_is_fine(sender: SenderAnalyzer) -> None:
+    raw = message("Maria Lopez <maria.lopez1987@gmail.com>", body="Please email me at maria.lopez1987@gmail.com")
+    assert "SENDER_CONTACT_FREEMAIL_ELSEWHERE" not in rules(raw, sender)
 
 
 def test_office_name_on_free_mail(sender: SenderAnalyzer) -> None:

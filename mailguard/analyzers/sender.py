@@ -45,6 +45,7 @@ SCORES: Mapping[str, float] = {
     "SENDER_SUBJECT_ENCODED_ASCII": 1.0,
     "SENDER_FROM_SEVERAL_DOMAINS": 2.0,
     "SENDER_SUBJECT_RANDOM_CODE": 2.0,
+    "SENDER_CONTACT_FREEMAIL_ELSEWHERE": 2.0,
 }
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -198,6 +199,19 @@ def _first_valid(addresses: tuple[Address, ...]) -> Address | None:
 
 
 _EMAIL = re.compile(r"[\w.+'-]+@(?:[\w-]+\.)+[a-z]{2,}", re.I)
+# "Write me to x@gmail.com", "reply me at", "e-mail me for details:", "it's my e-mail",
+# "contact us on", "my private email", "entre em contato com": words asking to be written to,
+# at most three words before an address. Forwarded-header lines ("De: Name <x@y>"), receipts
+# ("Email: x@y") and footers ("This message was sent to x@y") carry no such words.
+_CONTACT_CUE = re.compile(
+    r"(?:\b(?:write|e-?mail|reply|respond|response|contact|reach|mail|message|text)"
+    r"(?:\s+(?:me|us)\b(?:\s+(?:to|at|on|back)\b)?|\s+(?:to|at|on)\b(?:\s+(?:me|us)\b(?:\s+(?:to|at|on)\b)?)?)"
+    r"|\b(?:my|it'?s|its)\s+(?:private\s+|personal\s+|direct\s+)?(?:e-?mail|email\s+address|address)\b"
+    r"|\bentre\s+em\s+contato\s+com|\bescreva[\s-]+me|\bcontactez[\s-]+moi|\bescr[ií]beme|\bschreib(?:en\s+sie)?\s+mir"
+    r"|\bsend\s+(?:your|us\s+your|me\s+your)\s+(?:full\s+)?(?:name|names|details|information|info|data)\s+to(?:\s+this\s+e-?mail)?)"
+    r"(?:[\s:;,()\-]+[^\s@:;,()]+){0,3}[\s:;,()\-]*$",
+    re.I,
+)
 _SUBJECT_LINE = re.compile(rb"^subject[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
 
 
@@ -304,6 +318,7 @@ class SenderAnalyzer(Analyzer):
             findings += self._business_name(sender)
             findings += self._name_letters(sender)
             findings += self._reply_to(message, sender)
+            findings += self._contact_elsewhere(message, sender)
         findings += self._subject(message, sender)
         findings += self._recipients(message, sender)
         findings += self._missing_headers(message)
@@ -427,6 +442,35 @@ class SenderAnalyzer(Analyzer):
                 f"The message comes from {sender.address}, but replies would go to a different, free email "
                 f"account ({reply.address})",
                 {"from": sender.address, "reply_to": reply.address},
+            )
+            return
+
+    def _contact_elsewhere(self, message: ParsedMessage, sender: Address) -> Iterator[Finding]:
+        """The text asks to be written to at a free-mail address that is not the sender's:
+        the Reply-To diversion written into the body, where no header check sees it
+        (romance and advance-fee mail: "I'm going to send you my photo, write me to
+        x@gmail.com"). Only an address right after words asking for mail counts, so a
+        signature or a forwarded header naming some address does not; the finding names
+        the provider only, never the address (it comes from the body)."""
+        if " via " in f" {sender.display_name.lower()} ":
+            return
+        text = message.body_text[:20000]
+        own = sender.address.lower()
+        addressed = recipients(message)
+        for found in _EMAIL.finditer(text):
+            address = found.group(0).lower().strip(".'")
+            domain = address.rpartition("@")[2]
+            if address == own or address in addressed or not self._is_freemail(domain):
+                continue
+            if domain == sender.domain.lower() and not self._is_freemail(domain):
+                continue
+            if not _CONTACT_CUE.search(text, max(0, found.start() - 80), found.start()):
+                continue
+            yield self.finding(
+                "SENDER_CONTACT_FREEMAIL_ELSEWHERE", self._score("SENDER_CONTACT_FREEMAIL_ELSEWHERE"),
+                f"The message comes from {sender.address}, but its text asks you to write to another, free "
+                f"email account (at {domain})",
+                {"from": sender.address, "provider": domain},
             )
             return
 

@@ -1,0 +1,70 @@
+"""The words of an attached PDF or HTML page count when the body says next to nothing
+("see attached"), and only then; big files and ordinary mail with a long body are not read."""
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+from mailguard.analyzers.language import LanguageAnalyzer
+from mailguard.analyzers.base import AnalyzerContext
+from tests.test_language import analyzer, language_only, rules  # noqa: F401  (analyzer: the shared fixture)
+
+LURE = "Your computer is infected with a virus. Your device has been hacked. I have access to your device."
+
+
+def tiny_pdf(text: str) -> bytes:
+    """A one-page PDF that shows ``text`` in Helvetica (enough for pypdf to read)."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("latin-1")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def with_attachment(body: str, data: bytes, maintype: str, subtype: str, filename: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Someone <someone@example.com>"
+    msg["To"] = "frontdesk@example.org"
+    msg["Subject"] = "Document"
+    msg.set_content(body)
+    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return msg.as_bytes()
+
+
+def test_pdf_words_count_when_the_body_is_empty(analyzer: LanguageAnalyzer) -> None:
+    raw = with_attachment("See attached.", tiny_pdf(LURE), "application", "pdf", "notice.pdf")
+    assert rules(analyzer, raw).get("LANGUAGE_SCAM_STORY", 0) >= 2.0
+
+
+def test_html_attachment_words_count_when_the_body_is_empty(analyzer: LanguageAnalyzer) -> None:
+    page = f"<html><body><p>{LURE}</p><p style='display:none'>unseen</p></body></html>".encode()
+    raw = with_attachment("", page, "text", "html", "page.html")
+    assert rules(analyzer, raw).get("LANGUAGE_SCAM_STORY", 0) >= 2.0
+
+
+def test_a_message_with_a_body_is_judged_by_its_body(analyzer: LanguageAnalyzer) -> None:
+    body = ("Hello Dana, here is the report from Tuesday's meeting about the new scheduling system "
+            "and the front desk rota for next month; let me know what you think of it.")
+    raw = with_attachment(body, tiny_pdf(LURE), "application", "pdf", "report.pdf")
+    assert "LANGUAGE_SCAM_STORY" not in rules(analyzer, raw)
+
+
+def test_document_reading_is_bounded_and_can_be_turned_off() -> None:
+    raw = with_attachment("See attached.", tiny_pdf(LURE), "application", "pdf", "notice.pdf")
+    for settings in ({"document_body_words": 0}, {"document_max_bytes": 100}):
+        config = language_only(**settings)
+        off = LanguageAnalyzer(config.section("language"), AnalyzerContext(config))
+        assert "LANGUAGE_SCAM_STORY" not in rules(off, raw), settings

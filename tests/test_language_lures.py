@@ -42,6 +42,7 @@ def test_crypto_wallet_requests(analyzer: LanguageAnalyzer, body: str) -> None:
     ("LANGUAGE_PRIZE_REFUND", "You have 24 hours to withdraw +17,794$ https://drive.example/file/d/2"),
     ("LANGUAGE_SCAM_STORY", "I would like to request your assistance in a lucrative business that would be mutually "
      "beneficial, email me for more details."),
+    ("LANGUAGE_PRIZE_REFUND", "Username: www.abcdef.example - 1.360 BTC BINANCE To set your password, visit the address."),
     ("LANGUAGE_SCAM_STORY", "Ihre McAfee-Lizenz ist abgelaufen. Ihr Gerät ist jetzt anfällig für Viren."),
     ("LANGUAGE_WALLET_REQUEST", "Activate the staking feature: register and migrate your account to the new contract."),
 ])

@@ -255,6 +255,17 @@ class Coherence:
         picture = any(f.rule == "LINKS_IMAGE_ONLY" for f in findings)
         hosts = list(dict.fromkeys(d.shown for d in links))
         bare = len(hosts) <= BARE_LINK_HOSTS and _words_at_most(message.body_text, BARE_LINK_WORDS)
+        if picture and any(self._sender_owns(h, sender_org) for h in hosts):
+            # The picture's image-map areas are what a click on it opens; a link to the
+            # sender's own site beside them (often wrapped around the same picture) does not
+            # change where the picture leads.
+            areas = list(dict.fromkeys(l.host for l in message.links[:MAX_DESTINATIONS] if l.source == "area" and l.host))
+            if areas and not any(self._sender_owns(h, sender_org) for h in areas):
+                yield _make("COHERENCE_PICTURE_LINK_ELSEWHERE", _cap(
+                    f"The message is a picture with almost no text, and clicking it leads to {', '.join(areas[:3])}, "
+                    f"not to the sender's site ({sender_org}), although another link shows the sender's"),
+                    {"hosts": areas[:10]})
+            return
         if not (picture or bare) or any(self._sender_owns(h, sender_org) for h in hosts):
             return  # some link is the sender's own: not a lure that only leads away
         if picture:

@@ -305,6 +305,18 @@ def test_picture_only_message_linking_away_from_its_sender(scanner: mailguard.Sc
                                                                                   text=" ")))
 
 
+def test_picture_whose_click_areas_lead_away_despite_a_link_to_the_sender(scanner: mailguard.Scanner) -> None:
+    # The picture's image map covers it and opens an IP address; the <a> around it shows the sender's site.
+    html = ('<a href="https://signin.shop.example/account"><map name="m"><area shape="rect" coords="0,0,640,480" '
+            'href="http://203.0.113.9/shop/login"></map><img src="https://cdn.shop.example/notice.gif" usemap="#m"></a>')
+    found = coherence(scanner.scan(mail("support@shop.example", html=html, text=" ")))
+    assert "clicking it leads to 203.0.113.9" in found["COHERENCE_PICTURE_LINK_ELSEWHERE"].summary
+    own = ('<a href="https://www.shop.example/sale"><map name="m"><area shape="rect" coords="0,0,640,480" '
+           'href="https://www.shop.example/sale/shoes"></map><img src="https://cdn.shop.example/a.png" usemap="#m"></a>')
+    assert "COHERENCE_PICTURE_LINK_ELSEWHERE" not in coherence(scanner.scan(mail("news@shop.example", html=own,
+                                                                                  text=" ")))
+
+
 def test_a_few_words_and_a_link_elsewhere(scanner: mailguard.Scanner) -> None:
     verdict = scanner.scan(mail("yagu@realestate.example", "Dating", text="Click for date http://foret.example/s"))
     finding = coherence(verdict)["COHERENCE_BARE_URL_ELSEWHERE"]  # the address is written out

@@ -318,6 +318,31 @@ def test_password_protected_office_document(scanner: mailguard.Scanner) -> None:
     assert verdict.action >= Action.QUARANTINE
 
 
+def _pdf(user_password: str | None, owner_password: str = "owner-secret") -> bytes:
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=612, height=792)
+    if user_password is not None:
+        writer.encrypt(user_password=user_password, owner_password=owner_password, algorithm="RC4-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_password_to_open_pdf_is_an_encrypted_document(scanner: mailguard.Scanner) -> None:
+    verdict = scan(scanner, ("boleto.pdf", _pdf("123"), "application/pdf"))
+    assert filetype_rules(verdict) == {"FILETYPE_ENCRYPTED_DOCUMENT"}
+    verdict = scan(scanner, ("boleto.pdf", _pdf("4411"), "application/pdf"), body="Open it with password: 4411")
+    assert filetype_rules(verdict) == {"FILETYPE_ENCRYPTED_ARCHIVE_PASSWORD"}
+
+
+def test_pdf_only_restricted_by_an_owner_password_is_not_locked(scanner: mailguard.Scanner) -> None:
+    # Statements that open for anyone but forbid printing or copying are ordinary.
+    assert not filetype_rules(scan(scanner, ("statement.pdf", _pdf(""), "application/pdf")))
+    assert not filetype_rules(scan(scanner, ("report.pdf", _pdf(None), "application/pdf")))
+
+
 @pytest.mark.parametrize("text, password", [
     ("Password: 8842", "8842"),
     ("Use password 1234 to open", "1234"),

@@ -23,6 +23,7 @@ def scores(analyzer: LanguageAnalyzer, subject: str, body: str) -> dict[str, flo
      "photo attach) Where r You from and how old r You?"),
     ("Rencontrer des célibataires ukrainiens", "Rencontrer des beautés ukrainiennes. Voir les photos !"),
     ("Wil je met me uit?", "Kan je zo even chatten? Ik heb zin in iets stouts."),
+    ("Hi", "We offer the opportunity to get acquainted with the girl without obligation: a city girl with a photo."),
 ])
 def test_dating_lures_in_several_languages(analyzer: LanguageAnalyzer, subject: str, body: str) -> None:
     assert scores(analyzer, subject, body).get("LANGUAGE_DATING_LURE", 0) >= 2.0
@@ -42,6 +43,10 @@ def test_crypto_wallet_requests(analyzer: LanguageAnalyzer, body: str) -> None:
     ("LANGUAGE_PRIZE_REFUND", "You have 24 hours to withdraw +17,794$ https://drive.example/file/d/2"),
     ("LANGUAGE_SCAM_STORY", "I would like to request your assistance in a lucrative business that would be mutually "
      "beneficial, email me for more details."),
+    ("LANGUAGE_PRIZE_REFUND", "Username: www.abcdef.example - 1.360 BTC BINANCE To set your password, visit the address."),
+    ("LANGUAGE_SCAM_STORY", "Intimação de Testemunha – Audiência por Videoconferência. Caso deixe de comparecer será "
+     "conduzido coercitivamente."),
+    ("LANGUAGE_SCAM_STORY", "Anklageschreiben wegen eines Verbrechens. Ihre Einladung finden Sie im Anhang."),
     ("LANGUAGE_SCAM_STORY", "Ihre McAfee-Lizenz ist abgelaufen. Ihr Gerät ist jetzt anfällig für Viren."),
     ("LANGUAGE_WALLET_REQUEST", "Activate the staking feature: register and migrate your account to the new contract."),
 ])

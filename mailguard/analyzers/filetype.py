@@ -14,6 +14,8 @@ them. Macros inside documents are the ``macros`` analyzer's business.
 """
 from __future__ import annotations
 
+import io
+import logging
 import re
 import threading
 import unicodedata
@@ -244,7 +246,7 @@ class Detected:
     mime: str
     description: str
     kind: Kind | None
-    encrypted: bool = False  # a password-to-open Office document
+    encrypted: bool = False  # a password-to-open Office document or PDF
 
 
 UNKNOWN = Detected("application/octet-stream", "", None)
@@ -269,6 +271,25 @@ def _ole_facts(data: bytes) -> tuple[str, bool]:
             return (ole.root.clsid or "").upper(), bool(encrypted)
     except Exception:  # a broken OLE file is simply not recognised
         return "", False
+
+
+def pdf_needs_password(data: bytes) -> bool:
+    """Whether a PDF cannot be opened without a password. PDFs encrypted with an empty user
+    password (only printing or copying restricted, common in real invoices and statements)
+    open for anyone, so they do not count; pypdf is asked only when the file has an
+    /Encrypt entry at all, which keeps the cost to the few files that do."""
+    if b"/Encrypt" not in data:
+        return False
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        return bool(reader.is_encrypted) and not reader.decrypt("")
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, RecursionError,
+            AssertionError, ZeroDivisionError, NotImplementedError):
+        return False
 
 
 def name_parts(filename: str) -> tuple[str, list[str]]:
@@ -356,6 +377,8 @@ class FiletypeAnalyzer(Analyzer):
         if data.startswith(OLE_MAGIC):
             clsid, encrypted = _ole_facts(data)
             kind = self.table.by_clsid.get(clsid) or kind
+        elif b"%PDF-" in data[:1024]:
+            encrypted = pdf_needs_password(data)
         return Detected(mime, description, kind, encrypted)
 
     # -- the checks

@@ -45,7 +45,7 @@ def _pdf_text(data: bytes, pages: int) -> str:
 
 def _is_html(attachment: Attachment) -> bool:
     name = attachment.filename.lower()
-    return attachment.content_type.split()[0].startswith("text/html") or name.endswith((".html", ".htm", ".shtml"))
+    return attachment.content_type.lower().startswith("text/html") or name.endswith((".html", ".htm", ".shtml"))
 
 
 def _html_text(data: bytes) -> str:

@@ -68,3 +68,48 @@ def test_document_reading_is_bounded_and_can_be_turned_off() -> None:
         config = language_only(**settings)
         off = LanguageAnalyzer(config.section("language"), AnalyzerContext(config))
         assert "LANGUAGE_SCAM_STORY" not in rules(off, raw), settings
+
+
+def compressed_pdf(stream: bytes) -> bytes:
+    """A one-page PDF whose page content is ``stream``, Flate-compressed."""
+    import zlib
+
+    packed = zlib.compress(stream, 9)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_a_compressed_pdf_is_read() -> None:
+    from mailguard.analyzers.language.documents import _pdf_text
+
+    assert "infected" in _pdf_text(compressed_pdf(f"BT /F1 12 Tf 72 720 Td ({LURE}) Tj ET".encode()), 2)
+
+
+def test_a_decompression_bomb_gives_no_text_instead_of_tying_up_the_scanner(analyzer: LanguageAnalyzer) -> None:
+    """50 MB of page content packed into ~50 KB: over the stream limit, so pypdf stops
+    decoding it and the message is judged on its body, as for a broken file."""
+    from mailguard.analyzers.language.documents import _pdf_text
+    from mailguard.pdf import MAX_STREAM_BYTES
+
+    content = f"BT /F1 12 Tf 72 720 Td ({LURE}) Tj ET\n".encode() + b" " * 50_000_000
+    bomb = compressed_pdf(content)
+    assert len(bomb) < 100_000 < MAX_STREAM_BYTES < len(content)
+    assert _pdf_text(bomb, 2) == ""
+    raw = with_attachment("See attached.", bomb, "application", "pdf", "notice.pdf")
+    assert "LANGUAGE_SCAM_STORY" not in rules(analyzer, raw)

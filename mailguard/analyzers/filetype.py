@@ -14,8 +14,6 @@ them. Macros inside documents are the ``macros`` analyzer's business.
 """
 from __future__ import annotations
 
-import io
-import logging
 import re
 import threading
 import unicodedata
@@ -280,15 +278,12 @@ def pdf_needs_password(data: bytes) -> bool:
     /Encrypt entry at all, which keeps the cost to the few files that do."""
     if b"/Encrypt" not in data:
         return False
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
+    from mailguard.pdf import bounded_pdf, pdf_errors
 
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
-        return bool(reader.is_encrypted) and not reader.decrypt("")
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, RecursionError,
-            AssertionError, ZeroDivisionError, NotImplementedError):
+        with bounded_pdf(data) as reader:
+            return bool(reader.is_encrypted) and not reader.decrypt("")
+    except pdf_errors():
         return False
 
 

@@ -283,28 +283,22 @@ def _encrypted_pdf_uris(data: bytes) -> list[str]:
     """Link targets of a PDF encrypted without a user password: it opens in any viewer
     with no question asked, but its strings (the links too) are encrypted, so no byte
     scan reads them. pypdf decrypts with the empty password; anything else gives []."""
-    import logging
-    from io import BytesIO
+    from mailguard.pdf import bounded_pdf, pdf_errors
 
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
     out: list[str] = []
     try:
-        reader = PdfReader(BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            return []
-        for page in reader.pages[:5]:
-            for annotation in page.get("/Annots") or []:
-                action = annotation.get_object().get("/A")
-                uri = action.get_object().get("/URI") if action is not None else None
-                if uri:
-                    out.append(str(uri))
-                    if len(out) >= MAX_DOCUMENT_LINKS:
-                        return out
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, RecursionError,
-            NotImplementedError, AssertionError, UnicodeError, ZeroDivisionError):
+        with bounded_pdf(data) as reader:
+            if reader.is_encrypted and not reader.decrypt(""):
+                return []
+            for page in reader.pages[:5]:
+                for annotation in page.get("/Annots") or []:
+                    action = annotation.get_object().get("/A")
+                    uri = action.get_object().get("/URI") if action is not None else None
+                    if uri:
+                        out.append(str(uri))
+                        if len(out) >= MAX_DOCUMENT_LINKS:
+                            return out
+    except pdf_errors():
         return out
     return out
 

@@ -13,33 +13,27 @@ text. HTML attachments are rendered like HTML bodies (visible text only).
 """
 from __future__ import annotations
 
-import io
-import logging
-
 from mailguard.htmltext import html_to_text
 from mailguard.message import Attachment, ParsedMessage
+from mailguard.pdf import bounded_pdf, pdf_errors
 
 MAX_ATTACHMENTS = 3  # attachments looked at, in order
 
 
 def _pdf_text(data: bytes, pages: int) -> str:
-    """Text of a PDF's first ``pages`` pages; "" for encrypted or broken files."""
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
-    logging.getLogger("pypdf").setLevel(logging.ERROR)  # broken files are the sender's business
+    """Text of a PDF's first ``pages`` pages; "" for encrypted, broken or oversized files
+    (mailguard.pdf's limits)."""
     try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
-            return ""
-        out = []
-        for number, page in enumerate(reader.pages):
-            if number >= pages:
-                break
-            out.append(page.extract_text() or "")
-        return "\n".join(out)
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, RecursionError,
-            AssertionError, ZeroDivisionError):
+        with bounded_pdf(data) as reader:
+            if reader.is_encrypted:
+                return ""
+            out = []
+            for number, page in enumerate(reader.pages):
+                if number >= pages:
+                    break
+                out.append(page.extract_text() or "")
+            return "\n".join(out)
+    except pdf_errors():
         return ""
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import logging
 import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
@@ -101,23 +100,21 @@ def csv_text(text: str) -> str:
 
 
 def pdf_text(data: bytes) -> str:
-    """Text of the first pages of a PDF (pypdf; encrypted or broken files give "")."""
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
+    """Text of the first pages of a PDF (pypdf, mailguard.pdf's limits; encrypted, broken
+    or oversized files give "")."""
+    from mailguard.pdf import bounded_pdf, pdf_errors
 
-    logging.getLogger("pypdf").setLevel(logging.ERROR)  # broken files are the sender's business
     try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
-            return ""
-        pages = []
-        for number, page in enumerate(reader.pages):
-            if number >= MAX_PDF_PAGES:
-                break
-            pages.append(page.extract_text() or "")
-        return "\n".join(pages)
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, RecursionError,
-            AssertionError, ZeroDivisionError):
+        with bounded_pdf(data) as reader:
+            if reader.is_encrypted:
+                return ""
+            pages = []
+            for number, page in enumerate(reader.pages):
+                if number >= MAX_PDF_PAGES:
+                    break
+                pages.append(page.extract_text() or "")
+            return "\n".join(pages)
+    except pdf_errors():
         return ""
 
 

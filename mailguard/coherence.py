@@ -44,6 +44,9 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
 # Rule ids. Scores are fitted (rules/scores.toml); these built-in ones apply without it.
 SCORES: Mapping[str, float] = {
     "COHERENCE_CLAIM_REQUEST_ELSEWHERE": 4.0,   # claims a brand/company, asks, and the destination is not theirs
+    # ... the claim being a brand of the table in the display name of a sender not the brand's:
+    # a stronger claim than a brand named in the subject or text (which newsletters do).
+    "COHERENCE_BRAND_NAME_REQUEST_ELSEWHERE": 4.0,
     # The display name names a company (not in the brand table) the From domain does not carry,
     # it asks, and the destination is a third site: neither that company's nor the sender's.
     "COHERENCE_NAME_REQUEST_ELSEWHERE": 4.0,
@@ -64,6 +67,9 @@ SCORES: Mapping[str, float] = {
     # Composites (rspamd-style): the claim-request-destination case meeting structural
     # evidence about the destination itself. Fitted like every other rule.
     "COHERENCE_REQUEST_SUSPECT_LINK": 2.0,      # the link the request leads to is itself suspect
+    # A brand's name in the display name, nothing asked, and a link off the brand's sites that
+    # is suspect in itself (a bare address, a look-alike, a shortener ...).
+    "COHERENCE_BRAND_SUSPECT_LINK": 2.0,
     "COHERENCE_PICTURE_LINK_ELSEWHERE": 2.0,    # a picture-only message linking away from its sender
     "COHERENCE_BARE_LINK_ELSEWHERE": 2.0,       # a few words and a hidden link to a site not the sender's
     "COHERENCE_BARE_URL_ELSEWHERE": 1.0,        # the same with the address written out ("see http://...")
@@ -209,7 +215,8 @@ class Coherence:
             claim = self.own_claim(sender_org)
             destinations = self.destinations(message, claim, requests, sender_org, proven)
             finding = self._finding(message, claim, requests, destinations, sender_org, proven)
-        composites = tuple(self.composites(message, findings, requests, destinations, sender_org, finding.rule))
+        composites = tuple(self.composites(message, findings, requests, destinations, sender_org, finding.rule,
+                                           claim))
         if finding.rule in SILENT or sender_org == "" or (
                 finding.rule == "COHERENCE_NAME_NOT_SENDER" and self.ownership.is_freemail(sender_org)):
             return Review(composites, finding.summary)  # free mail with a company name: the sender analyzer's
@@ -219,7 +226,7 @@ class Coherence:
 
     def composites(
         self, message: ParsedMessage, findings: Sequence[Finding], requests: Sequence[str],
-        destinations: Sequence[Destination], sender_org: str, case: str = "",
+        destinations: Sequence[Destination], sender_org: str, case: str = "", claim: Claim | None = None,
     ) -> Iterable[Finding]:
         """Rules that fire on a combination, in the spirit of rspamd's composites: a request
         whose link is itself suspect (a bare address, a shortener, free hosting ...), a
@@ -241,6 +248,17 @@ class Coherence:
         if not links:
             return
         suspects = _suspect_hosts(findings)
+        if not requests and suspects and claim is not None and claim.brand is not None and \
+                claim.where == "display name":
+            # A brand's name, nothing asked, and a link off the brand's sites to a bare address,
+            # a look-alike, a shortener ...: the brand's own mail links to its own sites.
+            for d in links:
+                reason = _suspect_reason(d.shown, suspects)
+                if reason and d.owned is False:
+                    yield _make("COHERENCE_BRAND_SUSPECT_LINK", _cap(
+                        f"It calls itself {claim.name}, and a link goes to {d.shown}, {reason}, not to a site of "
+                        f"{claim.name}'s"), {"host": d.shown, "reason": reason, "brand": claim.name})
+                    break
         if requests and suspects and request_leads_to_links(requests[0]):
             for d in links:
                 reason = _suspect_reason(d.shown, suspects)
@@ -588,7 +606,9 @@ class Coherence:
             what = {"link": f"the {noun} goes to a site", "reply": "replies go to an address",
                     "phone": "the number to call is given", "attachment": "the file comes from a sender"}[foreign[0].kind]
             text = f"{claim_text}, {asks}, and {what} that is not {owner} ({hosts})"
-            rule = ("COHERENCE_CLAIM_REQUEST_ELSEWHERE" if claim.foreign
+            rule = ("COHERENCE_BRAND_NAME_REQUEST_ELSEWHERE" if claim.foreign and claim.brand is not None
+                    and claim.where == "display name"
+                    else "COHERENCE_CLAIM_REQUEST_ELSEWHERE" if claim.foreign
                     else "COHERENCE_BRAND_REQUEST_ELSEWHERE" if claim.brand is not None
                     else "COHERENCE_REQUEST_ELSEWHERE")
             if claim.where == FORGED:
@@ -647,6 +667,7 @@ _SUSPECT_REASONS: Mapping[str, str] = {
 }
 # The cases where the request leads away from the claimed identity.
 ELSEWHERE = frozenset({"COHERENCE_CLAIM_REQUEST_ELSEWHERE", "COHERENCE_BRAND_REQUEST_ELSEWHERE",
+                       "COHERENCE_BRAND_NAME_REQUEST_ELSEWHERE",
                        "COHERENCE_REQUEST_ELSEWHERE", "COHERENCE_FORGED_REQUEST_ELSEWHERE",
                        "COHERENCE_REPLY_ELSEWHERE", "COHERENCE_CALL_NUMBER", "COHERENCE_NAME_REQUEST_ELSEWHERE",
                        "COHERENCE_NAME_REQUEST_FREEMAIL"})

@@ -42,7 +42,7 @@ SIGN_IN = "Unusual sign-in activity was detected. Your account will be suspended
 def test_brand_claim_sign_in_link_elsewhere(scanner: mailguard.Scanner) -> None:
     html = f'<p>{SIGN_IN}</p><p><a href="https://ms-login.account-check.net/x">Sign in</a></p>'
     verdict = scanner.scan(mail("alerts@account-check.net", "Microsoft Account Team", html=html))
-    finding = coherence(verdict)["COHERENCE_CLAIM_REQUEST_ELSEWHERE"]
+    finding = coherence(verdict)["COHERENCE_BRAND_NAME_REQUEST_ELSEWHERE"]
     assert finding.summary == (
         "Claims to be Microsoft, asks you to sign in or confirm your details, and the sign-in link goes to a "
         "site that is not Microsoft's (ms-login.account-check.net)"
@@ -50,6 +50,10 @@ def test_brand_claim_sign_in_link_elsewhere(scanner: mailguard.Scanner) -> None:
     assert finding.details["claim"] == "Microsoft" and finding.details["requests"][0] == "credential"
     assert verdict.summary == finding.summary
     assert verdict.action >= Action.TAG
+    # the brand named only in the subject is the weaker claim, with the rule of its own
+    named = scanner.scan(mail("alerts@account-check.net", "Account Team", html=html, subject="Your Microsoft account"))
+    assert "COHERENCE_CLAIM_REQUEST_ELSEWHERE" in coherence(named)
+    assert "COHERENCE_BRAND_NAME_REQUEST_ELSEWHERE" not in coherence(named)
 
 
 def test_company_outside_the_brand_table_is_a_claim(scanner: mailguard.Scanner) -> None:
@@ -166,7 +170,7 @@ def test_click_tracking_redirect_counts_as_its_target(scanner: mailguard.Scanner
     target = "https%3A%2F%2Fmicrosoft-verify.bad-site.example%2Flogin"
     html = (f'<p>{SIGN_IN}</p><p><a href="https://click.tracker.example/r?id=1&url={target}">Sign in</a></p>')
     verdict = scanner.scan(mail("alerts@tracker.example", "Microsoft", html=html))
-    finding = coherence(verdict)["COHERENCE_CLAIM_REQUEST_ELSEWHERE"]
+    finding = coherence(verdict)["COHERENCE_BRAND_NAME_REQUEST_ELSEWHERE"]
     assert "microsoft-verify.bad-site.example" in finding.summary
     assert "click.tracker.example" not in finding.summary
 
@@ -213,6 +217,22 @@ def test_a_brand_name_over_a_stranger_whose_links_all_leave_the_brand(scanner: m
                                ("no-reply@rfc.example", "Jo Roe", html)):
         found = coherence(scanner.scan(mail(sender, name, html=body)))
         assert "COHERENCE_BRAND_NAME_LINKS_ELSEWHERE" not in found, (sender, name)
+
+
+def test_a_brand_name_with_a_link_to_a_bare_address(scanner: mailguard.Scanner) -> None:
+    """From the brand's own (forged) domain, nothing asked, but a link to a bare address."""
+    html = ('<p>Important information about your eBay account.</p>'
+            '<p><a href="http://signin.ebay.com/ws/">eBay</a> <a href="http://203.0.113.9/ebay/">Details</a></p>')
+    verdict = scanner.scan(mail("support_num_576@ebay.com", "eBay Inc", html=html, subject="Important information"))
+    finding = coherence(verdict)["COHERENCE_BRAND_SUSPECT_LINK"]
+    assert finding.summary == ("It calls itself eBay, and a link goes to 203.0.113.9, a bare internet address instead "
+                               "of a named site, not to a site of eBay's")
+    # the same links under a person's name, or only the brand's own link: no such case
+    person = scanner.scan(mail("jo@mail.example", "Jo Roe", html=html))
+    own = scanner.scan(mail("support@ebay.com", "eBay Inc", html=html.replace("http://203.0.113.9/ebay/",
+                                                                               "https://www.ebay.com/help")))
+    assert "COHERENCE_BRAND_SUSPECT_LINK" not in coherence(person)
+    assert "COHERENCE_BRAND_SUSPECT_LINK" not in coherence(own)
 
 
 def test_no_request_no_finding_but_a_summary(scanner: mailguard.Scanner) -> None:

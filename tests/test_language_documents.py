@@ -105,7 +105,7 @@ def test_a_decompression_bomb_gives_no_text_instead_of_tying_up_the_scanner(anal
     """50 MB of page content packed into ~50 KB: over the stream limit, so pypdf stops
     decoding it and the message is judged on its body, as for a broken file."""
     from mailguard.analyzers.language.documents import _pdf_text
-    from mailguard.pdf import MAX_STREAM_BYTES
+    from mailguard.analyzers.pdf import MAX_STREAM_BYTES
 
     content = f"BT /F1 12 Tf 72 720 Td ({LURE}) Tj ET\n".encode() + b" " * 50_000_000
     bomb = compressed_pdf(content)

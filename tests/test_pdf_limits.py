@@ -1,4 +1,4 @@
-"""Every reader of attached PDFs runs under mailguard.pdf's limits: a decompression bomb
+"""Every reader of attached PDFs runs under mailguard.analyzers.pdf's limits: a decompression bomb
 (50 MB of page content in ~50 KB) gives what a broken file gives, at once, instead of
 holding a scanner for seconds (pypdf's own limits let it decode 75 MB a stream)."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from mailguard.analyzers.language.documents import _pdf_text
 from mailguard.analyzers.phi.extract import pdf_text
-from mailguard.pdf import MAX_STREAM_BYTES, bounded_pdf, pdf_errors
+from mailguard.analyzers.pdf import MAX_STREAM_BYTES, bounded_pdf, pdf_errors
 from tests.test_language_documents import compressed_pdf
 
 WORDS = "BT /F1 12 Tf 72 720 Td (Patient statement enclosed) Tj ET\n"

@@ -278,7 +278,7 @@ def pdf_needs_password(data: bytes) -> bool:
     /Encrypt entry at all, which keeps the cost to the few files that do."""
     if b"/Encrypt" not in data:
         return False
-    from mailguard.pdf import bounded_pdf, pdf_errors
+    from mailguard.analyzers.pdf import bounded_pdf, pdf_errors
 
     try:
         with bounded_pdf(data) as reader:

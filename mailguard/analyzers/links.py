@@ -283,7 +283,7 @@ def _encrypted_pdf_uris(data: bytes) -> list[str]:
     """Link targets of a PDF encrypted without a user password: it opens in any viewer
     with no question asked, but its strings (the links too) are encrypted, so no byte
     scan reads them. pypdf decrypts with the empty password; anything else gives []."""
-    from mailguard.pdf import bounded_pdf, pdf_errors
+    from mailguard.analyzers.pdf import bounded_pdf, pdf_errors
 
     out: list[str] = []
     try:

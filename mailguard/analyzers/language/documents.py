@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from mailguard.htmltext import html_to_text
 from mailguard.message import Attachment, ParsedMessage
-from mailguard.pdf import bounded_pdf, pdf_errors
+from mailguard.analyzers.pdf import bounded_pdf, pdf_errors
 
 MAX_ATTACHMENTS = 3  # attachments looked at, in order
 
 
 def _pdf_text(data: bytes, pages: int) -> str:
     """Text of a PDF's first ``pages`` pages; "" for encrypted, broken or oversized files
-    (mailguard.pdf's limits)."""
+    (mailguard.analyzers.pdf's limits)."""
     try:
         with bounded_pdf(data) as reader:
             if reader.is_encrypted:

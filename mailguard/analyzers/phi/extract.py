@@ -100,9 +100,9 @@ def csv_text(text: str) -> str:
 
 
 def pdf_text(data: bytes) -> str:
-    """Text of the first pages of a PDF (pypdf, mailguard.pdf's limits; encrypted, broken
+    """Text of the first pages of a PDF (pypdf, mailguard.analyzers.pdf's limits; encrypted, broken
     or oversized files give "")."""
-    from mailguard.pdf import bounded_pdf, pdf_errors
+    from mailguard.analyzers.pdf import bounded_pdf, pdf_errors
 
     try:
         with bounded_pdf(data) as reader:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.errors
+import email.feedparser
 import email.header
 import email.parser
 import email.utils
@@ -530,9 +531,42 @@ def _minimal_message(raw: bytes, envelope: Envelope | None, budget: _Budget) -> 
     )
 
 
+# A header line as the stdlib feedparser tells one (its ``headerRE``), with its line end
+# (the feedparser's lines end at CR LF, CR or LF): the header block is a run of them.
+_HEADER_LINES = re.compile(r"(?:(?:From |[\041-\071\073-\176]*:|[\t ])[^\r\n]*(?:\r\n|\r|\n|\Z))*")
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _message_from_text(text: str) -> Message:
+    """``email.message_from_bytes(raw, policy=compat32)`` on the bytes decoded as ASCII
+    with surrogate escapes, as it decodes them, and the same Message.
+
+    The feedparser reads a body line by line in Python, which for a message that is not
+    multipart only collects the lines to join them again into its payload: most of
+    parsing a large single-part message. So when the headers are followed by a blank line
+    and cannot make it multipart or message/* (neither word is in them), only the headers
+    and that line are fed, and the rest of the text, which the feedparser would have made
+    the payload unchanged, is set as the payload. A "From " line after the first
+    (which the feedparser pushes back into the body) also takes the ordinary way."""
+    parser = email.feedparser.FeedParser(policy=email_policy.compat32)
+    end = _HEADER_LINES.match(text).end()
+    separator = _LINE_END.match(text, end)
+    if separator is not None:
+        head = text[:end].lower()
+        if "multipart" not in head and "message/" not in head and "\nfrom " not in head and "\rfrom " not in head:
+            parser.feed(text[:separator.end()])
+            msg = parser.close()
+            if msg.get_content_maintype() not in ("multipart", "message"):  # always so, given the words
+                msg.set_payload(text[separator.end():])
+                return msg
+            parser = email.feedparser.FeedParser(policy=email_policy.compat32)
+    parser.feed(text)  # in one piece, not the 8192-character chunks of Parser.parse: the same result
+    return parser.close()
+
+
 def _message_from_bytes(raw: bytes, budget: _Budget) -> Message:
     try:
-        return email.message_from_bytes(raw, policy=email_policy.compat32)
+        return _message_from_text(raw.decode("ascii", "surrogateescape"))
     except RecursionError:
         budget.too_deep("The message's parts are nested too deeply to unpack; only its headers were read.")
     except Exception as exc:  # the stdlib parser is lenient; this is a last resort

@@ -105,11 +105,10 @@ class GlyphTable:
     def script_name(self, script: str) -> str:
         return self.script_names.get(script, script.title())
 
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
+    # Identity, with object's own C slots: the lru caches below hash the table with
+    # every label they look up, and a Python __hash__ cost more than the lookup.
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
 
 
 @lru_cache(maxsize=8192)

@@ -100,17 +100,30 @@ SPECIFIC = frozenset({"credential", "wallet", "payment", _CALL, _REPLY, _OPEN})
 
 # Link text that is the button beside a request (sign in, pay, view, download ...), in
 # the languages the language rules read. Lower case, matched as words.
-_ACTION_TEXT = re.compile(
-    r"\b(sign[ -]?in|log[ -]?in|log[ -]?on|verify|confirm|validate|update|unlock|restore|reactivate|secure|"
+_ACTION_WORDS = (
+    r"sign[ -]?in|log[ -]?in|log[ -]?on|verify|confirm|validate|update|unlock|restore|reactivate|secure|"
     r"pay|payment|invoice|view|open|download|review|access|click|tap|here|continue|claim|track|reset|"
     r"accept|approve|release|retrieve|get started|activate|check|read|listen|schedule|reschedule|"
     r"iniciar|acceder|verificar|confirmar|actualizar|pagar|descargar|ver |aqui|"
     r"acessar|acesse|entrar|atualizar|clique|baixar|"
     r"connexion|connecter|v[eé]rifier|confirmer|payer|t[eé]l[eé]charger|ici|"
     r"anmelden|einloggen|best[aä]tigen|bezahlen|herunterladen|hier|"
-    r"ログイン|確認|更新|支払|ダウンロード|こちら)",
-    re.IGNORECASE,
-)
+    r"ログイン|確認|更新|支払|ダウンロード|こちら"
+).split("|")
+
+
+def _by_first_letter(alternatives: Sequence[str]) -> str:
+    """The alternation with the alternatives that share a first letter grouped behind it
+    ("s(?:ign[ -]?in|ecure|chedule)|..."): the same words, tried about three times
+    faster at each position of a text (re tries every branch in turn). Only whether the
+    pattern occurs is asked, so the branches' order does not matter."""
+    groups: dict[str, list[str]] = {}
+    for alternative in alternatives:
+        groups.setdefault(alternative[0], []).append(alternative[1:])
+    return "|".join(f"{re.escape(first)}(?:{'|'.join(rest)})" for first, rest in groups.items())
+
+
+_ACTION_TEXT = re.compile(r"\b(?:" + _by_first_letter(_ACTION_WORDS) + ")", re.IGNORECASE)
 # Query parameters that carry a click-tracking redirect's target (url=, u=, q=, ...):
 # any parameter whose value is itself an http(s) address counts.
 _EMBEDDED_URL = re.compile(r"^(?:https?:|www\.)", re.IGNORECASE)

@@ -45,6 +45,12 @@ _ELISION = re.compile(r"(?<![\w'`\u2018\u2019\u02bc\u00b4])(c|d|j|l|m|n|s|t|qu|j
                       r"['`\u2018\u2019\u02bc\u00b4](?=\w)", re.IGNORECASE)
 _LONGEST_ELIDED = 6  # letters of the longest elided word ("lorsqu", "puisqu"), see _split_elisions
 _SPLIT_TABLE = str.maketrans({**{c: " " for c in _PUNCTUATION}, **{c: None for c in _JOINERS}})
+# The same for ASCII text as a bytes table: bytes.translate is many times faster than
+# str.translate, which looks every character up in a dict.
+_SPLIT_BYTES = bytes.maketrans(
+    bytes(ord(c) for c in _PUNCTUATION if ord(c) < 128), b" " * sum(1 for c in _PUNCTUATION if ord(c) < 128)
+)
+_JOINER_BYTES = bytes(ord(c) for c in _JOINERS if ord(c) < 128)
 # Inside a word that still holds other symbols (emoji, arrows): everything that is not a
 # letter, digit or one of the letter-like symbols separates.
 _OTHER_SYMBOLS = re.compile(r"[^\w@$|!]+|_+")
@@ -54,7 +60,7 @@ _LEET_ALT = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7"
                            "|": "l", "!": "i"})
 _LETTERS = re.compile(r"[a-z]")
 _SYMBOLS = frozenset("0134579@$|!")
-_WORD_CHARS = re.compile(r"[\w@$|!]")
+_WORD_CHARS = re.compile(r"[\w@$|!]")  # the characters of a word for _capital_i, which tests them with str methods
 # Spaced letters: "u r g e n t" is four or more one-character words in a row.
 MIN_SPACED = 4
 # Japanese and Chinese write no spaces between words: each kana or ideograph is read as a
@@ -64,7 +70,7 @@ _CJK_CHARS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f
 _CJK = re.compile(f"([{_CJK_CHARS}])")
 # A character that makes a word worth a closer look: anything but a-z and the space.
 _ODD_CHAR = re.compile(r"[^a-z ]")
-_KEEP_ODD = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyz ")
+_KEEP_ODD = b"abcdefghijklmnopqrstuvwxyz "  # deleted by bytes.translate, leaving the odd characters
 # What _SPLIT_TABLE does, as two passes for text that is not all ASCII.
 _JOINER_CHARS = re.compile("[" + "".join(re.escape(c) for c in _JOINERS) + "]")
 _SEPARATORS = re.compile("[" + "".join(re.escape(c) for c in _PUNCTUATION) + "]")
@@ -85,11 +91,11 @@ def _odd_positions(padded: str) -> list[int]:
     ``str.translate`` and ``str.find`` do it faster than a regular expression scan."""
     if not padded.isascii():
         return [m.start() for m in _ODD_CHAR.finditer(padded)]
-    odd = padded.translate(_KEEP_ODD)
+    odd = padded.encode("ascii").translate(None, _KEEP_ODD)
     if not odd:
         return []
     positions: list[int] = []
-    for char in set(odd):
+    for char in set(odd.decode("ascii")):
         position = padded.find(char)
         while position >= 0:
             positions.append(position)
@@ -182,10 +188,11 @@ class Normaliser:
             text = _split_elisions(text)
         lower = text.lower()
         if lower.isascii():
-            split = lower.translate(_SPLIT_TABLE)
+            split = lower.encode("ascii").translate(_SPLIT_BYTES, _JOINER_BYTES).decode("ascii")
         else:  # str.translate looks every character up one by one once one is not ASCII
             lower = _JOINER_CHARS.sub("", lower)  # curly apostrophes, often all there is
-            split = lower.translate(_SPLIT_TABLE) if lower.isascii() else _SEPARATORS.sub(" ", lower)
+            split = (lower.encode("ascii").translate(_SPLIT_BYTES, _JOINER_BYTES).decode("ascii") if lower.isascii()
+                     else _SEPARATORS.sub(" ", lower))
         if cjk:
             return self._normalise_words(split)
         padded = " " + split + " "
@@ -268,11 +275,11 @@ class Normaliser:
             before = text[pos - 1] if pos else " "
             after = text[pos + 1] if pos + 1 < n else " "
             if before.islower() or before.isdigit() or after.islower() or after.isdigit():
-                start = pos
-                while start > 0 and _WORD_CHARS.match(text[start - 1]):
+                start = pos  # the word around it (_WORD_CHARS, without a regex call per character)
+                while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_@$|!"):
                     start -= 1
                 end = pos + 1
-                while end < n and _WORD_CHARS.match(text[end]):
+                while end < n and (text[end].isalnum() or text[end] in "_@$|!"):
                     end += 1
                 if start >= last:
                     replaced = self._read_capital_i(text[start:end])

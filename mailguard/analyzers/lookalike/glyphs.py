@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from mailguard.options import ConfigError, read_data_toml
 
@@ -90,6 +90,11 @@ class GlyphTable:
     def skeleton(self, label: str) -> str:
         """``fold`` plus ASCII sequences that read alike ("rn" -> "m", "1" -> "l")."""
         return _skeleton(self, label)
+
+    def skeletons(self, labels: Iterable[str]) -> tuple[str, ...]:
+        """``skeleton`` of each label, without a Python call per label (names and texts are
+        read as dozens of words)."""
+        return tuple(map(partial(_skeleton, self), labels))
 
     def looks_similar(self, a: str, b: str) -> bool:
         """Two different plain letters that are easy to misread for each other (c and e)."""

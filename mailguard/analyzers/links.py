@@ -276,30 +276,6 @@ def _decoded_forms(text: str, plain: bool = True, holding: bytes = b"") -> Itera
         yield decoded.decode("latin-1").lower(), True
 
 
-# The only characters other than ASCII letters that re.I matches for a letter of
-# _SCRIPT_HREF's schemes or of "<area" (long s, dotless i, dotted capital I; checked over
-# every code point).
-_CASE_EQUIVALENTS = ("\u017f", "\u0131", "\u0130")
-
-
-def _lowered(message: ParsedMessage, html: str) -> bytes | None:
-    """``html`` as UTF-8 bytes with ASCII letters in lower case, for quick ``in`` tests of
-    whether a re.I pattern could match at all (scanning a long page with _SCRIPT_HREF
-    costs about as much as the rest of the analyzer); None when the page holds one of the
-    few other characters re.I reads as those letters. Once per HTML body and message."""
-    def compute() -> bytes | None:
-        if not html.isascii() and any(char in html for char in _CASE_EQUIVALENTS):
-            return None
-        return html.encode("utf-8", "surrogatepass").lower()
-    return message.derived(("links.lowered", id(html)), compute)
-
-
-def _may_match(lowered: bytes | None, words: tuple[bytes, ...]) -> bool:
-    """False only when none of ``words`` (lower case) is in the page: a pattern needing one
-    of them cannot match."""
-    return lowered is None or any(word in lowered for word in words)
-
-
 def _has_words(text: str, limit: int) -> bool:
     """More than ``limit`` words in ``text`` (stops counting there: bodies can be huge)."""
     return any(True for _ in islice(_WORD.finditer(text), limit, limit + 1))
@@ -649,8 +625,6 @@ class LinksAnalyzer(Analyzer):
             return
         for part in iter_all_messages(message):
             for html in part.html_parts:
-                if not _may_match(_lowered(message, html), (b"<area",)):
-                    continue
                 for found in islice(_AREA_HREF.finditer(html), self.max_links):
                     host = url_host(found.group(1))
                     if not host or not _HOST_NAME.match(host) or self._allowed(host):
@@ -703,8 +677,6 @@ class LinksAnalyzer(Analyzer):
     def _script_urls(self, message: ParsedMessage) -> Iterator[Finding]:
         for part in iter_all_messages(message):
             for html in part.html_parts:
-                if not _may_match(_lowered(message, html), (b"javascript", b"vbscript", b"data")):
-                    continue
                 found = _SCRIPT_HREF.search(html)
                 if found:
                     scheme = found.group(1).lower()

@@ -113,17 +113,30 @@ SPECIFIC = frozenset({"credential", "wallet", "payment", _CALL, _REPLY, _OPEN})
 
 # Link text that is the button beside a request (sign in, pay, view, download ...), in
 # the languages the language rules read. Lower case, matched as words.
-_ACTION_TEXT = re.compile(
-    r"\b(sign[ -]?in|log[ -]?in|log[ -]?on|verify|confirm|validate|update|unlock|restore|reactivate|secure|"
+_ACTION_WORDS = (
+    r"sign[ -]?in|log[ -]?in|log[ -]?on|verify|confirm|validate|update|unlock|restore|reactivate|secure|"
     r"pay|payment|invoice|view|open|download|review|access|click|tap|here|continue|claim|track|reset|"
     r"accept|approve|release|retrieve|get started|activate|check|read|listen|schedule|reschedule|"
     r"iniciar|acceder|verificar|confirmar|actualizar|pagar|descargar|ver |aqui|"
     r"acessar|acesse|entrar|atualizar|clique|baixar|"
     r"connexion|connecter|v[eé]rifier|confirmer|payer|t[eé]l[eé]charger|ici|"
     r"anmelden|einloggen|best[aä]tigen|bezahlen|herunterladen|hier|"
-    r"ログイン|確認|更新|支払|ダウンロード|こちら)",
-    re.IGNORECASE,
-)
+    r"ログイン|確認|更新|支払|ダウンロード|こちら"
+).split("|")
+
+
+def _by_first_letter(alternatives: Sequence[str]) -> str:
+    """The alternation with the alternatives that share a first letter grouped behind it
+    ("s(?:ign[ -]?in|ecure|chedule)|..."): the same words, tried about three times
+    faster at each position of a text (re tries every branch in turn). Only whether the
+    pattern occurs is asked, so the branches' order does not matter."""
+    groups: dict[str, list[str]] = {}
+    for alternative in alternatives:
+        groups.setdefault(alternative[0], []).append(alternative[1:])
+    return "|".join(f"{re.escape(first)}(?:{'|'.join(rest)})" for first, rest in groups.items())
+
+
+_ACTION_TEXT = re.compile(r"\b(?:" + _by_first_letter(_ACTION_WORDS) + ")", re.IGNORECASE)
 # Query parameters that carry a click-tracking redirect's target (url=, u=, q=, ...):
 # any parameter whose value is itself an http(s) address counts.
 _EMBEDDED_URL = re.compile(r"^(?:https?:|www\.)", re.IGNORECASE)
@@ -474,7 +487,8 @@ class Coherence:
         out: list[Destination] = []
         links = [l for l in message.links[:MAX_DESTINATIONS] if l.url.lower().startswith(("http", "www."))]
         asking = {id(l) for l in links if l.text and _ACTION_TEXT.search(l.text)}  # each link's text read once
-        credits = {l.url for l in links if id(l) not in asking and self._names_its_site(l)}
+        labels: dict[str, str] = {}  # per host: a newsletter's links share a few hosts
+        credits = {l.url for l in links if id(l) not in asking and self._names_its_site(l, labels)}
         links = [l for l in links if l.url not in credits]
         beside = [l for l in links if id(l) in asking]
         owned: dict[str, bool | None] = {}  # per host: a newsletter's links share a few hosts
@@ -495,7 +509,7 @@ class Coherence:
                 out.append(Destination("attachment", attachment.display_name, None if not claim.foreign else False))
         return out
 
-    def _names_its_site(self, link: Any) -> bool:
+    def _names_its_site(self, link: Any, labels: dict[str, str] | None = None) -> bool:
         """A credit or footer link whose text names the site it goes to and asks nothing
         ("Powered by Crater" -> craterapp.com, "GitHub" -> github.com): the reader sees
         where it leads, so it is no destination of the request. A button that names the
@@ -503,10 +517,19 @@ class Coherence:
         text = (link.text or "").strip()
         if not text or len(text) > 60 or link.source != "html":
             return False  # (links whose text asks something are never credits: see destinations)
-        parts = self.splitter.parts(link.host) if link.host else None
-        label = parts.label.lower().replace("-", "") if parts is not None and parts.label else ""
-        if len(label) < 3 or not any(len(w) >= 3 and w not in _ORG_WORDS and w in label
-                                     for w in (x.lower() for x in _WORD.findall(text))):
+        label = labels.get(link.host) if labels is not None else None  # ``labels``: the hosts' labels so far
+        if label is None:
+            parts = self.splitter.parts(link.host) if link.host else None
+            label = parts.label.lower().replace("-", "") if parts is not None and parts.label else ""
+            if labels is not None:
+                labels[link.host] = label
+        if len(label) < 3:
+            return False
+        for word in _WORD.findall(text):
+            word = word.lower()
+            if len(word) >= 3 and word not in _ORG_WORDS and word in label:
+                break
+        else:
             return False
         brand = self.names.brand_in(text)
         # "PayPal" -> paypal-help.example is an imitation, not a credit

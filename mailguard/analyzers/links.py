@@ -19,7 +19,6 @@ the signatures analyzer.
 """
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from dataclasses import dataclass
@@ -203,30 +202,76 @@ def load_host_groups(path: Path) -> tuple[HostGroup, ...]:
     return tuple(groups)
 
 
+_C0_OR_SPACE = "".join(chr(c) for c in range(0x21))  # what urlsplit strips from the start
+_SCHEME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-."
+
+
 def _split(url: str) -> tuple[str, str, str]:
     """(path, query, fragment) of a URL, "" parts when it cannot be split."""
+    url = url.strip()
+    if url.isascii() and "[" not in url and "]" not in url:
+        return _split_plain(url)
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
     except ValueError:
         return "", "", ""
     return parts.path, parts.query, parts.fragment
 
 
-def _decoded_forms(text: str) -> Iterator[tuple[str, bool]]:
+def _split_plain(url: str) -> tuple[str, str, str]:
+    """What urlsplit gives (path, query, fragment) for an ASCII address without brackets,
+    which it never refuses, in a few string operations: urlsplit's own steps (drop the
+    leading controls, tabs and line breaks, a scheme, the //netloc) without its argument
+    coercion, cache and result tuple (checked against urlsplit on fuzzed addresses)."""
+    url = url.lstrip(_C0_OR_SPACE)
+    if "\t" in url or "\r" in url or "\n" in url:
+        url = url.replace("\t", "").replace("\r", "").replace("\n", "")
+    colon = url.find(":")
+    if colon > 0 and url[0].isalpha() and not url[:colon].strip(_SCHEME_CHARS):
+        url = url[colon + 1:]
+    if url[:2] == "//":
+        end = len(url)
+        for delimiter in "/?#":
+            found = url.find(delimiter, 2)
+            if 0 <= found < end:
+                end = found
+        url = url[end:]
+    fragment = query = ""
+    if "#" in url:
+        url, fragment = url.split("#", 1)
+    if "?" in url:
+        url, query = url.split("?", 1)
+    return url, query, fragment
+
+
+def _split_once(memo: dict[str, tuple[str, str, str]], url: str) -> tuple[str, str, str]:
+    """``_split(url)``, each address split once per message (the host lists, the picture
+    lists and the recipient check all read the same links)."""
+    parts = memo.get(url)
+    if parts is None:
+        parts = memo[url] = _split(url)
+    return parts
+
+
+def _decoded_forms(text: str, plain: bool = True, holding: bytes = b"") -> Iterator[tuple[str, bool]]:
     """(form, disguised) pairs: the text percent-decoded (twice: kits double-encode), then
     every long base64 run in it decoded, the ways a kit writes the recipient's address
-    into a link."""
+    into a link. ``plain=False``: the disguised (base64) forms only; ``holding``: only
+    decoded runs that hold these bytes (b"@" when looking for addresses)."""
     once = unquote(text)
-    yield once.lower(), False
-    twice = unquote(once)
-    if twice != once:
-        yield twice.lower(), False
+    if plain:
+        yield once.lower(), False
+        twice = unquote(once)
+        if twice != once:
+            yield twice.lower(), False
     for run in islice(_B64_RUN.finditer(once), MAX_B64_RUNS):
         run = run.group(0)
         compact = run.replace("-", "+").replace("_", "/").rstrip("=")
-        try:
-            decoded = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+        try:  # base64.b64decode(..., validate=True) without its Python wrapper
+            decoded = binascii.a2b_base64(compact + "=" * (-len(compact) % 4), strict_mode=True)
         except (binascii.Error, ValueError):
+            continue
+        if holding and holding not in decoded:
             continue
         yield decoded.decode("latin-1").lower(), True
 
@@ -417,17 +462,18 @@ class LinksAnalyzer(Analyzer):
     def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
         links = self._links(message)
         images = self._images(message)
+        splits: dict[str, tuple[str, str, str]] = {}
         documents = document_links(message)
         # A shortener or a free-hosting page behind a PDF's button is the same tell as in the body.
         reachable = links + [link for _, link in documents[: self.max_links]] if documents else links
         findings: list[Finding] = []
-        findings += self._host_groups(reachable)
-        findings += self._image_host_groups(links, images)
+        findings += self._host_groups(reachable, splits)
+        findings += self._image_host_groups(links, images, splits)
         findings += self._server_hostnames(reachable)
         findings += self._document_only_link(message, documents)
         findings += self._image_ip(links, images)
         findings += self._image_map(message, links)
-        findings += self._recipient_in_url(message, links)
+        findings += self._recipient_in_url(message, links, splits)
         findings += self._script_urls(message)
         findings += self._image_only(message)
         findings += self._hidden_text(message)
@@ -443,20 +489,20 @@ class LinksAnalyzer(Analyzer):
         return out
 
     def _images(self, message: ParsedMessage) -> list[tuple[str, str]]:
-        """(address, host) of the pictures of every part, each address read once: a
-        newsletter loads dozens of pictures from a few addresses."""
+        """(address, host) of the pictures of every part, each address once, in the order
+        they first appear: a newsletter loads dozens of pictures from a few addresses, and
+        the rules reading these ask only whether (and where first) an address matches."""
         hosts: dict[str, str] = {}
-        out = []
         for part in iter_all_messages(message):
             for src in part.image_urls[: self.max_links]:
-                host = hosts.get(src)
-                if host is None:
-                    host = hosts[src] = url_host(src)
-                out.append((src, host))
-        return out
+                if src not in hosts:
+                    hosts[src] = url_host(src)
+        return list(hosts.items())
 
     def _allowed(self, host: str) -> bool:
         allow = self.allow
+        if not allow:  # the default: no operator allow list
+            return False
         while host:  # host, then each parent domain (_suffixes, without a generator)
             if host in allow:
                 return True
@@ -465,11 +511,15 @@ class LinksAnalyzer(Analyzer):
 
     # ------------------------------------------------------------------ host lists
 
-    def _host_groups(self, links: list[Link]) -> Iterator[Finding]:
+    def _host_groups(self, links: list[Link], splits: dict[str, tuple[str, str, str]]) -> Iterator[Finding]:
         hits: dict[str, list[str]] = {}
         seen: set[tuple[str, str]] = set()
+        seen_urls: set[tuple[str, str]] = set()  # the same address gives the same key
         for host, url in _with_targets(links):
-            path = _split(url)[0]
+            if (host, url) in seen_urls:
+                continue
+            seen_urls.add((host, url))
+            path = _split_once(splits, url)[0]
             key = (host, path[:64])
             if key in seen or self._allowed(host):
                 continue
@@ -489,20 +539,22 @@ class LinksAnalyzer(Analyzer):
                 summary += f" (and {len(hosts) - 1} more such links)"
             yield self.finding(group.rule, self._score(group.rule), summary, {"hosts": hosts[:10]})
 
-    def _image_host_groups(self, links: list[Link], images: list[tuple[str, str]]) -> Iterator[Finding]:
+    def _image_host_groups(
+        self, links: list[Link], images: list[tuple[str, str]], splits: dict[str, tuple[str, str, str]]
+    ) -> Iterator[Finding]:
         """Groups with applies_to = "images": where the pictures are loaded from (anonymous
         image-sharing sites that businesses' mail never uses)."""
         groups = [g for g in self.groups if g.images]
         if not groups:
             return
-        link_hosts = {host for link in links for host in _suffixes(link.host)}
+        link_hosts = {host for name in {link.host for link in links} for host in _suffixes(name)}
         groups = [g for g in groups if not g.unless_links_to & link_hosts]
         hits: dict[str, str] = {}
         seen: set[tuple[str, str]] = set()  # the same picture host and path matches the same groups
         for src, host in images:
             if not host or self._allowed(host):
                 continue
-            path = _split(src)[0]
+            path = _split_once(splits, src)[0]
             if (host, path) in seen:
                 continue
             seen.add((host, path))
@@ -521,7 +573,11 @@ class LinksAnalyzer(Analyzer):
 
     def _server_hostnames(self, links: list[Link]) -> Iterator[Finding]:
         """Bare-IP hosts are the lookalike analyzer's; this is the IP written inside a name."""
+        seen: set[str] = set()
         for link in links:
+            if link.host in seen:
+                continue
+            seen.add(link.host)
             address = embedded_ip(link.host)
             if address and not self._allowed(link.host):
                 host = link.host
@@ -541,7 +597,7 @@ class LinksAnalyzer(Analyzer):
         name, the mark of a bulk-mail script on a rented machine. Real senders, ESPs
         included, serve pictures from a named host or CDN. When a link itself goes to a
         bare address the lookalike analyzer already reports that server; not counted twice."""
-        if any(is_ip_like(link.host) for link in links):
+        if any(is_ip_like(host) for host in {link.host for link in links}):
             return
         for _, host in images:
             if host and is_ip_like(host) and not self._allowed(host):
@@ -579,23 +635,26 @@ class LinksAnalyzer(Analyzer):
 
     # ------------------------------------------------------------------ personalised links
 
-    def _recipient_in_url(self, message: ParsedMessage, links: list[Link]) -> Iterator[Finding]:
+    def _recipient_in_url(
+        self, message: ParsedMessage, links: list[Link], splits: dict[str, tuple[str, str, str]]
+    ) -> Iterator[Finding]:
         own = {a.address.lower() for a in message.from_}
         recipients = sorted(a for a in message_recipients(message) if a not in own and len(a) >= 6)[:MAX_RECIPIENTS]
         if not recipients:
             return
+        holding = b"@" if all("@" in a for a in recipients) else b""
+        checked: set[tuple[str, str]] = set()  # a text already read found nothing
         for link in links:
-            path, query, fragment = _split(link.url[:MAX_URL_CHARS])
+            path, query, fragment = _split_once(splits, link.url[:MAX_URL_CHARS])
             for where, text in (("fragment", fragment), ("address", path + "?" + query)):
-                if len(text) < 6:
+                if len(text) < 6 or (where, text) in checked:
                     continue
-                for form, disguised in _decoded_forms(text):
-                    # In the fragment (never sent to the web server, read by the page's
-                    # script) or base64-encoded: a kit prefilling a fake sign-in page. A
-                    # plain ?email= in the query is how real newsletters build unsubscribe
-                    # links, so that alone does not count.
-                    if where != "fragment" and not disguised:
-                        continue
+                checked.add((where, text))
+                # In the fragment (never sent to the web server, read by the page's
+                # script) or base64-encoded: a kit prefilling a fake sign-in page. A
+                # plain ?email= in the query is how real newsletters build unsubscribe
+                # links, so that alone does not count (its plain forms are not made).
+                for form, disguised in _decoded_forms(text, where == "fragment", holding):
                     address = next((a for a in recipients if a in form), None)
                     if address is None:
                         continue

@@ -215,15 +215,18 @@ _CONTACT_CUE = re.compile(
 _SUBJECT_LINE = re.compile(rb"^subject[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
 
 
-def recipients(message: ParsedMessage) -> set[str]:
-    """The addresses this copy was sent to: the envelope's when known, and To/Cc."""
-    out: set[str] = set()
-    if message.envelope is not None:
-        out.update(r.strip().strip("<>").lower() for r in message.envelope.rcpt_tos if "@" in r)
-    for name in ("to", "cc"):
-        for value in message.header_all(name):
-            out.update(m.lower() for m in _EMAIL.findall(value))
-    return out
+def recipients(message: ParsedMessage) -> frozenset[str]:
+    """The addresses this copy was sent to: the envelope's when known, and To/Cc. Read
+    once per message (the sender and links analyzers both ask)."""
+    def compute() -> frozenset[str]:
+        out: set[str] = set()
+        if message.envelope is not None:
+            out.update(r.strip().strip("<>").lower() for r in message.envelope.rcpt_tos if "@" in r)
+        for name in ("to", "cc"):
+            for value in message.header_all(name):
+                out.update(m.lower() for m in _EMAIL.findall(value))
+        return frozenset(out)
+    return message.derived("sender.recipients", compute)
 
 
 def _recipient_in(text: str, addresses: list[str], own: str) -> str:

@@ -43,7 +43,14 @@ _PUNCTUATION = (
 )
 _ELISION = re.compile(r"(?<![\w'`\u2018\u2019\u02bc\u00b4])(c|d|j|l|m|n|s|t|qu|jusqu|lorsqu|puisqu|dell|dall|nell|sull|all|un)"
                       r"['`\u2018\u2019\u02bc\u00b4](?=\w)", re.IGNORECASE)
+_LONGEST_ELIDED = 6  # letters of the longest elided word ("lorsqu", "puisqu"), see _split_elisions
 _SPLIT_TABLE = str.maketrans({**{c: " " for c in _PUNCTUATION}, **{c: None for c in _JOINERS}})
+# The same for ASCII text as a bytes table: bytes.translate is many times faster than
+# str.translate, which looks every character up in a dict.
+_SPLIT_BYTES = bytes.maketrans(
+    bytes(ord(c) for c in _PUNCTUATION if ord(c) < 128), b" " * sum(1 for c in _PUNCTUATION if ord(c) < 128)
+)
+_JOINER_BYTES = bytes(ord(c) for c in _JOINERS if ord(c) < 128)
 # Inside a word that still holds other symbols (emoji, arrows): everything that is not a
 # letter, digit or one of the letter-like symbols separates.
 _OTHER_SYMBOLS = re.compile(r"[^\w@$|!]+|_+")
@@ -53,7 +60,7 @@ _LEET_ALT = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7"
                            "|": "l", "!": "i"})
 _LETTERS = re.compile(r"[a-z]")
 _SYMBOLS = frozenset("0134579@$|!")
-_WORD_CHARS = re.compile(r"[\w@$|!]")
+_WORD_CHARS = re.compile(r"[\w@$|!]")  # the characters of a word for _capital_i, which tests them with str methods
 # Spaced letters: "u r g e n t" is four or more one-character words in a row.
 MIN_SPACED = 4
 # Japanese and Chinese write no spaces between words: each kana or ideograph is read as a
@@ -63,7 +70,7 @@ _CJK_CHARS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f
 _CJK = re.compile(f"([{_CJK_CHARS}])")
 # A character that makes a word worth a closer look: anything but a-z and the space.
 _ODD_CHAR = re.compile(r"[^a-z ]")
-_KEEP_ODD = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyz ")
+_KEEP_ODD = b"abcdefghijklmnopqrstuvwxyz "  # deleted by bytes.translate, leaving the odd characters
 # What _SPLIT_TABLE does, as two passes for text that is not all ASCII.
 _JOINER_CHARS = re.compile("[" + "".join(re.escape(c) for c in _JOINERS) + "]")
 _SEPARATORS = re.compile("[" + "".join(re.escape(c) for c in _PUNCTUATION) + "]")
@@ -84,17 +91,56 @@ def _odd_positions(padded: str) -> list[int]:
     ``str.translate`` and ``str.find`` do it faster than a regular expression scan."""
     if not padded.isascii():
         return [m.start() for m in _ODD_CHAR.finditer(padded)]
-    odd = padded.translate(_KEEP_ODD)
+    odd = padded.encode("ascii").translate(None, _KEEP_ODD)
     if not odd:
         return []
     positions: list[int] = []
-    for char in set(odd):
+    for char in set(odd.decode("ascii")):
         position = padded.find(char)
         while position >= 0:
             positions.append(position)
             position = padded.find(char, position + 1)
     positions.sort()
     return positions
+
+
+def _split_elisions(text: str) -> str:
+    """``_ELISION.sub(r"\\1 ", text)``: the apostrophe after an elided article or pronoun
+    becomes a space. Tried at every position of the text (its lookbehind and
+    case-insensitive alternatives at each one), the pattern cost more than the rest of
+    ``normalise``; here it is tried once per apostrophe, where the only match that can
+    end at it would begin: at the start of the run of word characters before it (a match
+    begins where no word character or apostrophe precedes it). So the matches cannot
+    overlap and are the ones ``re.sub`` finds."""
+    positions: list[int] = []
+    for char in _JOINERS:  # str.find is faster than a regular expression scan for them
+        position = text.find(char)
+        while position >= 0:
+            positions.append(position)
+            position = text.find(char, position + 1)
+    positions.sort()
+    out: list[str] = []
+    last = 0
+    for position in positions:
+        start = position
+        while start > 0 and position - start <= _LONGEST_ELIDED and _is_word_char(text[start - 1]):
+            start -= 1
+        if start == position or position - start > _LONGEST_ELIDED:
+            continue
+        match = _ELISION.match(text, start)
+        if match is not None and match.end() == position + 1:
+            out.append(text[last:position])
+            out.append(" ")
+            last = position + 1
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _is_word_char(char: str) -> bool:
+    """What ``\\w`` matches (checked over every code point), without a regex call."""
+    return char.isalnum() or char == "_"
 
 
 def _join_spaced(match: re.Match[str]) -> str:
@@ -109,11 +155,10 @@ class Normaliser:
     glyphs: GlyphTable
     vocabulary: frozenset[str] = frozenset()
 
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
+    # Identity, as before, but object's own C slots: the lru caches below hash the
+    # normaliser with every word they look up, and a Python __hash__ cost more than the lookup.
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
 
     def normalise(self, text: str) -> str:
         """Plain lower-case words separated by single spaces, with a space at each end.
@@ -140,13 +185,14 @@ class Normaliser:
         if "I" in text:
             text = self._capital_i(text)
         if "'" in text or "\u2019" in text:
-            text = _ELISION.sub(r"\1 ", text)
+            text = _split_elisions(text)
         lower = text.lower()
         if lower.isascii():
-            split = lower.translate(_SPLIT_TABLE)
+            split = lower.encode("ascii").translate(_SPLIT_BYTES, _JOINER_BYTES).decode("ascii")
         else:  # str.translate looks every character up one by one once one is not ASCII
             lower = _JOINER_CHARS.sub("", lower)  # curly apostrophes, often all there is
-            split = lower.translate(_SPLIT_TABLE) if lower.isascii() else _SEPARATORS.sub(" ", lower)
+            split = (lower.encode("ascii").translate(_SPLIT_BYTES, _JOINER_BYTES).decode("ascii") if lower.isascii()
+                     else _SEPARATORS.sub(" ", lower))
         if cjk:
             return self._normalise_words(split)
         padded = " " + split + " "
@@ -190,13 +236,7 @@ class Normaliser:
     def _word(self, token: str) -> str:
         """One word read: look-alike letters folded, digits and symbols read as letters,
         other symbols splitting it (into words joined by spaces); "" if nothing is left."""
-        if not token.isascii():
-            token = _fold_word(self, token)
-        if not token.isalpha():
-            pieces = [_deobfuscate(self, t) for t in (
-                _OTHER_SYMBOLS.split(token) if not token.isalnum() and _needs_split(token) else (token,))]
-            token = " ".join(p for p in pieces if p)
-        return token
+        return _read_word(self, token)
 
     def _normalise_words(self, split: str) -> str:
         """The word-by-word form, for text with Japanese or Chinese characters (each is a
@@ -235,11 +275,11 @@ class Normaliser:
             before = text[pos - 1] if pos else " "
             after = text[pos + 1] if pos + 1 < n else " "
             if before.islower() or before.isdigit() or after.islower() or after.isdigit():
-                start = pos
-                while start > 0 and _WORD_CHARS.match(text[start - 1]):
+                start = pos  # the word around it (_WORD_CHARS, without a regex call per character)
+                while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_@$|!"):
                     start -= 1
                 end = pos + 1
-                while end < n and _WORD_CHARS.match(text[end]):
+                while end < n and (text[end].isalnum() or text[end] in "_@$|!"):
                     end += 1
                 if start >= last:
                     replaced = self._read_capital_i(text[start:end])
@@ -268,6 +308,19 @@ class Normaliser:
         """Digits and symbols inside a word read as letters ("acc0unt", "p@ssword"); a
         plain number or a symbol on its own is left alone (and dropped if only symbols)."""
         return _deobfuscate(self, word)
+
+
+@lru_cache(maxsize=65536)
+def _read_word(norm: Normaliser, token: str) -> str:
+    """``Normaliser._word``, cached: the same odd words ("|", "$1", "you!", "name@example")
+    come back in message after message and within one."""
+    if not token.isascii():
+        token = _fold_word(norm, token)
+    if not token.isalpha():
+        pieces = [_deobfuscate(norm, t) for t in (
+            _OTHER_SYMBOLS.split(token) if not token.isalnum() and _needs_split(token) else (token,))]
+        token = " ".join(p for p in pieces if p)
+    return token
 
 
 @lru_cache(maxsize=65536)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from mailguard.options import ConfigError, read_data_toml
 
@@ -91,6 +91,11 @@ class GlyphTable:
         """``fold`` plus ASCII sequences that read alike ("rn" -> "m", "1" -> "l")."""
         return _skeleton(self, label)
 
+    def skeletons(self, labels: Iterable[str]) -> tuple[str, ...]:
+        """``skeleton`` of each label, without a Python call per label (names and texts are
+        read as dozens of words)."""
+        return tuple(map(partial(_skeleton, self), labels))
+
     def looks_similar(self, a: str, b: str) -> bool:
         """Two different plain letters that are easy to misread for each other (c and e)."""
         return frozenset((a, b)) in self.similar
@@ -105,11 +110,10 @@ class GlyphTable:
     def script_name(self, script: str) -> str:
         return self.script_names.get(script, script.title())
 
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
+    # Identity, with object's own C slots: the lru caches below hash the table with
+    # every label they look up, and a Python __hash__ cost more than the lookup.
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
 
 
 @lru_cache(maxsize=8192)

@@ -37,7 +37,7 @@ def name_tokens(text: str, glyphs: GlyphTable) -> tuple[str, ...]:
     """Display-name words as look-alike skeletons (case-folded, accents off, Cyrillic and
     digit look-alikes read as the letters they imitate)."""
     text = unicodedata.normalize("NFKC", text[:MAX_NAME_CHARS]).casefold()
-    return tuple(glyphs.skeleton(w) for w in _WORDS.findall(text))
+    return glyphs.skeletons(_WORDS.findall(text))
 
 
 @dataclass

@@ -25,8 +25,9 @@ TITLES = frozenset(
     "jr sr ii iii".split()
 )
 _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
-# A capital I inside a word that has small letters ("WaIIet", "Iive"): drawn for an l.
-_CAPITAL_I_WORD = re.compile(r"[^\W\d_]*[a-z][^\W\d_]*", re.UNICODE)
+# A word (a run of letters) with a capital I and small letters ("WaIIet", "Iive"): the I is
+# drawn for an l. Only such words are matched, so text without them costs one scan.
+_CAPITAL_I_WORD = re.compile(r"[^\W\d_]*(?:I[^\W\d_]*[a-z]|[a-z][^\W\d_]*I)[^\W\d_]*", re.UNICODE)
 GLUED_MIN = 3  # letters on each side of a brand glued to a generic word ("binance" + "mail")
 # Display names longer than this are cut before matching: real ones are short, and a
 # hostile 60,000-character name must not cost seconds.
@@ -53,12 +54,14 @@ class NameMatcher:
     _by_first: dict[str, list[tuple[int, tuple[str, ...], Brand, bool]]] = field(init=False, repr=False)
     _people: list[tuple[str, frozenset[str]]] = field(init=False, repr=False)
     _glue: tuple[str, ...] = field(init=False, repr=False)
+    _glue_set: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         g = self.glyphs
         self._generic = frozenset(g.skeleton(w) for w in self.generic_words)
         # Longest first, in a fixed order (a frozenset's order changes with hash randomisation).
         self._glue = tuple(sorted((w for w in self._generic if len(w) >= GLUED_MIN), key=lambda w: (-len(w), w)))
+        self._glue_set = frozenset(self._glue)
         self._titles = frozenset(g.skeleton(w) for w in TITLES)
         self._brand_patterns = []
         for brand in self.brands:
@@ -88,15 +91,17 @@ class NameMatcher:
         found = self._brand_of(tokens)
         if found is not None or not tokens:
             return found
-        undisguised = self._undisguised(display_name)
+        undisguised = self._undisguised(display_name, tokens)
         return self._brand_of(undisguised) if undisguised != tokens else None
 
-    def _undisguised(self, display_name: str) -> tuple[str, ...]:
+    def _undisguised(self, display_name: str, plain: tuple[str, ...]) -> tuple[str, ...]:
         """The name's words with a capital I read as l in words that have small letters,
         runs of three or more single letters joined ("c o i n b a s e"), and a word that
-        ends or begins with a generic word of at least three letters split from it."""
-        text = _CAPITAL_I_WORD.sub(lambda m: m.group(0).replace("I", "l"), display_name[:MAX_NAME_CHARS])
-        tokens = list(name_tokens(text, self.glyphs))
+        ends or begins with a generic word of at least three letters split from it.
+        ``plain``: the name's tokens as read, reused when no capital I changes them."""
+        cut = display_name[:MAX_NAME_CHARS]
+        text = _CAPITAL_I_WORD.sub(lambda m: m.group(0).replace("I", "l"), cut)
+        tokens = list(plain if text == cut else name_tokens(text, self.glyphs))
         joined: list[str] = []
         run: list[str] = []
         for token in tokens + [""]:
@@ -113,16 +118,25 @@ class NameMatcher:
         return tuple(out)
 
     def _unglued(self, token: str) -> tuple[str, ...]:
-        if token in self._by_first:
+        """``token`` split into a brand's first word and a generic word glued to it, the
+        longest generic word winning (then the first in alphabetical order, then a generic
+        word at the end before one at the start): each split point is looked up in two
+        sets, rather than every generic word tried against the token."""
+        if token in self._by_first or len(token) < 2 * GLUED_MIN:
             return (token,)
-        for generic in self._glue:
-            if len(token) < len(generic) + GLUED_MIN:
-                continue
-            if token.endswith(generic) and token[:-len(generic)] in self._by_first:
-                return (token[:-len(generic)], generic)
-            if token.startswith(generic) and token[len(generic):] in self._by_first:
-                return (generic, token[len(generic):])
-        return (token,)
+        best: tuple[int, str, int, tuple[str, str]] | None = None
+        glue, brands = self._glue_set, self._by_first
+        for cut in range(GLUED_MIN, len(token) - GLUED_MIN + 1):
+            head, tail = token[:cut], token[cut:]
+            if tail in glue and head in brands:  # "binance" + "mail"
+                candidate = (-len(tail), tail, 0, (head, tail))
+                if best is None or candidate < best:
+                    best = candidate
+            if head in glue and tail in brands:  # "mail" + "binance"
+                candidate = (-len(head), head, 1, (head, tail))
+                if best is None or candidate < best:
+                    best = candidate
+        return best[3] if best is not None else (token,)
 
     def _brand_of(self, tokens: tuple[str, ...]) -> Brand | None:
         best: tuple[int, Brand] | None = None  # the first pattern in table order that matches

@@ -125,6 +125,7 @@ def _render(root: LexborNode, hidden_ids: set[int]) -> RenderedHTML:  # noqa: C9
     kinds = _TAG_KIND
     node: LexborNode | None = root.first_child
     while node is not None:
+        leaving = 0  # what leaving this node does: set for a childless element that closes something
         kind = kinds.get(node.tag)
         if kind is None:
             kind = _kind_of(node.tag)
@@ -181,40 +182,28 @@ def _render(root: LexborNode, hidden_ids: set[int]) -> RenderedHTML:  # noqa: C9
                     open_elements.append((node, closes))
                     node = child
                     continue
-                if closes:  # a childless element: left at once
-                    if closes & _CLOSES_LINK and anchor_parts is not None:
-                        links.append((anchor_href, " ".join("".join(anchor_parts).split())))
-                        anchor_parts = None
-                    if closes & _ENDS_LINE:
-                        visible.append("\n")
-                        if anchor_parts is not None:
-                            anchor_parts.append("\n")
-                    if closes & _ENDS_NEVER:
-                        never_depth -= 1
-                        shown = not never_depth and not hidden_depth
-                    elif closes & _ENDS_HIDDEN:
-                        hidden_depth -= 1
-                        shown = not never_depth and not hidden_depth
-        # leave the elements this node was the last child of, then on to the next sibling
+                leaving = closes  # a childless element: left at once, below
+        # leave this node (when that does something), then the elements it was the last
+        # child of, then on to the next sibling
         following = node.next
-        while following is None:
-            if not open_elements:
-                break
-            node, closes = open_elements.pop()
-            if closes:
-                if closes & _CLOSES_LINK and anchor_parts is not None:
+        while True:
+            if leaving:
+                if leaving & _CLOSES_LINK and anchor_parts is not None:
                     links.append((anchor_href, " ".join("".join(anchor_parts).split())))
                     anchor_parts = None
-                if closes & _ENDS_LINE:
+                if leaving & _ENDS_LINE:
                     visible.append("\n")
                     if anchor_parts is not None:
                         anchor_parts.append("\n")
-                if closes & _ENDS_NEVER:
+                if leaving & _ENDS_NEVER:
                     never_depth -= 1
                     shown = not never_depth and not hidden_depth
-                elif closes & _ENDS_HIDDEN:
+                elif leaving & _ENDS_HIDDEN:
                     hidden_depth -= 1
                     shown = not never_depth and not hidden_depth
+            if following is not None or not open_elements:
+                break
+            node, leaving = open_elements.pop()
             following = node.next
         node = following
     if anchor_parts is not None:

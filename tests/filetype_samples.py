@@ -332,17 +332,25 @@ def xls_with_xlm_macro_sheet() -> bytes:
 # --------------------------------------------------------------------------- documents
 
 
-def real_pdf(text: str = "Statement of account", objects: Sequence[bytes] = (), catalog_extra: bytes = b"") -> bytes:
+def real_pdf(text: str = "Statement of account", objects: Sequence[bytes] = (), catalog_extra: bytes = b"",
+             content: bytes | None = None, flate: bool = False) -> bytes:
     """A small valid PDF (one page of text) with a correct cross-reference table.
     ``objects`` are added numbered from 6 and ``catalog_extra`` goes into the document
-    catalog (actions, name trees, forms), for samples that need them."""
-    content = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode("latin-1")
+    catalog (actions, name trees, forms), for samples that need them. ``content``
+    replaces the page's content stream (which shows ``text``); ``flate`` stores it
+    Flate-compressed, as most real PDFs do (and decompression bombs)."""
+    if content is None:
+        content = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode("latin-1")
+    stream_dict = b"<< /Length %d >>"
+    if flate:
+        content = zlib.compress(content, 9)
+        stream_dict = b"<< /Length %d /Filter /FlateDecode >>"
     all_objects = [
         b"<< /Type /Catalog /Pages 2 0 R " + catalog_extra + b">>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
         b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        stream_dict % len(content) + b"\nstream\n" + content + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         *objects,
     ]

@@ -6,32 +6,10 @@ from email.message import EmailMessage
 
 from mailguard.analyzers.language import LanguageAnalyzer
 from mailguard.analyzers.base import AnalyzerContext
+from tests.filetype_samples import real_pdf
 from tests.test_language import analyzer, language_only, rules  # noqa: F401  (analyzer: the shared fixture)
 
 LURE = "Your computer is infected with a virus. Your device has been hacked. I have access to your device."
-
-
-def tiny_pdf(text: str) -> bytes:
-    """A one-page PDF that shows ``text`` in Helvetica (enough for pypdf to read)."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("latin-1")
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
 
 
 def with_attachment(body: str, data: bytes, maintype: str, subtype: str, filename: str) -> bytes:
@@ -45,7 +23,7 @@ def with_attachment(body: str, data: bytes, maintype: str, subtype: str, filenam
 
 
 def test_pdf_words_count_when_the_body_is_empty(analyzer: LanguageAnalyzer) -> None:
-    raw = with_attachment("See attached.", tiny_pdf(LURE), "application", "pdf", "notice.pdf")
+    raw = with_attachment("See attached.", real_pdf(LURE), "application", "pdf", "notice.pdf")
     assert rules(analyzer, raw).get("LANGUAGE_SCAM_STORY", 0) >= 2.0
 
 
@@ -58,47 +36,22 @@ def test_html_attachment_words_count_when_the_body_is_empty(analyzer: LanguageAn
 def test_a_message_with_a_body_is_judged_by_its_body(analyzer: LanguageAnalyzer) -> None:
     body = ("Hello Dana, here is the report from Tuesday's meeting about the new scheduling system "
             "and the front desk rota for next month; let me know what you think of it.")
-    raw = with_attachment(body, tiny_pdf(LURE), "application", "pdf", "report.pdf")
+    raw = with_attachment(body, real_pdf(LURE), "application", "pdf", "report.pdf")
     assert "LANGUAGE_SCAM_STORY" not in rules(analyzer, raw)
 
 
 def test_document_reading_is_bounded_and_can_be_turned_off() -> None:
-    raw = with_attachment("See attached.", tiny_pdf(LURE), "application", "pdf", "notice.pdf")
+    raw = with_attachment("See attached.", real_pdf(LURE), "application", "pdf", "notice.pdf")
     for settings in ({"document_body_words": 0}, {"document_max_bytes": 100}):
         config = language_only(**settings)
         off = LanguageAnalyzer(config.section("language"), AnalyzerContext(config))
         assert "LANGUAGE_SCAM_STORY" not in rules(off, raw), settings
 
 
-def compressed_pdf(stream: bytes) -> bytes:
-    """A one-page PDF whose page content is ``stream``, Flate-compressed."""
-    import zlib
-
-    packed = zlib.compress(stream, 9)
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
-
-
 def test_a_compressed_pdf_is_read() -> None:
     from mailguard.analyzers.language.documents import _pdf_text
 
-    assert "infected" in _pdf_text(compressed_pdf(f"BT /F1 12 Tf 72 720 Td ({LURE}) Tj ET".encode()), 2)
+    assert "infected" in _pdf_text(real_pdf(LURE, flate=True), 2)
 
 
 def test_a_decompression_bomb_gives_no_text_instead_of_tying_up_the_scanner(analyzer: LanguageAnalyzer) -> None:
@@ -108,7 +61,7 @@ def test_a_decompression_bomb_gives_no_text_instead_of_tying_up_the_scanner(anal
     from mailguard.analyzers.pdf import MAX_STREAM_BYTES
 
     content = f"BT /F1 12 Tf 72 720 Td ({LURE}) Tj ET\n".encode() + b" " * 50_000_000
-    bomb = compressed_pdf(content)
+    bomb = real_pdf(content=content, flate=True)
     assert len(bomb) < 100_000 < MAX_STREAM_BYTES < len(content)
     assert _pdf_text(bomb, 2) == ""
     raw = with_attachment("See attached.", bomb, "application", "pdf", "notice.pdf")

@@ -8,7 +8,7 @@ import pytest
 from mailguard.analyzers.language.documents import _pdf_text
 from mailguard.analyzers.phi.extract import pdf_text
 from mailguard.analyzers.pdf import MAX_STREAM_BYTES, bounded_pdf, pdf_errors
-from tests.test_language_documents import compressed_pdf
+from tests.filetype_samples import real_pdf
 
 WORDS = "BT /F1 12 Tf 72 720 Td (Patient statement enclosed) Tj ET\n"
 
@@ -16,13 +16,13 @@ WORDS = "BT /F1 12 Tf 72 720 Td (Patient statement enclosed) Tj ET\n"
 @pytest.fixture(scope="module")
 def bomb() -> bytes:
     content = WORDS.encode() + b" " * 50_000_000
-    data = compressed_pdf(content)
+    data = real_pdf(content=content, flate=True)
     assert len(data) < 100_000 < MAX_STREAM_BYTES < len(content)
     return data
 
 
 def test_the_same_pdf_small_is_read_by_both_text_readers() -> None:
-    small = compressed_pdf(WORDS.encode())
+    small = real_pdf(content=WORDS.encode(), flate=True)
     assert "Patient statement" in _pdf_text(small, 2)
     assert "Patient statement" in pdf_text(small)
 

@@ -49,20 +49,20 @@ def test_document_reading_is_bounded_and_can_be_turned_off() -> None:
 
 
 def test_a_compressed_pdf_is_read() -> None:
-    from mailguard.analyzers.language.documents import _pdf_text
+    from mailguard.analyzers.pdf import pdf_pages_text
 
-    assert "infected" in _pdf_text(real_pdf(LURE, flate=True), 2)
+    assert "infected" in pdf_pages_text(real_pdf(LURE, flate=True), 2)
 
 
 def test_a_decompression_bomb_gives_no_text_instead_of_tying_up_the_scanner(analyzer: LanguageAnalyzer) -> None:
     """50 MB of page content packed into ~50 KB: over the stream limit, so pypdf stops
     decoding it and the message is judged on its body, as for a broken file."""
-    from mailguard.analyzers.language.documents import _pdf_text
+    from mailguard.analyzers.pdf import pdf_pages_text
     from mailguard.analyzers.pdf import MAX_STREAM_BYTES
 
     content = f"BT /F1 12 Tf 72 720 Td ({LURE}) Tj ET\n".encode() + b" " * 50_000_000
     bomb = real_pdf(content=content, flate=True)
     assert len(bomb) < 100_000 < MAX_STREAM_BYTES < len(content)
-    assert _pdf_text(bomb, 2) == ""
+    assert pdf_pages_text(bomb, 2) == ""
     raw = with_attachment("See attached.", bomb, "application", "pdf", "notice.pdf")
     assert "LANGUAGE_SCAM_STORY" not in rules(analyzer, raw)

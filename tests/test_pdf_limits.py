@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailguard.analyzers.language.documents import _pdf_text
 from mailguard.analyzers.phi.extract import pdf_text
-from mailguard.analyzers.pdf import MAX_STREAM_BYTES, bounded_pdf, pdf_errors
+from mailguard.analyzers.pdf import MAX_STREAM_BYTES, bounded_pdf, pdf_errors, pdf_pages_text
 from tests.filetype_samples import real_pdf
 
 WORDS = "BT /F1 12 Tf 72 720 Td (Patient statement enclosed) Tj ET\n"
@@ -23,12 +22,12 @@ def bomb() -> bytes:
 
 def test_the_same_pdf_small_is_read_by_both_text_readers() -> None:
     small = real_pdf(content=WORDS.encode(), flate=True)
-    assert "Patient statement" in _pdf_text(small, 2)
+    assert "Patient statement" in pdf_pages_text(small, 2)
     assert "Patient statement" in pdf_text(small)
 
 
 def test_a_bomb_gives_no_text_to_the_language_or_patient_data_reader(bomb: bytes) -> None:
-    assert _pdf_text(bomb, 2) == ""
+    assert pdf_pages_text(bomb, 2) == ""
     assert pdf_text(bomb) == ""
 
 

@@ -44,11 +44,28 @@ def pdf_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
-def bounded_pdf(data: bytes, strict: bool = False) -> Iterator["PdfReader"]:
+def bounded_pdf(data: bytes) -> Iterator["PdfReader"]:
     """A PdfReader over ``data`` whose reads inside the ``with`` block (pypdf decodes
     lazily: keep page access inside it) run under PDF_LIMITS."""
     from pypdf import PdfReader, apply_configuration
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # broken files are the sender's business
     with apply_configuration(**PDF_LIMITS):
-        yield PdfReader(io.BytesIO(data), strict=strict)
+        yield PdfReader(io.BytesIO(data), strict=False)
+
+
+def pdf_pages_text(data: bytes, pages: int) -> str:
+    """The text of a PDF's first ``pages`` pages, read under PDF_LIMITS; "" for an
+    encrypted, broken or over-limit file (the reader's words are not guessed at)."""
+    try:
+        with bounded_pdf(data) as reader:
+            if reader.is_encrypted:
+                return ""
+            out = []
+            for number, page in enumerate(reader.pages):
+                if number >= pages:
+                    break
+                out.append(page.extract_text() or "")
+            return "\n".join(out)
+    except pdf_errors():
+        return ""

@@ -15,26 +15,9 @@ from __future__ import annotations
 
 from mailguard.htmltext import html_to_text
 from mailguard.message import Attachment, ParsedMessage
-from mailguard.analyzers.pdf import bounded_pdf, pdf_errors
+from mailguard.analyzers.pdf import pdf_pages_text
 
 MAX_ATTACHMENTS = 3  # attachments looked at, in order
-
-
-def _pdf_text(data: bytes, pages: int) -> str:
-    """Text of a PDF's first ``pages`` pages; "" for encrypted, broken or oversized files
-    (mailguard.analyzers.pdf's limits)."""
-    try:
-        with bounded_pdf(data) as reader:
-            if reader.is_encrypted:
-                return ""
-            out = []
-            for number, page in enumerate(reader.pages):
-                if number >= pages:
-                    break
-                out.append(page.extract_text() or "")
-            return "\n".join(out)
-    except pdf_errors():
-        return ""
 
 
 def _is_html(attachment: Attachment) -> bool:
@@ -64,7 +47,7 @@ def document_text(message: ParsedMessage, *, max_bytes: int, pages: int, max_cha
             if attachment.encrypted or not data or len(data) > max_bytes:
                 continue
             if data[:5] == b"%PDF-":
-                text = _pdf_text(data, pages)
+                text = pdf_pages_text(data, pages)
             elif _is_html(attachment):
                 text = _html_text(data)
             else:

@@ -100,22 +100,11 @@ def csv_text(text: str) -> str:
 
 
 def pdf_text(data: bytes) -> str:
-    """Text of the first pages of a PDF (pypdf, mailguard.analyzers.pdf's limits; encrypted, broken
-    or oversized files give "")."""
-    from mailguard.analyzers.pdf import bounded_pdf, pdf_errors
+    """Text of the first MAX_PDF_PAGES pages of a PDF (mailguard.analyzers.pdf's limits;
+    encrypted, broken or oversized files give "")."""
+    from mailguard.analyzers.pdf import pdf_pages_text
 
-    try:
-        with bounded_pdf(data) as reader:
-            if reader.is_encrypted:
-                return ""
-            pages = []
-            for number, page in enumerate(reader.pages):
-                if number >= MAX_PDF_PAGES:
-                    break
-                pages.append(page.extract_text() or "")
-            return "\n".join(pages)
-    except pdf_errors():
-        return ""
+    return pdf_pages_text(data, MAX_PDF_PAGES)
 
 
 def _decode(data: bytes) -> str:

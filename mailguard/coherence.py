@@ -183,6 +183,12 @@ class Claim:
     brand: Brand | None = None
     loose: bool = False  # a display name read as a title, not a person's (see Coherence._title_in)
 
+    @property
+    def brand_in_name(self) -> bool:
+        """A brand of the table in the display name: a stronger claim than a brand named
+        in the subject or the text, which newsletters do."""
+        return self.brand is not None and self.where == "display name"
+
 
 @dataclass(frozen=True)
 class Review:
@@ -261,8 +267,7 @@ class Coherence:
         if not links:
             return
         suspects = _suspect_hosts(findings)
-        if not requests and suspects and claim is not None and claim.brand is not None and \
-                claim.where == "display name":
+        if not requests and suspects and claim is not None and claim.brand_in_name:
             # A brand's name, nothing asked, and a link off the brand's sites to a bare address,
             # a look-alike, a shortener ...: the brand's own mail links to its own sites.
             for d in links:
@@ -598,8 +603,7 @@ class Coherence:
                 rule = "COHERENCE_NAME_NOT_SENDER" if claim.brand is None else "COHERENCE_NO_REQUEST"
                 text = f"{claim_text} but writes from {sender_org}, asks for nothing specific, {where}"
                 links = [d for d in destinations if d.kind == "link"]
-                if claim.brand is not None and claim.where == "display name" and links and \
-                        all(d.owned is False for d in links):
+                if claim.brand_in_name and links and all(d.owned is False for d in links):
                     # the brand's name over a stranger's address, and every link off the brand's
                     # sites: nothing of the message is the brand's but its name
                     rule = "COHERENCE_BRAND_NAME_LINKS_ELSEWHERE"
@@ -629,8 +633,7 @@ class Coherence:
             what = {"link": f"the {noun} goes to a site", "reply": "replies go to an address",
                     "phone": "the number to call is given", "attachment": "the file comes from a sender"}[foreign[0].kind]
             text = f"{claim_text}, {asks}, and {what} that is not {owner} ({hosts})"
-            rule = ("COHERENCE_BRAND_NAME_REQUEST_ELSEWHERE" if claim.foreign and claim.brand is not None
-                    and claim.where == "display name"
+            rule = ("COHERENCE_BRAND_NAME_REQUEST_ELSEWHERE" if claim.foreign and claim.brand_in_name
                     else "COHERENCE_CLAIM_REQUEST_ELSEWHERE" if claim.foreign
                     else "COHERENCE_BRAND_REQUEST_ELSEWHERE" if claim.brand is not None
                     else "COHERENCE_REQUEST_ELSEWHERE")

@@ -175,6 +175,41 @@ def test_click_tracking_redirect_counts_as_its_target(scanner: mailguard.Scanner
     assert "click.tracker.example" not in finding.summary
 
 
+@pytest.mark.parametrize("url, target", [
+    ("https://t.example/r?u=https%3A%2F%2FEvil.Example.%2Flogin", "evil.example"),
+    ("https://t.example/r?u=https://evil.example?x=1", "evil.example"),
+    ("https://t.example/r?u=http%3a%2f%2fevil.example&m=1", "evil.example"),
+    ("https://t.example/r?u=https%3A%2F%2Fuser%40evil.example%2F", "evil.example"),  # a user before the host
+    ("https://t.example/r?u=https%3A%2F%2Fevil.example%3A8443%2F", "evil.example"),  # a port after it
+    ("https://t.example/r?u=https%3A%2F%2Fevil%2Eexample%2F", "evil.example"),  # an escape inside it
+    ("https://t.example/r?id=7&u=https%253A%252F%252Fevil.example%252F", "evil.example"),  # a later field, escaped twice
+    ("https://t.example/r#?u=https://evil.example", ""),  # in the fragment: no query
+    ("https://t.example/r?u=%2Flocal%2Fpage", ""),
+])
+def test_a_redirect_target_is_read_however_it_is_written(scanner: mailguard.Scanner, url: str, target: str) -> None:
+    assert scanner.coherence is not None
+    assert scanner.coherence._target_host(url) == target
+
+
+def test_the_quick_reading_of_a_redirect_target_agrees_with_the_general_one(scanner: mailguard.Scanner) -> None:
+    """Every combination of the ways a first field's target is written: the one-expression
+    reading (``_FIRST_FIELD_TARGET``) must find what decoding the query field by field finds."""
+    assert scanner.coherence is not None
+    review = scanner.coherence
+    forms = 0
+    for scheme in ("https", "HTTP", "http"):
+        for colon in (":", "%3A", "%3a", "%253A"):
+            for slashes in ("//", "%2F%2F", "/%2f", "%252F%252F"):
+                for host in ("evil.example", "Evil.Example.", "a", "x-y.example", "ev%2Eil.example", "u%40evil.example", "."):
+                    for after in ("", "/p", "%2Fp", "%3Fq%3D1", "?q=1", "%23f", "#f", "&m=1", "%3A80%2F", "+x", "%252F",
+                                  "\t/p", "%2Bx", ":80/"):
+                        for name in ("u", "", "url"):
+                            url = f"https://t.example/r?{name}={scheme}{colon}{slashes}{host}{after}"
+                            assert review._target_host(url) == review._target_host_read(url), url
+                            forms += 1
+    assert forms > 10_000
+
+
 def test_reply_to_elsewhere_is_the_destination_of_a_reply_request(scanner: mailguard.Scanner) -> None:
     text = "Please reply with your full name, date of birth and bank account number to confirm the refund."
     verdict = scanner.scan(mail("refunds@irs-refund.example", "IRS Refunds", text=text,

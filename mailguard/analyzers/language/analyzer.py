@@ -13,7 +13,9 @@ other words of the message.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
@@ -37,6 +39,25 @@ def _library_versions() -> str:
         return f"pyahocorasick {version('pyahocorasick')}"
     except PackageNotFoundError:
         return "pyahocorasick none"
+
+
+def _fewer_words(normalised: str, limit: float) -> bool:
+    """Whether normalised text (words between single spaces, a space at each end) has
+    fewer than ``limit`` words: its first spaces found, not every space of a long body counted."""
+    position = 0
+    for _ in range(math.ceil(limit)):  # words: the spaces after the first one
+        position = normalised.find(" ", position + 1)
+        if position < 0:
+            return True
+    return False
+
+
+def _builder_sources() -> list[Path]:
+    """The source files of the modules whose objects the language cache holds."""
+    from mailguard.analyzers.language import match, rules, text
+    from mailguard.analyzers.lookalike import glyphs
+
+    return [Path(module.__file__) for module in (match, rules, text, glyphs) if module.__file__]
 
 
 def phrase_key(normaliser: Normaliser, variant: str) -> str:
@@ -115,7 +136,9 @@ class LanguageAnalyzer(Analyzer):
         engine = settings["engine"]
         # Expanding and normalising ~26,000 phrase variants and building the automaton is
         # most of a cold start: the result is cached, keyed by the rule files' contents.
-        key = cache_key("language", [*files, confusables], [engine, _library_versions()])
+        # The code of the pickled classes is part of the key: a matcher pickled by another
+        # revision of mailguard (same version number, other fields) must be rebuilt, not loaded.
+        key = cache_key("language", [*files, confusables, *_builder_sources()], [engine, _library_versions()])
         built = cached_build("language", key, lambda: _build(files, confusables, engine))
         self.rules, self.normaliser, self._owners, self._matcher = built
         self._max_chars = int(settings["max_body_chars"])
@@ -138,9 +161,8 @@ class LanguageAnalyzer(Analyzer):
 
     def category_hits(self, message: ParsedMessage) -> list[CategoryHit]:
         subject = self.phrases_in(message.subject)
-        body_text = self.normaliser.normalise(message.body_text[: self._max_chars])
-        body_words = body_text.count(" ") - 1
-        if self._document_words and message.attachments and body_words < self._document_words:
+        body_text = visible = self.normaliser.normalise(message.body_text[: self._max_chars])
+        if self._document_words and message.attachments and _fewer_words(visible, self._document_words):
             attached = document_text(message, max_bytes=self._document_bytes, pages=self._document_pages,
                                      max_chars=self._max_chars)
             if attached:
@@ -148,7 +170,7 @@ class LanguageAnalyzer(Analyzer):
         body = self._phrases_in_normalised(body_text)
         scoring = self.rules.scoring
         subject_weight = scoring.subject_weight
-        if scoring.short_body_words and body_words < scoring.short_body_words:
+        if scoring.short_body_words and _fewer_words(visible, scoring.short_body_words):  # the visible body's words
             subject_weight = max(subject_weight, scoring.short_subject_weight)
         per_category: dict[str, list[tuple[float, str, bool]]] = {}
         for index in subject.keys() | body.keys():

@@ -53,7 +53,7 @@ class AhoCorasickMatcher:
     def __init__(self, phrases: Sequence[str]) -> None:
         plain: dict[str, list[int]] = {}
         segment_ids: dict[str, int] = {}
-        chains_by_last: dict[int, list[tuple[int, tuple[int, ...], tuple[int, ...]]]] = {}
+        chains_by_last: dict[int, list[tuple[int, tuple[int, ...], tuple[int, ...], frozenset[int]]]] = {}
         for index, phrase in enumerate(phrases):
             segments = _segments(phrase)
             if len(segments) == 1:
@@ -61,7 +61,7 @@ class AhoCorasickMatcher:
                 continue
             ids = tuple(segment_ids.setdefault(seg, len(segment_ids)) for seg in segments)
             lengths = tuple(len(seg) for seg in segments)
-            chains_by_last.setdefault(ids[-1], []).append((index, ids, lengths))
+            chains_by_last.setdefault(ids[-1], []).append((index, ids, lengths, frozenset(ids)))
         self._chains_by_last = chains_by_last
         self._automaton = ahocorasick.Automaton()
         for key in plain.keys() | segment_ids.keys():
@@ -80,9 +80,13 @@ class AhoCorasickMatcher:
                 found.update(ids)
             if segment >= 0:
                 starts.setdefault(segment, set()).add(end - length + 1)
-        for last in self._chains_by_last.keys() & starts.keys():
-            for index, ids, lengths in self._chains_by_last[last]:
-                if index not in found and all(i in starts for i in ids) and _chained(text, ids, lengths, starts):
+        if not starts:
+            return frozenset(found)
+        present = starts.keys()  # a handful of parts: looked up, not intersected with every chain's
+        chains = self._chains_by_last
+        for last in starts:
+            for index, ids, lengths, parts in chains.get(last, ()):
+                if index not in found and parts <= present and _chained(text, ids, lengths, starts):
                     found.add(index)
         return frozenset(found)
 

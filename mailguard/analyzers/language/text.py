@@ -50,6 +50,10 @@ _SPLIT_TABLE = str.maketrans({**{c: " " for c in _PUNCTUATION}, **{c: None for c
 _SPLIT_BYTES = bytes.maketrans(
     bytes(ord(c) for c in _PUNCTUATION if ord(c) < 128), b" " * sum(1 for c in _PUNCTUATION if ord(c) < 128)
 )
+# _SPLIT_BYTES with A-Z made a-z as well, for ASCII text (str.lower would be one more pass).
+_SPLIT_LOWER_BYTES = bytes(
+    c + 32 if 0x41 <= c <= 0x5A else _SPLIT_BYTES[c] for c in range(256)
+)
 _JOINER_BYTES = bytes(ord(c) for c in _JOINERS if ord(c) < 128)
 # Inside a word that still holds other symbols (emoji, arrows): everything that is not a
 # letter, digit or one of the letter-like symbols separates.
@@ -70,7 +74,9 @@ _CJK_CHARS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f
 _CJK = re.compile(f"([{_CJK_CHARS}])")
 # A character that makes a word worth a closer look: anything but a-z and the space.
 _ODD_CHAR = re.compile(r"[^a-z ]")
-_KEEP_ODD = b"abcdefghijklmnopqrstuvwxyz "  # deleted by bytes.translate, leaving the odd characters
+# ASCII text with every odd character marked "#" (a-z and the space kept): their places
+# are then found by one str.find loop over one character, not one loop per character.
+_MARK_ODD = bytes.maketrans(bytes(range(256)), bytes(c if c == 0x20 or 0x61 <= c <= 0x7A else 0x23 for c in range(256)))
 # What _SPLIT_TABLE does, as two passes for text that is not all ASCII.
 _JOINER_CHARS = re.compile("[" + "".join(re.escape(c) for c in _JOINERS) + "]")
 _SEPARATORS = re.compile("[" + "".join(re.escape(c) for c in _PUNCTUATION) + "]")
@@ -80,7 +86,6 @@ _INVISIBLE_OR_CJK = re.compile(f"[{_INVISIBLE_CHARS}{_CJK_CHARS}]")
 # that begins and ends with a space); the fixed-length pattern finds them faster.
 _FOUR_SINGLE = re.compile(" " + "[^ ] " * MIN_SPACED)
 _SPACED = re.compile(r" [^ ](?: [^ ]){%d,}(?= )" % (MIN_SPACED - 1))
-_SPACES = re.compile(r"  +")
 # Stands for a space inside one word while spaced-out letters are joined ("\x00" never
 # survives ``_word``: it is neither a letter nor one of the letter-like symbols).
 _INNER = "\x00"
@@ -88,19 +93,15 @@ _INNER = "\x00"
 
 def _odd_positions(padded: str) -> list[int]:
     """Where ``padded`` holds something other than a-z and spaces, in order. In ASCII text
-    ``str.translate`` and ``str.find`` do it faster than a regular expression scan."""
+    ``bytes.translate`` and ``bytes.find`` do it faster than a regular expression scan."""
     if not padded.isascii():
         return [m.start() for m in _ODD_CHAR.finditer(padded)]
-    odd = padded.encode("ascii").translate(None, _KEEP_ODD)
-    if not odd:
-        return []
+    marked = padded.encode("ascii").translate(_MARK_ODD)
     positions: list[int] = []
-    for char in set(odd.decode("ascii")):
-        position = padded.find(char)
-        while position >= 0:
-            positions.append(position)
-            position = padded.find(char, position + 1)
-    positions.sort()
+    position = marked.find(b"#")
+    while position >= 0:
+        positions.append(position)
+        position = marked.find(b"#", position + 1)
     return positions
 
 
@@ -186,11 +187,11 @@ class Normaliser:
             text = self._capital_i(text)
         if "'" in text or "\u2019" in text:
             text = _split_elisions(text)
-        lower = text.lower()
-        if lower.isascii():
-            split = lower.encode("ascii").translate(_SPLIT_BYTES, _JOINER_BYTES).decode("ascii")
+        if text.isascii():  # lower-cased by the same table (without a joiner to delete, translate is faster)
+            joiners = "'" in text or "`" in text
+            split = text.encode("ascii").translate(_SPLIT_LOWER_BYTES, _JOINER_BYTES if joiners else b"").decode("ascii")
         else:  # str.translate looks every character up one by one once one is not ASCII
-            lower = _JOINER_CHARS.sub("", lower)  # curly apostrophes, often all there is
+            lower = _JOINER_CHARS.sub("", text.lower())  # curly apostrophes, often all there is
             split = (lower.encode("ascii").translate(_SPLIT_BYTES, _JOINER_BYTES).decode("ascii") if lower.isascii()
                      else _SEPARATORS.sub(" ", lower))
         if cjk:
@@ -201,7 +202,8 @@ class Normaliser:
             padded = self._odd_words(padded, odd)
         if _FOUR_SINGLE.search(padded):
             padded = _SPACED.sub(_join_spaced, padded)
-        padded = _SPACES.sub(" ", padded)
+        while "  " in padded:  # runs of spaces made one (str.replace beats a regular expression's scan)
+            padded = padded.replace("  ", " ")
         if _INNER in padded:
             padded = padded.replace(_INNER, " ")
         return padded if padded != " " else "  "

@@ -26,8 +26,14 @@ TITLES = frozenset(
 )
 _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
 # A word (a run of letters) with a capital I and small letters ("WaIIet", "Iive"): the I is
-# drawn for an l. Only such words are matched, so text without them costs one scan.
-_CAPITAL_I_WORD = re.compile(r"[^\W\d_]*(?:I[^\W\d_]*[a-z]|[a-z][^\W\d_]*I)[^\W\d_]*", re.UNICODE)
+# drawn for an l. Tried only where a word begins, each lookahead reading the word once (the
+# form with the I and the small letter in either order backtracked over every word of a
+# long text, at every position in it).
+_CAPITAL_I_WORD = re.compile(r"(?<![^\W\d_])(?=[^\W\d_]*I)(?=[^\W\d_]*[a-z])[^\W\d_]+", re.UNICODE)
+# For ASCII text, what _WORDS finds, faster: every byte but a letter or digit made a space,
+# then str.split (the Unicode classes of the expression are looked up character by character).
+_ASCII_NON_WORD = bytes.maketrans(
+    bytes(range(128)), bytes(c if chr(c).isalnum() else 0x20 for c in range(128)))
 GLUED_MIN = 3  # letters on each side of a brand glued to a generic word ("binance" + "mail")
 # Display names longer than this are cut before matching: real ones are short, and a
 # hostile 60,000-character name must not cost seconds.
@@ -37,8 +43,50 @@ MAX_NAME_CHARS = 256
 def name_tokens(text: str, glyphs: GlyphTable) -> tuple[str, ...]:
     """Display-name words as look-alike skeletons (case-folded, accents off, Cyrillic and
     digit look-alikes read as the letters they imitate)."""
-    text = unicodedata.normalize("NFKC", text[:MAX_NAME_CHARS]).casefold()
-    return glyphs.skeletons(_WORDS.findall(text))
+    text = text[:MAX_NAME_CHARS]
+    if text.isascii():  # NFKC leaves ASCII as it is
+        return glyphs.skeletons(words_in(text.lower()))
+    return glyphs.skeletons(_WORDS.findall(unicodedata.normalize("NFKC", text).casefold()))
+
+
+def words_in(text: str) -> list[str]:
+    """The runs of letters and digits in ``text``, as ``re.findall(r"[^\\W_]+", text)`` finds
+    them; for ASCII text by bytes.translate and str.split, several times faster."""
+    if text.isascii():
+        return text.encode("ascii").translate(_ASCII_NON_WORD).decode("ascii").split()
+    return _WORDS.findall(text)
+
+
+def _capital_i_read_as_l(text: str) -> str:
+    """``text`` with every capital I read as l in the words (runs of letters) that hold a
+    capital I and a small letter a-z: for ASCII text by looking at the words around each I
+    (``_CAPITAL_I_WORD`` tries every position, and its Unicode letter class costs a lookup
+    per character)."""
+    if "I" not in text:
+        return text
+    if not text.isascii():
+        return _CAPITAL_I_WORD.sub(lambda m: m.group(0).replace("I", "l"), text)
+    out: list[str] = []
+    last = 0
+    n = len(text)
+    position = text.find("I")
+    while position >= 0:
+        start = position
+        while start > 0 and text[start - 1].isalpha():
+            start -= 1
+        end = position + 1
+        while end < n and text[end].isalpha():
+            end += 1
+        word = text[start:end]
+        if not word.isupper():  # ASCII letters, one of them small
+            out.append(text[last:start])
+            out.append(word.replace("I", "l"))
+            last = end
+        position = text.find("I", end)
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
 
 
 @dataclass
@@ -55,6 +103,10 @@ class NameMatcher:
     _people: list[tuple[str, frozenset[str]]] = field(init=False, repr=False)
     _glue: tuple[str, ...] = field(init=False, repr=False)
     _glue_set: frozenset[str] = field(init=False, repr=False)
+    # The first and last GLUED_MIN letters of every glue word and brand first word: a token
+    # that neither begins nor ends so cannot be split (one set lookup instead of a loop).
+    _glue_heads: frozenset[str] = field(init=False, repr=False)
+    _glue_tails: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         g = self.glyphs
@@ -78,6 +130,9 @@ class NameMatcher:
         self._by_first = {}
         for order, (pattern, brand, word_only) in enumerate(self._brand_patterns):
             self._by_first.setdefault(pattern[0], []).append((order, pattern, brand, word_only))
+        ends = [w for w in (*self._glue, *self._by_first) if len(w) >= GLUED_MIN]
+        self._glue_heads = frozenset(w[:GLUED_MIN] for w in ends)
+        self._glue_tails = frozenset(w[-GLUED_MIN:] for w in ends)
         self._people = []
         for person in self.people:
             needed = frozenset(t for t in name_tokens(person, g) if t not in self._titles)
@@ -100,21 +155,28 @@ class NameMatcher:
         ends or begins with a generic word of at least three letters split from it.
         ``plain``: the name's tokens as read, reused when no capital I changes them."""
         cut = display_name[:MAX_NAME_CHARS]
-        text = _CAPITAL_I_WORD.sub(lambda m: m.group(0).replace("I", "l"), cut)
+        text = _capital_i_read_as_l(cut)
         tokens = list(plain if text == cut else name_tokens(text, self.glyphs))
-        joined: list[str] = []
-        run: list[str] = []
-        for token in tokens + [""]:
-            if len(token) == 1:
-                run.append(token)
-                continue
-            joined.extend(["".join(run)] if len(run) >= 3 else run)
-            run = []
-            if token:
-                joined.append(token)
+        joined: list[str] = tokens
+        if list(map(len, tokens)).count(1) >= 3:  # else no run of three single letters
+            joined = []
+            run: list[str] = []
+            for token in tokens + [""]:
+                if len(token) == 1:
+                    run.append(token)
+                    continue
+                joined.extend(["".join(run)] if len(run) >= 3 else run)
+                run = []
+                if token:
+                    joined.append(token)
         out: list[str] = []
+        heads, tails = self._glue_heads, self._glue_tails
         for token in joined:
-            out.extend(self._unglued(token))
+            # (the test _unglued begins with, inline: most words cannot be split)
+            if len(token) >= 2 * GLUED_MIN and token[:GLUED_MIN] in heads and token[-GLUED_MIN:] in tails:
+                out.extend(self._unglued(token))
+            else:
+                out.append(token)
         return tuple(out)
 
     def _unglued(self, token: str) -> tuple[str, ...]:
@@ -122,7 +184,8 @@ class NameMatcher:
         longest generic word winning (then the first in alphabetical order, then a generic
         word at the end before one at the start): each split point is looked up in two
         sets, rather than every generic word tried against the token."""
-        if token in self._by_first or len(token) < 2 * GLUED_MIN:
+        if (token in self._by_first or len(token) < 2 * GLUED_MIN or token[:GLUED_MIN] not in self._glue_heads
+                or token[-GLUED_MIN:] not in self._glue_tails):
             return (token,)
         best: tuple[int, str, int, tuple[str, str]] | None = None
         glue, brands = self._glue_set, self._by_first

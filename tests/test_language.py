@@ -282,3 +282,16 @@ def test_analyzer_is_thread_safe(analyzer: LanguageAnalyzer) -> None:
     with ThreadPoolExecutor(4) as pool:
         for _ in range(3):
             assert list(pool.map(lambda m: sorted(f.rule for f in analyzer.analyze(m)), messages)) == expected
+
+
+def test_the_short_body_test_counts_words_as_counting_every_space_would() -> None:
+    """The short-body and attached-document tests stop at the first spaces they need; they
+    must answer as counting every space of the normalised body (words = spaces - 1) does,
+    for any limit an operator's scoring.toml may hold (infinite and not-a-number too)."""
+    from mailguard.analyzers.language.analyzer import _fewer_words
+
+    texts = [" ", "  ", " a ", " a b ", " one two three four five ", " " + "w " * 300]
+    for text in texts:
+        words = text.count(" ") - 1
+        for limit in (0, 0.5, 1, 1.5, 2, 3, 5, 6, 40, 299, 300, 301, 10**9, float("inf"), float("nan"), -1):
+            assert _fewer_words(text, limit) == (words < limit), (text[:20], limit)

@@ -44,6 +44,10 @@ def _library_versions() -> str:
 def _fewer_words(normalised: str, limit: float) -> bool:
     """Whether normalised text (words between single spaces, a space at each end) has
     fewer than ``limit`` words: its first spaces found, not every space of a long body counted."""
+    if not limit > 0:  # (not a number, or none: no text has fewer than no words)
+        return False
+    if limit > len(normalised):  # more words than characters cannot be (an infinite limit too)
+        return True
     position = 0
     for _ in range(math.ceil(limit)):  # words: the spaces after the first one
         position = normalised.find(" ", position + 1)

@@ -20,6 +20,8 @@ and noisy: medians of repeats.
 from __future__ import annotations
 
 import argparse
+import email
+import email.policy
 import json
 import statistics
 import sys
@@ -40,12 +42,18 @@ LINKS = 30
 
 def with_links(raw: bytes, serial: int) -> bytes:
     """The message with 30 tracking links in its HTML part, half on the sender's domain as
-    a notification has; ``serial`` makes every address unique to this message."""
+    a notification has; ``serial`` makes every address unique to this message. The part is
+    decoded, added to and encoded again: written into the quoted-printable body as it
+    stands, "m=80x0" would be read as the byte 0x80 ("=80"), as a mail reader reads it."""
     links = "".join(
         f'<a href="https://{"portal.sender.example" if i % 2 else f"cdn{i}.other.example"}/p{i}/{serial}'
         f'?u=https%3A%2F%2Ftarget{i}.example%2Fitem%2F{serial}&amp;m={serial}x{i}">View item {i}</a> '
         for i in range(LINKS))
-    return raw.replace(b"</body>", links.encode() + b"</body>", 1)
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    html = message.get_body(("html",))
+    assert html is not None
+    html.set_content(html.get_content().replace("</body>", links + "</body>", 1), subtype="html")
+    return message.as_bytes()
 
 
 def median_fresh(func: Callable[[ParsedMessage], object], messages: list[ParsedMessage]) -> float:

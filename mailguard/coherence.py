@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from mailguard.analyzers.lookalike.brands import Brand
-from mailguard.message import ParsedMessage, query_values, unquote_value, url_host, url_query
+from mailguard.message import ParsedMessage, plain_url, query_values, unquote_value, url_host, url_query
 from mailguard.model import Finding
 from mailguard.options import Option
 
@@ -557,7 +557,7 @@ class Coherence:
         regular expression (``_FIRST_FIELD_TARGET``), any other the general way."""
         if "?" not in url:
             return ""
-        if url.isascii() and "[" not in url and "]" not in url and "\t" not in url and "\n" not in url and "\r" not in url:
+        if plain_url(url) and "\t" not in url and "\n" not in url and "\r" not in url:
             first = _FIRST_FIELD_TARGET.match(url)
             if first is not None:
                 return first.group(1).lower().rstrip(".")

@@ -391,7 +391,7 @@ def url_host(url: str) -> str:
     simple = _SIMPLE_URL.match(candidate)
     if simple is not None:  # "https://host.example/...": the host is what lies between
         return simple.group(1).lower().rstrip(".")
-    if _plain(candidate):
+    if plain_url(candidate):
         return _netloc(candidate).rpartition("@")[2].partition(":")[0].lower().rstrip(".")
     try:
         host = urlsplit(candidate).hostname or ""
@@ -402,7 +402,7 @@ def url_host(url: str) -> str:
 
 def url_query(url: str) -> str:
     """What ``urlsplit(url).query`` is, or "" for an address urlsplit refuses."""
-    if _plain(url):
+    if plain_url(url):
         return _unsafe_removed(url.lstrip(_C0_OR_SPACE)).partition("#")[0].partition("?")[2]
     try:
         return urlsplit(url).query
@@ -447,7 +447,8 @@ _SCHEME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+
 _SIMPLE_URL = re.compile(r"[hH][tT][tT][pP][sS]?://([A-Za-z0-9.-]*)(?=[/?#]|\Z)")  # ASCII only
 
 
-def _plain(url: str) -> bool:
+def plain_url(url: str) -> bool:
+    """ASCII without brackets: an address urlsplit cannot refuse, read by the quick paths."""
     return url.isascii() and "[" not in url and "]" not in url
 
 

@@ -44,17 +44,9 @@ def name_tokens(text: str, glyphs: GlyphTable) -> tuple[str, ...]:
     """Display-name words as look-alike skeletons (case-folded, accents off, Cyrillic and
     digit look-alikes read as the letters they imitate)."""
     text = text[:MAX_NAME_CHARS]
-    if text.isascii():  # NFKC leaves ASCII as it is
-        return glyphs.skeletons(words_in(text.lower()))
+    if text.isascii():  # NFKC leaves ASCII as it is; _WORDS's runs found by translate and split
+        return glyphs.skeletons(text.lower().encode("ascii").translate(_ASCII_NON_WORD).decode("ascii").split())
     return glyphs.skeletons(_WORDS.findall(unicodedata.normalize("NFKC", text).casefold()))
-
-
-def words_in(text: str) -> list[str]:
-    """The runs of letters and digits in ``text``, as ``re.findall(r"[^\\W_]+", text)`` finds
-    them; for ASCII text by bytes.translate and str.split, several times faster."""
-    if text.isascii():
-        return text.encode("ascii").translate(_ASCII_NON_WORD).decode("ascii").split()
-    return _WORDS.findall(text)
 
 
 def _capital_i_read_as_l(text: str) -> str:
@@ -172,7 +164,8 @@ class NameMatcher:
         out: list[str] = []
         heads, tails = self._glue_heads, self._glue_tails
         for token in joined:
-            # (the test _unglued begins with, inline: most words cannot be split)
+            # Only a word whose first and last letters can begin and end a glue word or a
+            # brand's first word can be split (tested here, not per call: most words cannot).
             if len(token) >= 2 * GLUED_MIN and token[:GLUED_MIN] in heads and token[-GLUED_MIN:] in tails:
                 out.extend(self._unglued(token))
             else:
@@ -184,8 +177,7 @@ class NameMatcher:
         longest generic word winning (then the first in alphabetical order, then a generic
         word at the end before one at the start): each split point is looked up in two
         sets, rather than every generic word tried against the token."""
-        if (token in self._by_first or len(token) < 2 * GLUED_MIN or token[:GLUED_MIN] not in self._glue_heads
-                or token[-GLUED_MIN:] not in self._glue_tails):
+        if token in self._by_first:  # (the caller has checked its length, first and last letters)
             return (token,)
         best: tuple[int, str, int, tuple[str, str]] | None = None
         glue, brands = self._glue_set, self._by_first

@@ -5,7 +5,7 @@
 Prints one JSON object: for a generated 20 KB message (plain text plus HTML, ordinary
 business wording with a few lure phrases), the median time of the whole analyzer per
 message, of its normaliser alone, and of the phrase matching alone for each engine: the
-stdlib ``re`` (one alternation), pyahocorasick, the pure-Python word-trie fallback, and
+stdlib ``re`` (one alternation), ahocorasick-rs, the pure-Python word-trie fallback, and
 hyperscan when it is installed; plus
 the ratio of each engine to the fastest. With --corpus (a folder of .eml files) it also
 reports the analyzer's median and p90 per real message. The machine is shared and noisy:

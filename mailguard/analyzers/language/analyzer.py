@@ -36,9 +36,9 @@ def _library_versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return f"pyahocorasick {version('pyahocorasick')}"
+        return f"ahocorasick-rs {version('ahocorasick-rs')}"
     except PackageNotFoundError:
-        return "pyahocorasick none"
+        return "ahocorasick-rs none"
 
 
 def _fewer_words(normalised: str, limit: float) -> bool:
@@ -113,7 +113,7 @@ class LanguageAnalyzer(Analyzer):
             100_000, "int", "Only the first this many characters of the visible body text are read.", minimum=1000
         ),
         "engine": Option(
-            "auto", "str", "Phrase matching engine: auto (Aho-Corasick when pyahocorasick is installed, else python), "
+            "auto", "str", "Phrase matching engine: auto (Aho-Corasick when ahocorasick-rs is installed, else python), "
             "ahocorasick, python (a word trie, slower) or re (one regular expression, far slower; for comparison).",
             choices=ENGINES,
         ),

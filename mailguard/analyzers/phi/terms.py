@@ -2,7 +2,7 @@
 
 The language analyzer's matcher answers "which phrases occur"; proximity needs "where", so
 this one reports every occurrence with its offset. One Aho-Corasick automaton over the
-lower-cased text (pyahocorasick), whole words checked at both ends.
+lower-cased text (ahocorasick-rs), whole words checked at both ends.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-import ahocorasick
+import ahocorasick_rs
 
 from mailguard.options import ConfigError, read_data_toml
 
@@ -45,7 +45,6 @@ class TermFinder:
     def __init__(self, lists: Mapping[str, Sequence[str]], anchors: Mapping[str, Sequence[str]] | None = None) -> None:
         """``anchors``: further word lists reported as kind "anchor:<name>" (one word may
         be in several lists: it is reported once per list)."""
-        self._automaton = ahocorasick.Automaton()
         entries: dict[str, list[tuple[str, str]]] = {}
         for kind, terms in lists.items():
             for term in terms:
@@ -53,24 +52,28 @@ class TermFinder:
         for name, words in (anchors or {}).items():
             for word in words:
                 entries.setdefault(word, []).append((f"anchor:{name}", word))
-        for term, values in entries.items():
-            self._automaton.add_word(term, tuple(values))
-        lists = {**lists, **(anchors or {})}
-        self._empty = not any(lists.values())
-        if not self._empty:
-            self._automaton.make_automaton()
+        self._terms = tuple(entries)
+        self._values = tuple(tuple(entries[term]) for term in self._terms)
+        self._automaton = self._compile(self._terms)
+
+    @staticmethod
+    def _compile(terms: Sequence[str]) -> ahocorasick_rs.AhoCorasick | None:
+        """Every occurrence of every term, overlapping ones too ("bipolar disorder" and
+        "disorder"); offsets in characters of the text."""
+        if not terms:
+            return None
+        return ahocorasick_rs.AhoCorasick(terms, matchkind=ahocorasick_rs.MatchKind.Standard)
 
     def find(self, text: str) -> Iterator[TermHit]:
-        if self._empty or not text:
+        if self._automaton is None or not text:
             return
         lowered = text.lower()
         if len(lowered) != len(text):  # a few characters lower-case to two: keep offsets aligned
             lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
         size = len(lowered)
-        for end, values in self._automaton.iter(lowered):
+        for index, start, after in self._automaton.find_matches_as_indexes(lowered, overlapping=True):
+            values = self._values[index]
             term = values[0][1]
-            start = end - len(term) + 1
-            after = end + 1
             if start > 0 and (lowered[start - 1].isalnum() or lowered[start - 1] == "_"):
                 continue
             if after < size and (lowered[after].isalnum() or lowered[after] == "_"):

@@ -499,6 +499,25 @@ def preflight_ways() -> _PreflightWays:
     return _PreflightWays()
 
 
+CHECK_HELP = "scan message files or folders and report verdicts"
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """check's options, on the full parser's subcommand or on check's own parser."""
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="message files, folders (recursive), or - for stdin")
+    parser.add_argument("--config", "-c", metavar="FILE", help="configuration file (TOML)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per message, one per line")
+    parser.add_argument("-j", "--jobs", type=int, default=0, metavar="N", help="parallel workers (default: all cores)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--daemon", choices=("auto", "off", "required"), default="auto",
+        help="scan through a running `mailguard daemon` with the same configuration (auto: when there is one; "
+             "required: exit 2 when there is none; off: always in this process)",
+    )
+    parser.set_defaults(func=cmd_check)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailguard", description="Email and attachment scanning gateway.")
     from mailguard import __version__
@@ -506,18 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mailguard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = sub.add_parser("check", help="scan message files or folders and report verdicts")
-    check.add_argument("paths", nargs="+", metavar="PATH", help="message files, folders (recursive), or - for stdin")
-    check.add_argument("--config", "-c", metavar="FILE", help="configuration file (TOML)")
-    check.add_argument("--json", action="store_true", help="one JSON object per message, one per line")
-    check.add_argument("-j", "--jobs", type=int, default=0, metavar="N", help="parallel workers (default: all cores)")
-    check.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    check.add_argument(
-        "--daemon", choices=("auto", "off", "required"), default="auto",
-        help="scan through a running `mailguard daemon` with the same configuration (auto: when there is one; "
-             "required: exit 2 when there is none; off: always in this process)",
-    )
-    check.set_defaults(func=cmd_check)
+    add_check_arguments(sub.add_parser("check", help=CHECK_HELP))
 
     config = sub.add_parser("config", help="validate or document the configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -559,8 +567,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:  # argparse's REMAINDER would drop a leading --help or --config
         return _delegate(DELEGATED[argv[0]][0], argv[0])(argparse.Namespace(rest=argv[1:]))
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] == "check":  # the command run most often, per message: parse only its options
+        parser = add_check_arguments(argparse.ArgumentParser(prog="mailguard check", description=CHECK_HELP))
+        args = parser.parse_args(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except _config_error() as exc:

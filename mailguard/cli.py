@@ -11,10 +11,13 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+# typing and pathlib are not imported at run time: `mailguard check` through the daemon
+# imports this module, and its start-up is most of what one message costs (docs/daemon.md).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Iterator, Sequence
+
     from mailguard.config import Config
 
 # Imported inside the commands that use them: a check through the daemon imports no
@@ -72,25 +75,24 @@ def iter_inputs(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
         if given == "-":
             yield "-", ""
             continue
-        path = Path(given)
-        if path.is_dir():
+        if os.path.isdir(given):
             found = False
-            for root, dirs, files in os.walk(path, onerror=None):
+            for root, dirs, files in os.walk(given, onerror=None):
                 dirs.sort()
                 for name in sorted(files):
-                    full = Path(root) / name
-                    if full.is_file():
+                    full = os.path.join(root, name)
+                    if os.path.isfile(full):
                         found = True
                         reason = not_mail(full)
                         if reason:  # a note, not a verdict: the mailbox's own bookkeeping
                             print(f"mailguard: {full}: skipped, {reason}", file=sys.stderr)
                             continue
-                        yield str(full), ""
+                        yield full, ""
             if not found:
                 yield given, "folder contains no files"
-        elif path.is_file():
+        elif os.path.isfile(given):
             yield given, ""
-        elif path.exists():
+        elif os.path.exists(given):
             yield given, "not a regular file"
         else:
             yield given, "no such file or folder"
@@ -105,18 +107,18 @@ MAILBOX_FILES = frozenset({
 _HEADER_LINE = re.compile(rb"^(?:From |[!-9;-~]{1,76}:)")
 
 
-def not_mail(path: Path) -> str:
+def not_mail(path: str) -> str:
     """Why a file found in a folder is not a message ('' when it may be one): a mail store's
     bookkeeping by its name, or binary content, either way only when it does not start like
     a message (a header line or an mbox From line), so a message is never skipped by name."""
     try:
-        with path.open("rb") as handle:
+        with open(path, "rb") as handle:
             head = handle.read(4096)
     except OSError:
         return ""  # scanning reports the read error
     if _HEADER_LINE.match(head.lstrip(b"\r\n")):
         return ""
-    name = path.name
+    name = os.path.basename(path)
     if name in MAILBOX_FILES or name.startswith(("dovecot.", "dovecot-")):
         return "a mail store's index or control file, not a message"
     if b"\0" in head:
@@ -136,7 +138,8 @@ def _worker_init(config: Config) -> None:
 
 def _scan_path(path: str, scanner: Any = None) -> CheckResult:
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read()
     except OSError as exc:
         return CheckResult(path, None, f"cannot read: {exc.strerror or exc}")
     return _scan_bytes(path, raw, scanner)
@@ -318,12 +321,10 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
     but the socket's name from the file: a check through the daemon never builds a scanner,
     unless the daemon cannot take a message, which is then scanned here (never dropped)."""
     from mailguard.daemon.pipeline import DaemonUnavailable, scan_in_order
-    from mailguard.daemon.protocol import config_fingerprint
-    from mailguard.daemon.where import socket_path
+    from mailguard.daemon.where import client_socket
 
     try:
-        settings, base = _raw_daemon_settings(args.config)
-        fingerprint = config_fingerprint(args.config)
+        socket, fingerprint = client_socket(args.config)
     except (OSError, ValueError):
         return None  # the in-process path reports an unreadable or broken file properly
     stdin_raw: bytes | None = None
@@ -339,7 +340,7 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
     jobs = args.jobs or os.cpu_count() or 1
     wanted = [p for p, e in inputs if not e]
     try:
-        answers = scan_in_order(socket_path(settings, base), fingerprint, wanted, load,
+        answers = scan_in_order(socket, fingerprint, wanted, load,
                                 connections=min(jobs, max(1, len(wanted))), before_wait=sys.stdout.flush)
     except DaemonUnavailable as exc:
         if args.daemon == "required":
@@ -373,22 +374,6 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
                 emit(CheckResult(path, None, f"cannot read: {exc.strerror or exc}"))
     emit.progress.close()
     return emit.exit_code
-
-
-def _raw_daemon_settings(config_path: str | None) -> tuple[dict[str, Any], Path | None]:
-    """The [daemon] table of the file as written (only its socket is read), without
-    validating the rest: that needs every analyzer's schema, which is what a check through
-    the daemon avoids importing."""
-    if not config_path:
-        return {}, None
-    import tomllib
-
-    path = Path(config_path)
-    with path.open("rb") as handle:
-        data = tomllib.load(handle)
-    section = data.get("daemon", {})
-    return (section if isinstance(section, dict) else {}), path.resolve().parent
-
 
 
 # --------------------------------------------------------------------------- config check
@@ -502,6 +487,30 @@ def preflight_ways() -> _PreflightWays:
 CHECK_HELP = "scan message files or folders and report verdicts"
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, told the terminal's width: left to find it, argparse imports shutil
+    (and bz2, lzma and fnmatch with it) for every parser built, a twentieth of a check's
+    start-up through the daemon. The width is found as shutil finds it."""
+
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        kwargs.setdefault("width", _terminal_columns() - 2)
+        super().__init__(prog, **kwargs)
+
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``: $COLUMNS, else standard output's terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
 def add_check_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """check's options, on the full parser's subcommand or on check's own parser."""
     parser.add_argument("paths", nargs="+", metavar="PATH", help="message files, folders (recursive), or - for stdin")
@@ -519,7 +528,8 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mailguard", description="Email and attachment scanning gateway.")
+    parser = argparse.ArgumentParser(prog="mailguard", description="Email and attachment scanning gateway.",
+                                     formatter_class=_HelpFormatter)
     from mailguard import __version__
 
     parser.add_argument("--version", action="version", version=f"mailguard {__version__}")
@@ -568,7 +578,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in DELEGATED:  # argparse's REMAINDER would drop a leading --help or --config
         return _delegate(DELEGATED[argv[0]][0], argv[0])(argparse.Namespace(rest=argv[1:]))
     if argv and argv[0] == "check":  # the command run most often, per message: parse only its options
-        parser = add_check_arguments(argparse.ArgumentParser(prog="mailguard check", description=CHECK_HELP))
+        parser = add_check_arguments(argparse.ArgumentParser(prog="mailguard check", description=CHECK_HELP,
+                                                                formatter_class=_HelpFormatter))
         args = parser.parse_args(argv[1:])
     else:
         args = build_parser().parse_args(argv)

@@ -8,7 +8,10 @@ the name is first read, not when the package is.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Mapping
+
+TYPE_CHECKING = False  # typing is not imported at run time: see mailguard/__init__.py
+if TYPE_CHECKING:
+    from typing import Any, Callable, Mapping
 
 
 def lazy_exports(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:

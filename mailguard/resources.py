@@ -3,26 +3,42 @@
 ``rules/`` and ``yara/`` sit at the top of the source tree so operators can read them, and
 are copied into the wheel as ``mailguard/rules`` and ``mailguard/yara``. This finds them in
 either layout, so a source checkout and an installed wheel behave the same.
+
+pathlib is imported by the functions that return paths, not by this module: `mailguard
+check` through the daemon finds its socket in the cache folder (``cache_folder``) before it
+imports anything it does not need.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+import os
+import stat
+from functools import lru_cache
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing and pathlib only for type checkers (see above)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Callable, Iterable, TypeVar
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+    T = TypeVar("T")
 
 
 def data_dir(name: str) -> Path:
     """The built-in data folder ``name`` ("rules" or "yara")."""
-    for candidate in (_PACKAGE_DIR / name, _PACKAGE_DIR.parent / name):
+    package = _package_dir()
+    for candidate in (package / name, package.parent / name):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(
-        f"mailguard's built-in '{name}' folder is missing (looked in {_PACKAGE_DIR / name} and "
-        f"{_PACKAGE_DIR.parent / name}); reinstall mailguard"
+        f"mailguard's built-in '{name}' folder is missing (looked in {package / name} and "
+        f"{package.parent / name}); reinstall mailguard"
     )
+
+
+@lru_cache(maxsize=1)
+def _package_dir() -> Path:
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent
 
 
 def rules_file(filename: str) -> Path:
@@ -39,26 +55,46 @@ def rules_file(filename: str) -> Path:
 # any time, and a folder that cannot be read or written only means building again.
 
 CACHE_ENV = "MAILGUARD_CACHE_DIR"  # a folder, or "off" to never read or write a cache
-_CACHE_FORMAT = "1"
 
 
-def cache_dir() -> Path | None:
+def cache_folder() -> str | None:
     """$MAILGUARD_CACHE_DIR, else $XDG_CACHE_HOME/mailguard, else ~/.cache/mailguard;
     None when caching is off (MAILGUARD_CACHE_DIR=off) or no home is known."""
-    import os
-
     chosen = os.environ.get(CACHE_ENV, "").strip()
     if chosen.lower() in ("off", "none", "0"):
         return None
     if chosen:
-        return Path(chosen)
+        return chosen
     xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
     if xdg:
-        return Path(xdg) / "mailguard"
+        return os.path.join(xdg, "mailguard")
+    home = os.path.expanduser("~")
+    return os.path.join(home, ".cache", "mailguard") if home != "~" else None
+
+
+def trusted(path: str) -> bool:
+    """A cached file is used only when it and its folder belong to this user and nobody
+    else may write them: a cache others can write would let them run code (a pickle) or
+    send this user's messages to a socket of theirs."""
     try:
-        return Path.home() / ".cache" / "mailguard"
-    except (RuntimeError, KeyError):
-        return None
+        for item in (os.path.dirname(path) or ".", path):
+            info = os.stat(item)
+            if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return False
+    except OSError:
+        return False
+    return True
+
+
+_CACHE_FORMAT = "1"
+
+
+def cache_dir() -> Path | None:
+    """``cache_folder()`` as a Path."""
+    from pathlib import Path
+
+    folder = cache_folder()
+    return Path(folder) if folder is not None else None
 
 
 def cache_key(kind: str, inputs: Iterable[Path], extra: Iterable[str] = ()) -> str:
@@ -78,33 +114,16 @@ def cache_key(kind: str, inputs: Iterable[Path], extra: Iterable[str] = ()) -> s
     return digest.hexdigest()[:32]
 
 
-def _trusted(path: Path) -> bool:
-    """A cached file is loaded (unpickled) only when it and its folder belong to this user
-    and nobody else may write them: a cache others can write would let them run code."""
-    import os
-    import stat
-
-    try:
-        for item in (path.parent, path):
-            info = item.stat()
-            if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                return False
-    except OSError:
-        return False
-    return True
-
-
 def cached_build(kind: str, key: str, build: Callable[[], T],
                  dump: Callable[[T], bytes] | None = None, load: Callable[[bytes], T] | None = None) -> T:
     """``build()``, or the copy cached under ``kind``/``key``; stores a new build for next
     time. Never fails because of the cache: any problem reading or writing it just builds."""
-    import os
     import pickle
     import tempfile
 
     folder = cache_dir()
     path = folder / f"{kind}-{key}.bin" if folder is not None else None
-    if path is not None and _trusted(path):
+    if path is not None and trusted(str(path)):
         try:
             data = path.read_bytes()
             return load(data) if load else pickle.loads(data)

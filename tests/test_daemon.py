@@ -168,6 +168,30 @@ def test_without_a_daemon_check_scans_in_process(tmp_path: Path, env: dict[str, 
     assert required.returncode == 2 and "no daemon" in required.stderr
 
 
+def test_check_reaches_the_socket_the_file_names_now_not_the_one_it_named_before(
+    tmp_path: Path, env: dict[str, str], messages: list[Path], daemon_factory
+) -> None:
+    """check keeps the socket it read from a configuration in the cache folder, keyed by
+    the file's content: edited, the file is read again; an entry others may write is ignored."""
+    config = _config(tmp_path)
+    daemon_factory(config)
+    first = _check(["--config", str(config), "--json", "--daemon", "required", str(messages[0])], env)
+    assert first.returncode == 1, first.stderr
+    entries = [e for e in Path(env["MAILGUARD_CACHE_DIR"]).glob("daemon-socket-*.json") if str(config) in e.read_text()]
+    assert len(entries) == 1 and str(tmp_path / "d.sock") in entries[0].read_text()
+    config.write_text(config.read_text().replace(str(tmp_path / "d.sock"), str(tmp_path / "e.sock")))
+    daemon_factory(config)  # the edited file's daemon, beside the first one (still on d.sock)
+    edited = _check(["--config", str(config), "--json", "--daemon", "required", str(messages[0])], env)
+    assert edited.returncode == 1, edited.stderr
+    assert str(tmp_path / "e.sock") in entries[0].read_text()
+    # Someone else's entry, for this very content, pointing at the old daemon: not believed.
+    fingerprint = json.loads(entries[0].read_text())["config"]
+    entries[0].write_text(json.dumps({"config": fingerprint, "socket": str(tmp_path / "d.sock")}))
+    entries[0].chmod(0o666)
+    foreign = _check(["--config", str(config), "--json", "--daemon", "required", str(messages[0])], env)
+    assert foreign.returncode == 1, foreign.stderr
+
+
 def test_a_daemon_with_another_configuration_is_not_used(
     tmp_path: Path, env: dict[str, str], messages: list[Path], daemon_factory
 ) -> None:

@@ -12,9 +12,9 @@ command line.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from mailguard.lazy import lazy_exports
+
+TYPE_CHECKING = False  # not typing's: `mailguard check` imports this package (see mailguard/__init__.py)
 
 if TYPE_CHECKING:
     from mailguard.daemon.cli import cli_main

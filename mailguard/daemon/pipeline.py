@@ -19,10 +19,13 @@ import selectors
 import socket
 import time
 from collections import deque
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
 
 from mailguard.daemon.protocol import HEADER, MAX_HEADER_BYTES, DaemonUnavailable, ProtocolError, decode, frame
+
+TYPE_CHECKING = False  # neither typing nor pathlib at run time: `mailguard check`'s client imports this
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Callable, Iterable, Iterator
 
 WINDOW = 32  # requests in flight per connection: keeps the worker busy across round trips
 RECONNECTS = 3  # attempts to reach a (replacement) worker before its messages are left to the caller
@@ -64,7 +67,7 @@ class _Conn:
         self.writing = False  # registered for EVENT_WRITE
 
 
-def hello(path: Path, fingerprint: str, timeout_s: float) -> tuple[socket.socket, dict[str, Any]]:
+def hello(path: str | Path, fingerprint: str, timeout_s: float) -> tuple[socket.socket, dict[str, Any]]:
     """A connected socket whose daemon runs ``fingerprint``, and its hello reply;
     DaemonUnavailable otherwise."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -117,7 +120,7 @@ def _split(buf: bytearray, start: int = 0) -> tuple[dict[str, Any] | None, bytes
 
 
 def scan_in_order(
-    path: Path, fingerprint: str, keys: Iterable[str], load: Callable[[str], bytes],
+    path: str | Path, fingerprint: str, keys: Iterable[str], load: Callable[[str], bytes],
     connections: int = 1, timeout_s: float = 120.0, before_wait: Callable[[], None] | None = None,
 ) -> Iterator[Answer]:
     """An Answer for every key, in order. ``load(key)`` gives the message bytes (raising
@@ -129,7 +132,7 @@ def scan_in_order(
 
 
 class _Pipeline:
-    def __init__(self, path: Path, fingerprint: str, timeout_s: float, load: Callable[[str], bytes],
+    def __init__(self, path: str | Path, fingerprint: str, timeout_s: float, load: Callable[[str], bytes],
                  before_wait: Callable[[], None] | None) -> None:
         self.path, self.fingerprint, self.timeout_s = path, fingerprint, timeout_s
         self.load, self.before_wait = load, before_wait

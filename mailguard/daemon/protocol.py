@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # neither typing nor pathlib at run time: `mailguard check`'s client imports this
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 HEADER = struct.Struct(">I")
 MAX_HEADER_BYTES = 1 << 20  # a JSON header or reply larger than this is a broken peer
@@ -40,14 +44,18 @@ class ProtocolError(Exception):
     """The peer sent something that is not this protocol, or closed mid-frame."""
 
 
-def config_fingerprint(path: str | Path | None) -> str:
+def config_fingerprint(path: str | Path | None, data: bytes | None = None) -> str:
     """What identifies a configuration cheaply, without loading it: the file's absolute
-    path and a hash of its bytes. A client whose configuration differs from the daemon's
-    scans in-process instead, so a verdict never comes from settings the user did not ask for."""
+    path and a hash of its bytes (``data``, when the caller has read them already). A
+    client whose configuration differs from the daemon's scans in-process instead, so a
+    verdict never comes from settings the user did not ask for."""
     if not path:
         return DEFAULT_CONFIG
-    resolved = Path(path).resolve()
-    return f"{resolved}:{hashlib.sha256(resolved.read_bytes()).hexdigest()}"
+    resolved = os.path.realpath(path)  # what Path.resolve() gives, without importing pathlib
+    if data is None:
+        with open(resolved, "rb") as handle:
+            data = handle.read()
+    return f"{resolved}:{hashlib.sha256(data).hexdigest()}"
 
 
 def frame(header: dict[str, Any], body: bytes = b"") -> bytes:

@@ -39,6 +39,14 @@ _HIDDEN_STYLE = re.compile(
 # ASCII test), and inline styles are on most elements of a designed mail.
 _HIDDEN_STYLE_LOWER = re.compile(_HIDDEN_STYLE.pattern)
 MAX_STACK = 512  # nesting deeper than this no longer changes what counts as hidden
+# Deep nesting is the one HTML shape that costs more than its size: the HTML tree builder
+# (Lexbor, as the standard's algorithm) looks down the stack of open elements for every
+# <div>, <ul> or other block start tag, so 50,000 nested <div> (250 KB) took 10 s and a
+# megabyte would take minutes. Chrome's parser stops nesting at 512 for the same reason.
+# A part with more than NESTING_CHECK_TAGS "<" is read tag by tag (``_flatten``) and start
+# and end tags deeper than MAX_NESTING dropped, their text kept.
+MAX_NESTING = 512
+NESTING_CHECK_TAGS = 4096
 MAX_IMAGES = 500  # <img src> addresses kept per HTML part
 
 
@@ -230,7 +238,53 @@ def _tidy(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
+# A start or end tag as the tokenizer reads most of them (comments, doctypes and text with
+# a lone "<" do not match; an end tag never holds a quoted ">").
+_TAG = re.compile(r"<(/?)([A-Za-z][^\s/>]*)(?:[^>\"']|\"[^\"]*\"|'[^']*')*>")
+# Elements that never nest in themselves: void, or closed by the next one of their kind or
+# their parent's end (their end tags are optional), so they add nothing to the depth.
+_FLAT_TAGS = _VOID_TAGS | {"p", "li", "dt", "dd", "tr", "td", "th", "option", "optgroup", "thead", "tbody",
+                           "tfoot", "colgroup", "caption", "rb", "rt", "rp", "rtc", "html", "head", "body"}
+# Never left out, however deep: links, images, forms and what hides text (a link nested
+# 600 deep must still be a link, a deep <style> must not become visible text).
+_FLAT_TAGS |= _ATTRIBUTE_TAGS | _NEVER_SHOWN_TAGS | _MAYBE_HIDDEN_TAGS
+
+
+def _flatten(html: str) -> str:
+    """The HTML with start and end tags nested deeper than MAX_NESTING left out (the
+    depth counted from the tags as written, the text kept), so the tree builder never
+    holds a deep stack; the same HTML when it nests less (see MAX_NESTING)."""
+    depth = 0
+    deepest = 0
+    tags = list(_TAG.finditer(html))
+    for tag in tags:
+        if tag.group(2).lower() in _FLAT_TAGS:
+            continue
+        depth = max(depth - 1, 0) if tag.group(1) else depth + 1
+        deepest = max(deepest, depth)
+    if deepest <= MAX_NESTING:
+        return html
+    out: list[str] = []
+    last = 0
+    depth = 0
+    for tag in tags:
+        if tag.group(2).lower() in _FLAT_TAGS:
+            continue
+        closing = bool(tag.group(1))
+        if not closing:
+            depth += 1
+        if depth > MAX_NESTING:
+            out.append(html[last:tag.start()])
+            last = tag.end()
+        if closing:
+            depth = max(depth - 1, 0)
+    out.append(html[last:])
+    return "".join(out)
+
+
 def html_to_text(html: str) -> RenderedHTML:
+    if html.count("<") > NESTING_CHECK_TAGS:
+        html = _flatten(html)
     tree = LexborHTMLParser(html.replace("\x00", "\ufffd"))
     document = tree.root.parent if tree.root is not None else None
     if document is None:

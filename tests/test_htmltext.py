@@ -88,3 +88,18 @@ def test_white_space_and_nul_characters() -> None:
     assert html_to_text("x\t\u00a0 y\r\n\n \n\nz").visible == "x y\n\nz"
     assert html_to_text("a\x00b").visible == "a\ufffdb"
     assert html_to_text("").visible == ""
+
+
+def test_nesting_deeper_than_the_limit_is_left_out_and_its_text_kept() -> None:
+    """50,000 nested <div> (the tree builder's slowest shape: 10 s before) keep every word;
+    HTML that nests less is read unchanged."""
+    from mailguard.htmltext import MAX_NESTING, NESTING_CHECK_TAGS, _flatten
+
+    deep = "<div>word " * 50_000 + "<a href='https://x.example/'>click</a>"
+    rendered = html_to_text(deep)
+    assert rendered.visible.count("word") == 50_000
+    assert rendered.links == [("https://x.example/", "click")]
+    lists = html_to_text("<ul><li>item " * 20_000)
+    assert lists.visible.count("item") == 20_000
+    shallow = ("<div>" * (MAX_NESTING - 1) + "x" + "</div>" * (MAX_NESTING - 1)) * (NESTING_CHECK_TAGS // MAX_NESTING)
+    assert _flatten(shallow) == shallow

@@ -254,20 +254,10 @@ def _flatten(html: str) -> str:
     """The HTML with start and end tags nested deeper than MAX_NESTING left out (the
     depth counted from the tags as written, the text kept), so the tree builder never
     holds a deep stack; the same HTML when it nests less (see MAX_NESTING)."""
-    depth = 0
-    deepest = 0
-    tags = list(_TAG.finditer(html))
-    for tag in tags:
-        if tag.group(2).lower() in _FLAT_TAGS:
-            continue
-        depth = max(depth - 1, 0) if tag.group(1) else depth + 1
-        deepest = max(deepest, depth)
-    if deepest <= MAX_NESTING:
-        return html
     out: list[str] = []
     last = 0
     depth = 0
-    for tag in tags:
+    for tag in _TAG.finditer(html):
         if tag.group(2).lower() in _FLAT_TAGS:
             continue
         closing = bool(tag.group(1))
@@ -278,6 +268,8 @@ def _flatten(html: str) -> str:
             last = tag.end()
         if closing:
             depth = max(depth - 1, 0)
+    if not out:
+        return html
     out.append(html[last:])
     return "".join(out)
 

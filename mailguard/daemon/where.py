@@ -75,7 +75,8 @@ def client_socket(config_path: str | None) -> tuple[str, str]:
 
     section = tomllib.loads(data.decode("utf-8")).get("daemon", {})
     value = str(section.get("socket") or "").strip() if isinstance(section, dict) else ""
-    resolved = socket_file({"socket": value}, os.path.dirname(os.path.realpath(config_path))) if value else ""
+    folder = os.path.dirname(fingerprint.rpartition(":")[0])  # the file's resolved path, in its fingerprint
+    resolved = socket_file({"socket": value}, folder) if value else ""
     if entry:
         _write_entry(entry, fingerprint, resolved)
     return resolved or default_socket_file(), fingerprint

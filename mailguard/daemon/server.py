@@ -140,13 +140,14 @@ class DaemonServer:
         return listener
 
     def _fork(self, slot: int, listener: socket.socket, scanner: Any) -> None:
+        master = os.getpid()  # taken before the fork: a master killed at once must not become the worker's "master"
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                code = _Worker(self, listener, scanner).serve()
+                code = _Worker(self, listener, scanner, master).serve()
             except BaseException:  # noqa: BLE001 - a worker must never return into the master's code
                 log.exception("worker %d failed", slot)
             finally:
@@ -168,19 +169,19 @@ class _Worker:
     server: DaemonServer
     listener: socket.socket
     scanner: Any
+    master: int  # the master's pid, as the master saw it before forking us
     served: int = 0
 
     def serve(self) -> int:
         limit = self.server.max_requests_per_worker
-        master = os.getppid()
         self.listener.settimeout(1.0)  # wake now and then to see whether the master is still there
         while True:
+            if os.getppid() != self.master:  # the master died (killed): nobody would replace us or stop us
+                log.warning("worker pid %d: the daemon's master is gone; exiting", os.getpid())
+                return 0
             try:
                 conn, _ = self.listener.accept()
             except (InterruptedError, socket.timeout):
-                if os.getppid() != master:  # the master died (killed): nobody would replace us or stop us
-                    log.warning("worker pid %d: the daemon's master is gone; exiting", os.getpid())
-                    return 0
                 continue
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):

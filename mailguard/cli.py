@@ -593,5 +593,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def run() -> None:
+    """The ``mailguard`` command (and ``python -m mailguard``): ``main()``, then, after
+    ``check``, an exit that skips tearing the interpreter down. A built scanner is about a
+    million objects (phrase and brand tables, caches) that stay reachable from modules;
+    freeing them one by one at exit took 0.35 s of a 1.0 s ``mailguard check one.eml``.
+    The exit handlers still run (logging's flush, temporary files) and the output is
+    flushed; check leaves no thread or process pool behind (its pool is shut down)."""
+    code = main()
+    if sys.argv[1:2] != ["check"]:
+        sys.exit(code)
+    import atexit
+
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):  # a reader that went away: the exit code still says it
+        code = code or EXIT_ERROR
+    try:
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

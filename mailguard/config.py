@@ -9,7 +9,6 @@ a setting that silently does nothing.
 from __future__ import annotations
 
 import importlib
-import tomllib
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
@@ -149,6 +148,8 @@ def load_config(path: str | Path) -> Config:
         text = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror or exc}") from None
+    import tomllib  # here: a start without a configuration file never needs it (15 ms)
+
     try:
         data = tomllib.loads(text.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -6,7 +6,6 @@ imports them: one direction, no cycle.
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -114,6 +113,8 @@ def read_data_toml(path: Path, what: str) -> dict[str, Any]:
 
 
 def _parse_data_toml(path: Path, data: bytes, what: str) -> dict[str, Any]:
+    import tomllib  # here: data files come from the build cache at nearly every start
+
     try:  # newlines translated as read_text translates them
         return tomllib.loads(data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n"))
     except UnicodeDecodeError as exc:

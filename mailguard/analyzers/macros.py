@@ -18,7 +18,6 @@ import io
 import logging
 import re
 import struct
-import zipfile
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -206,6 +205,8 @@ def is_candidate(data: bytes) -> bool:
 
 
 def _has_office_parts(data: bytes) -> bool:
+    import zipfile  # here, not at the top: 9 ms of every start, and most mail carries no zip
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             return any(_OOXML_PARTS.match(n) for n in zf.namelist()[:2000])
@@ -256,6 +257,8 @@ def _plan(data: bytes, max_unpacked: int) -> tuple[str, bool]:
     Python, without limits, so a zip bomb or a huge compressed module would stall the
     scan: sizes are checked first. In a zip, VBA can only live in an OLE member
     (vbaProject.bin), so a DOCX or XLSX without one is not handed to olevba at all."""
+    import zipfile
+
     too_large = "its macro storage is too large to examine"
     try:
         if not data.startswith(ZIP_MAGIC):
@@ -350,6 +353,8 @@ def _xlm_in_ole(data: bytes, report: MacroReport) -> None:
 
 def _xlm_in_ooxml(data: bytes, report: MacroReport) -> None:
     """Excel 2007+: macro sheets are xl/macrosheets/ parts; Auto_Open is a defined name."""
+    import zipfile
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = zf.namelist()

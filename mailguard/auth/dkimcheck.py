@@ -11,9 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import dkim
-from dkim.util import InvalidTagValueList, parse_tag_value
-
 from mailguard.auth.resolver import NODATA, NXDOMAIN, TEMPERROR, Resolver
 from mailguard.model import DkimSignatureResult
 
@@ -41,6 +38,8 @@ class _KeyLookups:
 
 
 def _tags(value: bytes) -> dict[bytes, bytes]:
+    from dkim.util import InvalidTagValueList, parse_tag_value
+
     try:
         return parse_tag_value(value)
     except (InvalidTagValueList, ValueError, IndexError):
@@ -54,6 +53,8 @@ def _text(value: bytes | None) -> str:
 def verify_dkim(resolver: Resolver, raw: bytes, max_signatures: int) -> tuple[DkimSignatureResult, ...]:
     """Every DKIM-Signature, topmost first (at most ``max_signatures``; later ones "neutral",
     not checked)."""
+    import dkim  # here, not at the top: with dnspython it costs 55 ms, and saved files are not verified by default
+
     try:
         verifier = dkim.DKIM(raw, logger=_QUIET, timeout=resolver.settings.timeout)
     except Exception:  # dkimpy could not split the message at all
@@ -94,6 +95,8 @@ class ArcResult:
 
 
 def verify_arc(resolver: Resolver, raw: bytes) -> ArcResult:
+    import dkim
+
     try:
         verifier = dkim.ARC(raw, logger=_QUIET, timeout=resolver.settings.timeout)
     except Exception:

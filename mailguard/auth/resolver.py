@@ -21,14 +21,13 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import dns.exception
-import dns.message
-import dns.name
-import dns.nameserver
-import dns.rdatatype
-import dns.resolver
+if TYPE_CHECKING:
+    import dns.resolver
+
+# dnspython (70 ms to import) is imported at the first lookup that needs a server, not here:
+# ``mailguard check`` on saved files looks nothing up by default ([auth] verify_saved_mail).
 
 OK, NXDOMAIN, NODATA, TEMPERROR = "ok", "nxdomain", "nodata", "temperror"
 
@@ -86,6 +85,9 @@ def parse_nameserver(text: str) -> tuple[str, int]:
 def _valid_name(name: str) -> bool:
     if not name or len(name) > 253:
         return False
+    import dns.exception
+    import dns.name
+
     try:
         dns.name.from_text(name)
     except (dns.exception.DNSException, UnicodeError, ValueError):
@@ -116,17 +118,27 @@ class Resolver:
         self._down_until = 0.0
         self._probing = False
         self.queries = 0  # sent to a server (not answered from the cache); for benches and tests
-        self._resolver: dns.resolver.Resolver | None
-        try:
-            resolver = dns.resolver.Resolver(configure=not settings.nameservers)
-        except dns.resolver.NoResolverConfiguration:
-            resolver = dns.resolver.Resolver(configure=False)
-        if settings.nameservers:
-            resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in settings.nameservers]
-        resolver.timeout = settings.timeout
-        resolver.lifetime = settings.timeout
-        resolver.cache = None  # ours below: it also remembers failures
-        self._resolver = resolver if resolver.nameservers else None
+        self._backend: tuple["dns.resolver.Resolver | None"] | None = None  # built at the first lookup
+
+    def _dnspython(self) -> "dns.resolver.Resolver | None":
+        """dnspython's resolver for the configured servers (or /etc/resolv.conf's), None when
+        there are none; built once, when first needed."""
+        with self._lock:
+            if self._backend is None:
+                import dns.nameserver
+                import dns.resolver
+
+                try:
+                    resolver = dns.resolver.Resolver(configure=not self.settings.nameservers)
+                except dns.resolver.NoResolverConfiguration:
+                    resolver = dns.resolver.Resolver(configure=False)
+                if self.settings.nameservers:
+                    resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in self.settings.nameservers]
+                resolver.timeout = self.settings.timeout
+                resolver.lifetime = self.settings.timeout
+                resolver.cache = None  # ours: it also remembers failures
+                self._backend = (resolver if resolver.nameservers else None,)
+            return self._backend[0]
 
     # ------------------------------------------------------------------ breaker state
 
@@ -166,14 +178,15 @@ class Resolver:
             if hit and hit[0] > self._clock():
                 self._cache.move_to_end(key)
                 return hit[1]
-        if self._resolver is None:
+        resolver = self._dnspython()
+        if resolver is None:
             return DnsAnswer(TEMPERROR, detail="no nameserver configured")
         if not self._may_query():
             return DnsAnswer(TEMPERROR, detail="DNS unreachable (recent timeout)")
-        answer, ttl, timed_out = self._query(key[0], key[1])
+        answer, ttl, timed_out = self._query(resolver, key[0], key[1])
         if timed_out:
             ttl = self.settings.error_ttl  # this name is slow: do not ask it again for each message
-            timed_out = not self._server_answers()
+            timed_out = not self._server_answers(resolver)
         self._query_done(timed_out)
         if ttl > 0:
             with self._lock:
@@ -183,13 +196,15 @@ class Resolver:
                     self._cache.popitem(last=False)
         return answer
 
-    def _query(self, name: str, rdtype: str) -> tuple[DnsAnswer, float, bool]:
+    def _query(self, resolver: "dns.resolver.Resolver", name: str, rdtype: str) -> tuple[DnsAnswer, float, bool]:
         """(answer, seconds to cache it, whether the server timed out)."""
-        assert self._resolver is not None
+        import dns.exception
+        import dns.resolver
+
         s = self.settings
         self.queries += 1
         try:
-            result = self._resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
+            result = resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:
             return DnsAnswer(NXDOMAIN), s.negative_ttl, False
         except dns.exception.Timeout:
@@ -204,12 +219,13 @@ class Resolver:
         ttl = min(float(result.rrset.ttl), s.max_ttl)
         return DnsAnswer(OK, records), ttl, False
 
-    def _server_answers(self) -> bool:
+    def _server_answers(self, resolver: "dns.resolver.Resolver") -> bool:
         """Whether the resolver itself answers (anything, even REFUSED) a query it can
         answer from its cache: the root's name servers."""
-        assert self._resolver is not None
+        import dns.exception
+
         try:
-            self._resolver.resolve(".", "NS", search=False, raise_on_no_answer=False,
+            resolver.resolve(".", "NS", search=False, raise_on_no_answer=False,
                                    lifetime=min(self.settings.timeout, 0.5))
         except dns.exception.Timeout:
             return False

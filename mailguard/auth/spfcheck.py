@@ -7,8 +7,8 @@ dnspython resolver per lookup with a 20 s timeout and no cache.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import spf
+from functools import lru_cache
+from typing import Any
 
 from mailguard.auth.resolver import Resolver
 
@@ -23,34 +23,41 @@ class SpfResult:
     explanation: str = ""
 
 
-class _Query(spf.query):
-    """pyspf's query with DNS from ``mailguard.auth.resolver``."""
+@lru_cache(maxsize=1)
+def _query_class() -> Any:
+    """pyspf's query with DNS from ``mailguard.auth.resolver``. Defined at the first check:
+    importing pyspf costs 10-25 ms, and a scan without an SMTP client (a saved file) never
+    checks SPF."""
+    import spf
 
-    def __init__(self, resolver: Resolver, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        self._mg_resolver = resolver
+    class _Query(spf.query):  # type: ignore[misc, name-defined]
+        def __init__(self, resolver: Resolver, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            self._mg_resolver = resolver
 
-    def dns(self, name, qtype, cnames=None, ignore_void=False):  # type: ignore[override]
-        name = str(name or "").rstrip(".").lower()
-        if not name or not all(0 < len(label) < 64 for label in name.split(".")):
-            return []
-        answer = self._mg_resolver.lookup(name, qtype)
-        if answer.temporary:
-            raise spf.TempError(f"DNS {answer.detail or 'error'} for {name}")
-        if qtype in ("TXT", "SPF"):
-            result: list = [(record.encode("utf-8", "replace"),) for record in answer.records]
-        elif qtype == "MX":
-            result = []
-            for record in answer.records:
-                preference, _, host = record.partition(" ")
-                result.append((int(preference) if preference.isdigit() else 0, host))
-        else:
-            result = list(answer.records)
-        if not result and not ignore_void:
-            self.void_lookups += 1
-            if self.void_lookups > spf.MAX_VOID_LOOKUPS:
-                raise spf.PermError(f"Void lookup limit of {spf.MAX_VOID_LOOKUPS} exceeded")
-        return result
+        def dns(self, name, qtype, cnames=None, ignore_void=False):  # type: ignore[no-untyped-def]
+            name = str(name or "").rstrip(".").lower()
+            if not name or not all(0 < len(label) < 64 for label in name.split(".")):
+                return []
+            answer = self._mg_resolver.lookup(name, qtype)
+            if answer.temporary:
+                raise spf.TempError(f"DNS {answer.detail or 'error'} for {name}")
+            if qtype in ("TXT", "SPF"):
+                result: list = [(record.encode("utf-8", "replace"),) for record in answer.records]
+            elif qtype == "MX":
+                result = []
+                for record in answer.records:
+                    preference, _, host = record.partition(" ")
+                    result.append((int(preference) if preference.isdigit() else 0, host))
+            else:
+                result = list(answer.records)
+            if not result and not ignore_void:
+                self.void_lookups += 1
+                if self.void_lookups > spf.MAX_VOID_LOOKUPS:
+                    raise spf.PermError(f"Void lookup limit of {spf.MAX_VOID_LOOKUPS} exceeded")
+            return result
+
+    return _Query
 
 
 def check_spf(resolver: Resolver, ip: str, mail_from: str, helo: str) -> SpfResult:
@@ -62,8 +69,11 @@ def check_spf(resolver: Resolver, ip: str, mail_from: str, helo: str) -> SpfResu
     domain = mail_from.rpartition("@")[2].lower() if identity == "mailfrom" else helo.lower()
     if not ip or not domain or (identity == "helo" and "." not in domain):
         return SpfResult("none", domain, identity)
+    query_class = _query_class()
+    import spf
+
     try:
-        query = _Query(resolver, i=ip, s=mail_from if identity == "mailfrom" else "", h=helo or domain,
+        query = query_class(resolver, i=ip, s=mail_from if identity == "mailfrom" else "", h=helo or domain,
                        timeout=resolver.settings.timeout, querytime=0)
         result, _code, explanation = query.check()
     except (spf.TempError,) as exc:

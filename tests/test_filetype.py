@@ -2,8 +2,9 @@
 scanned as a whole message through mailguard.Scanner, as a user would see it."""
 from __future__ import annotations
 
-import zipfile
 import io
+import sys
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -436,3 +437,16 @@ def test_attachments_of_a_forwarded_message_are_checked(scanner: mailguard.Scann
     finding = next(f for f in verdict.findings if f.rule == "FILETYPE_EXECUTABLE")
     assert finding.details["attachment"].endswith("invoice.pdf")
     assert verdict.action >= Action.QUARANTINE
+
+
+def test_libmagic_is_checked_at_a_service_start_not_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libmagic is opened at the first attachment; the services' start-up checks say
+    plainly when it is missing (as a broken python-magic would be: the import fails)."""
+    from mailguard.analyzers.filetype import libmagic_problem
+    from mailguard.ops.preflight import check_libraries
+
+    assert libmagic_problem() == "" and check_libraries() == []
+    monkeypatch.setitem(sys.modules, "magic", None)  # import magic now raises ImportError
+    problem = libmagic_problem()
+    assert "libmagic is missing or broken" in problem and "apt-get install libmagic1" in problem
+    assert check_libraries() == [problem]

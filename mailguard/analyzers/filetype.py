@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import magic
 import olefile
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
@@ -250,13 +249,35 @@ class Detected:
 UNKNOWN = Detected("application/octet-stream", "", None)
 
 
+def libmagic_problem() -> str:
+    """Why libmagic cannot be used ("" when it can): the services check it at start
+    (``mailguard.ops.preflight``), a check of saved files meets it at the first attachment."""
+    try:
+        import magic
+
+        magic.Magic(mime=True).from_buffer(b"%PDF-1.7\n")
+    except Exception as exc:  # noqa: BLE001 - ImportError, OSError, MagicException: all mean the same
+        return (f"file types cannot be recognised: libmagic is missing or broken ({type(exc).__name__}: {exc}); "
+                "install it (Debian: apt-get install libmagic1) and python-magic")
+    return ""
+
+
 class _Magic(threading.local):
     """One pair of libmagic handles per thread: libmagic handles are not thread-safe, and
-    opening the database per call costs more than the check itself."""
+    opening the database per call costs more than the check itself. Opened at the first
+    attachment a thread looks at, not when the scanner is built: most messages carry none,
+    and python-magic with its database costs a cold ``mailguard check`` about 20 ms."""
 
-    def __init__(self) -> None:
-        self.mime = magic.Magic(mime=True)
-        self.text = magic.Magic()
+    mime: Any = None
+    text: Any = None
+
+    def opened(self) -> "_Magic":
+        if self.mime is None:
+            import magic
+
+            self.text = magic.Magic()
+            self.mime = magic.Magic(mime=True)
+        return self
 
 
 def _ole_facts(data: bytes) -> tuple[str, bool]:
@@ -350,7 +371,9 @@ class FiletypeAnalyzer(Analyzer):
         if not data:
             return Detected("application/x-empty", "empty", None)
         head = data[:MAGIC_BYTES]
-        handles = self._magic
+        import magic
+
+        handles = self._magic.opened()
         try:
             mime = (handles.mime.from_buffer(head) or "").lower()
             description = handles.text.from_buffer(head) or ""

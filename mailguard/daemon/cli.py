@@ -39,6 +39,11 @@ def cli_main(argv: Sequence[str], prog: str = "mailguard daemon") -> int:
               file=sys.stderr)
         return 2
     setup_logging(config.section("logging"), config.resolve_path)
+    from mailguard.ops.preflight import check_libraries
+
+    for problem in check_libraries():  # (opened by the workers only at their first attachment)
+        print(f"mailguard daemon: {problem}", file=sys.stderr)
+        return 2
     base = Path(args.config).resolve().parent if args.config else None
     path = Path(args.socket) if args.socket else socket_path(settings, base)
     workers = args.workers if args.workers is not None else int(settings["workers"])

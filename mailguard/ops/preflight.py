@@ -72,12 +72,22 @@ def check(config: Config, way: str = "all", user: ServiceUser | None = None, sca
     user = user or ServiceUser.lookup()
     errors: list[str] = []
     errors += check_rule_ids(config, scanner)
+    errors += check_libraries()
     if way in ("relay", "all"):
         errors += check_tls(config, user)
     uses_store = way in ("relay", "all") or config.section("milter")["quarantine"] == "store"
     if uses_store:
         errors += check_quarantine(config, user)
     return errors
+
+
+def check_libraries() -> list[str]:
+    """Libraries the scan opens only when a message needs them (libmagic, at the first
+    attachment): a service finds out at start, not at the first attachment."""
+    from mailguard.analyzers.filetype import libmagic_problem
+
+    problem = libmagic_problem()
+    return [problem] if problem else []
 
 
 # --------------------------------------------------------------------------- rule ids

@@ -91,7 +91,11 @@ class AhoCorasickMatcher:
             if ids:
                 found.update(ids)
             if segment >= 0:
-                starts.setdefault(segment, set()).add(start)
+                at = starts.get(segment)  # (setdefault would make a set for every match)
+                if at is None:
+                    starts[segment] = {start}
+                else:
+                    at.add(start)
         if not starts:
             return frozenset(found)
         present = starts.keys()  # a handful of parts: looked up, not intersected with every chain's

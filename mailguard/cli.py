@@ -133,7 +133,29 @@ def _worker_init(config: Config) -> None:
     global _WORKER_SCANNER  # one Scanner per worker process, built once
     from mailguard.scanner import Scanner
 
-    _WORKER_SCANNER = Scanner(config)
+    with _no_cycle_collection():
+        _WORKER_SCANNER = Scanner(config)
+
+
+class _no_cycle_collection:  # noqa: N801 - used as a context manager, named like one
+    """While the scanner is built (imports, a million objects unpickled from the build
+    cache), Python's cycle collector would walk the growing heap again and again: 5 % of a
+    cold check's instructions for nothing, since what is built stays. Afterwards what was
+    built is frozen (never walked again) and collection resumes for the messages. (A class,
+    not contextlib: the client path imports as little as it can.)"""
+
+    def __enter__(self) -> None:
+        import gc
+
+        self._enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *_: object) -> None:
+        import gc
+
+        gc.freeze()
+        if self._enabled:
+            gc.enable()
 
 
 def _scan_path(path: str, scanner: Any = None) -> CheckResult:
@@ -273,7 +295,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.daemon == "required":
             return EXIT_ERROR
     try:
-        config = _config_from_args(args.config)
+        with _no_cycle_collection():  # (the imports happen here)
+            config = _config_from_args(args.config)
     except _config_error() as exc:
         from mailguard.ops.errors import report
 
@@ -294,7 +317,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             scanned = executor.map(_scan_path, files, chunksize=8)
         else:
             executor = None
-            local_scanner = Scanner(config)
+            with _no_cycle_collection():
+                local_scanner = Scanner(config)
             scanned = (_scan_path(p, local_scanner) for p in files)
         scanned_iter = iter(scanned)
         for path, error in inputs:

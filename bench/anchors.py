@@ -107,6 +107,10 @@ class Rspamd:
         wait_until(lambda: port_answers(11333) and port_answers(11332), 60, "rspamd's workers")
         return self
 
+    def pid(self) -> int:
+        """The main process's (its workers are its children)."""
+        return int((self.root / "run" / "rspamd.pid").read_text().strip())
+
     def stop(self) -> None:
         pidfile = self.root / "run" / "rspamd.pid"
         try:
@@ -267,7 +271,7 @@ def main() -> int:
         if "mta" in parts:
             from anchors_mta import part_mta  # noqa: PLC0415 - the Postfix half lives beside this file
 
-            result["mta"] = part_mta(args.runs, args.mta_messages, daemon, env, root)
+            result["mta"] = part_mta(args.runs, args.mta_messages, daemon, env, root, rspamd.pid())
         result["daemon_worker_peak_mb"] = daemon.worker_peaks_mb()
         result["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     finally:

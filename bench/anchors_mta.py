@@ -11,8 +11,15 @@ taking turns within each round:
 msg/s is M over the wall time smtp-source needs (every message answered 250 before queue).
 serve_cpu_ms_per_msg: the `mailguard serve` process's own CPU (user + system, /proc) over
 its rounds, per message: the relay's front end, without the daemon workers' scanning.
+cpu_ms_per_msg_median: for each set-up, the CPU (user + system, /proc) per message of
+Postfix (master and children) and of the filter (rspamd's processes; the milter process
+and, through the daemon, its workers; serve and the daemon's workers): where a set-up's
+two cores go, and so what bounds its rate.
+one_session_msg_per_s_median: the same set-ups at `smtp-source -s 1` (100 messages a
+round), one message at a time as a small practice's mail arrives: 1000 / msg/s is each
+message's time through the set-up.
 The relay's latency at 16 sessions comes from bench/relay.py (a Python client that times
-each message from connect to the DATA reply).
+each message from connect to the DATA reply), one round per run, the rounds' medians.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ import sys
 import time
 from email import policy
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -40,6 +47,9 @@ RECIPIENT = "frontdesk@practice.example"
 class _NoMilterPostfix(PostfixInstance):
     def main_cf(self) -> str:
         return "\n".join(line for line in super().main_cf().splitlines() if "milter" not in line) + "\n"
+
+
+ONE_SESSION_MESSAGES = 100  # a round at `smtp-source -s 1`
 
 
 def html_message(target: int = 15_000) -> bytes:
@@ -101,7 +111,7 @@ def smtp_source(port: int, messages: int, sessions: int, path: Path) -> float:
     return time.perf_counter() - started
 
 
-def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: Path) -> dict[str, Any]:
+def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: Path, rspamd_pid: int) -> dict[str, Any]:
     message = root / "message.eml"
     # LF line endings: smtp-source sends each line of the file with CRLF, so a CRLF file
     # arrives as "\r\r\n" (a bare CR on every line), which no real sender sends.
@@ -145,13 +155,34 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
         for name, port in ports.items():  # warm-up: connections, caches, the first fork
             smtp_source(port, 32, 16, message)
         serve_cpu: list[float] = []  # the relay process's own CPU (front end), ms per message
+        # Where each set-up's CPU goes, ms per message: Postfix (its master and children,
+        # reaped ones included) and the filter (rspamd's processes; the milter, the daemon's
+        # workers, serve). The load and the sink are the same C tools for every set-up.
+        masters = {name: int((inst.queue_dir / "pid" / "master.pid").read_text().split()[0])
+                   for name, inst in instances.items()}
+        filters: dict[str, Callable[[], float]] = {
+            "postfix_alone": lambda: 0.0,
+            "postfix_rspamd_milter": lambda: tree_cpu_s(rspamd_pid, reaped=True),
+            "postfix_mailguard_milter": lambda: tree_cpu_s(milter_threads.pid),
+            "postfix_mailguard_milter_daemon": lambda: process_cpu_s(milter.pid) + tree_cpu_s(daemon.proc.pid),
+            "mailguard_serve": lambda: process_cpu_s(serve.pid) + tree_cpu_s(daemon.proc.pid),
+        }
+        cpu: dict[str, dict[str, list[float]]] = {name: {"postfix": [], "filter": []} for name in ports}
+        one_session: dict[str, list[float]] = {name: [] for name in ports}
         for _ in range(runs):
             for name, port in ports.items():
                 before = process_cpu_s(serve.pid)
+                postfix_before = tree_cpu_s(masters[name], reaped=True) if name in masters else 0.0
+                filter_before = filters[name]()
                 rows[name].append(messages / smtp_source(port, messages, 16, message))
+                cpu[name]["filter"].append((filters[name]() - filter_before) * 1000 / messages)
+                if name in masters:
+                    cpu[name]["postfix"].append((tree_cpu_s(masters[name], reaped=True) - postfix_before) * 1000 / messages)
                 if name == "mailguard_serve":
                     serve_cpu.append((process_cpu_s(serve.pid) - before) * 1000 / messages)
-        relay_latency = _relay_latency(env, root)
+            for name, port in ports.items():  # one session: each message's own latency, no overlap
+                one_session[name].append(ONE_SESSION_MESSAGES / smtp_source(port, ONE_SESSION_MESSAGES, 1, message))
+        relay_latency = _relay_latency(env, root, runs)
     finally:
         for inst in instances.values():
             inst.stop()
@@ -169,6 +200,9 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
         "msg_per_s_runs": {k: [round(x, 1) for x in v] for k, v in rows.items()},
         "msg_per_s_median": med,
         "ratio_to_postfix_rspamd_milter": {k: round(v / base, 2) for k, v in med.items() if base},
+        "one_session_msg_per_s_median": {name: round(median(values), 1) for name, values in one_session.items()},
+        "cpu_ms_per_msg_median": {name: {part: round(median(values), 2) for part, values in parts.items() if values}
+                                  for name, parts in cpu.items()},
         "serve_cpu_ms_per_msg_runs": [round(x, 2) for x in serve_cpu],
         "serve_cpu_ms_per_msg_median": median(serve_cpu),
         "relay_latency_16_clients": relay_latency,
@@ -178,16 +212,18 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
             "postfix_mailguard_milter": "mailguard milter -c C2 ([milter] use_daemon = false, scan_workers = 4 threads)",
             "postfix_mailguard_milter_daemon": "mailguard daemon -c C (2 workers) + mailguard milter -c C ([milter] use_daemon = true)",
             "mailguard_serve": "mailguard serve -c C ([relay] pool = daemon, workers = 4, downstream = smtp-sink)",
-            "relay_latency": "python bench/relay.py --clients 16 --messages 300 --rounds 1 --pool daemon --workers 4 --config DNS_OFFLINE",
+            "relay_latency": "python bench/relay.py --clients 16 --messages 300 --rounds RUNS --pool daemon --workers 4 --config DNS_OFFLINE",
         },
     }
 
 
-def _relay_latency(env: dict[str, str], root: Path) -> dict[str, Any]:
+def _relay_latency(env: dict[str, str], root: Path, runs: int) -> dict[str, Any]:
+    """bench/relay.py at 16 sessions, ``runs`` rounds: its figures are the rounds' medians
+    (a round's p99 is the third-slowest of its 300 messages, so one stall moves it)."""
     base = root / "relay-base.toml"
     base.write_text('[dns]\nnameservers = ["127.0.0.1:53"]\ntimeout_ms = 200\n')
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "relay.py"), "--clients", "16", "--messages", "300",
-                          "--rounds", "1", "--pool", "daemon", "--workers", "4", "--corpus", str(DEV),
+                          "--rounds", str(runs), "--pool", "daemon", "--workers", "4", "--corpus", str(DEV),
                           "--config", str(base)], env=env, capture_output=True, text=True, timeout=900)
     try:
         data = json.loads(run.stdout)

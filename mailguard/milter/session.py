@@ -68,8 +68,8 @@ def _quick_ack_socket(transport: asyncio.BaseTransport) -> Any:
     delays it (up to 40 ms on Linux). Every message then waited about 40 ms at end of
     message: 48 ms a message through Postfix at one SMTP session, rspamd's milter the same,
     against 2 ms for Postfix alone. ACKing at once (TCP_QUICKACK, set again after each read
-    since the kernel leaves quick-ack mode by itself) took it to 6.6 ms (bench/anchors.py,
-    one_session_msg_per_s). Unix sockets have no such delay."""
+    since the kernel leaves quick-ack mode by itself) took it to 7-9 ms (bench/anchors.py,
+    one_session_msg_per_s_median). Unix sockets have no such delay."""
     if TCP_QUICKACK is None:
         return None
     sock = transport.get_extra_info("socket")

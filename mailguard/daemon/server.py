@@ -50,12 +50,11 @@ class DaemonServer:
 
     def run(self) -> int:
         from mailguard import __version__
-        from mailguard.analyzers.hidden_content import olevba
         from mailguard.scanner import Scanner
 
         started = time.perf_counter()
         scanner = Scanner(self.config)
-        olevba()  # imported now, once, instead of in every worker on its first document
+        scanner.preload()  # imported now, once, instead of in every worker at its first PDF, document, signature
         scanner.scan(b"From: warm-up@example.com\nSubject: warm-up\n\n<html><body><a href='https://example.com'>x</a></body></html>\n")
         listener = self._bind()
         self._version = __version__

@@ -195,7 +195,9 @@ class Engine:
 def _scanner(config: Config, build: Callable[[Config], Any]) -> Any:
     """A Scanner built here, or one that scans through the daemon ([milter] use_daemon)."""
     if not config.section("milter")["use_daemon"]:
-        return build(config)
+        scanner = build(config)
+        scanner.preload()  # a service: no message waits for an import at the first PDF or signature
+        return scanner
     from mailguard.daemon.remote import daemon_scanner
 
     return daemon_scanner(config, "[milter] use_daemon")

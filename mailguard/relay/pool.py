@@ -72,6 +72,7 @@ def _worker_main(conn: Connection, config: Config) -> None:
     """A worker process: build a Scanner once, say so, then scan until told to stop."""
     try:
         scanner = Scanner(config)
+        scanner.preload()  # no message waits for an import at the first PDF or signature
     except Exception as exc:  # told to the relay, which says it once instead of a traceback per try
         conn.send(("failed", f"{type(exc).__name__}: {exc}"[:500]))
         return
@@ -387,6 +388,7 @@ class ScanPool(TwoLanes):
             raise ValueError(f"unknown pool kind {kind!r}")
         if kind == "threads" and scanner is None:
             scanner = Scanner(config)
+            scanner.preload()
         self.kind = "threads" if scanner is not None else "processes"
         self.workers, self.limit, self.large_bytes = workers, limit, large_bytes
         self.small = _Lane("small", config, workers, limit, scanner)

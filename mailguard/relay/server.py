@@ -224,6 +224,8 @@ def run(path: str | None, *, listen: str | None = None, downstream: str | None =
             quarantine = open_quarantine(config)
         metrics = start_metrics(config, "relay")
         threads = config.section("relay")["pool"] == "threads"
+        if threads:
+            scanner.preload()  # no message waits for an import at the first PDF or signature
         server = RelayServer(config, quarantine=quarantine, scanner=scanner if threads else None)
         if not threads:
             scanner = None  # built for the start-up checks only: the workers have their own

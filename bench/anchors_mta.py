@@ -212,7 +212,7 @@ def part_mta(runs: int, messages: int, daemon: Any, env: dict[str, str], root: P
             "postfix_mailguard_milter": "mailguard milter -c C2 ([milter] use_daemon = false, scan_workers = 4 threads)",
             "postfix_mailguard_milter_daemon": "mailguard daemon -c C (2 workers) + mailguard milter -c C ([milter] use_daemon = true)",
             "mailguard_serve": "mailguard serve -c C ([relay] pool = daemon, workers = 4, downstream = smtp-sink)",
-            "relay_latency": "python bench/relay.py --clients 16 --messages 300 --rounds RUNS --pool daemon --workers 4 --config DNS_OFFLINE",
+            "relay_latency": "python bench/relay.py --clients 16 --messages 300 --rounds RUNS --pool daemon --workers 4 --config DNS_OFFLINE (sink: smtp-sink)",
         },
     }
 

@@ -27,7 +27,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiosmtplib  # noqa: E402
 from aiosmtpd.smtp import SMTP  # noqa: E402
 
+from anchors import free_port, port_answers, wait_until  # noqa: E402
 from scan import percentile  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "dev"
@@ -138,23 +138,6 @@ def _tally(stream: Any, outcomes: Counter[str]) -> None:
             outcomes[key] += 1
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"smtp-sink did not start on port {port}")
-
-
 def _wait_for_daemon(config: Path, sock: Path, timeout: float = 120.0) -> None:
     from mailguard.daemon.client import DaemonClient, DaemonUnavailable
     from mailguard.daemon.protocol import config_fingerprint
@@ -216,11 +199,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     server = sink_proc = None
     if args.sink == "smtp-sink":
-        sink_port = _free_port()
+        sink_port = free_port()
         sink_proc = subprocess.Popen(["smtp-sink", *(["-u", "postfix"] if os.geteuid() == 0 else []),
                                       f"127.0.0.1:{sink_port}", "256"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        await loop.run_in_executor(None, _wait_for_port, sink_port)
+        await loop.run_in_executor(None, wait_until, lambda: port_answers(sink_port), 30, "smtp-sink")
     else:
         sink = _Sink()
         server = await loop.create_server(lambda: _SinkSMTP(sink, hostname="sink.bench", enable_SMTPUTF8=True),

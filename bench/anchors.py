@@ -85,9 +85,11 @@ class Rspamd:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.milter_socket = root / "run" / "milter.sock"  # the proxy also on a unix socket (bench/anchors_mta.py)
         shutil.copytree(ANCHORS / "rspamd" / "local.d", root / "local.d")
         (root / "local.d" / "worker-proxy.inc").write_text(
-            'enabled = true;\nbind_socket = "127.0.0.1:11332";\nmilter = yes;\ntimeout = 120s;\ncount = 1;\n'
+            f'enabled = true;\nbind_socket = "127.0.0.1:11332";\nbind_socket = "{self.milter_socket} mode=0666";\n'
+            'milter = yes;\ntimeout = 120s;\ncount = 1;\n'
             'upstream "local" { default = yes; hosts = "127.0.0.1:11333"; }\n'
         )
         for name in ("db", "run", "log"):
@@ -104,7 +106,8 @@ class Rspamd:
         )
         log = r / "log" / "rspamd.log"
         wait_until(lambda: log.exists() and "hyperscan" in log.read_text(errors="replace"), 300, "rspamd's hyperscan database")
-        wait_until(lambda: port_answers(11333) and port_answers(11332), 60, "rspamd's workers")
+        wait_until(lambda: port_answers(11333) and port_answers(11332) and self.milter_socket.exists(), 60,
+                   "rspamd's workers")
         return self
 
     def pid(self) -> int:
@@ -251,6 +254,7 @@ def main() -> int:
         "bench": "anchors",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "python_executable": sys.executable,  # a distribution's build or not: see docs/performance.md
                     "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]},
         "runs": args.runs,
     }
@@ -271,7 +275,8 @@ def main() -> int:
         if "mta" in parts:
             from anchors_mta import part_mta  # noqa: PLC0415 - the Postfix half lives beside this file
 
-            result["mta"] = part_mta(args.runs, args.mta_messages, daemon, env, root, rspamd.pid())
+            result["mta"] = part_mta(args.runs, args.mta_messages, daemon, env, root, rspamd.pid(),
+                                     rspamd.milter_socket)
         result["daemon_worker_peak_mb"] = daemon.worker_peaks_mb()
         result["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     finally:

@@ -1,7 +1,7 @@
 """The milter's own CPU per message behind a real Postfix, side by side between set-ups.
 
     python bench/milter_cpu.py [--messages 1000] [--rounds 3] [--mode workers --mode threads ...]
-                               [--checkout DIR ...] [--py-spy FILE]
+                               [--checkout DIR ...] [--py-spy FILE] [--one-at-a-time]
 
 For each checkout and mode in turn within each round, starts `mailguard milter` from that
 checkout (PYTHONPATH), a throwaway Postfix calling it (tests/postfix_instance.py) and
@@ -18,6 +18,9 @@ postfix_cpu_ms (Postfix's master and its children, reaped ones included), and ms
 --py-spy FILE records the milter process of the last measured run (raw collapsed stacks);
 --profile FILE runs that milter under cProfile with a CPU clock (bench/_profiled_milter.py)
 and writes its stats there (start-up included; the CPU figures of that run are inflated).
+--one-at-a-time sends the messages one after another from Python's smtplib, each in its own
+SMTP session, and adds each message's time (connect to QUIT): p50/p90/p99/max and how many
+took over 35 ms (a 40 ms delayed-ACK stall shows there; docs/milter.md).
 --callgrind runs every milter under valgrind's callgrind, collecting only over the measured
 messages: milter_instructions_k is the milter's user-space instructions per message (in
 thousands), a count that the load on a shared machine does not change.
@@ -27,17 +30,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import smtplib
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from anchors import free_port, port_answers, wait_until  # noqa: E402
-from anchors_mta import callgrind_total, html_message, process_cpu_s, smtp_source, tree_cpu_s  # noqa: E402
+from anchors_mta import RECIPIENT, SENDER, callgrind_total, html_message, process_cpu_s, smtp_source, tree_cpu_s  # noqa: E402
 from postfix_instance import PostfixInstance  # noqa: E402 - anchors_mta puts tests/ on the path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,8 +55,28 @@ def _milter_section(mode: str, port: int) -> str:
     return "[milter]\n" + "\n".join(lines) + "\n"
 
 
+def _one_at_a_time(port: int, messages: int, message: Path, latencies: list[float]) -> float:
+    """Send ``messages`` one after the other, each in its own SMTP session, as a small
+    practice's mail arrives; ``latencies`` gets each one's milliseconds from connect to
+    the reply to QUIT. Returns the seconds for all of them."""
+    body = message.read_bytes().replace(b"\n", b"\r\n")
+    started = time.perf_counter()
+    for _ in range(messages):
+        begun = time.perf_counter()
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+            client.sendmail(SENDER, [RECIPIENT], body)
+        latencies.append((time.perf_counter() - begun) * 1000)
+    return time.perf_counter() - started
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    at = {f"p{q}_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))], 1) for q in (50, 90, 99)}
+    return {**at, "max_ms": round(ordered[-1], 1), "over_35_ms": sum(v > 35 for v in ordered)}
+
+
 def one_run(checkout: Path, mode: str, messages: int, folder: Path, spy: Path | None,
-            profile: Path | None = None, callgrind: bool = False) -> dict[str, float]:
+            profile: Path | None = None, callgrind: bool = False, one_at_a_time: bool = False) -> dict[str, float]:
     message = folder / "message.eml"
     message.write_bytes(html_message().replace(b"\r\n", b"\n"))  # smtp-source sends CRLF itself
     sink_port, milter_port = free_port(), free_port()
@@ -95,7 +120,11 @@ def one_run(checkout: Path, mode: str, messages: int, folder: Path, spy: Path | 
             subprocess.run(["callgrind_control", "-i", "on", str(milter.pid)], check=True, capture_output=True)
         before = (process_cpu_s(milter.pid), tree_cpu_s(milter.pid), tree_cpu_s(daemon.pid) if daemon else 0.0,
                   tree_cpu_s(master, reaped=True))
-        seconds = smtp_source(postfix.smtpd_port, messages, 16, message)
+        latencies: list[float] = []
+        if one_at_a_time:
+            seconds = _one_at_a_time(postfix.smtpd_port, messages, message, latencies)
+        else:
+            seconds = smtp_source(postfix.smtpd_port, messages, 16, message)
         after = (process_cpu_s(milter.pid), tree_cpu_s(milter.pid), tree_cpu_s(daemon.pid) if daemon else 0.0,
                  tree_cpu_s(master, reaped=True))
         if recorder is not None:
@@ -116,7 +145,8 @@ def one_run(checkout: Path, mode: str, messages: int, folder: Path, spy: Path | 
     per = [round((a - b) * 1000 / messages, 2) for a, b in zip(after, before)]
     return {"msg_per_s": round(messages / seconds, 1), "milter_front_ms": per[0], "milter_cpu_ms": per[1],
             "daemon_cpu_ms": per[2], "postfix_cpu_ms": per[3], "load_avg": round(os.getloadavg()[0], 1),
-            **({"milter_instructions_k": round(instructions / messages / 1000)} if callgrind else {})}
+            **({"milter_instructions_k": round(instructions / messages / 1000)} if callgrind else {}),
+            **(_percentiles(latencies) if latencies else {})}
 
 
 def main() -> int:
@@ -128,6 +158,9 @@ def main() -> int:
     parser.add_argument("--py-spy", type=Path, help="record the milter of the last run here (py-spy, raw stacks)")
     parser.add_argument("--profile", type=Path, help="cProfile (CPU clock) stats of the last run's milter")
     parser.add_argument("--callgrind", action="store_true", help="count the milter's instructions per message")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="instead of smtp-source -s 16, one message at a time from Python's smtplib, "
+                             "each message's time reported (p50/p90/p99/max, how many over 35 ms)")
     args = parser.parse_args()
     checkouts = [c.resolve() for c in (args.checkout or [ROOT])]
     setups = [(c, m) for c in checkouts for m in (args.mode or ["workers"])]
@@ -139,7 +172,8 @@ def main() -> int:
                 Path(folder).chmod(0o755)
                 rows[f"{checkout}:{mode}"].append(one_run(checkout, mode, args.messages, Path(folder),
                                                           args.py_spy if last else None,
-                                                          args.profile if last else None, args.callgrind))
+                                                          args.profile if last else None, args.callgrind,
+                                                          args.one_at_a_time))
     result: dict[str, Any] = {"bench": "milter_cpu", "messages": args.messages, "rounds": rows, "median": {}}
     for key, runs in rows.items():
         result["median"][key] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}

@@ -14,7 +14,8 @@ each, as Postfix opens them). Modes are [milter] settings:
 Reported per message, from /proc (user + system, start-up and a 64-message warm-up
 excluded): milter_cpu_ms (the milter process and the scanning processes it started),
 milter_front_ms (the milter process alone), daemon_cpu_ms (a separate daemon's workers),
-postfix_cpu_ms (Postfix's master and its children, reaped ones included), and msg/s.
+postfix_cpu_ms (Postfix's master and its children, reaped ones included, until it has delivered
+everything it accepted), and msg/s (smtp-source's time alone).
 --py-spy FILE records the milter process of the last measured run (raw collapsed stacks);
 --profile FILE runs that milter under cProfile with a CPU clock (bench/_profiled_milter.py)
 and writes its stats there (start-up included; the CPU figures of that run are inflated).
@@ -42,7 +43,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from anchors import free_port, port_answers, wait_until  # noqa: E402
-from anchors_mta import RECIPIENT, SENDER, callgrind_total, html_message, process_cpu_s, smtp_source, tree_cpu_s  # noqa: E402
+from anchors_mta import (  # noqa: E402
+    RECIPIENT, SENDER, callgrind_total, html_message, process_cpu_s, queue_empty, smtp_source, tree_cpu_s,
+)
 from postfix_instance import PostfixInstance  # noqa: E402 - anchors_mta puts tests/ on the path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +128,8 @@ def one_run(checkout: Path, mode: str, messages: int, folder: Path, spy: Path | 
             seconds = _one_at_a_time(postfix.smtpd_port, messages, message, latencies)
         else:
             seconds = smtp_source(postfix.smtpd_port, messages, 16, message)
+        instance = postfix
+        wait_until(lambda: queue_empty(instance), 120, "Postfix's queue to empty")  # its deliveries count too
         after = (process_cpu_s(milter.pid), tree_cpu_s(milter.pid), tree_cpu_s(daemon.pid) if daemon else 0.0,
                  tree_cpu_s(master, reaped=True))
         if recorder is not None:

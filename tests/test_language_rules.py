@@ -102,6 +102,14 @@ def test_engines_agree_on_wildcards_and_overlaps(engine: type) -> None:
     assert matcher.find(" a x b y c ") == {4}
 
 
+def test_a_phrase_spaced_oddly_is_still_found_as_its_words() -> None:
+    """Phrases come normalised (single spaces, one at each end); one that is not, from a
+    caller of the matcher, is matched as its words, as before the shortcut for normal ones."""
+    matcher = AhoCorasickMatcher([" verify\taccount ", "  your   bill ", " your bill "])
+    assert matcher.find(" please verify account now ") == {0}
+    assert matcher.find(" here is your bill ") == {1, 2}
+
+
 @pytest.mark.parametrize("text,expected", [
     ('[category]\nname = "x"\nrule = "lower_case"\nsummary = "s"\ncap = 1\n', "must look like LANGUAGE_"),
     ('[category]\nname = "x"\nrule = "LANGUAGE_X"\nsummary = "s"\ncap = -1\n', "cap"),

@@ -76,7 +76,7 @@ def _builder_sources() -> list[Path]:
 
 def phrase_key(normaliser: Normaliser, variant: str) -> str:
     """A phrase normalised exactly like message text; a ``*`` wildcard is kept."""
-    if "*" not in variant.split():
+    if "*" not in variant or "*" not in variant.split():
         return normaliser.normalise(variant)
     words = ("*" if w == "*" else normaliser.normalise(w).strip() for w in variant.split())
     return " " + " ".join(w for w in words if w) + " "
@@ -148,7 +148,7 @@ class LanguageAnalyzer(Analyzer):
         files = rule_files(folder) + [config.resolve_path(p) for p in settings["extra_rules"]]
         confusables = rules_file("confusables.toml")
         engine = settings["engine"]
-        # Expanding and normalising ~26,000 phrase variants and building the automaton is
+        # Expanding and normalising ~36,000 phrase variants and building the automaton is
         # most of a cold start: the result is cached, keyed by the rule files' contents.
         # The code of the pickled classes is part of the key: a matcher pickled by another
         # revision of mailguard (same version number, other fields) must be rebuilt, not loaded.

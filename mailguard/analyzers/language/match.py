@@ -42,6 +42,14 @@ def _segments(phrase: str) -> tuple[str, ...]:
     return tuple(" " + " ".join(p) + " " for p in parts)
 
 
+def _is_spaced(phrase: str) -> bool:
+    """Whether ``phrase`` is already as ``_segments`` writes a part: words between single
+    spaces, a space at each end (what the normaliser makes; checked without splitting:
+    every white-space character but the space is unprintable)."""
+    return phrase[:1] == " " and phrase[-1:] == " " and len(phrase) > 2 and "  " not in phrase \
+        and phrase.isprintable()
+
+
 class AhoCorasickMatcher:
     """All phrases in one Aho-Corasick automaton (read-only after build: thread-safe).
 
@@ -55,6 +63,9 @@ class AhoCorasickMatcher:
         segment_ids: dict[str, int] = {}
         chains_by_last: dict[int, list[tuple[int, tuple[int, ...], tuple[int, ...], frozenset[int]]]] = {}
         for index, phrase in enumerate(phrases):
+            if WILDCARD not in phrase and _is_spaced(phrase):  # its one segment is itself (nearly every phrase)
+                plain.setdefault(phrase, []).append(index)
+                continue
             segments = _segments(phrase)
             if len(segments) == 1:
                 plain.setdefault(segments[0], []).append(index)

@@ -647,3 +647,78 @@ def test_mailguard_milter_command_reports_a_bad_configuration(tmp_path: Path) ->
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "listen" in result.stderr
+
+
+def _milter_on(tmp_path: Path, sock_path: Path) -> subprocess.Popen[str]:
+    config_file = tmp_path / "mailguard.toml"
+    config_file.write_text(f'[milter]\nlisten = "unix:{sock_path}"\nquarantine = "hold"\n' + loopback_dns_toml())
+    return subprocess.Popen([sys.executable, "-m", "mailguard.cli", "milter", "--config", str(config_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_milter_does_not_take_over_a_socket_another_process_answers_on(tmp_path: Path) -> None:
+    """A second milter started by mistake must not unlink the first one's socket and take
+    its connections; it says so and exits 2. The running one keeps the socket."""
+    sock_path = tmp_path / "milter.sock"
+    running = socket.socket(socket.AF_UNIX)
+    running.bind(str(sock_path))
+    running.listen()
+    try:
+        proc = _milter_on(tmp_path, sock_path)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2
+        assert f"already listening on {sock_path}" in err and "stop it first" in err
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(str(sock_path))  # still the first one's
+        client.close()
+    finally:
+        running.close()
+
+
+def test_the_milter_leaves_a_file_that_is_not_a_socket_alone(tmp_path: Path) -> None:
+    path = tmp_path / "milter.sock"
+    path.write_text("someone's data\n")
+    proc = _milter_on(tmp_path, path)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert f"{path} exists and is not a socket" in err
+    assert path.read_text() == "someone's data\n"
+
+
+def test_the_milter_names_a_missing_socket_folder(tmp_path: Path) -> None:
+    proc = _milter_on(tmp_path, tmp_path / "missing" / "milter.sock")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert f"{tmp_path / 'missing'}: no such file or folder" in err and "create the folder" in err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_the_milter_replaces_a_stale_socket_and_removes_its_own_on_stop(tmp_path: Path) -> None:
+    """A socket left by a milter that was killed answers nobody: it is replaced."""
+    sock_path = tmp_path / "milter.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(sock_path))
+    stale.close()  # the file stays, nobody listens
+    proc = _milter_on(tmp_path, sock_path)
+    try:
+        def answers() -> bool:
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(sock_path))
+                return True
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1]
+                return False
+            finally:
+                probe.close()
+
+        wait_until(answers, 60, "the milter on the replaced socket")
+        assert stat.S_IMODE(sock_path.stat().st_mode) == 0o660  # socket_mode's default
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    proc.send_signal(signal.SIGTERM)  # as systemd stops it: the socket goes with it
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert not sock_path.exists()

@@ -27,6 +27,7 @@ from typing import Any
 
 from mailguard.daemon.protocol import HEADER, MAX_HEADER_BYTES, ProtocolError, decode, frame
 from mailguard.model import Envelope
+from mailguard.ops.unixsocket import SocketPathTaken, bind_unix_socket
 
 log = logging.getLogger("mailguard.daemon")
 
@@ -112,31 +113,15 @@ class DaemonServer:
         log.info("daemon stopped")
 
     def _bind(self) -> socket.socket:
-        """Bind the socket, refusing to take over one a live daemon answers on, replacing a
-        stale one, and never unlinking anything that is not a socket."""
+        """The socket (``mailguard.ops.unixsocket``), its folder made if missing (private:
+        only this user's clients connect)."""
         path = self.socket_path
         if not path.parent.exists():
             path.parent.mkdir(mode=0o700, parents=True)
-        if path.exists() or path.is_symlink():
-            if not stat.S_ISSOCK(path.lstat().st_mode):
-                raise DaemonError(f"{path} exists and is not a socket; remove it or choose another [daemon] socket")
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(str(path))
-                raise DaemonError(f"a daemon is already listening on {path}; stop it first")
-            except (ConnectionRefusedError, FileNotFoundError):
-                path.unlink()  # a stale socket left by a daemon that did not stop cleanly
-            finally:
-                probe.close()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # no window in which others may connect
         try:
-            listener.bind(str(path))
-        finally:
-            os.umask(old_umask)
-        os.chmod(path, self.socket_mode)
-        listener.listen(128)
-        return listener
+            return bind_unix_socket(path, self.socket_mode, listener="a daemon", setting="[daemon] socket")
+        except SocketPathTaken as exc:
+            raise DaemonError(str(exc)) from None
 
     def _fork(self, slot: int, listener: socket.socket, scanner: Any) -> None:
         master = os.getpid()  # taken before the fork: a master killed at once must not become the worker's "master"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from mailguard.config import Config, ConfigError, load_config
 from mailguard.milter.engine import Engine
-from mailguard.milter.server import MilterServer, SocketInUse, serve
+from mailguard.milter.server import MilterServer, serve
+from mailguard.ops.unixsocket import SocketPathTaken
 
 
 def cli_main(argv: list[str], prog: str = "mailguard milter") -> int:
@@ -46,16 +47,17 @@ def cli_main(argv: list[str], prog: str = "mailguard milter") -> int:
 
     try:
         asyncio.run(serve(engine, Path(args.config) if args.config else None, ready=ready))
-    except SocketInUse as exc:
+    except SocketPathTaken as exc:
         return report(prog, exc)
     except OSError as exc:
         where = f"[milter] listen in {args.config or 'the configuration'}"
         address = str(engine.settings.listen).partition(":")[2]
         if engine.settings.listen.family == "unix":
-            hint = ("create the folder (Postfix's user must be able to reach it) or correct the path"
-                    if isinstance(exc, FileNotFoundError) else "")
-            return report(prog, path_error(exc, f"the folder of the milter socket, {where}" if hint
-                                           else f"the milter socket, {where}", hint))
+            if isinstance(exc, FileNotFoundError):
+                return report(prog, path_error(exc, f"the folder of the milter socket, {where}",
+                                               "create the folder (Postfix's user must be able to reach it) "
+                                               "or correct the path"))
+            return report(prog, path_error(exc, f"the milter socket, {where}"))
         return report(prog, listen_error(exc, where, address))
     finally:
         engine.close()

@@ -28,6 +28,7 @@ from typing import Callable, Mapping
 from mailguard.config import Config, ConfigError, load_config
 from mailguard.milter.engine import Engine, Listen, MilterSettings
 from mailguard.milter.session import Session
+from mailguard.ops.unixsocket import bind_unix_socket
 
 __all__ = ["MilterServer", "serve"]
 
@@ -53,7 +54,7 @@ class MilterServer:
         listen = self.engine.settings.listen
         loop = asyncio.get_running_loop()
         if listen.family == "unix":
-            sock = bind_unix_socket(Path(listen.path), self.engine.settings.socket_mode)
+            sock = bind_milter_socket(Path(listen.path), self.engine.settings.socket_mode)
             try:
                 self.server = await loop.create_unix_server(self._session, sock=sock)
             except BaseException:
@@ -104,52 +105,14 @@ class MilterServer:
             _remove_stale_socket(Path(listen.path))
 
 
-class SocketInUse(Exception):
-    """The unix socket's path is taken: by a milter that answers on it, or by a file that
-    is not a socket."""
-
-
-def bind_unix_socket(path: Path, mode: int) -> socket.socket:
-    """A listening unix socket at ``path`` with permissions ``mode``.
-
-    As the daemon binds its own: a socket some process still answers on is not taken over
-    (a second milter started by mistake would otherwise steal the first one's connections
-    unseen), a stale one is replaced, anything that is not a socket is left alone, and the
-    socket is created under a umask that lets nobody connect until ``mode`` is set. A
-    missing folder is not created: Postfix's user must be able to reach it, which only the
-    operator can arrange."""
-    if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise SocketInUse(f"{path} exists and is not a socket; move it away or choose another [milter] listen path")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.settimeout(2)
-            probe.connect(str(path))
-            raise SocketInUse(f"a milter (or another program) is already listening on {path}; stop it first "
-                              "or choose another [milter] listen path")
-        except (ConnectionRefusedError, FileNotFoundError):
-            _remove_stale_socket(path)  # left by a milter that did not stop cleanly
-        except OSError:
-            pass  # not answering in time: treated as in use by the bind below
-        finally:
-            probe.close()
+def bind_milter_socket(path: Path, mode: int) -> socket.socket:
+    """The milter's listening unix socket (``mailguard.ops.unixsocket``), non-blocking for
+    asyncio. A missing folder is named, not created: Postfix's user must be able to reach
+    it, which only the operator can arrange."""
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such folder", str(path.parent))
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        try:
-            sock.bind(str(path))
-        finally:
-            os.umask(old_umask)
-        os.chmod(path, mode)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        if exc.filename is None:  # bind() names no file: say which
-            exc.filename = str(path)
-        raise
+    sock = bind_unix_socket(path, mode, listener="a milter (or another program)", setting="[milter] listen path")
+    sock.setblocking(False)
     return sock
 
 

@@ -144,14 +144,13 @@ def expand(pattern: str, where: str) -> tuple[str, ...]:
             out.append(" ".join(words))
     if not out:
         raise ConfigError(f"{where}: phrase {pattern!r} has no words")
-    if "*" not in pattern:  # nothing below to check (most phrases: their ~36,000 variants cost 60 ms)
-        return tuple(dict.fromkeys(out))
-    for variant in out:
-        words = variant.split()
-        doubled = any(a == b == "*" for a, b in zip(words, words[1:]))
-        if words[0] == "*" or words[-1] == "*" or doubled or any("*" in w and w != "*" for w in words):
-            raise ConfigError(f"{where}: phrase {pattern!r}: * stands for one whole word between two others "
-                              "(\"dear * customer\"), never at the start or end nor twice in a row")
+    if "*" in pattern:  # only then is there a wildcard to check (over all ~36,000 variants it cost 60 ms)
+        for variant in out:
+            words = variant.split()
+            doubled = any(a == b == "*" for a, b in zip(words, words[1:]))
+            if words[0] == "*" or words[-1] == "*" or doubled or any("*" in w and w != "*" for w in words):
+                raise ConfigError(f"{where}: phrase {pattern!r}: * stands for one whole word between two others "
+                                  "(\"dear * customer\"), never at the start or end nor twice in a row")
     return tuple(dict.fromkeys(out))
 
 

@@ -483,6 +483,49 @@ def test_malformed_packets_close_only_that_connection(milter: MilterThread, garb
         client.close()
 
 
+
+def _macro_packet(stage: bytes, first: int, count: int, size: int = 1000) -> bytes:
+    return stage + b"".join(b"name%d\0" % n + b"v" * size + b"\0" for n in range(first, first + count))
+
+
+@pytest.mark.parametrize("flood", ["macros", "recipients"])
+def test_a_flood_of_macros_or_recipients_closes_that_connection(milter: MilterThread, flood: str) -> None:
+    """Each packet is under MAX_PACKET, but a connection may not make the milter keep more
+    than MAX_MACRO_BYTES of macros or MAX_RECIPIENT_BYTES of recipients: the flooding one
+    is closed (its MTA would apply milter_default_action), the others are served."""
+    from mailguard.milter.session import MAX_MACRO_BYTES, MAX_RECIPIENT_BYTES
+
+    bad, good = MTA(milter.port), MTA(milter.port)
+    good.negotiate()
+    bad.negotiate()
+    if flood == "macros":
+        # new names in packets of ~1 KB each: only their total is over the bound
+        for first in range(0, MAX_MACRO_BYTES // 1000 + 2, 8):
+            bad.send(mp.SMFIC_MACRO, _macro_packet(b"C", first, 8))
+    else:
+        bad.envelope()
+        address = b"<" + b"r" * 1000 + b"@practice.example>\0"
+        with contextlib.suppress(ConnectionError):  # the milter may close while we still send
+            for _ in range(MAX_RECIPIENT_BYTES // 1000 + 2):
+                bad.send(mp.SMFIC_RCPT, address)
+    assert bad.closed()
+    good.envelope()
+    assert good.message(headers_for("still served"), b"x\r\n")[-1] == (mp.SMFIR_CONTINUE, b"")
+    for client in (bad, good):
+        client.close()
+
+
+def test_macros_under_the_bound_are_kept_and_per_message_ones_do_not_pile_up(milter: MilterThread) -> None:
+    """A connection carrying many messages, each with its own large per-message macros,
+    stays open: what a message's macros held is let go at its end."""
+    mta = MTA(milter.port)
+    mta.negotiate()
+    for _ in range(3):
+        mta.envelope()
+        mta.send(mp.SMFIC_MACRO, _macro_packet(b"R", 0, 40))  # 40 KB, under MAX_MACRO_BYTES
+        assert mta.message(headers_for("many macros"), b"x\r\n")[-1] == (mp.SMFIR_CONTINUE, b"")
+    mta.close()
+
 def test_quarantine_hold_needs_the_mta_permission_else_tempfail(tmp_path: Path) -> None:
     replies = one_message(tmp_path, "VIRUS inside", actions=mp.SMFIF_ADDHDRS | mp.SMFIF_CHGHDRS, quarantine="hold")
     assert replies[-1][0] == mp.SMFIR_REPLYCODE and replies[-1][1].startswith(b"451 4.7.1")

@@ -56,6 +56,17 @@ CONNECTION_MACROS = frozenset(("j", "_", "client_addr", "client_name", "client_p
                                "cipher_bits", "cert_subject", "cert_issuer"))
 
 
+# What one connection may make us keep besides the message itself (which max_message_size
+# bounds). Postfix's macros for a connection and a message are a few hundred bytes (a TLS
+# client certificate's subject and issuer the largest), and its smtpd_recipient_limit is
+# 1000 recipients by default; without bounds anyone who can reach the milter's socket
+# could send macros or RCPT packets with new names until the milter ran out of memory
+# (300 MB from one connection in a test). Over either bound the connection is closed and
+# the MTA applies milter_default_action (tempfail: the sender retries).
+MAX_MACRO_BYTES = 1 << 16  # the names and values of the macros held at once
+MAX_RECIPIENT_BYTES = 1 << 20  # the recipient addresses of one message (10,000 of 100 bytes)
+
+
 TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
@@ -104,6 +115,7 @@ class Session(asyncio.Protocol):
         self.macros: dict[str, str] = {}
         self.client_address = self.helo = self.mail_from = ""
         self.rcpt_tos: list[str] = []
+        self._rcpt_bytes = 0  # the length of the addresses in rcpt_tos (MAX_RECIPIENT_BYTES)
         self.message = ReceivedMessage()
         self.refused = False  # over max_message_size: ignore the rest of this message
         self._entry_id = ""  # the quarantine id of the message being decided, for its log line
@@ -289,7 +301,7 @@ class Session(asyncio.Protocol):
     def _reset_message(self) -> None:
         """A new transaction starts (MAIL): forget the previous envelope and message. The
         macros stay: the MTA sends those of a stage just before the stage's command."""
-        self.mail_from, self.rcpt_tos = "", []
+        self.mail_from, self.rcpt_tos, self._rcpt_bytes = "", [], 0
         self.message, self.refused = ReceivedMessage(), False
 
     def _end_transaction(self) -> None:
@@ -306,6 +318,9 @@ class Session(asyncio.Protocol):
                 _, values = mp.decode_macros(data)
                 self.macros.update(values)
                 self._last_macros = data
+                held = sum(len(name) + len(value) for name, value in self.macros.items())
+                if held > MAX_MACRO_BYTES:
+                    raise mp.ProtocolError(f"macros of {held} bytes, over the {MAX_MACRO_BYTES} a connection may hold")
         elif command == mp.SMFIC_HEADER:
             name, value = mp.decode_header_bytes(data)
             if not self.refused:
@@ -325,7 +340,11 @@ class Session(asyncio.Protocol):
             self.mail_from = mp.envelope_address((mp.decode_strings(data, "mail") or [""])[0])
             self._continue(command)
         elif command == mp.SMFIC_RCPT:
-            self.rcpt_tos.append(mp.envelope_address((mp.decode_strings(data, "rcpt") or [""])[0]))
+            rcpt = mp.envelope_address((mp.decode_strings(data, "rcpt") or [""])[0])
+            self._rcpt_bytes += len(rcpt)
+            if self._rcpt_bytes > MAX_RECIPIENT_BYTES:
+                raise mp.ProtocolError(f"recipients of over {MAX_RECIPIENT_BYTES} bytes for one message")
+            self.rcpt_tos.append(rcpt)
             self._continue(command)
         elif command == mp.SMFIC_BODY:
             if not self.refused:

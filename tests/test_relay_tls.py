@@ -96,3 +96,31 @@ def test_downstream_tls_required_and_checked(loop_thread: LoopThread, start_rela
             client.sendmail(SENDER, [RECIPIENT], clean_message())
     assert no_tls.value.smtp_code == 451
     assert sink.handler.messages == []
+
+
+def test_commands_sent_in_the_clear_with_starttls_are_not_run_inside_tls(
+        start_relay: Any, sink: Sink, tmp_path: Path) -> None:
+    """STARTTLS command injection (CVE-2011-0411 in Postfix, CVE-2024-34083 in aiosmtpd):
+    commands a man in the middle appends after STARTTLS in the same packet must be thrown
+    away, not run as if the client had sent them inside the encrypted session."""
+    import socket
+
+    cert, key = self_signed(tmp_path)
+    relay = start_relay({"tls_cert": str(cert), "tls_key": str(key)})
+    raw = socket.create_connection((relay.host, relay.port), timeout=20)
+    reader = raw.makefile("rb")
+    assert reader.readline().startswith(b"220")
+    raw.sendall(b"EHLO client.example\r\n")
+    while not reader.readline().startswith(b"250 "):
+        pass
+    raw.sendall(f"STARTTLS\r\nMAIL FROM:<{SENDER}>\r\nRCPT TO:<{RECIPIENT}>\r\n".encode())
+    assert reader.readline().startswith(b"220")
+    tls = client_context().wrap_socket(raw, server_hostname="relay.example")
+    tls_reader = tls.makefile("rb")
+    tls.sendall(b"EHLO client.example\r\n")
+    while not tls_reader.readline().startswith(b"250 "):
+        pass
+    tls.sendall(f"RCPT TO:<{RECIPIENT}>\r\n".encode())
+    assert tls_reader.readline().startswith(b"503")  # no MAIL inside TLS: the injected one was dropped
+    tls.sendall(b"QUIT\r\n")
+    tls.close()

@@ -344,7 +344,7 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
     none (or it runs another configuration), so the caller scans in-process. Loads nothing
     but the socket's name from the file: a check through the daemon never builds a scanner,
     unless the daemon cannot take a message, which is then scanned here (never dropped)."""
-    from mailguard.daemon.pipeline import DaemonUnavailable, scan_in_order
+    from mailguard.daemon.pipeline import DaemonUnavailable, UnsafeSocketFolder, scan_in_order
     from mailguard.daemon.where import client_socket
 
     try:
@@ -369,6 +369,8 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
     except DaemonUnavailable as exc:
         if args.daemon == "required":
             print(f"mailguard: {exc}", file=sys.stderr)
+        elif isinstance(exc, UnsafeSocketFolder):  # someone may be listening in our place: say why it is not used
+            print(f"mailguard: the daemon is not used: {exc}", file=sys.stderr)
         return None
     emit = _Emitter(args, len(inputs))
     emit.flush_each = False  # the pipeline flushes standard output before each wait

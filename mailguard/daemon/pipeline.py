@@ -5,8 +5,8 @@ Each connection keeps up to ``WINDOW`` requests in flight and its replies are re
 they come (one non-blocking loop over every connection), so neither side ever waits on
 the other with both buffers full: a client that only read after it had sent could
 deadlock with a worker blocked sending replies it was not reading. A client of the
-daemon's own user names each file by its absolute path (the daemon reads it: no copy
-through the socket) and asks for the verdict already rendered as ``check --json``
+daemon's own user names each file by its absolute path and its device and inode (the
+daemon reads it: no copy through the socket; one that finds another file there refuses) and asks for the verdict already rendered as ``check --json``
 prints it, so the client neither decodes nor encodes it again; any other client sends
 the bytes. A connection that breaks is opened again and its unanswered requests are
 sent again; messages the daemon cannot take come back with no verdict, for the caller
@@ -20,7 +20,10 @@ import socket
 import time
 from collections import deque
 
-from mailguard.daemon.protocol import HEADER, MAX_HEADER_BYTES, DaemonUnavailable, ProtocolError, decode, frame
+from mailguard.daemon.protocol import (
+    HEADER, MAX_HEADER_BYTES, DaemonUnavailable, ProtocolError, UnsafeSocketFolder, decode, frame,
+)
+from mailguard.daemon.where import unsafe_socket_folder
 
 TYPE_CHECKING = False  # neither typing nor pathlib at run time: `mailguard check`'s client imports this
 if TYPE_CHECKING:
@@ -46,10 +49,11 @@ class Answer:
 
 
 class _Item:
-    __slots__ = ("answer", "by_path", "raw", "done")
+    __slots__ = ("answer", "by_path", "raw", "done", "identity")
 
     def __init__(self, answer: Answer) -> None:
         self.answer, self.by_path, self.raw, self.done = answer, False, None, False
+        self.identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file named by path, as we see it
 
 
 class _Conn:
@@ -69,7 +73,10 @@ class _Conn:
 
 def hello(path: str | Path, fingerprint: str, timeout_s: float) -> tuple[socket.socket, dict[str, Any]]:
     """A connected socket whose daemon runs ``fingerprint``, and its hello reply;
-    DaemonUnavailable otherwise."""
+    DaemonUnavailable otherwise (also when the socket's folder is not safe: ``unsafe_socket_folder``)."""
+    unsafe = unsafe_socket_folder(path)
+    if unsafe:
+        raise UnsafeSocketFolder(unsafe)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
     try:
@@ -213,11 +220,24 @@ class _Pipeline:
         while conn.greeted and len(conn.in_flight) < WINDOW and self.queue:
             item = self.queue.popleft()
             key = item.answer.key
-            item.by_path = conn.paths and key != "-"
+            item.by_path = conn.paths and key != "-" and self._identify(item)
             if not item.by_path and item.raw is None and not self._load(item, conn):
                 continue
             conn.in_flight.append(item)
             self._request(conn, item)
+
+    @staticmethod
+    def _identify(item: _Item) -> bool:
+        """Whether the file can be named by path: its (device, inode) as this process sees
+        it, sent with the path so that a daemon seeing another file there (its own mount
+        namespace, a link through /proc/self) refuses instead of scanning that one."""
+        if item.identity is None:
+            try:
+                info = os.stat(item.answer.key)
+            except OSError:
+                return False  # sent as bytes: reading it reports the error
+            item.identity = (info.st_dev, info.st_ino)
+        return True
 
     def _load(self, item: _Item, conn: _Conn) -> bool:
         """Read the message for a request that carries it; False when it is done without
@@ -235,7 +255,9 @@ class _Pipeline:
 
     def _request(self, conn: _Conn, item: _Item) -> None:
         if item.by_path:
-            conn.out += frame({"op": "scan", "path": os.path.abspath(item.answer.key), "envelope": None, "reply": "json"})
+            dev, ino = item.identity or (None, None)
+            conn.out += frame({"op": "scan", "path": os.path.abspath(item.answer.key), "dev": dev, "ino": ino,
+                               "envelope": None, "reply": "json"})
         else:
             raw = item.raw or b""
             conn.out += frame({"op": "scan", "size": len(raw), "envelope": None, "reply": "json"}, raw)

@@ -10,7 +10,10 @@ so a hostile or broken peer cannot make either side allocate without bound.
                                                             "paths": bool, "max_message_bytes": N}
     scan   {"op": "scan", "size": N, "envelope": {...} | null} + N bytes
                                                         -> {"ok": true, "verdict": {...}} | {"ok": false, "error": "..."}
-           {"op": "scan", "path": "/abs/file", ...}     (the daemon reads it; only when the hello said "paths")
+           {"op": "scan", "path": "/abs/file", "dev": D, "ino": I, ...}
+                                                        (the daemon reads it; only when the hello said "paths",
+                                                         only a regular file, and only when it is the file of
+                                                         st_dev D and st_ino I, when the client says)
            {..., "reply": "json"}                      -> {"ok": true, "action": ..., "tempfail": ..., "size": M} + M bytes
                                                            of the verdict as ``check --json`` prints it
 """
@@ -38,6 +41,11 @@ class DaemonUnavailable(Exception):
     def __init__(self, message: str, retry: bool = False) -> None:
         super().__init__(message)
         self.retry = retry
+
+
+class UnsafeSocketFolder(DaemonUnavailable):
+    """The socket is in a folder someone else could have put it in (``where.unsafe_socket_folder``):
+    not used, and said so even where a missing daemon is not worth a word."""
 
 
 class ProtocolError(Exception):

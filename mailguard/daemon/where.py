@@ -26,7 +26,49 @@ def default_socket_file(environ: Mapping[str, str] | None = None) -> str:
         return os.path.join(runtime, "mailguard", "daemon.sock")
     if os.geteuid() == 0:
         return "/run/mailguard/daemon.sock"
-    return f"/tmp/mailguard-{os.geteuid()}/daemon.sock"
+    return os.path.join(_fallback_folder(), "daemon.sock")  # see unsafe_socket_folder
+
+
+def unsafe_socket_folder(path: str | Path) -> str | None:
+    """Why the folder of the daemon's socket cannot be trusted, or None when it can.
+
+    Whoever may write a socket's folder may replace the socket with one of their own, and
+    a client then sends them its messages (patient data) and takes their verdicts. The
+    fallback default, ``/tmp/mailguard-UID``, is in a folder everyone may write, so another
+    user could make it first; it is trusted, as tmux trusts ``/tmp/tmux-UID``, only when it
+    is a real folder of this user that nobody else may enter. Any other folder must not be
+    writable by everyone without the sticky bit (that of /tmp, which stops others removing
+    our socket); beyond that, a configured path is the operator's choice (a group-shared
+    /run/mailguard for the milter's user, say). A folder that does not exist yet is fine:
+    the daemon makes it private."""
+    import stat
+
+    folder = os.path.dirname(os.path.abspath(str(path)))
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"the daemon's socket folder {folder} cannot be checked: {exc.strerror or exc}"
+    if folder == _fallback_folder():
+        if not stat.S_ISDIR(info.st_mode):
+            return (f"the daemon's socket folder {folder} is not a folder (a link or a file): someone else may have "
+                    "made it; remove it, and the daemon makes its own")
+        if info.st_uid != os.geteuid():
+            return (f"the daemon's socket folder {folder} belongs to user id {info.st_uid}, not to this user "
+                    f"({os.geteuid()}): someone else made it; remove it, and the daemon makes its own")
+        if info.st_mode & 0o077:
+            return (f"the daemon's socket folder {folder} is open to other users (mode {stat.S_IMODE(info.st_mode):04o}); "
+                    f"chmod 700 {folder}")
+        return None
+    if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+        return (f"the daemon's socket folder {folder} may be written by every user, so anyone could replace the "
+                "socket; set [daemon] socket in a folder only mailguard's users may write")
+    return None
+
+
+def _fallback_folder() -> str:
+    return f"/tmp/mailguard-{os.geteuid()}"
 
 
 def socket_file(settings: Mapping[str, Any], base: str | None = None) -> str:

@@ -9,7 +9,11 @@ record after it, and a cut-off tail no longer matches the chain head (the count 
 itself MACed, kept in ``meta``). ``verify`` walks the chain and names the first broken record.
 
 Records written before the chain existed (an older mailguard) have no MAC; they can only be
-a prefix, and their number is part of the MACed head, so stripping MACs is noticed too.
+a prefix, and their number is part of the MACed head, so stripping MACs is noticed too. The
+head is written when the chain starts (``start_chain``), so from then on a missing head is
+tampering; writers check the head's MAC before continuing from it, and link to
+``BROKEN_LINK`` when it is missing or wrong, so the next honest record cannot launder a log
+that was cut short or stripped.
 """
 from __future__ import annotations
 
@@ -22,6 +26,11 @@ from typing import Iterable, Sequence
 from mailguard.quarantine.backend import AuditRow
 
 GENESIS = "0" * 64
+# What a record is linked to when, at the time it is written, the chain head is missing or
+# its MAC is wrong (someone cut records off the end and rewrote or removed the head, or
+# stripped every MAC). Continuing from such a head would make the tampered log verify
+# again; linking to this instead keeps it broken, and lets ``verify`` say why.
+BROKEN_LINK = "broken-chain-head"
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,18 @@ class AuditChain:
         body = f"{count}:{legacy}:{last}"
         return body + ":" + hmac.new(self.key, b"head:" + body.encode(), hashlib.sha256).hexdigest()
 
+    def parse_head(self, head: str | None) -> tuple[int, int, str] | None:
+        """(count, unchained prefix, last MAC) of a chain head whose own MAC is right, else
+        None. Writers use it too: a head that does not verify must never be continued, or
+        the next honest record would re-MAC a log someone cut short (see ``BROKEN_LINK``)."""
+        parts = (head or "").split(":")
+        if len(parts) != 4 or not parts[0].isdigit() or not parts[1].isdigit():
+            return None
+        count, legacy, last = int(parts[0]), int(parts[1]), parts[2]
+        if not hmac.compare_digest(head or "", self.head(count, legacy, last)):
+            return None
+        return count, legacy, last
+
     def verify(self, rows: Iterable[AuditRow], head: str | None) -> "Verification":
         previous, count, legacy, chained = GENESIS, 0, 0, False
         for row in rows:
@@ -53,6 +74,9 @@ class AuditChain:
                 continue
             chained = True
             if not hmac.compare_digest(row.mac, self.link(previous, row)):
+                if hmac.compare_digest(row.mac, self.link(BROKEN_LINK, row)):
+                    return Verification(False, count, row.seq, "written when the chain head was missing or "
+                                        "altered: records before it were deleted, edited or stripped of their MAC")
                 return Verification(False, count, row.seq, "MAC does not match: the record was edited, or one "
                                     "before it was deleted or moved")
             previous = row.mac
@@ -60,14 +84,12 @@ class AuditChain:
             return Verification(True, 0, None, "empty")
         if not head:
             return Verification(False, count, None, "the chain head is missing from the database (removed?)")
-        parts = head.split(":")
-        if len(parts) != 4 or not hmac.compare_digest(head, self.head(int(parts[0]) if parts[0].isdigit() else -1,
-                                                                      int(parts[1]) if parts[1].isdigit() else -1,
-                                                                      parts[2])):
+        trusted = self.parse_head(head)
+        if trusted is None:
             return Verification(False, count, None, "the chain head was altered")
-        if (int(parts[0]), int(parts[1]), parts[2]) != (count, legacy, previous):
+        if trusted != (count, legacy, previous):
             return Verification(False, count, None,
-                                f"the chain head says {parts[0]} records ending in {parts[2][:12]}, the log has "
+                                f"the chain head says {trusted[0]} records ending in {trusted[2][:12]}, the log has "
                                 f"{count} ending in {previous[:12]}: records at the end were deleted or added")
         return Verification(True, count, None, "intact" + (f" ({legacy} older records without MAC)" if legacy else ""))
 

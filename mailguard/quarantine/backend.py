@@ -128,6 +128,14 @@ class QuarantineBackend(Protocol):
 
     def ids_older_than(self, cutoff: float) -> list[str]: ...
 
+    def claim(self, key: str, value: str, stale: Callable[[str], bool]) -> str:
+        """Take the named claim for ``value`` unless a holder for whom ``stale`` is false has
+        it; return the holder's value (``value`` when taken). Atomic across processes and
+        machines: a release holds one on its entry so it is never sent twice at once."""
+
+    def unclaim(self, key: str, value: str) -> None:
+        """Give a claim back (only if ``value`` still holds it)."""
+
     def reseal(
         self, old_key_id: str, new_key_id: str, reseal: Callable[[EntryRow], EntryRow], audit: AuditRow
     ) -> int:

@@ -212,22 +212,25 @@ def cmd_show(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
         out.write(json.dumps(entry.to_dict(), ensure_ascii=False, indent=2) + "\n")
         return EXIT_OK
     env = entry.envelope
+    one = inline  # every value from the message or its envelope stays on its own line
     lines = [
         f"Entry:      {entry.id}",
-        f"Received:   {entry.created:%Y-%m-%d %H:%M:%S} UTC from {env.client_address or '?'} (HELO {env.helo or '?'})"
-        + (f", queued as {entry.queue_id}" if entry.queue_id else ""),
-        f"Status:     {entry.status}" + (f" at {entry.released_at:%Y-%m-%d %H:%M:%S} UTC" if entry.released_at else ""),
+        f"Received:   {entry.created:%Y-%m-%d %H:%M:%S} UTC from {one(env.client_address or '?')} "
+        f"(HELO {one(env.helo or '?')})" + (f", queued as {one(entry.queue_id)}" if entry.queue_id else ""),
+        f"Status:     {one(entry.status)}"
+        + (f" at {entry.released_at:%Y-%m-%d %H:%M:%S} UTC" if entry.released_at else ""),
         f"Verdict:    {str(entry.action).upper()}, score {entry.score:g}",
-        f"Envelope:   from <{env.mail_from}> to {', '.join(f'<{r}>' for r in env.rcpt_tos) or '(none)'}",
+        f"Envelope:   from <{one(env.mail_from)}> to {', '.join(f'<{one(r)}>' for r in env.rcpt_tos) or '(none)'}",
     ]
     if entry.delivered:
-        lines.append(f"Delivered:  {', '.join(entry.delivered)}")
-    lines += [f"Subject:    {entry.subject}", f"From:       {entry.from_header}",
-              f"Message-ID: {entry.message_id}", f"Size:       {entry.size} bytes", "", "Why it was held:"]
+        lines.append(f"Delivered:  {one(', '.join(entry.delivered))}")
+    lines += [f"Subject:    {one(entry.subject)}", f"From:       {one(entry.from_header)}",
+              f"Message-ID: {one(entry.message_id)}", f"Size:       {entry.size} bytes", "", "Why it was held:"]
     for finding in sorted(entry.verdict.get("findings", ()), key=lambda f: -float(f.get("score", 0))):
-        lines.append(f"  - [{finding.get('rule')} {float(finding.get('score', 0)):+g}] {finding.get('summary')}")
+        lines.append(f"  - [{one(str(finding.get('rule')))} {float(finding.get('score', 0)):+g}] "
+                     f"{one(str(finding.get('summary')))}")
     for error in entry.verdict.get("errors", ()):
-        lines.append(f"  ! analyzer {error.get('analyzer')} failed: {error.get('error')}")
+        lines.append(f"  ! analyzer {one(str(error.get('analyzer')))} failed: {one(str(error.get('error')))}")
     out.write("\n".join(lines) + "\n\nHeaders:\n")
     headers = q.raw(entry.id, headers_only=True).decode("utf-8", "replace")
     out.write("  " + headers.rstrip().replace("\r\n", "\n").replace("\n", "\n  ") + "\n")
@@ -340,6 +343,14 @@ def printable(text: str) -> str:
     )
 
 
+def inline(text: str) -> str:
+    """``text`` as one line: ``printable``, and line breaks and tabs shown as \\uXXXX too.
+    A subject, sender, file name or queue id can carry CR/LF (an RFC 2047 encoded word
+    decodes to anything); printed as is, it would add lines of its own to ``show`` and
+    ``audit``, such as a forged "Status: released" or "Verdict: ACCEPT"."""
+    return "".join(f"\\u{ord(ch):04x}" if ch in "\r\n\t\v\f" else ch for ch in printable(text))
+
+
 def _summary(entry: Entry) -> dict[str, Any]:
     data = entry.to_dict()
     data["reasons"] = list(entry.reasons)
@@ -353,6 +364,7 @@ def _cut(text: str, width: int) -> str:
 
 
 def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    rows = [[inline(cell) for cell in row] for row in rows]  # one line per row, whatever a cell holds
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")

@@ -30,6 +30,7 @@ log = logging.getLogger("mailguard.quarantine")
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
+TAG_BYTES = 16  # the GCM authentication tag at the end of every sealed value
 SEAL_VERSION = b"\x01"
 _KEY_PREFIX = "mailguard-quarantine-key-v1:"
 
@@ -74,8 +75,14 @@ class KeyRing:
         return SEAL_VERSION + nonce + AESGCM(self._enc).encrypt(nonce, data, context.encode())
 
     def open(self, sealed: bytes, context: str) -> bytes:
+        """The plaintext of ``sealed`` (made by ``seal`` with the same ``context``), or
+        SealError. A value cut short is a SealError too, checked here: AESGCM itself raises
+        a bare ValueError for a short nonce, which would reach the reviewer as a traceback."""
         if not sealed or sealed[:1] != SEAL_VERSION:
             raise SealError("unknown sealed-data format")
+        if len(sealed) < 1 + NONCE_BYTES + TAG_BYTES:
+            raise SealError(f"the sealed data is truncated ({len(sealed)} bytes, at least "
+                            f"{1 + NONCE_BYTES + TAG_BYTES} expected)")
         nonce, body = sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :]
         try:
             return AESGCM(self._enc).decrypt(nonce, body, context.encode())
@@ -100,6 +107,10 @@ def read_key_file(path: Path) -> KeyRing:
         raise KeyFileError(f"quarantine key file {path} does not exist") from None
     except OSError as exc:
         raise KeyFileError(f"cannot read quarantine key file {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):  # a folder would be told to chmod 600; a FIFO would hang every start
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise KeyFileError(f"quarantine key file {path} is {kind}: point [quarantine] key_file at the key file "
+                           "itself")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileExposedError(
             f"quarantine key file {path} is open to other users (mode {stat.S_IMODE(mode):04o}): anyone who can "

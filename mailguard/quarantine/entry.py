@@ -141,18 +141,44 @@ def to_json(info: Mapping[str, Any]) -> bytes:
 
 
 def _header_text(headers: Any, name: str) -> str:
+    """The decoded header, or else the header as it arrived (still encoded). The email
+    package refuses to build some values at all, e.g. an address whose encoded display name
+    decodes to CR/LF ("=?utf-8?q?a=0Ab?="), on ``get`` and ``get_all`` alike: the reviewer
+    must then see the raw text, not an empty From."""
     try:
         value = headers.get(name)
         return "" if value is None else str(value)[:2000]
     except Exception:  # noqa: BLE001 - a malformed encoded word, etc.
-        raw = headers.get_all(name, failobj=[""])
-        return str(raw[0])[:2000] if raw else ""
+        pass
+    try:
+        return next((str(v)[:2000] for k, v in headers.raw_items() if k.lower() == name.lower()), "")
+    except Exception:  # noqa: BLE001 - hostile headers must not stop a store
+        return ""
+
+
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n|$)")
+_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")  # a header field name and its colon
 
 
 def header_block(raw: bytes) -> bytes:
-    """The bytes up to and including the blank line that ends the headers."""
-    ends = [at + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (at := raw.find(sep)) >= 0]
-    return raw[: min(ends)] if ends else raw
+    """The header block: up to and including the blank line that ends it, or else up to the
+    first line that is not a header field (nor its continuation), where mail parsers start
+    the body too. Without that second rule a message with no blank line would be all
+    header, and ``show`` (which prints the headers, audited as a view of headers only)
+    would print its body."""
+    pos = 0
+    for match in _LINE.finditer(raw):
+        line = match.group()
+        if not line:
+            break  # the end of the message
+        text = line.rstrip(b"\r\n")
+        if not text:
+            return raw[: match.end()]
+        continued = text[:1] in (b" ", b"\t") and pos > 0
+        if not (continued or _FIELD.match(text) or (pos == 0 and text.startswith(b"From "))):
+            return raw[:pos]
+        pos = match.end()
+    return raw
 
 
 def envelope_of(info: Mapping[str, Any]) -> Envelope:

@@ -7,12 +7,13 @@ with ``?`` placeholders; a backend supplies only its connection handling: ``_tra
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Sequence
 
-from mailguard.quarantine.audit import GENESIS, AuditChain
+from mailguard.quarantine.audit import BROKEN_LINK, GENESIS, AuditChain
 from mailguard.quarantine.backend import (
     RELEASED,
     BackendError,
@@ -23,6 +24,8 @@ from mailguard.quarantine.backend import (
     EntryRow,
     RecipientRow,
 )
+
+log = logging.getLogger("mailguard.quarantine")
 
 SCHEMA_VERSION = "1"
 
@@ -164,13 +167,6 @@ class SQLBackend:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
-    def claim_meta(self, key: str, value: str) -> str:
-        """Store ``value`` unless the key is already set (by another process at the same
-        moment, say); return the value that won."""
-        with self._transaction() as cur:
-            cur.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
-            return str(cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
-
     def count(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM entries")[0][0])
 
@@ -295,6 +291,29 @@ class SQLBackend:
                 self._audit(cur, audit)
         return removed
 
+    def claim(self, key: str, value: str, stale: Callable[[str], bool]) -> str:
+        """Take the claim ``key`` (a row in ``meta``) for ``value``, unless someone else holds
+        it and ``stale(their value)`` is false; return the value holding it now (``value``
+        when taken). One transaction, and taking over a stale claim only replaces that very
+        value: of two processes asking at the same moment, exactly one gets it."""
+        held = ""
+        with self._transaction() as cur:
+            for _ in range(3):  # PostgreSQL: the holder may let go between two statements
+                cur.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+                found = cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+                if found is None:
+                    continue
+                held = str(found[0])
+                if held == value or not stale(held):
+                    return held
+                cur.execute("UPDATE meta SET value = ? WHERE key = ? AND value = ?", (value, key, held))
+        return held
+
+    def unclaim(self, key: str, value: str) -> None:
+        """Let go of a claim taken with ``claim`` (only if it is still ours)."""
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM meta WHERE key = ? AND value = ?", (key, value))
+
     def ids_older_than(self, cutoff: float) -> list[str]:
         return [r[0] for r in self._read("SELECT id FROM entries WHERE created < ? ORDER BY created", (cutoff,))]
 
@@ -310,12 +329,18 @@ class SQLBackend:
         if chain is not None:
             self._lock_audit(cur)
             found = cur.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
-            parts = str(found[0]).split(":") if found else []
-            if len(parts) == 4 and parts[0].isdigit() and parts[1].isdigit():
-                count, legacy, previous = int(parts[0]), int(parts[1]), parts[2]
-            else:  # no chain yet: every record so far was written before it existed
+            trusted = chain.parse_head(str(found[0])) if found else None
+            if trusted is not None:
+                count, legacy, previous = trusted
+            else:
                 count = int(cur.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
-                legacy, previous = count, GENESIS
+                legacy, previous = 0, GENESIS
+                if found is not None or count:
+                    # start_chain wrote a head when the chain began: without a valid one now,
+                    # someone removed records or MACs. Never continue (and so re-MAC) that.
+                    previous = BROKEN_LINK
+                    log.error("the quarantine audit chain head is missing or altered: the audit log was "
+                              "tampered with; 'mailguard quarantine audit --verify' names the record")
             mac = chain.link(previous, a)
         cur.execute(
             "INSERT INTO audit (time, actor, operation, entry_id, result, detail, as_actor, mac)"
@@ -326,6 +351,22 @@ class SQLBackend:
             cur.execute("INSERT INTO meta (key, value) VALUES ('audit_head', ?)"
                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         (chain.head(count + 1, legacy, mac),))
+
+    def start_chain(self, key: str, sealed_key: str, chain: AuditChain) -> str:
+        """Store the audit chain's (sealed) key unless one is there already, and return the
+        one that won. The first to store it also writes the chain head, counting every
+        record already in the log as written before the chain existed (an older mailguard),
+        in the same transaction: from then on the head always exists, so ``_audit`` can
+        tell a removed head from a chain that has not begun."""
+        with self._transaction() as cur:
+            self._lock_audit(cur)
+            cur.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, sealed_key))
+            won = str(cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+            if won == sealed_key:
+                count = int(cur.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+                cur.execute("INSERT INTO meta (key, value) VALUES ('audit_head', ?) ON CONFLICT (key) DO NOTHING",
+                            (chain.head(count, count, GENESIS),))
+            return won
 
     def audit_head(self) -> str | None:
         return self.meta_value("audit_head")

@@ -23,10 +23,12 @@ import base64
 import builtins
 import json
 import logging
+import math
 import os
 import pwd
 import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -66,6 +68,9 @@ from mailguard.quarantine.smtp import SmtpTargetError, parse_host_port, redact_a
 log = logging.getLogger("mailguard.quarantine")
 AUDIT_KEY = "audit_key"  # meta key of the sealed audit chain key
 SEALED_PREFIX = "sealed:"  # audit detail part readable only with the quarantine key
+ENTRY_ID_CHARS = 16  # an entry id: 16 hex characters (64 random bits)
+RELEASE_CLAIM = "releasing:"  # meta key prefix of the claim a release holds on its entry
+RELEASE_CLAIM_TIMEOUTS = 10  # a claim older than this many release_timeouts is left by a dead release
 
 
 class QuarantineError(Exception):
@@ -100,7 +105,7 @@ class Quarantine:
         Raises QuarantineError otherwise, so the caller can answer 451 and lose nothing.
         ``queue_id`` is the id the sender is told ("queued as ..."): the relay's own, or the
         MTA's for the milter; a sender asking about a message quotes it (``list(queue_id=)``)."""
-        entry_id = secrets.token_hex(8)
+        entry_id = secrets.token_hex(ENTRY_ID_CHARS // 2)
         now = self.clock()
         try:
             info = info_for(raw, envelope, verdict)
@@ -198,10 +203,14 @@ class Quarantine:
         return header_block(data) if headers_only else data
 
     def resolve(self, entry_id: str) -> str:
-        """Full id from an id or a unique prefix of at least 4 characters."""
+        """Full id from an id or a unique prefix of at least 4 characters. Anything else is
+        refused before the database sees it, longer than any id included: a pasted blob of
+        hex would otherwise come back as SQLite's "LIKE or GLOB pattern too complex"."""
         text = entry_id.strip().lower()
-        if len(text) < 4 or not re.fullmatch(r"[0-9a-f]+", text):
-            raise QuarantineError(f"{entry_id!r} is not a quarantine entry id (at least 4 hex characters)")
+        if not 4 <= len(text) <= ENTRY_ID_CHARS or not re.fullmatch(r"[0-9a-f]+", text):
+            shown = repr(entry_id[:40]) + ("..." if len(entry_id) > 40 else "")
+            raise QuarantineError(f"{shown} is not a quarantine entry id (entry ids are {ENTRY_ID_CHARS} hex "
+                                  "characters; give at least the first 4)")
         matches = self._backend(lambda: self.backend.match_ids(text))
         if text in matches:
             return text
@@ -251,6 +260,52 @@ class Quarantine:
     def _release_one(
         self, entry_id: str, host: str, port: int, to: Sequence[str] | None, actor: str | None,
         force: bool = False,
+    ) -> ReleaseResult:
+        """Release one entry while holding its release claim in the database. Two people (or
+        cron and a person, or two gateways) releasing the same entry at the same moment
+        would otherwise both read it as held and both send it: the claim is taken first,
+        the entry is read only then, so the second sees either the claim (refused, nothing
+        sent) or the finished release ("already released")."""
+        key, claim = RELEASE_CLAIM + entry_id, self._claim_text()
+        holder = self._backend(lambda: self.backend.claim(key, claim, self._claim_is_stale))
+        if holder != claim:
+            detail = f"another release of this entry is in progress ({_describe_claim(holder)})"
+            self._try_audit("release", entry_id, "refused", detail, actor)
+            return ReleaseResult(entry_id, False, message=f"{detail}; nothing was sent. Once it has finished, "
+                                 "`mailguard quarantine list --status all` shows whether it was released")
+        try:
+            return self._release_claimed(entry_id, host, port, to, actor, force)
+        finally:
+            try:
+                self.backend.unclaim(key, claim)
+            except BackendError as exc:  # the claim lapses (process gone, or after the claim timeout)
+                log.error("cannot remove the quarantine release claim: %s", exc)
+
+    def _claim_text(self) -> str:
+        """Who holds a release claim: time, host, process, a random part (so a claim is
+        never mistaken for another's), and the OS user, for the refusal message."""
+        return f"{self.clock():.0f} {socket.gethostname()} {os.getpid()} {secrets.token_hex(4)} {self.actor}"
+
+    def _claim_is_stale(self, claim: str) -> bool:
+        """A claim left behind by a release that died (killed, machine down): its process
+        on this machine is gone, or it is older than any release can take."""
+        parts = claim.split(" ", 4)
+        if len(parts) < 4 or not parts[0].isdigit() or not parts[2].isdigit():
+            return True  # not written by _claim_text
+        if self.clock() - int(parts[0]) > RELEASE_CLAIM_TIMEOUTS * self.release_timeout:
+            return True
+        if parts[1] == socket.gethostname():
+            try:
+                os.kill(int(parts[2]), 0)
+            except ProcessLookupError:
+                return True
+            except OSError:
+                return False  # alive, another user's process
+        return False
+
+    def _release_claimed(
+        self, entry_id: str, host: str, port: int, to: Sequence[str] | None, actor: str | None,
+        force: bool,
     ) -> ReleaseResult:
         row = self._backend(lambda: self.backend.fetch(entry_id, with_message=True))
         if row is None or row.sealed_message is None:
@@ -358,8 +413,8 @@ class Quarantine:
         """Delete every entry older than ``older_than_days`` (default ``retention_days``),
         held or released; return their ids."""
         days = self.retention_days if older_than_days is None else older_than_days
-        if days < 0:
-            raise QuarantineError("--older-than must be zero or more days")
+        if not math.isfinite(days) or days < 0:  # NaN: PostgreSQL finds every time older than NaN
+            raise QuarantineError(f"--older-than must be a number of days, zero or more (not {days:g})")
         cutoff = self.clock() - days * 86400
         ids = self._backend(lambda: self.backend.ids_older_than(cutoff))
         audits = [self._audit_row("purge", e, "ok", f"older than {days:g} days", actor) for e in ids]
@@ -490,14 +545,17 @@ class Quarantine:
 
     def _entry(self, row: EntryRow, damaged_ok: bool = False) -> Entry:
         """The decrypted entry. With ``damaged_ok`` (listing), an entry whose sealed data
-        cannot be opened is still listed, marked, so one damaged row hides nothing else."""
+        cannot be opened, or whose clear action column holds no action, is still listed,
+        marked, so one damaged row hides nothing else."""
         try:
+            action = Action.parse(row.action)
             info = self._info(row)
         except (QuarantineError, ValueError) as exc:
+            action = Action.QUARANTINE  # for the listing only: it is held in the quarantine
             if not damaged_ok:
                 raise QuarantineError(f"quarantine entry {row.id} is damaged: {exc}") from None
             log.error("quarantine entry is damaged", extra={"fields": {"entry_id": row.id, "error": str(exc)}})
-            info = {"subject": "[damaged entry: its details cannot be decrypted]"}
+            info = {"subject": "[damaged entry: its details cannot be read]"}
         envelope = envelope_of(info)
         delivered = tuple(
             envelope.rcpt_tos[r.index] for r in row.recipients
@@ -507,7 +565,7 @@ class Quarantine:
             id=row.id,
             created=datetime.fromtimestamp(row.created, timezone.utc),
             status=row.status,
-            action=Action.parse(row.action),
+            action=action,
             score=row.score,
             rules=row.rules,
             size=row.size,
@@ -610,7 +668,8 @@ def _audit_key(backend: Any, keys: KeyRing) -> bytes:
     that cannot be opened is an error, never a reason to start a new chain."""
     stored = _call(lambda: backend.meta_value(AUDIT_KEY))
     if stored is None:
-        stored = _call(lambda: backend.claim_meta(AUDIT_KEY, _seal_audit_key(keys, secrets.token_bytes(32))))
+        fresh = secrets.token_bytes(32)
+        stored = _call(lambda: backend.start_chain(AUDIT_KEY, _seal_audit_key(keys, fresh), AuditChain(fresh)))
     try:
         return keys.open(base64.urlsafe_b64decode(stored.encode("ascii")), AUDIT_KEY)
     except (SealError, ValueError):
@@ -620,6 +679,15 @@ def _audit_key(backend: Any, keys: KeyRing) -> bytes:
 
 def _seal_audit_key(keys: KeyRing, key: bytes) -> str:
     return base64.urlsafe_b64encode(keys.seal(key, AUDIT_KEY)).decode("ascii")
+
+
+def _describe_claim(claim: str) -> str:
+    """A release claim (``Quarantine._claim_text``) in words, for the person refused."""
+    parts = claim.split(" ", 4)
+    if len(parts) != 5 or not parts[0].isdigit():
+        return "claim " + re.sub(r"[^\w .:@()-]", "_", claim[:100])
+    started = datetime.fromtimestamp(int(parts[0]), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"by {parts[4]} on {parts[1]}, process {parts[2]}, since {started}"
 
 
 def _call(fn: Callable[[], Any]) -> Any:

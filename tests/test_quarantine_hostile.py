@@ -6,6 +6,8 @@ real SMTP server on loopback; nothing of the quarantine is mocked."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import json
 import os
 import socket
@@ -116,6 +118,12 @@ def test_show_keeps_every_value_from_the_message_on_its_own_line(tmp_path: Path)
     assert SENDER in from_line
     listed = mailguard(config, "list")
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 3  # header, one entry, the count
+    digest = mailguard(config, "notify", "--dry-run")  # the digest mail a member of staff reads
+    assert digest.returncode == 0, digest.stderr
+    mail = email.message_from_string(digest.stdout, policy=email.policy.default)
+    body = [line.strip() for line in mail.get_content().splitlines()]
+    assert "Subject:  Invoice\\u000d\\u000aStatus:     released\\u000aVerdict:    ACCEPT, score 0" in body
+    assert not any(line.startswith(("Status:", "Verdict:")) for line in body)
 
 
 def test_show_of_a_message_without_a_blank_line_prints_no_body(tmp_path: Path) -> None:

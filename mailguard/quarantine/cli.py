@@ -11,12 +11,12 @@ import argparse
 import json
 import logging
 import sys
-import unicodedata
 from typing import Any, Sequence, TextIO
 
 from mailguard.config import Config, ConfigError, load_config
 from mailguard.logsetup import setup_logging
 from mailguard.quarantine import Entry, Quarantine, QuarantineError, open_quarantine
+from mailguard.quarantine.shown import inline, printable
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 SHORT_ID = 10
@@ -331,24 +331,6 @@ class SafeText:
 
     def flush(self) -> None:
         self._stream.flush()
-
-
-def printable(text: str) -> str:
-    if text.isprintable():
-        return text
-    return "".join(
-        ch if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs")
-        else f"\\u{ord(ch):04x}"
-        for ch in text
-    )
-
-
-def inline(text: str) -> str:
-    """``text`` as one line: ``printable``, and line breaks and tabs shown as \\uXXXX too.
-    A subject, sender, file name or queue id can carry CR/LF (an RFC 2047 encoded word
-    decodes to anything); printed as is, it would add lines of its own to ``show`` and
-    ``audit``, such as a forged "Status: released" or "Verdict: ACCEPT"."""
-    return "".join(f"\\u{ord(ch):04x}" if ch in "\r\n\t\v\f" else ch for ch in printable(text))
 
 
 def _summary(entry: Entry) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from email.utils import format_datetime, make_msgid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from mailguard.quarantine.shown import inline
 from mailguard.quarantine.smtp import send
 
 if TYPE_CHECKING:
@@ -56,14 +57,14 @@ def _digest(to: str, held: list["Entry"], sender: str, now: datetime, for_admin:
     ]
     for n, entry in enumerate(held, 1):
         lines += [
-            f"{n}. From:     {entry.from_header or entry.envelope.mail_from}",
-            f"   Subject:  {entry.subject}",
+            f"{n}. From:     {inline(entry.from_header or entry.envelope.mail_from)}",
+            f"   Subject:  {inline(entry.subject)}",
             f"   Received: {entry.created:%Y-%m-%d %H:%M} UTC",
-            f"   Why:      {'; '.join(entry.reasons[:3]) or str(entry.action)}",
+            f"   Why:      {inline('; '.join(entry.reasons[:3]) or str(entry.action))}",
             f"   Entry:    {entry.id[:10]}",
         ]
         if for_admin:
-            lines.append(f"   To:       {', '.join(entry.envelope.rcpt_tos)}")
+            lines.append(f"   To:       {inline(', '.join(entry.envelope.rcpt_tos))}")
         lines.append("")
     lines += [
         "If one of these is a real message you expected, ask IT to release it and quote its entry",

@@ -1,0 +1,28 @@
+"""Text taken from a held message (subject, sender, file names, queue id), as it may be
+shown to a person: in a terminal (``mailguard quarantine show/list/audit``) or in a
+digest mail. A hostile message chooses that text, so it must not be able to act on the
+reader's terminal or add lines of its own to what mailguard says about it."""
+from __future__ import annotations
+
+import unicodedata
+
+
+def printable(text: str) -> str:
+    """Control characters (terminal escape sequences that could retitle or rewrite the
+    reviewer's terminal) and invisible format characters (right-to-left overrides that
+    disguise a subject or a file name) as visible \\uXXXX escapes; line breaks and tabs kept."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs")
+        else f"\\u{ord(ch):04x}"
+        for ch in text
+    )
+
+
+def inline(text: str) -> str:
+    """``text`` as one line: ``printable``, and line breaks and tabs shown as \\uXXXX too.
+    A subject, sender, file name or queue id can carry CR/LF (an RFC 2047 encoded word
+    decodes to anything); printed as is, it would add lines of its own to ``show`` and
+    ``audit``, such as a forged "Status: released" or "Verdict: ACCEPT"."""
+    return "".join(f"\\u{ord(ch):04x}" if ch in "\r\n\t\v\f" else ch for ch in printable(text))

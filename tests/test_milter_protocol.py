@@ -604,6 +604,23 @@ def test_idle_connection_is_closed_after_idle_timeout(tmp_path: Path) -> None:
         mta.close()
 
 
+def test_a_packet_trickled_a_byte_at_a_time_is_bounded_by_idle_timeout(tmp_path: Path) -> None:
+    """A byte every 200 ms would keep a per-read idle timer happy for ever, and with
+    max_connections such peers could take every slot: only whole packets count as heard."""
+    config = make_config(tmp_path, idle_timeout=1.0)
+    with MilterThread(config, make_engine(config)) as running:
+        mta = MTA(running.port)
+        mta.negotiate()
+        mta.sock.sendall(struct.pack("!I", 1000) + mp.SMFIC_HEADER)  # a header packet that never ends
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            while time.monotonic() - started < 15:
+                mta.sock.sendall(b"x")
+                time.sleep(0.2)  # the peer's pace, not synchronisation
+        assert time.monotonic() - started < 5
+        mta.close()
+
+
 def test_example_configuration_is_valid() -> None:
     from mailguard.config import load_config
 

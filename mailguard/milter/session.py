@@ -147,7 +147,6 @@ class Session(asyncio.Protocol):
         self._idle_timer = loop.call_at(self._last_heard + self.engine.settings.idle_timeout, self._idle)
 
     def data_received(self, data: bytes) -> None:
-        self._last_heard = self._loop.time()
         if self._quickack is not None:
             try:
                 self._quickack.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)  # the kernel clears it: again each read
@@ -160,9 +159,14 @@ class Session(asyncio.Protocol):
         if pending:
             pending += data
             if len(pending) < self._needed:
-                return  # a large packet still arriving: parse it once it is all here
+                # A large packet still arriving: parse it once it is all here. Only whole
+                # packets count as heard, so a peer trickling a byte now and then cannot
+                # keep one of max_connections for ever: a packet must be complete within
+                # idle_timeout of its first bytes.
+                return
             data = bytes(pending)
             pending.clear()
+        self._last_heard = self._loop.time()
         self._handle(data)
 
     def eof_received(self) -> bool:

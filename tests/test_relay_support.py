@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, TypeVar
@@ -281,6 +282,18 @@ class RawClient:
     def command(self, line: str) -> tuple[int, str]:
         self.send(line.encode() + b"\r\n")
         return self.reply()
+
+    def repeat_until_closed(self, line: str, pace: float = 0.25, most: int = 40) -> tuple[int, float]:
+        """Send ``line`` every ``pace`` seconds (the attacker's pace, not synchronisation)
+        until the server closes the session: (commands answered, seconds it took)."""
+        started = time.monotonic()
+        answered = 0
+        for _ in range(most):
+            if self.command(line)[0] == 0:
+                return answered, time.monotonic() - started
+            answered += 1
+            time.sleep(pace)
+        raise AssertionError(f"the session was never closed ({most} x {line!r})")
 
     def closed_by_server(self) -> bool:
         """Reads until the server closes the connection (True) or sends something (False)."""

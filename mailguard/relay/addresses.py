@@ -24,6 +24,18 @@ def has_control_characters(text: str) -> bool:
     return bool(_CONTROL.search(text))
 
 
+# aiosmtpd decodes command arguments as UTF-8 with "surrogateescape": each byte of an
+# invalid sequence (a lone \xff, Latin-1 text, a truncated character) becomes a lone
+# surrogate, which no encoder accepts later: such an address cannot be forwarded, stored
+# as text or logged as it was sent.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_invalid_utf8(text: str) -> bool:
+    """The argument held bytes that are not UTF-8 (RFC 6531 allows UTF-8 only)."""
+    return bool(_SURROGATE.search(text))
+
+
 def has_source_route(argument: str) -> bool:
     """``<@relay.example:user@domain>`` (RFC 5321 obsolete source route) in the raw argument
     after ``TO:``; the parser silently drops the route, so it is looked for here."""

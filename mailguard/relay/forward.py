@@ -67,8 +67,17 @@ def one_line(text: str, limit: int = 200) -> str:
 
 def passed_back(code: int, message: str, *, delivered: bool = False) -> Reply:
     """The downstream server's own reply, made safe to send on: one line, and a 4xx is
-    always 451 so that every sender treats it as 'try again later'."""
+    always 451 so that every sender treats it as 'try again later'.
+
+    Only a 4xx or 5xx is passed back for a message that was not delivered. Anything else
+    there (a 2xx to MAIL or to the DATA command, which then sent nothing; a 1xx or 3xx; a
+    line with no code at all, -1 here) is what a broken server says: passed on, a 2xx
+    would tell the sender "delivered" for a message nobody has, and a 354 or "-1 ..." is
+    no valid final reply. Such replies become 451 (retry, nothing lost)."""
     text = one_line(message) or "no text"
+    if not delivered and not 400 <= code < 600:
+        return Reply(451, "4.4.0 Downstream server gave an unexpected reply, please try again later",
+                     detail=f"unexpected {code} {text}")
     if 400 <= code < 500:
         match = _ENHANCED.match(text)
         status = match.group(1) if match else "4.4.0"
@@ -453,7 +462,7 @@ async def _transaction(wire: Wire, target: Downstream, mail_from: str, rcpt_tos:
         raise aiosmtplib.SMTPDataError(data_reply[0], data_reply[1])
     wire.write(_stuffed(data))
     code, text = await wire.replies.reply(target.data_timeout)
-    if code != 250:
+    if not 200 <= code < 300:  # any 2xx is a positive completion (RFC 5321 4.2.1): the server has it
         raise aiosmtplib.SMTPDataError(code, text)
     reply = passed_back(code, text, delivered=True)
     return replace(reply, tls=True) if wire.tls else reply
@@ -481,11 +490,12 @@ def _refused_reply(attempt: _Attempt, total: int) -> Reply:
     """Some recipients refused downstream: nothing is delivered and the client is told: a
     4xx if any refusal was temporary (the whole message is retried later), else a 5xx naming
     the refused address, so the sender learns of it instead of one recipient silently missing
-    the message."""
+    the message. A reply that is neither 250/251 nor a 5xx (a 4xx, or a broken server's 252,
+    354 ...) is no permanent refusal: 451."""
     codes = [code for _, code, _ in attempt.refused]
     first = attempt.refused[0]
     detail = f"{len(attempt.refused)} of {total} recipients refused downstream: {first[1]} {one_line(first[2])}"
-    if any(400 <= c < 500 for c in codes):
+    if any(not 500 <= c < 600 for c in codes):
         return Reply(451, "4.1.0 Downstream server refused a recipient for now, please try again later",
                      detail=detail)
     return Reply(550, f"5.1.1 Recipient <{first[0]}> refused by the mail server: {one_line(first[2], 150)}",

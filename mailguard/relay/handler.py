@@ -34,7 +34,7 @@ from mailguard.model import Action, AnalyzerError, Envelope, Verdict
 from mailguard.policy import Policy
 from mailguard.quarantine import QuarantineError
 from mailguard.quarantine.release import RELEASE_TOKEN_HEADER, marker_of, released_entry
-from mailguard.relay.addresses import has_control_characters, has_source_route, routing_refusal
+from mailguard.relay.addresses import has_control_characters, has_invalid_utf8, has_source_route, routing_refusal
 from mailguard.relay.daemon_pool import DaemonPool
 from mailguard.relay.data import read_data
 from mailguard.relay.forward import Downstream, DownstreamConnections, Reply, forward
@@ -252,8 +252,11 @@ class RelayHandler:
         if released is not None:  # from our own quarantine: passes once, unscanned, marker removed
             entry_id, raw = released
             outcome.notes["quarantine_id"] = entry_id
-            reply = await forward(settings.downstream, meta.mail_from, meta.rcpt_tos, raw, mail_options,
-                                  state.connections)
+            target = self.release_target(state)
+            if target is None:
+                outcome.reply = Reply(451, "4.3.0 Not processed, please try again later")
+                return outcome
+            reply = await forward(target, meta.mail_from, meta.rcpt_tos, raw, mail_options, state.connections)
             outcome.reply, outcome.result = reply, "released" if reply.delivered else "tempfail"
             return outcome
         verdict = await self._scan(state, raw, meta, outcome)
@@ -265,6 +268,11 @@ class RelayHandler:
             return outcome
         await self.dispose(state, raw, meta, verdict, mail_options, outcome)
         return outcome
+
+    def release_target(self, state: RelayState) -> Downstream | None:
+        """Where a message released from our quarantine goes on from this listener: where
+        its accepted mail goes (the inbound downstream here; the outbound listener's next hop)."""
+        return state.settings.downstream
 
     async def dispose(self, state: RelayState, raw: bytes, meta: Envelope, verdict: Verdict,
                       mail_options: list[str], outcome: Outcome) -> None:
@@ -465,6 +473,9 @@ class RelaySMTP(SMTP):
         self.client = ""
         self.junk_commands = 0
         self._refused = False
+        self._undo_possible = False  # the last timer reset was a command's, and can be undone
+        self._command_counted = False  # the command being answered already counted as junk
+        self._answering_data = False  # past the 354: replies now are DATA's final answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -496,6 +507,8 @@ class RelaySMTP(SMTP):
         rest. The session still closes when the latest deadline passes."""
         self._previous_deadline = self._deadline
         self._set_deadline(self.loop.time() + (duration or self._timeout_duration))
+        self._undo_possible = True
+        self._command_counted = False
 
     def _set_deadline(self, deadline: float) -> None:
         self._deadline = deadline
@@ -516,23 +529,36 @@ class RelaySMTP(SMTP):
 
     def _keep_deadline(self) -> None:
         """Undo the timer reset aiosmtpd did for this command: NOOP every few seconds must
-        not keep a session open past command_timeout."""
+        not keep a session open past command_timeout. Only once per reset: a reply that
+        came without one (an unknown command, a line too long) must not pull the deadline
+        back before the last real command."""
         previous = self._previous_deadline
-        if previous is None:
+        if previous is None or not self._undo_possible:
             return
+        self._undo_possible = False
         self._set_deadline(previous)
 
     async def _junk(self) -> bool:
         """Count a junk command; True when the session was closed for too many."""
         self._keep_deadline()
+        self._command_counted = True
         self.junk_commands += 1
         if self.junk_commands <= self._runtime.state.settings.junk_command_limit:
             return False
         log.warning("session closed", extra={"fields": {"reason": "junk_command_limit", "client": self.client}})
-        await self.push("421 4.7.0 Too many NOOP, RSET, VRFY or HELP commands, closing connection")
+        await self.push("421 4.7.0 Too many NOOP, RSET, VRFY, HELP or refused commands, closing connection")
         if self.transport is not None:
             self.transport.close()
         return True
+
+    async def _refused_command(self) -> None:
+        """A command was just answered with a 5xx: it achieved nothing, so it is junk (it
+        counts against junk_command_limit and does not extend command_timeout). Otherwise a
+        client could hold a session, and one of max_connections, for ever with a refused
+        RCPT, a nested MAIL or a failed AUTH every few minutes, and flood the log with
+        "relay refused" lines as fast as it can send them."""
+        if not self._command_counted and self.transport is not None and not self.transport.is_closing():
+            await self._junk()
 
     async def smtp_NOOP(self, arg: str) -> None:
         if not await self._junk():
@@ -555,12 +581,27 @@ class RelaySMTP(SMTP):
         corked = self._corked
         if corked is None:
             await super().push(status)
+            if status[:1] in ("5", b"5") and not self._answering_data:
+                await self._refused_command()
             return
         corked.append((status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") if isinstance(status, str)
                        else status) + b"\r\n")
 
+    async def smtp_HELO(self, hostname: str) -> None:
+        """aiosmtpd's HELO, refusing what cannot be a host name; it never buys time."""
+        self._keep_deadline()
+        if not await self._bad_argument(hostname, "HELO"):
+            await super().smtp_HELO(hostname)
+
     async def smtp_EHLO(self, hostname: str) -> None:
-        """aiosmtpd's EHLO, its reply lines written together instead of one send each."""
+        """aiosmtpd's EHLO, its reply lines written together instead of one send each.
+        HELO and EHLO never extend command_timeout: a client saying EHLO every few minutes
+        (10,000 times) must not hold a session for ever; a control character or invalid
+        UTF-8 in the name is refused, as in MAIL FROM and RCPT TO (the name goes to the
+        authentication stage, the quarantine's metadata and the log)."""
+        self._keep_deadline()
+        if await self._bad_argument(hostname, "EHLO"):
+            return
         self._corked = []
         try:
             await super().smtp_EHLO(hostname)
@@ -577,12 +618,20 @@ class RelaySMTP(SMTP):
             return
         await super().smtp_STARTTLS(arg)
 
-    async def _control_characters(self, arg: str | None, command: str) -> bool:
-        """A NUL or other control character in an envelope command: 501, and True."""
-        if not (arg and has_control_characters(arg)):
+    async def _bad_argument(self, arg: str | None, command: str) -> bool:
+        """A NUL or other control character in an envelope or HELO argument: 501, and True.
+        Bytes that are not UTF-8: 500 5.5.2 (Postfix's reply), and True: such an address
+        could be accepted but never forwarded (it cannot be encoded), so the sender would
+        be answered 451 at the end of DATA and retry for days instead of learning at once."""
+        if not arg:
             return False
-        await self.push(f"501 5.5.4 Control characters (NUL, CR, LF ...) are not allowed in {command}")
-        return True
+        if has_control_characters(arg):
+            await self.push(f"501 5.5.4 Control characters (NUL, CR, LF ...) are not allowed in {command}")
+            return True
+        if has_invalid_utf8(arg):
+            await self.push(f"500 5.5.2 Error: bad UTF-8 syntax in {command}")
+            return True
+        return False
 
     async def smtp_XFORWARD(self, arg: str) -> None:
         """Postfix's XFORWARD (XFORWARD_README), from trusted_networks only: the original
@@ -602,6 +651,9 @@ class RelaySMTP(SMTP):
                 await self.push(f"501 5.5.4 Bad XFORWARD attribute: {name[:20]}")
                 return
             value = _xtext_decode(value)
+            if has_control_characters(value) or has_invalid_utf8(value):  # "+0D+0A" decodes to a line break
+                await self.push(f"501 5.5.4 Bad XFORWARD attribute: {name[:20]}")
+                return
             if value.upper() not in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
                 values[name] = value[5:] if name == "ADDR" and value.upper().startswith("IPV6:") else value
         xforward = getattr(self.session, "xforward", {})
@@ -635,11 +687,11 @@ class RelaySMTP(SMTP):
         return addr, rest
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        if not await self._control_characters(arg, "MAIL FROM"):
+        if not await self._bad_argument(arg, "MAIL FROM"):
             await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        if await self._control_characters(arg, "RCPT TO"):
+        if await self._bad_argument(arg, "RCPT TO"):
             return
         if arg and self.envelope is not None and self.envelope.mail_from is not None:
             rest = self._strip_command_keyword("TO:", arg)
@@ -666,12 +718,12 @@ class RelaySMTP(SMTP):
             transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
-        self._reset_timeout(self._data_timeout)
         self.in_data = True
         try:
             await self._data(arg)
         finally:
             self.in_data = False
+            self._answering_data = False
         self.junk_commands = 0  # per transaction: a client reusing its connection starts afresh
         self._reset_timeout()
         if self._runtime.draining:
@@ -691,6 +743,9 @@ class RelaySMTP(SMTP):
         if arg:
             await self.push("501 Syntax: DATA")
             return
+        # data_timeout from here (a refused DATA above is a refused command: no time bought)
+        self._reset_timeout(self._data_timeout)
+        self._answering_data = True  # what is said from now on answers the transfer
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
             data = await read_data(self._reader, self.data_size_limit, self.line_length_limit)

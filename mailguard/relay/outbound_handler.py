@@ -21,7 +21,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
 
 from mailguard.model import Action, Envelope, Finding, Verdict
-from mailguard.relay.forward import Reply, forward, one_line
+from mailguard.relay.forward import Downstream, Reply, forward, one_line
 from mailguard.relay.handler import MAX_RECIPIENTS, Outcome, RelayHandler, RelayState, Runtime, client_ip
 from mailguard.relay.history import RecipientHistory
 from mailguard.relay.outbound import Decision, OutboundSettings, decide, outbound_verdict, summary_for
@@ -55,6 +55,15 @@ class OutboundHandler(RelayHandler):
             self.history.known = frozenset(settings.known_domains)
             self.history.internal = frozenset(settings.internal_domains)
         return settings
+
+    def release_target(self, state: RelayState) -> Downstream | None:
+        """A held outbound message that IT released (``[quarantine] release_host`` is the
+        practice's server, which hands it back here with the release marker) goes out to
+        the next hop. Sent to the inbound downstream (the practice's own server) it came
+        straight back without its marker, was scanned again and held again: a release that
+        never left. None (451) while a reload has removed [outbound]."""
+        out = self._outbound()
+        return out.next_hop if out is not None else None
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
                           rcpt_options: list[str]) -> str:

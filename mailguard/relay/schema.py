@@ -50,9 +50,10 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
     ),
     "junk_command_limit": Option(
         100, "int",
-        "NOOP, RSET, VRFY and HELP commands a client may send per mail transaction (as Postfix's "
-        "smtpd_junk_command_limit); one more and the session is closed with 421. These commands also never "
-        "extend command_timeout, so a client cannot hold a session open by sending NOOP.", minimum=1,
+        "NOOP, RSET, VRFY and HELP commands, and commands answered with a 5xx (a refused RCPT, a nested MAIL, "
+        "a failed AUTH), a client may send per mail transaction (as Postfix's smtpd_junk_command_limit); one more "
+        "and the session is closed with 421. These commands also never extend command_timeout, so a client cannot "
+        "hold a session open by sending NOOP or a refused command.", minimum=1,
     ),
     "command_timeout": Option(
         300.0, "float", "Seconds a client may stay silent between commands before it is disconnected.", minimum=1

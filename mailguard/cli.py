@@ -175,19 +175,25 @@ def _scan_bytes(path: str, raw: bytes, scanner: Any = None) -> CheckResult:
 
 
 def _report_text(result: CheckResult, out: Any) -> None:
+    """The verdict as lines for a person. Every value from the message (its id, the names of
+    its attachments in the summaries) and the file's own name go through ``inline``: an
+    attachment called "x\x1b[2J" or "x\n  - [SAFE -10] ok" must neither act on the
+    terminal nor add a line of its own."""
+    from mailguard.ops.shown import inline
+
     if result.record is None:
-        out.write(f"{result.path}: ERROR {result.error}\n")
+        out.write(f"{inline(result.path)}: ERROR {inline(result.error)}\n")
         return
     rec = result.record
-    out.write(f"{rec['path']}: {rec['action'].upper()} (score {rec['score']:g})\n")
+    out.write(f"{inline(rec['path'])}: {rec['action'].upper()} (score {rec['score']:g})\n")
     if rec["message_id"]:
-        out.write(f"  message-id: {rec['message_id']}\n")
+        out.write(f"  message-id: {inline(rec['message_id'])}\n")
     if rec.get("summary") and rec["action"] != "accept":
-        out.write(f"  why: {rec['summary']}\n")
+        out.write(f"  why: {inline(rec['summary'])}\n")
     for finding in rec["findings"]:
-        out.write(f"  - [{finding['rule']} {finding['score']:+g}] {finding['summary']}\n")
+        out.write(f"  - [{inline(finding['rule'])} {finding['score']:+g}] {inline(finding['summary'])}\n")
     for error in rec["errors"]:
-        out.write(f"  ! analyzer {error['analyzer']} failed: {error['error']}\n")
+        out.write(f"  ! analyzer {inline(error['analyzer'])} failed: {inline(error['error'])}\n")
     if rec.get("tempfail"):
         out.write("  ! a server would answer 'try again later' because an analyzer failed\n")
 

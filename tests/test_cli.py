@@ -92,6 +92,32 @@ def test_flagged_message_exits_1(installed: Path, tmp_path: Path) -> None:
     assert b"TAG" in result.stdout
 
 
+def test_text_from_the_message_cannot_act_on_the_terminal_or_add_lines(installed: Path, tmp_path: Path) -> None:
+    """An attachment name, message id or file name with an escape sequence or a line break
+    is printed escaped: it neither clears the reader's screen nor adds a fake finding line."""
+    name = "inv%1B%5B2Joice%0D%0A%20%20-%20%5BSAFE%20-10%5D%20ok.exe"  # RFC 2231: "inv\x1b[2Joice\r\n  - [SAFE -10] ok.exe"
+    raw = ("From: a@example.org\r\nTo: b@practice.example\r\nSubject: invoice\r\n"
+           "Message-ID: <x\x1b]0;pwned\x07@example.org>\r\nMIME-Version: 1.0\r\n"
+           'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n'
+           "--b\r\nContent-Type: application/octet-stream\r\n"
+           f"Content-Disposition: attachment; filename*=utf-8''{name}\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           "TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAgAAAAA4fug4AtAnNIbgBTM0h\r\n"
+           "--b--\r\n").encode()
+    message = tmp_path / "x\x1b[2J\n  - [SAFE -10] fine.eml"  # the file's own name too
+    message.write_bytes(raw)
+    result = run(installed, "check", str(message), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert b"\x1b" not in result.stdout and b"\x07" not in result.stdout
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].startswith(f"{tmp_path}/x\\u001b[2J\\u000a  - [SAFE -10] fine.eml: ")
+    assert "  message-id: <x\\u001b]0;pwned\\u0007@example.org>" in lines
+    assert not any(line.startswith("  - [SAFE") for line in lines)
+    [executable] = [line for line in lines if line.startswith("  - [FILETYPE_EXECUTABLE")]
+    assert "inv\\u001b[2Joice" in executable
+    as_json = json.loads(run(installed, "check", "--json", str(message), cwd=tmp_path).stdout)
+    assert as_json["message_id"] == "<x\x1b]0;pwned\x07@example.org>"  # JSON carries the value itself, escaped by JSON
+
+
 def test_garbage_from_stdin_is_still_a_verdict(installed: Path, tmp_path: Path) -> None:
     result = run(installed, "check", "--json", "-", cwd=tmp_path, stdin=os.urandom(4096))
     record = json.loads(result.stdout)

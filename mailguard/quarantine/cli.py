@@ -16,7 +16,7 @@ from typing import Any, Sequence, TextIO
 from mailguard.config import Config, ConfigError, load_config
 from mailguard.logsetup import setup_logging
 from mailguard.quarantine import Entry, Quarantine, QuarantineError, open_quarantine
-from mailguard.quarantine.shown import inline, printable
+from mailguard.ops.shown import inline, printable
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 SHORT_ID = 10

@@ -14,7 +14,7 @@ from email.utils import format_datetime, make_msgid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from mailguard.quarantine.shown import inline
+from mailguard.ops.shown import inline
 from mailguard.quarantine.smtp import send
 
 if TYPE_CHECKING:

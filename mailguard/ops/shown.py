@@ -1,7 +1,8 @@
-"""Text taken from a held message (subject, sender, file names, queue id), as it may be
-shown to a person: in a terminal (``mailguard quarantine show/list/audit``) or in a
-digest mail. A hostile message chooses that text, so it must not be able to act on the
-reader's terminal or add lines of its own to what mailguard says about it."""
+"""Text a hostile message chose (subject, sender, message id, file names, queue id), and
+file names, as shown to a person: on a terminal (``mailguard check``, ``mailguard
+quarantine show/list/audit``) or in a digest mail. It must not be able to act on the
+reader's terminal (escape sequences) or add lines of its own to what mailguard says about
+the message (a forged "Status: released" or "- [SAFE -10]")."""
 from __future__ import annotations
 
 import unicodedata
@@ -25,4 +26,6 @@ def inline(text: str) -> str:
     A subject, sender, file name or queue id can carry CR/LF (an RFC 2047 encoded word
     decodes to anything); printed as is, it would add lines of its own to ``show`` and
     ``audit``, such as a forged "Status: released" or "Verdict: ACCEPT"."""
+    if text.isprintable():  # nearly always: no line break, tab or control character in it
+        return text
     return "".join(f"\\u{ord(ch):04x}" if ch in "\r\n\t\v\f" else ch for ch in printable(text))

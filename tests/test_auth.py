@@ -94,9 +94,12 @@ def test_no_policy_published_means_none_not_fail(scanner: mailguard.Scanner) -> 
 
 
 def test_several_from_domains_are_never_proven(scanner: mailguard.Scanner) -> None:
+    """Each From domain is checked and the strictest failing policy applies (RFC 7489 6.6.1):
+    a second From cannot hide a forged bank.example (p=reject)."""
     raw = sign(message("<alerts@good.example>, <x@bank.example>"))
     verdict = scanner.scan(raw, smtp("bounce@good.example"))
-    assert verdict.auth.dmarc == "permerror" and verdict.auth.proven_domain == ""
+    assert verdict.auth.dmarc == "fail" and verdict.auth.dmarc_policy == "reject"
+    assert verdict.auth.from_domain == "bank.example" and verdict.auth.proven_domain == ""
 
 
 def test_behind_a_local_mta_spf_is_about_the_sender_not_the_mta(scanner: mailguard.Scanner) -> None:

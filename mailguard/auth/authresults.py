@@ -21,8 +21,7 @@ from mailguard.headers import _header_lines, fold_header, line_ending, split_hea
 from mailguard.model import AuthResults, DkimSignatureResult
 
 HEADER = "Authentication-Results"
-_COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
-_ID = re.compile(r"\s*([^\s;]+)")
+_ID = re.compile(r"\s*([^\s;()]+)")
 _DMARC_POLICY = re.compile(r"(?i)\bdmarc\s*=\s*\w+\s*\(([^)]*)\)")
 _P_TAG = re.compile(r"(?i)\bp\s*=\s*(none|quarantine|reject)\b")
 _SPF_RESULTS = {"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"}
@@ -31,11 +30,35 @@ _DMARC_RESULTS = {"pass", "fail", "none", "temperror", "permerror"}
 
 
 def authserv_id_of(value: str) -> str:
-    """The authserv-id a header value starts with (comments skipped), lower case."""
-    text = value
-    for _ in range(3):  # nested comments
-        text = _COMMENT.sub(" ", text)
-    match = _ID.match(text)
+    """The authserv-id a header value starts with, lower case: after white space and
+    comments nested to any depth (RFC 5322 CFWS), as a token or a quoted-string (RFC 8601
+    ``value``). Readers such as ``authres`` skip comments of any depth, so a forged
+    ``((((x)))) our.id; dmarc=pass`` is ours to them and must be ours to us, or it survives
+    our removal; an unterminated comment hides everything after it."""
+    i, n, depth = 0, len(value), 0
+    while i < n:
+        c = value[i]
+        if c == "\\" and depth:
+            i += 2
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")" and depth:
+            depth -= 1
+        elif not depth and not c.isspace():
+            break
+        i += 1
+    if i >= n:
+        return ""
+    if value[i] == '"':
+        quoted, i = [], i + 1
+        while i < n and value[i] != '"':
+            if value[i] == "\\" and i + 1 < n:
+                i += 1
+            quoted.append(value[i])
+            i += 1
+        return "".join(quoted).strip().lower().rstrip(".")
+    match = _ID.match(value, i)
     return match.group(1).strip().lower().rstrip(".") if match else ""
 
 

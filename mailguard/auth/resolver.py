@@ -12,7 +12,15 @@ temperror means "not checked", never "fail".
 
 The cache keeps answers for their TTL (bounded by ``max_ttl``), NXDOMAIN and empty answers
 for ``negative_ttl``, and SERVFAIL for ``error_ttl`` so a broken zone is not asked again for
-each message. Thread-safe: shared by every worker thread of one Scanner.
+each message. Answers longer than ``CACHE_MAX_ANSWER_CHARS`` are used but not kept: a sender's
+zone can answer 64 KB for every name, and ``cache_size`` of those would be gigabytes.
+
+Why a per-message budget (``budget``): the sender writes the names we look up (its SPF
+record's mechanisms, each DKIM signature's selector, each ARC sealer) and its DNS can answer
+each one just before ``timeout``: the protocol limits (10 SPF lookups of 10 MX hosts each, for
+MAIL FROM and HELO, 5 signatures, 50 ARC sets) still allowed 200 such lookups: 206 queries
+and 82 s for one message at ``timeout`` 0.5 s (measured), some 290 s at 1.5 s (estimated),
+longer than the relay and the milter wait for a scan. Thread-safe: shared by every worker thread of one Scanner.
 """
 from __future__ import annotations
 
@@ -20,8 +28,9 @@ import ipaddress
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 if TYPE_CHECKING:
     import dns.resolver
@@ -30,6 +39,14 @@ if TYPE_CHECKING:
 # ``mailguard check`` on saved files looks nothing up by default ([auth] verify_saved_mail).
 
 OK, NXDOMAIN, NODATA, TEMPERROR = "ok", "nxdomain", "nodata", "temperror"
+
+#: Each allowance of a message's DNS budget is this many times ``timeout`` (7.5 s at the
+#: default 1500 ms): room for a legitimate message's dozen lookups on a slow resolver, and a bound on
+#: what a sender whose DNS answers slowly can make one message cost.
+BUDGET_TIMEOUTS = 5
+#: Answers with more text than this are not cached (a 4096-bit DKIM key is about 750
+#: characters, SPF records a few hundred): cache memory stays below cache_size x 4 KB.
+CACHE_MAX_ANSWER_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,36 @@ def _record_text(rdata: object) -> str:
     return rdata.to_text()  # type: ignore[attr-defined]
 
 
+@dataclass
+class LookupBudget:
+    """One message's allowance of DNS time, in separate allowances so that names a sender
+    chooses cannot starve the lookups a verdict depends on. A name under one of ``groups``'
+    suffixes (the From domains' organisational domains; the blocklist zones) draws on that
+    group's allowance, every other name on a shared one. Each allowance is ``seconds`` of
+    waiting for answers (the time spent in lookups, not the CPU spent verifying between them,
+    which a sender could otherwise use to spend the From domain's allowance): a lookup once it
+    is spent answers "temperror" at once (not checked, never a failure), one started before
+    is cut to what is left. Cached answers are free."""
+
+    seconds: float
+    groups: tuple[tuple[str, ...], ...] = ()
+    spent: dict[int, float] = field(default_factory=dict)
+    refused: int = 0  # lookups answered "temperror" because an allowance was spent
+
+    def group_of(self, name: str) -> int:
+        for index, suffixes in enumerate(self.groups):
+            if any(name == s or name.endswith("." + s) for s in suffixes):
+                return index + 1
+        return 0
+
+    def remaining(self, name: str) -> float:
+        return self.seconds - self.spent.get(self.group_of(name), 0.0)
+
+    def charge(self, name: str, seconds: float) -> None:
+        group = self.group_of(name)
+        self.spent[group] = self.spent.get(group, 0.0) + max(0.0, seconds)
+
+
 class Resolver:
     """``lookup(name, "TXT")`` and friends; never raises for DNS trouble."""
 
@@ -118,6 +165,7 @@ class Resolver:
         self._down_until = 0.0
         self._probing = False
         self.queries = 0  # sent to a server (not answered from the cache); for benches and tests
+        self._local = threading.local()  # .budget: the LookupBudget of the message this thread checks
         self._backend: tuple["dns.resolver.Resolver | None"] | None = None  # built at the first lookup
 
     def _dnspython(self) -> "dns.resolver.Resolver | None":
@@ -165,6 +213,21 @@ class Resolver:
                 self._down_until = 0.0
             self._probing = False
 
+    # ------------------------------------------------------------------ per-message budget
+
+    @contextmanager
+    def budget(self, groups: Sequence[Sequence[str]] = ()) -> Iterator[LookupBudget]:
+        """Lookups made by this thread inside the block share one message's ``LookupBudget``
+        (``BUDGET_TIMEOUTS`` x ``timeout`` per allowance; ``groups``: see there)."""
+        clean = tuple(tuple(s.lower().rstrip(".") for s in group if s) for group in groups)
+        budget = LookupBudget(BUDGET_TIMEOUTS * self.settings.timeout, clean)
+        outer = getattr(self._local, "budget", None)
+        self._local.budget = budget
+        try:
+            yield budget
+        finally:
+            self._local.budget = outer
+
     # ------------------------------------------------------------------ lookups
 
     def lookup(self, name: str, rdtype: str = "TXT") -> DnsAnswer:
@@ -181,14 +244,36 @@ class Resolver:
         resolver = self._dnspython()
         if resolver is None:
             return DnsAnswer(TEMPERROR, detail="no nameserver configured")
+        lifetime = self.settings.timeout
+        budget: LookupBudget | None = getattr(self._local, "budget", None)
+        if budget is not None:
+            lifetime = min(lifetime, budget.remaining(key[0]))
+            if lifetime <= 0:
+                budget.refused += 1
+                return DnsAnswer(TEMPERROR, detail="this message's DNS budget is spent")
         if not self._may_query():
             return DnsAnswer(TEMPERROR, detail="DNS unreachable (recent timeout)")
-        answer, ttl, timed_out = self._query(resolver, key[0], key[1])
+        started = self._clock()
+        try:
+            return self._ask(resolver, key, lifetime)
+        finally:
+            if budget is not None:
+                budget.charge(key[0], self._clock() - started)
+
+    def _ask(self, resolver: "dns.resolver.Resolver", key: tuple[str, str], lifetime: float) -> DnsAnswer:
+        """Send one query (the cache missed, the breaker and the budget allow it); cache the
+        answer and update the breaker."""
+        answer, ttl, timed_out = self._query(resolver, key[0], key[1], lifetime)
+        if timed_out and lifetime < self.settings.timeout:
+            # cut short by the message's budget: says nothing about the name or the server
+            with self._lock:
+                self._probing = False
+            return answer
         if timed_out:
             ttl = self.settings.error_ttl  # this name is slow: do not ask it again for each message
             timed_out = not self._server_answers(resolver)
         self._query_done(timed_out)
-        if ttl > 0:
+        if ttl > 0 and sum(len(r) for r in answer.records) <= CACHE_MAX_ANSWER_CHARS:
             with self._lock:
                 self._cache[key] = (self._clock() + ttl, answer)
                 self._cache.move_to_end(key)
@@ -196,15 +281,16 @@ class Resolver:
                     self._cache.popitem(last=False)
         return answer
 
-    def _query(self, resolver: "dns.resolver.Resolver", name: str, rdtype: str) -> tuple[DnsAnswer, float, bool]:
-        """(answer, seconds to cache it, whether the server timed out)."""
+    def _query(self, resolver: "dns.resolver.Resolver", name: str, rdtype: str,
+               lifetime: float) -> tuple[DnsAnswer, float, bool]:
+        """(answer, seconds to cache it, whether the server timed out within ``lifetime``)."""
         import dns.exception
         import dns.resolver
 
         s = self.settings
         self.queries += 1
         try:
-            result = resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
+            result = resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False, lifetime=lifetime)
         except dns.resolver.NXDOMAIN:
             return DnsAnswer(NXDOMAIN), s.negative_ttl, False
         except dns.exception.Timeout:

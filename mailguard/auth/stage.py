@@ -28,6 +28,10 @@ from mailguard.options import ConfigError
 _RECEIVED_FROM = re.compile(r"(?is)^\s*from\s+(\S+)(.*?)(?:\bby\b|;|$)")
 _HOSTNAME = re.compile(r"(?i)(?=.{1,253}$)(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
 _BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
+#: Most From domains whose DMARC is checked, the first ones (as a mail client lists them): at
+#: most two lookups each, and the parser keeps up to 100 addresses.
+MAX_FROM_DOMAINS = 5
+_STRICTNESS = {"none": 0, "quarantine": 1, "reject": 2}
 
 
 def resolver_settings(dns: Mapping[str, Any], where: str = "configuration") -> ResolverSettings:
@@ -177,9 +181,21 @@ class Authenticator:
         # address) or when saved files are to be verified: `mailguard check` does no DNS.
         may_look_up = bool(message.envelope and message.envelope.client_address) or self.verify_saved
         if upstream is not None:
-            return self._with_blocklists(upstream, message, may_look_up)
+            with self.resolver.budget(((), [z.name for z in self.zones])):
+                return self._with_blocklists(upstream, message, may_look_up)
         if not may_look_up:
             return AuthResults(source="not-checked", authserv_id=self.authserv_id, from_domain=from_domain)
+        # One DNS budget per message (resolver.LookupBudget): names of the From domains (their
+        # DMARC records, their own signatures' keys, SPF of an aligned MAIL FROM) and the
+        # blocklists each have an allowance of their own, so a sender's slow zone spends only
+        # the allowance of the names it chose, never the lookups the verdict rests on.
+        groups = ([self.dmarc.org_domain(d) for d in domains[:MAX_FROM_DOMAINS]], [z.name for z in self.zones])
+        with self.resolver.budget(groups):
+            return self._with_blocklists(self._computed(message, domains), message, True)
+
+    def _computed(self, message: ParsedMessage, domains: tuple[str, ...]) -> AuthResults:
+        """SPF, DKIM, ARC and DMARC checked here (inside the message's DNS budget)."""
+        from_domain = domains[0] if domains else ""
         conn = self.connection(message)
         spf_result, spf_domain, spf_helo = "none", "", "none"
         if conn is not None:
@@ -194,20 +210,29 @@ class Authenticator:
         arc = verify_arc(self.resolver, message.raw) if "arc-seal" in names else None
         dmarc_result, policy, proven = "none", "", ""
         if len(domains) > 1:
-            dmarc_result = "permerror"  # several From domains: whose policy? never proven (RFC 7489 6.6.1)
+            # Several From domains (one From with several addresses, or several From fields):
+            # never proven, and RFC 7489 6.6.1 says to check each and apply the strictest
+            # policy among those that fail. Reading it as "permerror" alone let a forgery of a
+            # p=reject domain pass untagged by adding a second From of any other domain.
+            dmarc_result = "permerror"
+            worst = -1
+            for domain in domains[:MAX_FROM_DOMAINS]:
+                dm = self.dmarc.evaluate(domain, spf_result, spf_domain, dkim, message.message_id or domain)
+                strength = _STRICTNESS.get(dm.policy, 0)
+                if dm.result == "fail" and strength > worst:
+                    worst, dmarc_result, policy, from_domain = strength, "fail", dm.policy, domain
         elif from_domain:
             dm = self.dmarc.evaluate(from_domain, spf_result, spf_domain, dkim, message.message_id or from_domain)
             dmarc_result, policy = dm.result, dm.policy or dm.published_policy
             proven = from_domain if dm.result == "pass" else ""
             if dm.result == "fail" and arc is not None and self._arc_vouches(arc, from_domain):
                 proven = from_domain
-        result = AuthResults(
+        return AuthResults(
             source="computed", authserv_id=self.authserv_id, from_domain=from_domain,
             spf=spf_result, spf_domain=spf_domain, dkim=dkim, dmarc=dmarc_result, dmarc_policy=policy,
             arc=arc.result if arc else "none", arc_sealers=arc.sealers if arc else (), proven_domain=proven,
             spf_helo=spf_helo,
         )
-        return self._with_blocklists(result, message, True)
 
     def _arc_vouches(self, arc: Any, from_domain: str) -> bool:
         """A valid chain whose newest sealer we trust, and whose results say DMARC passed."""

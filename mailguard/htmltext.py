@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
@@ -239,8 +240,93 @@ def _tidy(text: str) -> str:
 
 
 # A start or end tag as the tokenizer reads most of them (comments, doctypes and text with
-# a lone "<" do not match; an end tag never holds a quoted ">").
+# a lone "<" do not match; an end tag never holds a quoted ">"). The reference for
+# ``_tags``, which finds the same tags: this regex, run by ``finditer``, backtracks over
+# every length of the name and the attributes from every "<" that no ">" closes, so that
+# "<a" 5,000 times (10 KB) held a scanner for minutes.
 _TAG = re.compile(r"<(/?)([A-Za-z][^\s/>]*)(?:[^>\"']|\"[^\"]*\"|'[^']*')*>")
+_TAG_START = re.compile(r"<(/?)[A-Za-z]")
+_NAME_END = re.compile(r"[\s/>]")
+_SPECIAL = re.compile(r"[>\"']")
+# A tag name with quotes in it ('<IMGsrc="a.gif">' lacks a space) can end before any of
+# them, as the regex tries; only its last MAX_NAME_QUOTES are tried as that end here.
+MAX_NAME_QUOTES = 32
+
+
+def _tags(html: str) -> Iterator[tuple[int, int, bool, str]]:  # noqa: C901 - one scan on purpose
+    """(start, end, is an end tag, name) of the tags ``_TAG.finditer(html)`` finds, the same
+    ones, in time linear in the HTML: how far the attributes read from a ">" or quote reach
+    is worked out once (``ends``), and once for every name that shares the same run of
+    characters (in "<a<a<a" every "<" starts a name that runs to the same end)."""
+    size = len(html)
+    ends: dict[int, int] = {}  # a ">" or quote's position -> end of the tag read from it, -1 for none
+    searched_from = special_at = -1  # the last search for a ">" or quote from a name's end
+
+    def tag_end(q: int) -> int:
+        """Where a tag whose attributes start at ``q`` ends (after its ">"), -1 if never."""
+        nonlocal searched_from, special_at
+        if searched_from <= q <= special_at:  # names' ends only grow: each stretch is searched once
+            found = _SPECIAL.search(html, special_at)
+        else:
+            found = _SPECIAL.search(html, q)
+            searched_from, special_at = q, found.start() if found is not None else size
+        chain = []
+        result = -1
+        while found is not None:
+            at = found.start()
+            if at in ends:
+                result = ends[at]
+                break
+            chain.append(at)
+            if html[at] == ">":
+                result = at + 1
+                break
+            closing = html.find(html[at], at + 1)  # a quote: its string ends at the next one
+            if closing < 0:
+                break
+            found = _SPECIAL.search(html, closing + 1)
+        for at in chain:
+            ends[at] = result
+        return result
+
+    run_from = run_end = -1  # the run of name characters last read: [run_from, run_end)
+    run_tag_end = -1  # where a tag whose name is that whole run ends
+    run_quote = -1  # else the last quote in the run at which a name can end, -1 if none
+    pos = 0
+    while True:
+        start = _TAG_START.search(html, pos)
+        if start is None:
+            return
+        letter = start.end() - 1
+        if not run_from <= letter + 1 <= run_end:
+            found = _NAME_END.search(html, letter + 1)
+            run_from, run_end = letter + 1, found.start() if found is not None else size
+            run_tag_end = tag_end(run_end)
+            run_quote = -1
+            if run_tag_end < 0:  # the name ends before one of its quotes, the last first
+                double, single = html.rfind('"', run_from, run_end), html.rfind("'", run_from, run_end)
+                for _ in range(MAX_NAME_QUOTES):
+                    if double < 0 and single < 0:
+                        break
+                    q = max(double, single)
+                    if tag_end(q) >= 0:
+                        run_quote = q
+                        break
+                    if q == double:
+                        double = html.rfind('"', run_from, q)
+                    else:
+                        single = html.rfind("'", run_from, q)
+        if run_tag_end >= 0:
+            name_end, end = run_end, run_tag_end
+        elif run_quote > letter:
+            name_end, end = run_quote, ends[run_quote]
+        else:  # no ">" ends this tag: on to the next "<", as finditer goes on
+            pos = start.start() + 1
+            continue
+        yield start.start(), end, bool(start.group(1)), html[letter:name_end]
+        pos = end
+
+
 # Elements that never nest in themselves: void, or closed by the next one of their kind or
 # their parent's end (their end tags are optional), so they add nothing to the depth.
 _FLAT_TAGS = _VOID_TAGS | {"p", "li", "dt", "dd", "tr", "td", "th", "option", "optgroup", "thead", "tbody",
@@ -257,15 +343,14 @@ def _flatten(html: str) -> str:
     out: list[str] = []
     last = 0
     depth = 0
-    for tag in _TAG.finditer(html):
-        if tag.group(2).lower() in _FLAT_TAGS:
+    for start, end, closing, name in _tags(html):
+        if name.lower() in _FLAT_TAGS:
             continue
-        closing = bool(tag.group(1))
         if not closing:
             depth += 1
         if depth > MAX_NESTING:
-            out.append(html[last:tag.start()])
-            last = tag.end()
+            out.append(html[last:start])
+            last = end
         if closing:
             depth = max(depth - 1, 0)
     if not out:

@@ -149,3 +149,37 @@ def test_deep_nesting_is_still_flattened_after_unclosed_tags() -> None:
     html = '<a "' + "<a " * 2_000 + "<div>" * 100_000 + "x" + "</div>" * 100_000
     flat = htmltext._flatten(html)
     assert flat.count("<div>") <= htmltext.MAX_NESTING + 1
+
+
+# ----------------------------------------------------------------- script links
+
+
+def test_script_links_are_found_as_the_regex_finds_them() -> None:
+    from mailguard.analyzers.links import _SCRIPT_HREF, script_href
+
+    rng = random.Random(6376)
+    pieces = ["<a", "<A ", " href=", "HREF =", "'", '"', "javascript:", "data:", "vbscript :", ">", " ", "x",
+              "data:application/", "<b>", "\n", "ahref=", "<abbr href=javascript:", " " * 260]
+    samples = ['<a href="javascript:alert(1)">x</a>', "<a title=x\nhref = ' data:text/html,hi'>", "<ahref=javascript:x>"]
+    samples += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(30_000)]
+    for html in samples:
+        found = _SCRIPT_HREF.search(html)
+        assert script_href(html) == (found.group(1).lower() if found else ""), html
+
+
+def test_a_part_of_unclosed_anchors_still_has_its_script_link_found(scanner: mailguard.Scanner,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """200,000 "<a" (400 KB) before a javascript: link: the reference regex tried 500
+    characters after each of them (about 3 s); the analyzer no longer runs it at all."""
+    from mailguard.analyzers import links
+
+    class Refuse:
+        def search(self, *args: object) -> None:
+            raise AssertionError("the 500-character regex was run")
+
+    monkeypatch.setattr(links, "_SCRIPT_HREF", Refuse())
+    html = b"<p>Your statement is ready.</p>" + b"<a" * 200_000 + b'<a href="javascript:steal()">Open</a>'
+    raw = (b"From: billing@example.com\nTo: frontdesk@practice.example\nSubject: statement\nMIME-Version: 1.0\n"
+           b"Content-Type: text/html; charset=utf-8\n\n" + html + b"\n")
+    verdict = scanner.scan(raw)
+    assert not verdict.errors and "LINKS_SCRIPT_URL" in rules(verdict)

@@ -159,9 +159,12 @@ class _no_cycle_collection:  # noqa: N801 - used as a context manager, named lik
 
 
 def _scan_path(path: str, scanner: Any = None) -> CheckResult:
+    """A file's verdict; no more of it is read than the scanner examines (``[limits]
+    max_message_bytes``, and one byte to tell that there was more)."""
+    scanner = scanner or _WORKER_SCANNER
     try:
         with open(path, "rb") as handle:
-            raw = handle.read()
+            raw = handle.read(scanner.limits.max_message_bytes + 1)
     except OSError as exc:
         return CheckResult(path, None, f"cannot read: {exc.strerror or exc}")
     return _scan_bytes(path, raw, scanner)
@@ -332,7 +335,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 result = CheckResult(path, None, error)
             elif path == "-":
                 local_scanner = local_scanner or Scanner(config)
-                result = _scan_bytes("-", sys.stdin.buffer.read(), local_scanner)
+                result = _scan_bytes("-", sys.stdin.buffer.read(local_scanner.limits.max_message_bytes + 1),
+                                     local_scanner)
             else:
                 result = next(scanned_iter)
             emit(result)

@@ -39,6 +39,13 @@ CONFIG_SCHEMA: Mapping[str, Option] = {
         20, "int",
         "Deepest nesting unpacked: of MIME parts within one message, and of attached messages (message/rfc822) "
         "within each other. A message nested deeper is held (MIME_TOO_DEEP forces quarantine).", minimum=1),
+    "max_message_bytes": Option(
+        64 * 1024 * 1024, "int",
+        "Largest message examined whole. A larger one is examined up to this many bytes and held "
+        "(MESSAGE_TOO_LARGE forces quarantine: what was not read could hide anything); `mailguard check` reads "
+        "no more than this of a file. The relay and the milter refuse larger mail before (their own size limits).",
+        minimum=65536,
+    ),
     "max_parts": Option(2000, "int", "Most MIME parts looked at in one message.", minimum=1),
     "max_decoded_bytes": Option(
         64 * 1024 * 1024, "int", "Most decoded bytes (bodies and attachments) kept per message.", minimum=1024
@@ -65,6 +72,7 @@ class ParseLimits:
     """Bounds that keep one hostile message from using unbounded time or memory."""
 
     max_depth: int = 20
+    max_message_bytes: int = 64 * 1024 * 1024
     max_parts: int = 2000
     max_decoded_bytes: int = 64 * 1024 * 1024
     max_header_chars: int = 65536
@@ -540,6 +548,11 @@ def parse(raw: bytes, envelope: Envelope | None = None, limits: ParseLimits | No
         raw = raw.encode("utf-8", "surrogateescape")
     limits = limits or ParseLimits()
     budget = _Budget(limits)
+    if len(raw) > limits.max_message_bytes:  # a 3 GB file took 22 GB of memory and 70 s to parse
+        raw = raw[: limits.max_message_bytes]
+        budget.problem("MESSAGE_TOO_LARGE", 3.0, f"The message is larger than {limits.max_message_bytes // 1048576} MB; "
+                       "only its beginning was examined, so it is held.", min_action=Action.QUARANTINE,
+                       limit=limits.max_message_bytes)
     try:
         return _parse_message(bytes(raw), envelope, budget, depth=0, location=())
     except RecursionError:

@@ -128,3 +128,28 @@ def test_one_megabyte_address_list(scanner: mailguard.Scanner) -> None:
     raw = b"From: a@example.com\nTo: " + b", ".join(b"u%d@example.com" % i for i in range(60_000)) + b"\n\nhi\n"
     verdict = scanner.scan(raw)
     assert isinstance(verdict.action, Action)
+
+
+def test_a_message_over_max_message_bytes_is_examined_up_to_it_and_held(tmp_path: Path) -> None:
+    """A file of 3 GB once took 22 GB of memory to check. Past [limits] max_message_bytes
+    only the beginning is read and examined, and the message is held (what was not read
+    could hide anything), from the library and from `mailguard check` alike."""
+    from mailguard.config import Config
+
+    limit = 65536
+    raw = (b"From: billing@example.com\r\nTo: frontdesk@practice.example\r\nSubject: statement\r\n\r\n"
+           + b"Your statement is attached.\r\n" * 10_000)  # 290 KB
+    scanner = mailguard.Scanner(Config.from_dict({"limits": {"max_message_bytes": limit}}))
+    assert len(scanner.parse(raw).raw) == limit
+    verdict = scanner.scan(raw)
+    assert "MESSAGE_TOO_LARGE" in rules(verdict) and verdict.action >= Action.QUARANTINE
+    assert "MESSAGE_TOO_LARGE" not in rules(scanner.scan(raw[:limit]))
+    config = tmp_path / "mailguard.toml"
+    config.write_text(f"[limits]\nmax_message_bytes = {limit}\n")
+    message = tmp_path / "big.eml"
+    message.write_bytes(raw)
+    checked = subprocess.run([sys.executable, "-m", "mailguard", "check", "--daemon", "off", "--config", str(config),
+                              "--json", str(message)], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 1, checked.stderr
+    record = json.loads(checked.stdout)
+    assert record["action"] == "quarantine" and "MESSAGE_TOO_LARGE" in rules(record)

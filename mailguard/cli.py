@@ -363,13 +363,15 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
         return None  # the in-process path reports an unreadable or broken file properly
     stdin_raw: bytes | None = None
 
-    def load(path: str) -> bytes:
+    def load(path: str, most: int = -1) -> bytes:
+        """A message to send to the daemon, at most ``most`` bytes of a file (standard input
+        is read whole once: it is scanned here if the daemon cannot take it)."""
         nonlocal stdin_raw
         if path == "-":
             stdin_raw = sys.stdin.buffer.read() if stdin_raw is None else stdin_raw
             return stdin_raw
         with open(path, "rb") as handle:
-            return handle.read()
+            return handle.read(most)
 
     jobs = args.jobs or os.cpu_count() or 1
     wanted = [p for p, e in inputs if not e]
@@ -404,10 +406,10 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
                 except _config_error() as exc:
                     print(f"mailguard: {exc}", file=sys.stderr)
                     return EXIT_ERROR
-            try:
+            if path == "-":
                 emit(_scan_bytes(path, load(path), local))
-            except OSError as exc:
-                emit(CheckResult(path, None, f"cannot read: {exc.strerror or exc}"))
+            else:  # no more of the file read than the scanner examines ([limits] max_message_bytes)
+                emit(_scan_path(path, local))
     emit.progress.close()
     return emit.exit_code
 

@@ -365,7 +365,7 @@ def test_the_default_folder_in_tmp_made_by_someone_else_is_not_trusted(tmp_path:
             path = default_socket_file({})
             seen: list[str] = [path]
             for attempt in (lambda: DaemonClient(Path(path), "x").connect(),
-                            lambda: next(iter(scan_in_order(path, "x", ["-"], lambda _: b""))),
+                            lambda: next(iter(scan_in_order(path, "x", ["-"], lambda *_: b""))),
                             lambda: DaemonServer(config=None, socket_path=Path(path), workers=1, fingerprint="x")._bind()):
                 try:
                     attempt()
@@ -392,3 +392,20 @@ def test_the_default_folder_in_tmp_made_by_someone_else_is_not_trusted(tmp_path:
         listener.close()
         shutil.rmtree(folder, ignore_errors=True)
 
+
+
+def test_a_file_over_the_daemons_limit_is_checked_here_reading_no_more_than_examined(
+    tmp_path: Path, env: dict[str, str], start
+) -> None:
+    """The daemon refuses a file over its max_message_bytes and check scans it itself: that
+    scan used to read the whole file (a 3 GB file: 22 GB of memory); it now reads [limits]
+    max_message_bytes of it, examines that and holds the message (MESSAGE_TOO_LARGE)."""
+    config = _config(tmp_path, extra="max_message_bytes = 65536\n[limits]\nmax_message_bytes = 65536\n")
+    start(config)
+    big = tmp_path / "big.eml"
+    big.write_bytes(b"From: billing@example.com\r\nTo: frontdesk@practice.example\r\nSubject: statement\r\n\r\n"
+                    + b"Your statement is attached.\r\n" * 10_000)
+    done = _check(["--config", str(config), "--json", "--daemon", "required", str(big)], env)
+    assert done.returncode == 1, done.stderr
+    [record] = _records(done.stdout)
+    assert record["action"] == "quarantine" and "MESSAGE_TOO_LARGE" in {f["rule"] for f in record["findings"]}

@@ -127,10 +127,11 @@ def _split(buf: bytearray, start: int = 0) -> tuple[dict[str, Any] | None, bytes
 
 
 def scan_in_order(
-    path: str | Path, fingerprint: str, keys: Iterable[str], load: Callable[[str], bytes],
+    path: str | Path, fingerprint: str, keys: Iterable[str], load: Callable[[str, int], bytes],
     connections: int = 1, timeout_s: float = 120.0, before_wait: Callable[[], None] | None = None,
 ) -> Iterator[Answer]:
-    """An Answer for every key, in order. ``load(key)`` gives the message bytes (raising
+    """An Answer for every key, in order. ``load(key, most)`` gives the message bytes, no more
+    than ``most`` of them (-1: all; one over the daemon's limit tells it is too large) (raising
     OSError when unreadable); a key other than "-" is a file the daemon may read itself.
     ``before_wait`` runs before the loop waits on the daemon (flush what was printed).
     Raises DaemonUnavailable before yielding anything when no connection can be opened."""
@@ -139,7 +140,7 @@ def scan_in_order(
 
 
 class _Pipeline:
-    def __init__(self, path: str | Path, fingerprint: str, timeout_s: float, load: Callable[[str], bytes],
+    def __init__(self, path: str | Path, fingerprint: str, timeout_s: float, load: Callable[[str, int], bytes],
                  before_wait: Callable[[], None] | None) -> None:
         self.path, self.fingerprint, self.timeout_s = path, fingerprint, timeout_s
         self.load, self.before_wait = load, before_wait
@@ -243,7 +244,7 @@ class _Pipeline:
         """Read the message for a request that carries it; False when it is done without
         one (unreadable, or over the daemon's limit: the caller scans it itself)."""
         try:
-            item.raw = self.load(item.answer.key)
+            item.raw = self.load(item.answer.key, conn.max_bytes + 1 if conn.max_bytes else -1)
         except OSError as exc:
             item.answer.error = f"cannot read: {exc.strerror or exc}"
             item.done = True

@@ -354,7 +354,8 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
     none (or it runs another configuration), so the caller scans in-process. Loads nothing
     but the socket's name from the file: a check through the daemon never builds a scanner,
     unless the daemon cannot take a message, which is then scanned here (never dropped)."""
-    from mailguard.daemon.pipeline import DaemonUnavailable, UnsafeSocketFolder, scan_in_order
+    from mailguard.daemon.pipeline import DaemonUnavailable, scan_in_order
+    from mailguard.daemon.protocol import UnsafeSocketFolder
     from mailguard.daemon.where import client_socket
 
     try:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailguard.daemon.protocol import DaemonUnavailable, ProtocolError, UnsafeSocketFolder, frame, receive
-from mailguard.daemon.where import unsafe_socket_folder
+from mailguard.daemon.protocol import DaemonUnavailable, ProtocolError, frame, receive
+from mailguard.daemon.where import connect_daemon
 
 __all__ = ["DaemonClient", "DaemonUnavailable"]
 
@@ -32,17 +32,8 @@ class DaemonClient:
     def connect(self, hello: bool = True) -> "DaemonClient":
         """Open the connection; with ``hello``, check the daemon's configuration first
         (without it, each scan request carries the fingerprint instead: one round trip).
-        A socket in a folder others could have put it in is not used (``unsafe_socket_folder``)."""
-        unsafe = unsafe_socket_folder(self.path)
-        if unsafe:
-            raise UnsafeSocketFolder(unsafe)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout_s)
-        try:
-            sock.connect(str(self.path))
-        except OSError as exc:
-            sock.close()
-            raise DaemonUnavailable(f"no daemon on {self.path}: {exc.strerror or exc}") from None
+        A socket in a folder others could have put it in is not used (``where.connect_daemon``)."""
+        sock = connect_daemon(self.path, self.timeout_s)
         self._sock, self._stream = sock, sock.makefile("rb", buffering=65536)
         if not hello:
             return self

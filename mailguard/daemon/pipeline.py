@@ -20,10 +20,8 @@ import socket
 import time
 from collections import deque
 
-from mailguard.daemon.protocol import (
-    HEADER, MAX_HEADER_BYTES, DaemonUnavailable, ProtocolError, UnsafeSocketFolder, decode, frame,
-)
-from mailguard.daemon.where import unsafe_socket_folder
+from mailguard.daemon.protocol import HEADER, MAX_HEADER_BYTES, DaemonUnavailable, ProtocolError, decode, frame
+from mailguard.daemon.where import connect_daemon
 
 TYPE_CHECKING = False  # neither typing nor pathlib at run time: `mailguard check`'s client imports this
 if TYPE_CHECKING:
@@ -73,17 +71,9 @@ class _Conn:
 
 def hello(path: str | Path, fingerprint: str, timeout_s: float) -> tuple[socket.socket, dict[str, Any]]:
     """A connected socket whose daemon runs ``fingerprint``, and its hello reply;
-    DaemonUnavailable otherwise (also when the socket's folder is not safe: ``unsafe_socket_folder``)."""
-    unsafe = unsafe_socket_folder(path)
-    if unsafe:
-        raise UnsafeSocketFolder(unsafe)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout_s)
-    try:
-        sock.connect(str(path))
-    except OSError as exc:
-        sock.close()
-        raise DaemonUnavailable(f"no daemon on {path}: {exc.strerror or exc}") from None
+    DaemonUnavailable otherwise (UnsafeSocketFolder for a socket folder others could have
+    put it in: ``where.connect_daemon``)."""
+    sock = connect_daemon(path, timeout_s)
     try:
         sock.sendall(frame({"op": "hello", "config": fingerprint}))
         buf = bytearray()

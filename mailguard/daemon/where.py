@@ -8,10 +8,11 @@ import json
 import os
 
 from mailguard.resources import cache_folder, trusted
-from mailguard.daemon.protocol import config_fingerprint
+from mailguard.daemon.protocol import DaemonUnavailable, UnsafeSocketFolder, config_fingerprint
 
 TYPE_CHECKING = False  # typing and pathlib only for type checkers (see above)
 if TYPE_CHECKING:
+    import socket
     from pathlib import Path
     from typing import Any, Mapping
 
@@ -65,6 +66,25 @@ def unsafe_socket_folder(path: str | Path) -> str | None:
         return (f"the daemon's socket folder {folder} may be written by every user, so anyone could replace the "
                 "socket; set [daemon] socket in a folder only mailguard's users may write")
     return None
+
+
+def connect_daemon(path: str | Path, timeout_s: float) -> "socket.socket":
+    """A blocking connection to the daemon's socket at ``path``: UnsafeSocketFolder when its
+    folder cannot be trusted (``unsafe_socket_folder``: nothing is sent to it),
+    DaemonUnavailable when nobody answers there."""
+    import socket
+
+    unsafe = unsafe_socket_folder(path)
+    if unsafe:
+        raise UnsafeSocketFolder(unsafe)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(str(path))
+    except OSError as exc:
+        sock.close()
+        raise DaemonUnavailable(f"no daemon on {path}: {exc.strerror or exc}") from None
+    return sock
 
 
 def _fallback_folder() -> str:

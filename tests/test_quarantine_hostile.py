@@ -34,6 +34,7 @@ from test_quarantine_support import (
     SUBJECT_MARKER,
     EphemeralController,
     RecordingHandler,
+    SmtpServer,
     make_envelope,
     make_message,
     make_verdict,
@@ -196,6 +197,42 @@ def test_a_row_with_an_unknown_action_hides_no_other_entry(tmp_path: Path) -> No
     assert good[:10] in listed.stdout and f"{bad[:10]}" in listed.stdout and "[damaged entry" in listed.stdout
     shown = mailguard(config, "show", bad)
     assert shown.returncode == 1 and f"entry {bad} is damaged: unknown action 'bogus'" in shown.stderr
+
+
+def test_clear_columns_edited_without_the_key_are_shown_as_edited_and_not_believed(tmp_path: Path) -> None:
+    """Someone who can write the database but has no key rewrote a held phish's clear columns
+    to read "tag, score 1, no rules". Before, list and show printed that and a release
+    went out on it; now both show the sealed verdict with a warning, and a release needs
+    --force."""
+    with SmtpServer() as smtp:
+        config = write_config(tmp_path, release_host=smtp.address)
+        edited, untouched = store(config, make_message(1), queue_id="Q1"), store(config, make_message(2))
+        db = database(tmp_path)
+        db.execute("UPDATE entries SET action = 'tag', score = 1.0, size = 10, queue_id = 'OTHER' WHERE id = ?",
+                   (edited,))
+        db.execute("DELETE FROM entry_rules WHERE entry_id = ?", (edited,))
+        listed = mailguard(config, "list")
+        assert listed.returncode == 0, listed.stderr
+        row = next(line for line in listed.stdout.splitlines() if line.startswith(edited[:10]))
+        assert " quarantine " in row and " 14 " in row and "LOOKALIKE_SENDER_DOMAIN" in row and " tag " not in row
+        assert f"WARNING: {edited[:10]}: the database's action, score, rules, size, queue_id for this entry were " \
+               "edited" in listed.stdout
+        assert untouched[:10] not in "".join(line for line in listed.stdout.splitlines() if "WARNING" in line)
+        shown = mailguard(config, "show", edited)
+        assert "Verdict:    QUARANTINE, score 14" in shown.stdout and "queued as Q1" in shown.stdout
+        assert "WARNING:    the database's action, score, rules, size, queue_id for this entry were edited" \
+            in shown.stdout
+        as_json = json.loads(mailguard(config, "show", "--json", edited).stdout)
+        assert as_json["action"] == "quarantine" and as_json["altered"] == ["action", "score", "rules", "size",
+                                                                           "queue_id"]
+        assert "altered" not in json.loads(mailguard(config, "show", "--json", untouched).stdout)
+        refused = mailguard(config, "release", edited)
+        assert refused.returncode == 1 and "its clear columns were edited in the database" in refused.stdout
+        assert smtp.handler.received == []
+        forced = mailguard(config, "release", "--force", edited)
+        assert forced.returncode == 0 and len(smtp.handler.received) == 1, forced.stdout + forced.stderr
+    audit = [json.loads(line) for line in mailguard(config, "audit", "--operation", "release", "--json").stdout.splitlines()]
+    assert [a["result"] for a in audit] == ["refused", "ok"]
 
 
 # --------------------------------------------------------------------------- the audit chain

@@ -185,6 +185,10 @@ def cmd_list(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
             _cut(e.from_header or e.envelope.mail_from, 40), _cut(to, 32), _cut(e.subject, 40), short_rules(e.rules),
         ))
     _table(rows, out)
+    for e in entries:
+        if e.altered:
+            out.write(f"WARNING: {e.id[:SHORT_ID]}: the database's {', '.join(e.altered)} for this entry were edited; "
+                      "the sealed values are shown\n")
     out.write(f"{len(entries)} message(s). Show one with: mailguard quarantine show ID\n")
     return EXIT_OK
 
@@ -222,6 +226,9 @@ def cmd_show(q: Quarantine, args: argparse.Namespace, out: TextIO) -> int:
         f"Verdict:    {str(entry.action).upper()}, score {entry.score:g}",
         f"Envelope:   from <{one(env.mail_from)}> to {', '.join(f'<{one(r)}>' for r in env.rcpt_tos) or '(none)'}",
     ]
+    if entry.altered:
+        lines.append(f"WARNING:    the database's {', '.join(entry.altered)} for this entry were edited by someone "
+                     "without the quarantine key; shown here are the sealed values")
     if entry.delivered:
         lines.append(f"Delivered:  {one(', '.join(entry.delivered))}")
     lines += [f"Subject:    {one(entry.subject)}", f"From:       {one(entry.from_header)}",

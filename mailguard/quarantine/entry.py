@@ -42,6 +42,9 @@ class Entry:
     released_at: datetime | None = None
     delivered: tuple[str, ...] = ()
     queue_id: str = ""  # what the sender was told ("queued as ..."); '' for entries from before it was kept
+    # clear columns of the database that did not match the sealed record (edited without the
+    # key); the fields above then hold the sealed values
+    altered: tuple[str, ...] = ()
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -66,6 +69,7 @@ class Entry:
             "released_at": iso(self.released_at) if self.released_at else None,
             "delivered": list(self.delivered),
             "verdict": dict(self.verdict),
+            **({"altered": list(self.altered)} if self.altered else {}),
         }
 
 

@@ -109,6 +109,8 @@ class Quarantine:
         now = self.clock()
         try:
             info = info_for(raw, envelope, verdict)
+            # The clear columns again, sealed: a database edit of them is found when read (_entry)
+            info["stored"] = {"created": now, "size": len(raw), "queue_id": queue_id[:64]}
             row = EntryRow(
                 id=entry_id,
                 created=now,
@@ -311,6 +313,12 @@ class Quarantine:
         if row is None or row.sealed_message is None:
             return ReleaseResult(entry_id, False, message=f"no quarantine entry {entry_id}")
         info = self._info(row)
+        altered = _sealed_columns(row, info)[1]
+        if altered and not force:
+            detail = f"its clear columns were edited in the database ({', '.join(altered)}); not sent (no --force)"
+            self._try_audit("release", entry_id, "refused", detail, actor)
+            return ReleaseResult(entry_id, False, message=f"{detail}. `mailguard quarantine show {entry_id[:8]}` "
+                                 "shows the sealed verdict; give --force to release it anyway")
         envelope = envelope_of(info)
         sent_before = row.status == RELEASED or any(r.delivered_at is not None for r in row.recipients) \
             or self._released_with_to(entry_id)
@@ -547,9 +555,12 @@ class Quarantine:
         """The decrypted entry. With ``damaged_ok`` (listing), an entry whose sealed data
         cannot be opened, or whose clear action column holds no action, is still listed,
         marked, so one damaged row hides nothing else."""
+        altered: tuple[str, ...] = ()
         try:
             action = Action.parse(row.action)
             info = self._info(row)
+            row, altered = _sealed_columns(row, info)
+            action = Action.parse(row.action)
         except (QuarantineError, ValueError) as exc:
             action = Action.QUARANTINE  # for the listing only: it is held in the quarantine
             if not damaged_ok:
@@ -577,7 +588,47 @@ class Quarantine:
             released_at=datetime.fromtimestamp(row.released_at, timezone.utc) if row.released_at else None,
             delivered=delivered,
             queue_id=row.queue_id,
+            altered=altered,
         )
+
+
+def _sealed_columns(row: EntryRow, info: Mapping[str, Any]) -> tuple[EntryRow, tuple[str, ...]]:
+    """``row`` with its clear columns (action, score, rules; time, size and queue id for
+    entries stored since these were sealed too) replaced by the sealed values, and the names
+    of those that differed. Whoever can write the database but has no key can edit the
+    clear columns: a phish's listing made to read "tag, score 1". The sealed record is what
+    the verdict was; a difference is shown as an alteration, never believed."""
+    verdict = info.get("verdict")
+    stored = info.get("stored")
+    if not isinstance(verdict, Mapping):
+        return row, ()
+    sealed: dict[str, Any] = {}
+    try:
+        sealed["action"] = str(Action.parse(str(verdict.get("action", ""))))
+        sealed["score"] = float(verdict.get("score", 0.0))
+        sealed["rules"] = tuple(str(f.get("rule", "")) for f in verdict.get("findings", ()))
+        if isinstance(stored, Mapping):
+            sealed["created"] = float(stored["created"])
+            sealed["size"] = int(stored["size"])
+            sealed["queue_id"] = str(stored["queue_id"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return row, ("sealed record unreadable",)
+    altered = tuple(name for name, value in sealed.items() if not _same(name, getattr(row, name), value))
+    if not altered:
+        return row, ()
+    log.error("quarantine entry's clear columns do not match its sealed record (the database was edited)",
+              extra={"fields": {"entry_id": row.id, "altered": list(altered)}})
+    return replace(row, **{name: sealed[name] for name in altered}), altered
+
+
+def _same(name: str, clear: Any, sealed: Any) -> bool:
+    """The sealed score is rounded to 3 places (Verdict.to_dict); the others are exact."""
+    if name == "score":
+        try:
+            return abs(float(clear) - sealed) <= 0.0006
+        except (TypeError, ValueError):
+            return False
+    return bool(clear == sealed)
 
 
 # ---------------------------------------------------------------------- opening

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
 from mailguard.analyzers.phi import identifiers as ids
 from mailguard.analyzers.phi.extract import Document, attachment_documents
+from mailguard.analyzers.phi.normalize import fold, name_text
 from mailguard.analyzers.phi.terms import TermFinder, TermHit, load_terms
 from mailguard.message import ParsedMessage, iter_all_messages
 from mailguard.model import Finding
@@ -45,7 +46,7 @@ class PhiReport:
 
     counts: Mapping[str, int] = field(default_factory=dict)
     confidence: str = ""  # "" (nothing), low, medium, high
-    places: tuple[str, ...] = ()  # "body", "subject", "attachment" (never a file name)
+    places: tuple[str, ...] = ()  # "body", "subject", "attachment", "attachment name" (never the name)
     corroborated: int = 0
 
     def kinds_text(self) -> str:
@@ -74,7 +75,7 @@ def assess(documents: Iterable[Document], *, proximity: int = 300, bulk_count: i
     corroborated = 0
     health_near_ids = 0
     for doc in documents:
-        text = doc.text
+        text = fold(doc.text)  # the digits, dashes and spaces a person sees (normalize.py)
         if not text or not _worth_looking(text):
             continue
         context: list[TermHit] = []
@@ -89,6 +90,7 @@ def assess(documents: Iterable[Document], *, proximity: int = 300, bulk_count: i
         if _DIGIT.search(text):  # every identifier has digits
             patient = [*ids.ssn_hits(text, "ssn" in anchors), *ids.mbi_hits(text),
                        *ids.member_id_hits(text, anchors.get("member", ())),
+                       *ids.mrn_hits(text, anchors.get("mrn", ())),
                        *ids.dob_hits(text, keyword="dob" in anchors, heading="dob_heading" in anchors)]
             health.extend(ids.icd10_hits(text, codes, "icd" in anchors))
         provider = list(ids.provider_hits(text)) if patient else []
@@ -137,6 +139,13 @@ _DIGIT = re.compile(r"\d")
 
 def _worth_looking(text: str) -> bool:
     return bool(text) and not text.isspace()
+
+
+_PLACE_NAMES = {"attachment": "attachments", "attachment name": "attachment names"}
+
+
+class PhiScanError(RuntimeError):
+    """The PHI search failed; the message says which kind of error, never its text."""
 
 
 @lru_cache(maxsize=4)
@@ -198,6 +207,10 @@ class PhiAnalyzer(Analyzer):
         for part in iter_all_messages(message):
             docs.append(Document("subject", part.subject))
             docs.append(Document("body", part.body_text))
+        # File names too: a front desk names the export after the patient ("Roe_Jane_DOB_
+        # 03-14-1962.xlsx"). The place is "attachment name", never the name itself.
+        names = dict.fromkeys(a.filename for a in message.attachments if a.filename)
+        docs.append(Document("attachment name", "\n".join(name_text(n) for n in names)))
         if self.settings["attachments"]:
             docs.extend(Document("attachment", d.text) for d in
                         attachment_documents(message.attachments, self.settings["max_attachment_chars"]))
@@ -211,10 +224,18 @@ class PhiAnalyzer(Analyzer):
     def analyze(self, message: ParsedMessage) -> Iterable[Finding]:
         if not self.wanted(message):
             return []
-        report = self.report(message)
+        try:
+            report = self.report(message)
+        except Exception as exc:
+            # The scanner puts an analyzer's exception text in the verdict's errors (check's
+            # output, the quarantine, logs of a failed scan), and exception texts quote the
+            # input they failed on ("invalid literal for int(): '...'"): here that input is a
+            # patient's record, so only the exception's type goes on.
+            raise PhiScanError(f"{type(exc).__name__} while looking for patient data "
+                               "(its text is withheld: it may quote the message)") from None
         if not report.confidence:
             return []
-        where = " and ".join(p if p != "attachment" else "attachments" for p in report.places)
+        where = " and ".join(_PLACE_NAMES.get(p, p) for p in report.places)
         summary = f"Patient data ({report.confidence} confidence): {report.kinds_text()}, in the {where}"
         return [self.finding(RULES[report.confidence], 0.0, summary, {
             "confidence": report.confidence, "kinds": dict(report.counts), "places": list(report.places),

@@ -22,6 +22,7 @@ KIND_NAMES = {
     "ssn": "Social Security number",
     "mbi": "Medicare beneficiary identifier",
     "member_id": "insurance member ID",
+    "mrn": "medical record number",
     "dob": "date of birth",
     "icd10": "ICD-10-CM diagnosis code",
     "diagnosis": "behavioural-health diagnosis",
@@ -35,7 +36,7 @@ KIND_PLURALS = {
     "medication": "psychiatric or addiction medications",
     "icd10": "ICD-10-CM diagnosis codes",
 }
-PATIENT_KINDS = frozenset({"ssn", "mbi", "member_id", "dob"})
+PATIENT_KINDS = frozenset({"ssn", "mbi", "member_id", "mrn", "dob"})
 HEALTH_KINDS = frozenset({"icd10", "diagnosis", "medication"})
 PROVIDER_KINDS = frozenset({"npi", "dea"})
 
@@ -56,6 +57,8 @@ ANCHORS: dict[str, tuple[str, ...]] = {
     "member": ("member", "subscriber", "insured", "enrollee", "beneficiary", "insurance", "policy", "medicaid",
                "plan", "mitglieds", "mitgliedsnummer", "versicherten", "versichertennummer", "afiliado",
                "asegurado", "adhérent", "adherent"),
+    "mrn": ("mrn", "mr#", "medical record", "medical records", "med rec", "med. rec.", "chart", "patient",
+            "patienten", "patienten-id", "patientennummer", "expediente", "historia clínica", "historia clinica"),
 }
 
 
@@ -157,12 +160,38 @@ _MEMBER_VALUE = re.compile(r"(?=[A-Z0-9-]{6,20}\b)(?=(?:[^0-9\s]*\d){5})[A-Z]{0,
 
 def member_id_hits(text: str, anchors: Iterable[int] | None = None) -> Iterator[Hit]:
     """``anchors``: where member words start (from the term pass); None searches all."""
-    keywords = _MEMBER_KEYWORD.finditer(text) if anchors is None else \
-        (k for k in (_MEMBER_KEYWORD.match(text, a) for a in anchors) if k)
+    return _named_hits("member_id", _MEMBER_KEYWORD, _MEMBER_VALUE, text, anchors)
+
+
+def _named_hits(kind: str, keyword: re.Pattern[str], value: re.Pattern[str], text: str,
+                anchors: Iterable[int] | None) -> Iterator[Hit]:
+    """An identifier with no check digit: a ``value`` right after a ``keyword`` that names
+    it, the keywords searched for or matched at ``anchors`` (where the term pass found them)."""
+    keywords = keyword.finditer(text) if anchors is None else (k for k in (keyword.match(text, a) for a in anchors) if k)
     for k in keywords:
-        m = _MEMBER_VALUE.match(text, k.end())
+        m = value.match(text, k.end())
         if m:
-            yield Hit("member_id", m.start(), m.end())
+            yield Hit(kind, m.start(), m.end())
+
+
+# ---------------------------------------------------------------- medical record numbers
+
+# Each practice numbers its own charts: no issuer, no check digit. As for member IDs, an
+# ID-like token (5+ digits, an optional short letter prefix) counts only right after the
+# words that name it: "MRN", "medical record #", "chart no.", "patient ID". "Chart" and
+# "patient" need the number word after them ("patient 2 of 3" is not a record number).
+_MRN_KEYWORD = re.compile(
+    r"(?i)\b(?:mrn|mr\s?#|med(?:ical)?\.?\s*rec(?:ord)?s?\.?(?:\s*(?:number|no\.?|nr\.?|#|id))?"
+    r"|expediente|historia\s+cl[ií]nica|patientennummer"
+    r"|(?:chart|patient|patienten)[\s-]*(?:id|no\.?|number|num|nr\.?|#|nummer))"
+    r"(?:\s*(?:no\.?|number|#))?\s*[:#=]?\s*"
+)
+_MRN_VALUE = re.compile(r"(?=[A-Z0-9-]{5,20}\b)(?=(?:[^0-9\s]*\d){5})[A-Z]{0,3}-?\d[\d-]{3,18}\b")
+
+
+def mrn_hits(text: str, anchors: Iterable[int] | None = None) -> Iterator[Hit]:
+    """``anchors``: where record-number words start (from the term pass); None searches all."""
+    return _named_hits("mrn", _MRN_KEYWORD, _MRN_VALUE, text, anchors)
 
 
 # ---------------------------------------------------------------- ICD-10-CM codes

@@ -389,11 +389,14 @@ def test_forged_verdict_headers_are_deleted_by_index(mta: MTA) -> None:
                          (1, b"X-MailGuard-Action\0\0")]
 
 
-def test_reject_has_550_and_the_reason(mta: MTA) -> None:
+def test_reject_has_550_and_the_rule_never_the_summary(mta: MTA) -> None:
+    """The reply reaches the sender's bounce and Postfix's mail log: the strongest rule id,
+    as the relay answers, not the finding's summary, which may quote the message (before,
+    "...: Refused 100 for testing"; an attachment named after a patient would be quoted)."""
     mta.negotiate()
     mta.envelope()
     replies = mta.message(headers_for("REFUSE"), b"x\r\n")
-    assert replies == [(mp.SMFIR_REPLYCODE, b"550 5.7.1 Message refused as dangerous: Refused 100 for testing\0")]
+    assert replies == [(mp.SMFIR_REPLYCODE, b"550 5.7.1 Message refused as dangerous (TEST_REFUSE)\0")]
 
 
 def test_quarantine_store_keeps_the_message_then_discards(tmp_path: Path, mta: MTA, milter: MilterThread) -> None:

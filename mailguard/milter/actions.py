@@ -161,17 +161,24 @@ def banner_body(
     return new_body
 
 
+# Analyzers whose summaries are written to be told to the sender: kinds and counts of
+# patient data, the outbound policy's reason, never a value or a name from the message.
+TOLD_ANALYZERS = frozenset({"outbound", "phi"})
+
+
 def reject_reply(verdict: Verdict) -> str:
-    """``550 5.7.1`` and the strongest finding's first sentence, for the sender's bounce."""
-    ranked = sorted(
-        verdict.findings,
-        key=lambda f: (f.min_action if f.min_action is not None else Action.ACCEPT, f.score),
-        reverse=True,
-    )
-    if not ranked:
+    """``550 5.7.1`` and the strongest finding's rule id, as the relay answers; its summary
+    only for TOLD_ANALYZERS (the practice's own sender must learn what kinds of patient
+    data stopped the message). Other summaries may quote the message (an attachment's
+    name, which a front desk may have made a patient's), and this text goes to the
+    sender's bounce and to Postfix's mail log; the rule id is looked up in docs/detection.md."""
+    top = max(verdict.findings, key=lambda f: (f.min_action if f.min_action is not None else Action.ACCEPT, f.score),
+              default=None)
+    if top is None:
         return REJECT_PREFIX
-    summary = ranked[0].summary.split(". ")[0].rstrip(".")
-    return mp.safe_reply_text(f"{REJECT_PREFIX}: {summary}", 200)
+    if top.analyzer in TOLD_ANALYZERS:
+        return mp.safe_reply_text(f"{REJECT_PREFIX}: {top.summary.split('. ')[0].rstrip('.')}", 200)
+    return mp.safe_reply_text(f"{REJECT_PREFIX} ({top.rule})", 200)
 
 
 def hold_reason(verdict: Verdict) -> str:

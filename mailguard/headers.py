@@ -17,20 +17,28 @@ HEADER_ACTION = "X-MailGuard-Action"
 HEADER_SCORE = "X-MailGuard-Score"
 HEADER_RULES = "X-MailGuard-Rules"
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+# The blank line that ends the header block: an empty line after a CRLF or LF line end (or
+# at the very start). A lone CR is not a line end here, as for Postfix and dkimpy.
+_BLANK_LINE = re.compile(rb"(?:\A|\n)(\r?\n)")
+# A line the stdlib feedparser (mailguard.message's parser) takes as a header line (its
+# ``headerRE``, up to its line end): an mbox "From " line, a field name and a colon, or a continuation.
+_HEADER_LINES = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[\t ])[^\n]*(?:\n|\Z))*")
 
 
 def split_head_body(raw: bytes) -> tuple[bytes, bytes, bytes]:
-    """(header block including its last line ending, separator line ending, body)."""
-    if raw.startswith((b"\r\n", b"\n")):
-        sep = b"\r\n" if raw.startswith(b"\r\n") else b"\n"
-        return b"", sep, raw[len(sep):]
-    match = _HEADER_END.search(raw)
-    if not match:
-        return raw, b"", b""
-    first_nl = raw.index(b"\n", match.start())
-    head = raw[: first_nl + 1]
-    return head, raw[first_nl + 1: match.end()], raw[match.end():]
+    """(header block including its last line ending, separator line ending, body).
+
+    The one split every stage uses (the parser the analyzers read, the verdict headers, our
+    Authentication-Results, the banner), so no stage can be shown a header block another
+    stage reads as body. The block ends at the first empty line; a message with none has
+    its body start at the first line that is not a header field, as Python's email parser
+    reads it (separator ``b""``: ``apply_verdict`` writes one there, so what is passed on is
+    read the same way by the next program)."""
+    match = _BLANK_LINE.search(raw)
+    if match is not None:
+        return raw[: match.start(1)], match.group(1), raw[match.end():]
+    pos = _HEADER_LINES.match(raw).end()  # type: ignore[union-attr]  (it matches the empty string)
+    return raw[:pos], b"", raw[pos:]
 
 
 def line_ending(raw: bytes) -> bytes:

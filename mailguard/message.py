@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
+from mailguard.headers import split_head_body
 from mailguard.options import Option
 from mailguard.htmltext import html_to_text
 from mailguard.model import Action, AuthResults, Envelope, Finding
@@ -314,9 +315,21 @@ def getaddresses(values: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _parse_address_header(values: list[str]) -> tuple[Address, ...]:
+def _parse_address_header(values: list[str], limit: int = 65536) -> tuple[Address, ...]:
+    """The addresses of address fields *as sent*: split into addresses first, and only then
+    each display name decoded (RFC 2047 5: an encoded word is a word of a phrase, never
+    syntax). Decoding the whole field first made the name
+    ``=?utf-8?q?PayPal_=3Cservice=40paypal.com=3E?= <x@evil.example>`` an address at
+    paypal.com, the sender, while every mail program shows that text as the name of
+    x@evil.example."""
     out = []
     for name, addr in getaddresses(values):
+        if "=?" in name or not name.isascii():
+            name = decode_header_value(name, limit)
+        if "=?" in addr:  # an encoded word inside the address (Python's own email package writes
+            addr = decode_header_value(addr, limit)  # IDN domains so): mail programs decode it
+        elif not addr.isascii():
+            addr = _surrogates_to_text(addr)
         if addr or name:
             out.append(parse_address(name, addr))
         if len(out) >= 100:
@@ -344,7 +357,7 @@ def decode_header_value(value: Any, limit: int) -> str:
             pieces = []
             for chunk, charset in parts:
                 if isinstance(chunk, bytes):
-                    pieces.append(_decode_bytes(chunk, charset))
+                    pieces.append(_unencoded_text(chunk) if charset is None else _decode_bytes(chunk, charset))
                 else:
                     pieces.append(chunk)
             text = "".join(pieces)
@@ -352,6 +365,18 @@ def decode_header_value(value: Any, limit: int) -> str:
             pass
     text = _surrogates_to_text(text)
     return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
+def _unencoded_text(chunk: bytes) -> str:
+    """A part of a header outside its encoded words, as ``email.header.decode_header``
+    returns it: the text given back as bytes with 'raw-unicode-escape', which writes 8-bit
+    bytes kept as surrogates and characters past Latin-1 as ``\\uXXXX``. Decoded as UTF-8,
+    "\u2705 =?utf-8?b?...?=" (a raw emoji before an encoded name) became the text
+    "\\udce2\\udc9c\\udc85..." that analyzers then read as the sender's name."""
+    try:
+        return chunk.decode("raw-unicode-escape")
+    except UnicodeDecodeError:  # a lone backslash-u in the header itself
+        return _decode_bytes(chunk, None)
 
 
 def _surrogates_to_text(text: str) -> str:
@@ -701,9 +726,102 @@ def _message_from_text(text: str) -> Message:
     return parser.close()
 
 
+#: Parser finding: the header block is not what any mail program writes, and programs read it
+#: differently (see ``_header_block``). Its DKIM passes do not count (mailguard.auth.stage).
+HEADER_MALFORMED = "HEADER_MALFORMED"
+HEADER_MALFORMED_SCORE = 1.0
+#: Parser finding: a field a message has once (RFC 5322 3.6, RFC 2045) appears several times;
+#: mail programs, DKIM (which signs the last) and the analyzers (which read the first) differ.
+HEADER_DUPLICATE = "HEADER_DUPLICATE"
+HEADER_DUPLICATE_SCORE = 1.0
+SINGLE_FIELDS = ("from", "sender", "reply-to", "subject", "content-type", "mime-version",
+                 "content-transfer-encoding")
+
+# A header block in the form the feedparser reads as it stands: an optional mbox "From " line,
+# then fields (a name of printable ASCII and a colon) each with continuation lines, every line
+# ending in CRLF or LF. Anything else is read line by line by ``_header_block``.
+_CLEAN_HEAD = re.compile(r"(?:From (?![\t ]*:)[^\r\n]*\r?\n)?(?:[\041-\071\073-\176]+:[^\r\n]*\r?\n(?:[\t ][^\r\n]*\r?\n)*)*")
+_OBS_NAME = re.compile(r"([\041-\071\073-\176]+)[\t ]+:")  # "Subject :" (RFC 5322 4.5 obsolete syntax)
+_FIELD_NAME = re.compile(r"[\041-\071\073-\176]+:")
+_ANY_LINE_END = re.compile(r"\r\n|\r|\n")
+#: Most lines of a malformed header block read by ``_header_block`` (real ones have a few
+#: dozen; the parser keeps at most 2000 fields in any case).
+MAX_HEADER_LINES = 20_000
+
+
+def _header_block(head: str) -> tuple[str, list[str]]:
+    """The header block ``split_head_body`` found, as lines the feedparser reads as fields,
+    and what had to be changed for that.
+
+    Without this the feedparser ended the headers at the first line it does not take for a
+    field ("X-A 1", "Subject : x", a NUL or 8-bit byte in a name, a lone CR making an empty
+    line) and read every field after it as body text, while mail programs, Postfix, dkimpy
+    and our own header edits read on to the blank line: one line put in front hid the From a
+    person sees from every analyzer. Here every line of the block is kept where mail programs
+    find it: "Name :" is read as "Name:" (as the obsolete syntax allows), lone CRs end lines
+    (some programs show what follows as a field; the block still ends at the blank line), and
+    lines that are no field at all are left out."""
+    out: list[str] = []
+    problems: list[str] = []
+    lines = _ANY_LINE_END.split(head, maxsplit=MAX_HEADER_LINES)
+    if len(lines) > MAX_HEADER_LINES:  # one Python step per line: bounded, the rest unread
+        lines.pop()
+        problems.append(f"more than {MAX_HEADER_LINES} header lines; the rest were not read")
+    for index, line in enumerate(lines):
+        if not line:
+            continue
+        if line[0] in " \t":
+            if out:
+                out.append(line)
+            else:
+                problems.append("the first header line is a continuation line")
+            continue
+        obs = _OBS_NAME.match(line)
+        if obs is not None:
+            out.append(obs.group(1) + line[obs.end() - 1:])
+            problems.append(f"white space before the colon of {obs.group(1)[:40]!r}")
+        elif line.startswith("From "):
+            if index == 0:
+                out.append(line)  # the mbox separator line, as the parser keeps it
+            else:
+                problems.append("an mbox 'From ' line among the header fields")
+        elif _FIELD_NAME.match(line):
+            out.append(line)
+        else:
+            problems.append("a header line that is not a field (no name and colon, or other bytes in the name)")
+    if "\r" in head.replace("\r\n", ""):
+        problems.append("a carriage return without a line feed in the header block")
+    return "".join(f"{line}\r\n" for line in out), list(dict.fromkeys(problems))
+
+
+def _normalized_text(raw: bytes, budget: _Budget) -> str:
+    """The message as the feedparser is to read it: the header block of ``split_head_body``
+    (the split every stage uses), made readable by ``_header_block`` when it is malformed,
+    then a blank line, then the body, unchanged. Well-formed mail is passed as it is."""
+    text = raw.decode("ascii", "surrogateescape")
+    head, sep, body = split_head_body(raw)
+    problems: list[str] = []
+    if not sep and body:
+        problems.append("the header block does not end with a blank line")
+    head_text = text[: len(head)]
+    if _CLEAN_HEAD.fullmatch(head_text):
+        if not problems:
+            return text
+    else:
+        head_text, found = _header_block(head_text)
+        problems += found
+    budget.problem(
+        HEADER_MALFORMED, HEADER_MALFORMED_SCORE,
+        "The message's header block is malformed in a way mail programs read differently ("
+        + "; ".join(problems[:3]) + "); it was read as mail programs show it.",
+        problems=problems[:10],
+    )
+    return head_text + (sep.decode("ascii") or "\r\n") + text[len(head) + len(sep):]
+
+
 def _message_from_bytes(raw: bytes, budget: _Budget) -> Message:
     try:
-        return _message_from_text(raw.decode("ascii", "surrogateescape"))
+        return _message_from_text(_normalized_text(raw, budget))
     except RecursionError:
         budget.too_deep("The message's parts are nested too deeply to unpack; only its headers were read.")
     except Exception as exc:  # the stdlib parser is lenient; this is a last resort
@@ -720,14 +838,31 @@ def _parse_message(
     limits = budget.limits
     headers = []
     long_header = False
+    # Address fields as sent (encoded words not yet decoded): see _parse_address_header.
+    address_values: dict[str, list[str]] = {"from": [], "reply-to": [], "sender": [], "return-path": []}
+    counts: dict[str, int] = {}
     for key, value in msg.raw_items() if hasattr(msg, "raw_items") else msg.items():
         text_value = decode_header_value(value, limits.max_header_chars)
         if len(str(value)) > limits.max_header_chars:
             long_header = True
-        headers.append((str(key).strip(), text_value))
+        name = str(key).strip()
+        headers.append((name, text_value))
+        lname = name.lower()
+        counts[lname] = counts.get(lname, 0) + 1
+        if lname in address_values:
+            sent = str(value)[: limits.max_header_chars]
+            address_values[lname].append(" ".join(sent.split()) if "\n" in sent or "\r" in sent else sent)
         if len(headers) >= 2000:
             budget.problem("HEADERS_TOO_MANY", 1.0, "The message has an unusual number of headers.", limit=2000)
             break
+    repeated = [name for name in SINGLE_FIELDS if counts.get(name, 0) > 1]
+    if repeated:
+        budget.problem(
+            HEADER_DUPLICATE, HEADER_DUPLICATE_SCORE,
+            f"The message has more than one {', '.join(repeated)} header; mail programs, signatures and "
+            "filters each pick a different one, so what is shown may not be what was checked.",
+            fields=repeated,
+        )
     if long_header:
         budget.problem(
             "HEADER_TOO_LONG",
@@ -762,10 +897,10 @@ def _parse_message(
         headers=tuple(headers),
         message_id=(message_ids[0].strip() if message_ids else ""),
         subject=subjects[0] if subjects else "",
-        from_=_parse_address_header(values("from")),
-        reply_to=_parse_address_header(values("reply-to")),
-        sender=_parse_address_header(values("sender")),
-        return_path=_parse_address_header(values("return-path")),
+        from_=_parse_address_header(address_values["from"], limits.max_header_chars),
+        reply_to=_parse_address_header(address_values["reply-to"], limits.max_header_chars),
+        sender=_parse_address_header(address_values["sender"], limits.max_header_chars),
+        return_path=_parse_address_header(address_values["return-path"], limits.max_header_chars),
         text_parts=tuple(collected.text_parts),
         html_parts=tuple(collected.html_parts),
         html_text_parts=tuple(collected.html_text_parts),

@@ -50,6 +50,14 @@ MAX_EXPONENT_BITS = 64
 MAX_KEY_RECORD_CHARS = 4096
 #: Most ARC sets a chain may have to be verified (RFC 8617 allows i= up to 50; see above).
 ARC_MAX_SETS = 10
+#: Most body bytes canonicalized and hashed for DKIM per message, over all its signatures:
+#: dkimpy canonicalizes and hashes the whole body again for each signature, in Python
+#: (relaxed canonicalization of a body of short white-space runs costs about 36 ns a byte),
+#: so ``max_signatures`` (5) signatures, each with another c= and l=, over a 24 MiB body
+#: (the relay's size limit) took 4.6 s, over 64 MiB ([limits] max_message_bytes) about 12 s.
+#: A signature that would go over it is "neutral" (not checked), as one past
+#: ``max_signatures``: one or two signatures over any body the relay accepts are checked.
+MAX_HASHED_BODY_BYTES = 64 * 1024 * 1024
 UNUSABLE = "unusable"  # a key status of ours: the record exists but is no key we verify with
 
 
@@ -123,9 +131,34 @@ def _covers_body(verifier: object, tags: dict[bytes, bytes]) -> bool:
         return False
 
 
+#: Fields a message has once: a signature that signs fewer instances of one than the message
+#: has lets a sender add one above the signed one (dkimpy verifies the last instance, mail
+#: programs and our analyzers read the first; RFC 6376 8.15).
+SINGLE_FIELDS = frozenset({b"from", b"sender", b"reply-to", b"to", b"cc", b"subject", b"date", b"message-id",
+                           b"content-type", b"mime-version", b"content-transfer-encoding"})
+
+
+def _unsigned_instance(tags: dict[bytes, bytes], headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a single-instance field the signature signs occurs more often than signed."""
+    signed: dict[bytes, int] = {}
+    for name in tags.get(b"h", b"").split(b":"):
+        key = name.strip().lower()
+        if key in SINGLE_FIELDS:
+            signed[key] = signed.get(key, 0) + 1
+    if not signed:
+        return False
+    present: dict[bytes, int] = {}
+    for name, _value in headers:
+        key = name.strip().lower()
+        if key in signed:
+            present[key] = present.get(key, 0) + 1
+    return any(present.get(key, 0) > count for key, count in signed.items())
+
+
 def verify_dkim(resolver: Resolver, raw: bytes, max_signatures: int) -> tuple[DkimSignatureResult, ...]:
     """Every DKIM-Signature, topmost first (at most ``max_signatures``; later ones "neutral",
-    not checked). "policy": valid, but ``l=`` leaves content after it unsigned."""
+    not checked). "policy": valid, but ``l=`` leaves content after it unsigned, or a field
+    it signs has an unsigned second instance (``_unsigned_instance``)."""
     import dkim  # here, not at the top: with dnspython it costs 55 ms, and saved files are not verified by default
 
     try:
@@ -134,20 +167,25 @@ def verify_dkim(resolver: Resolver, raw: bytes, max_signatures: int) -> tuple[Dk
         return ()
     signatures = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
     results = []
+    hashed = 0  # body bytes canonicalized and hashed so far (MAX_HASHED_BODY_BYTES)
+    body_size = len(getattr(verifier, "body", b"") or b"")
     for index, value in enumerate(signatures):
         tags = _tags(value)
         domain, selector = _text(tags.get(b"d")), _text(tags.get(b"s"))
-        if index >= max_signatures:
+        if index >= max_signatures or (hashed and hashed + body_size > MAX_HASHED_BODY_BYTES):
             results.append(DkimSignatureResult(domain, selector, "neutral"))
             continue
         if not _signs_from(tags):
             results.append(DkimSignatureResult(domain, selector, "permerror"))  # RFC 6376 6.1.1
             continue
         lookups = _KeyLookups(resolver)
+        hashed += body_size
         try:
             valid = bool(verifier.verify(idx=index, dnsfunc=lookups))
             result = "pass" if valid else "fail"
-            if valid and not _covers_body(verifier, tags):
+            if valid and b"l" in tags:
+                hashed += body_size  # _covers_body canonicalizes the body once more
+            if valid and (not _covers_body(verifier, tags) or _unsigned_instance(tags, verifier.headers)):
                 result = "policy"
         except dkim.ValidationError as exc:  # the body was changed after signing: a real failure
             valid, result = False, "fail" if "body hash mismatch" in str(exc) else "permerror"

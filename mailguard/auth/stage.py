@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from mailguard.analyzers.lookalike.suffixes import DomainSplitter
@@ -21,7 +21,7 @@ from mailguard.auth.dmarc import Dmarc
 from mailguard.auth.resolver import Resolver, ResolverSettings, parse_nameserver
 from mailguard.auth.schema import our_authserv_id
 from mailguard.auth.spfcheck import check_spf
-from mailguard.message import ParsedMessage, idna_to_ascii
+from mailguard.message import HEADER_MALFORMED, ParsedMessage, idna_to_ascii
 from mailguard.model import AuthResults
 from mailguard.options import ConfigError
 
@@ -61,6 +61,11 @@ def _plain_ip(text: str) -> str:
     """"IPv6:2001:db8::1", "[192.0.2.1]" -> the bare address."""
     text = text.strip().strip("[]")
     return text[5:] if text.lower().startswith("ipv6:") else text
+
+
+def _one_from(message: ParsedMessage) -> bool:
+    """At most one From field (RFC 5322 3.6: exactly one; RFC 7489 6.6.1: handle more strictly)."""
+    return len(message.header_all("from")) <= 1
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,7 @@ class Authenticator:
                 return None  # the trusted server's own header is unreadable: do not guess
             domains = self.from_domains(message)
             from_domain = domains[0] if domains else ""
-            proven = (from_domain if upstream.dmarc == "pass" and len(domains) == 1
+            proven = (from_domain if upstream.dmarc == "pass" and len(domains) == 1 and _one_from(message)
                       and upstream.dmarc_from in ("", from_domain) else "")
             return AuthResults(
                 source="trusted-upstream", authserv_id=upstream.authserv_id, from_domain=from_domain,
@@ -208,12 +213,20 @@ class Authenticator:
         names = {name.lower() for name, _ in message.headers}
         dkim = verify_dkim(self.resolver, message.raw, self.max_signatures) if "dkim-signature" in names else ()
         arc = verify_arc(self.resolver, message.raw) if "arc-seal" in names else None
+        malformed = any(p.rule == HEADER_MALFORMED for p in message.problems)
+        if malformed:
+            # dkimpy reads a malformed header block its own way (a lone CR is no line end to it,
+            # a line that is no field makes it give up): a signature valid over bytes that mail
+            # programs and our analyzers read differently proves nothing about what they read.
+            dkim = tuple(replace(s, result="policy") if s.result == "pass" else s for s in dkim)
         dmarc_result, policy, proven = "none", "", ""
-        if len(domains) > 1:
+        if len(domains) > 1 or not _one_from(message):
             # Several From domains (one From with several addresses, or several From fields):
             # never proven, and RFC 7489 6.6.1 says to check each and apply the strictest
             # policy among those that fail. Reading it as "permerror" alone let a forgery of a
-            # p=reject domain pass untagged by adding a second From of any other domain.
+            # p=reject domain pass untagged by adding a second From of any other domain. Two From
+            # fields of one domain are never proven either: DKIM signs the last one, mail
+            # programs and our analyzers show the first, a name and address the sender chose.
             dmarc_result = "permerror"
             worst = -1
             for domain in domains[:MAX_FROM_DOMAINS]:
@@ -225,7 +238,7 @@ class Authenticator:
             dm = self.dmarc.evaluate(from_domain, spf_result, spf_domain, dkim, message.message_id or from_domain)
             dmarc_result, policy = dm.result, dm.policy or dm.published_policy
             proven = from_domain if dm.result == "pass" else ""
-            if dm.result == "fail" and arc is not None and self._arc_vouches(arc, from_domain):
+            if dm.result == "fail" and arc is not None and not malformed and self._arc_vouches(arc, from_domain):
                 proven = from_domain
         return AuthResults(
             source="computed", authserv_id=self.authserv_id, from_domain=from_domain,
@@ -244,8 +257,6 @@ class Authenticator:
     def _with_blocklists(self, result: AuthResults, message: ParsedMessage, may_look_up: bool) -> AuthResults:
         if not self.zones or not may_look_up:
             return result
-        from dataclasses import replace
-
         conn = self.connection(message)
         domains: list[str] = []
         for host in [result.from_domain, (conn.mail_from.rpartition("@")[2] if conn else "")] + [

@@ -36,7 +36,7 @@ from mailguard import Config, Scanner  # noqa: E402
 from mailguard.model import Action, Envelope  # noqa: E402
 from mailguard.relay.outbound import OutboundSettings, decide, outbound_verdict  # noqa: E402
 
-SHARED = ROOT.parent.parent / "shared" / "corpus"
+SHARED = ROOT.parent / "shared" / "corpus"  # ../shared beside the checkout
 OUTSIDE = "someone@outside.example"
 
 
@@ -66,6 +66,10 @@ def main() -> int:
     in_env = Envelope("someone@outside.example", ("staff@practice.example",), direction="inbound")
     result: dict[str, object] = {}
 
+    missing = [folder for folder in args.ham if not Path(folder).is_dir()]
+    if missing:
+        print(f"bench/outbound.py: no such folder {', '.join(missing)} (give the ham folders with --ham)", file=sys.stderr)
+        return 2
     plain_messages = []
     for folder in args.ham:
         files = sorted(p for p in Path(folder).rglob("*") if p.is_file())

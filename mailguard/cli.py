@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import stat
 import sys
 
 # typing and pathlib are not imported at run time: `mailguard check` through the daemon
@@ -62,40 +63,186 @@ class CheckResult:
         return self.record
 
     def json_line(self) -> str:
+        """One line of valid UTF-8 JSON whatever the file is called: a name that is not
+        UTF-8 (bytes 0xff 0xfe) reaches Python as lone surrogates, which no UTF-8 stream
+        can carry (a traceback, or invalid JSON written with surrogateescape); they are
+        written as \\udcXX escapes instead, which json.loads and os.fsencode turn back into
+        the file's exact name."""
         if self.body:  # '{"path": ..., ' + the rest of the verdict's object, as json.dumps writes it
-            return f'{{"path": {json.dumps(self.path, ensure_ascii=False)}, {self.body[1:]}\n'
-        if self.record is None:
-            return json.dumps({"path": self.path, "error": self.error}) + "\n"
-        return json.dumps(self.record, ensure_ascii=False) + "\n"
+            line = f'{{"path": {json.dumps(self.path, ensure_ascii=False)}, {self.body[1:]}\n'
+        elif self.record is None:
+            line = json.dumps({"path": self.path, "error": self.error}, ensure_ascii=False) + "\n"
+        else:
+            line = json.dumps(self.record, ensure_ascii=False) + "\n"
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            line = json.dumps(json.loads(line), ensure_ascii=True) + "\n"
+        return line
 
 
-def iter_inputs(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
-    """(path, error) for every file to scan: files, folders recursively, '-' for stdin."""
+def iter_inputs(paths: Sequence[str]) -> Iterator[tuple[str, str, bool]]:
+    """(path, error, follow) for every file to scan: files, folders recursively, '-' for
+    stdin. ``follow``: whether the file may be opened through a symbolic link. A path named
+    on the command line is the user's choice and is followed; inside a folder (a mailbox
+    export from a compromised account, say) nothing is followed: a link may point anywhere
+    (/etc/shadow, /dev/zero, a FIFO that blocks for ever, back to its own folder)."""
     for given in paths:
         if given == "-":
-            yield "-", ""
+            yield "-", "", True
             continue
-        if os.path.isdir(given):
-            found = False
-            for root, dirs, files in os.walk(given, onerror=None):
-                dirs.sort()
-                for name in sorted(files):
-                    full = os.path.join(root, name)
-                    if os.path.isfile(full):
-                        found = True
-                        reason = not_mail(full)
-                        if reason:  # a note, not a verdict: the mailbox's own bookkeeping
-                            print(f"mailguard: {full}: skipped, {reason}", file=sys.stderr)
-                            continue
-                        yield full, ""
-            if not found:
-                yield given, "folder contains no files"
-        elif os.path.isfile(given):
-            yield given, ""
-        elif os.path.exists(given):
-            yield given, "not a regular file"
+        try:
+            info = os.stat(given)
+        except OSError as exc:
+            yield given, _stat_error(exc), True
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            yield from _walk_folder(given)
+        elif stat.S_ISREG(info.st_mode):
+            yield given, "", True
         else:
-            yield given, "no such file or folder"
+            hint = "; to check a message from a pipe, give - and send it to standard input" \
+                if stat.S_ISFIFO(info.st_mode) else ""
+            yield given, f"not a regular file ({_kind(info.st_mode)}), not read{hint}", True
+
+
+def _walk_folder(top: str) -> Iterator[tuple[str, str, bool]]:
+    """Every regular file under ``top``, in name order, a folder's files before its
+    subfolders'. Iterative (a tree thousands of levels deep is no RecursionError); a
+    symbolic link, FIFO, socket or device is skipped with a note (never opened); a
+    subfolder that cannot be listed is an error (exit 2), never silently left out, so an
+    unreadable folder cannot hide a message from a check that then says "all accepted";
+    a folder met twice (a bind mount of a parent) is entered once."""
+    found = False
+    seen: set[tuple[int, int]] = set()
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:  # opened first, not followed below the top: a subfolder replaced by a link is not entered
+            entries, info = _list_folder(folder, follow=folder == top)
+        except OSError as exc:
+            yield folder, f"cannot list the folder: {_os_reason(exc)}", True
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            _note(folder, "skipped, a folder already checked (mounted twice)")
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        subfolders: list[str] = []
+        for name, mode in entries:
+            full = os.path.join(folder, name)
+            if stat.S_ISDIR(mode):
+                subfolders.append(full)
+            elif stat.S_ISREG(mode):
+                found = True
+                reason = not_mail(full)
+                if reason:  # a note, not a verdict: the mailbox's own bookkeeping
+                    _note(full, f"skipped, {reason}")
+                    continue
+                yield full, "", False
+            elif stat.S_ISLNK(mode):
+                _note(full, "skipped, a symbolic link (not followed inside a folder; name its target to check it)")
+            else:
+                _note(full, f"skipped, {_kind(mode)}, not a regular file")
+        stack.extend(reversed(subfolders))
+    if not found:
+        yield top, "folder contains no files", True
+
+
+def _list_folder(folder: str, follow: bool) -> tuple[list[tuple[str, int]], os.stat_result]:
+    """A folder's (name, mode) entries in name order and its identity, all of the folder
+    opened (so a folder swapped for a link after the parent's listing is refused); an entry
+    gone since the listing is left out."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    descriptor = os.open(folder, flags)
+    try:
+        info = os.fstat(descriptor)
+        entries: list[tuple[str, int]] = []
+        with os.scandir(descriptor) as listing:
+            for entry in listing:
+                try:
+                    entries.append((entry.name, entry.stat(follow_symlinks=False).st_mode))
+                except OSError:
+                    continue
+    finally:
+        os.close(descriptor)
+    entries.sort()
+    return entries, info
+
+
+def _note(path: str, text: str) -> None:
+    from mailguard.ops.shown import inline
+
+    print(f"mailguard: {inline(path)}: {text}", file=sys.stderr)
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "not a file"
+
+
+def _os_reason(exc: OSError) -> str:
+    """Why a file or folder could not be opened, and what to do about it."""
+    import errno
+
+    if isinstance(exc, PermissionError):
+        from mailguard.ops.errors import current_user
+
+        return (f"permission denied for user {current_user()}; run the check as a user who may read it "
+                "(e.g. with sudo) or make it readable")
+    if exc.errno == errno.ENAMETOOLONG:
+        return "the path is too long for the system; check the subfolder by itself (cd into it first)"
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link (not followed: it was replaced by one after the folder was listed)"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file or folder (deleted or renamed since the folder was listed?)"
+    return str(exc.strerror or exc)
+
+
+def _stat_error(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file or folder"
+    return f"cannot read: {_os_reason(exc)}"
+
+
+class NotRegularFile(OSError):
+    """Opened, but not a regular file (a FIFO, device or socket put there after listing)."""
+
+
+def open_message(path: str, follow: bool = True) -> Any:
+    """A regular file opened for reading, without blocking and without following a final
+    symbolic link unless ``follow``. Checking the type before ``open`` leaves a gap in
+    which a file can be replaced: by a FIFO (open would wait for a writer for ever), a
+    device such as /dev/zero, or a link to a file outside the folder. The type is checked
+    on what was opened instead."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    descriptor = os.open(path, flags)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(f"{_kind(mode)}, not a regular file")
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def read_error(exc: OSError) -> str:
+    """The ERROR text for a file that could not be read."""
+    if isinstance(exc, NotRegularFile):
+        return f"cannot read: {exc} (it changed after the folder was listed)"
+    return f"cannot read: {_os_reason(exc)}"
 
 
 # Files a mail store keeps beside the messages (Dovecot, Courier, Maildir++, mbox tools).
@@ -112,7 +259,7 @@ def not_mail(path: str) -> str:
     bookkeeping by its name, or binary content, either way only when it does not start like
     a message (a header line or an mbox From line), so a message is never skipped by name."""
     try:
-        with open(path, "rb") as handle:
+        with open_message(path, follow=False) as handle:
             head = handle.read(4096)
     except OSError:
         return ""  # scanning reports the read error
@@ -130,7 +277,11 @@ _WORKER_SCANNER: Any = None
 
 
 def _worker_init(config: Config) -> None:
-    global _WORKER_SCANNER  # one Scanner per worker process, built once
+    """One Scanner per worker process: the parent's, when the worker is a fork of it,
+    else built once here (spawn, forkserver)."""
+    global _WORKER_SCANNER
+    if _WORKER_SCANNER is not None:
+        return
     from mailguard.scanner import Scanner
 
     with _no_cycle_collection():
@@ -158,21 +309,28 @@ class _no_cycle_collection:  # noqa: N801 - used as a context manager, named lik
             gc.enable()
 
 
-def _scan_path(path: str, scanner: Any = None) -> CheckResult:
+def _scan_path(item: tuple[str, bool] | str, scanner: Any = None) -> CheckResult:
     """A file's verdict; no more of it is read than the scanner examines (``[limits]
     max_message_bytes``, and one byte to tell that there was more)."""
+    path, follow = item if isinstance(item, tuple) else (item, True)
     scanner = scanner or _WORKER_SCANNER
     try:
-        with open(path, "rb") as handle:
+        with open_message(path, follow) as handle:
             raw = handle.read(scanner.limits.max_message_bytes + 1)
     except OSError as exc:
-        return CheckResult(path, None, f"cannot read: {exc.strerror or exc}")
+        return CheckResult(path, None, read_error(exc))
     return _scan_bytes(path, raw, scanner)
 
 
 def _scan_bytes(path: str, raw: bytes, scanner: Any = None) -> CheckResult:
+    """The verdict; a scanner bug is this file's error (exit 2), not a traceback that loses
+    the verdicts of every file after it."""
     scanner = scanner or _WORKER_SCANNER
-    verdict = scanner.scan(raw)
+    try:
+        verdict = scanner.scan(raw)
+    except Exception as exc:  # noqa: BLE001 - reported as this input's error
+        return CheckResult(path, None, f"scanning failed ({type(exc).__name__}: {exc}); please report this "
+                                       "as a mailguard bug, with the file if you may share it")
     record = {"path": path, **verdict.to_dict()}
     return CheckResult(path, record)
 
@@ -288,8 +446,13 @@ class _Emitter:
             text = out.getvalue()
         self.progress.write(text, self.out, self.flush_each)
         if result.record is None and not result.body:
-            self.progress.write(f"mailguard: {result.path}: {result.error}\n", sys.stderr)
+            from mailguard.ops.shown import inline
+
+            self.progress.write(f"mailguard: {inline(result.path)}: {inline(result.error)}\n", sys.stderr)
         self.progress.step("tempfail" if tempfail else action)
+
+
+CHUNK = 8  # files a worker process takes at a time
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -303,50 +466,115 @@ def cmd_check(args: argparse.Namespace) -> int:
             return code
         if args.daemon == "required":
             return EXIT_ERROR
+    config: Config | None = None
     try:
         with _no_cycle_collection():  # (the imports happen here)
             config = _config_from_args(args.config)
+            from mailguard.scanner import Scanner
+
+            # Built here even for worker processes, which inherit it from the fork: a
+            # broken data file ([policy] scores_file, a YARA rule) is one error line and
+            # exit 2, not a pool whose every worker dies at start (a traceback, exit 1).
+            local_scanner = Scanner(config)
     except _config_error() as exc:
+        from mailguard.config import name_the_key
         from mailguard.ops.errors import report
 
-        return report("mailguard", exc)
+        return report("mailguard", name_the_key(config, str(exc)))
     emit = _Emitter(args, len(inputs))
-    files = [p for p, e in inputs if not e and p != "-"]
-    jobs = args.jobs or os.cpu_count() or 1
+    files = [(p, follow) for p, e, follow in inputs if not e and p != "-"]
+    workers = _workers(args.jobs, len(files))
+    executor: Any = None
+    broken = False
     try:
-        from mailguard.scanner import Scanner
-
-        local_scanner = None
-        if jobs > 1 and len(files) > 8:
+        if workers > 1:
+            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            executor: Any = ProcessPoolExecutor(
-                max_workers=jobs, initializer=_worker_init, initargs=(config,)
-            )
-            scanned = executor.map(_scan_path, files, chunksize=8)
+            global _WORKER_SCANNER
+            context = multiprocessing.get_context()
+            if context.get_start_method() == "fork":
+                _WORKER_SCANNER = local_scanner  # shared from the fork; not built again in each worker
+            executor = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
+                                           initargs=(config,))
+            scanned: Any = _pooled(executor, files, workers)
         else:
-            executor = None
-            with _no_cycle_collection():
-                local_scanner = Scanner(config)
-            scanned = (_scan_path(p, local_scanner) for p in files)
+            scanned = (_scan_path(item, local_scanner) for item in files)
         scanned_iter = iter(scanned)
-        for path, error in inputs:
+        for path, error, _ in inputs:
             if error:
                 result = CheckResult(path, None, error)
             elif path == "-":
-                local_scanner = local_scanner or Scanner(config)
                 result = _scan_bytes("-", sys.stdin.buffer.read(local_scanner.limits.max_message_bytes + 1),
                                      local_scanner)
             else:
-                result = next(scanned_iter)
+                try:
+                    result = next(scanned_iter)
+                except _broken_pool() as exc:
+                    from mailguard.ops.errors import report
+
+                    broken = True
+                    emit.progress.close()
+                    return report("mailguard", f"{path}: a scanning process died ({exc}); it and the files after "
+                                               "it were not checked; if memory is short, try fewer workers (-j 1)")
             emit(result)
-        if executor is not None:
-            executor.shutdown()
     except KeyboardInterrupt:
         return 130
     finally:
+        if executor is not None:  # cancelling what a broken pool is failing itself races (Python 3.11): a hang
+            executor.shutdown(wait=True, cancel_futures=not broken)
         emit.progress.close()
     return emit.exit_code
+
+
+def _pooled(executor: Any, files: list[tuple[str, bool]], workers: int) -> Iterator[CheckResult]:
+    """The files' results in order, from the pool, with a few chunks per worker in flight
+    (not a future for every file of a 100,000-file folder at once). Not executor.map: when
+    a worker dies, map cancels the futures the broken pool is failing at the same moment,
+    and on Python 3.11 that kills the pool's manager thread and the check hangs."""
+    from collections import deque
+
+    chunks = (files[start:start + CHUNK] for start in range(0, len(files), CHUNK))
+    pending: Any = deque()
+    for chunk in chunks:
+        pending.append(executor.submit(_scan_chunk, chunk))
+        if len(pending) >= 4 * workers:
+            break
+    while pending:
+        results = pending.popleft().result()
+        chunk = next(chunks, None)
+        if chunk is not None:
+            pending.append(executor.submit(_scan_chunk, chunk))
+        yield from results
+
+
+def _scan_chunk(chunk: list[tuple[str, bool]]) -> list[CheckResult]:
+    return [_scan_path(item) for item in chunk]
+
+
+def _workers(jobs: int | None, files: int) -> int:
+    """Worker processes for ``files`` files: -j N (default every core), never more than
+    there are chunks of files to give them. Each worker holds a scanner (tens of MB), and
+    the pool starts them all at once: -j 200 on 20 files started 200 processes (30 s)."""
+    wanted = jobs or os.cpu_count() or 1
+    return max(1, min(wanted, -(-files // CHUNK)))
+
+
+def _broken_pool() -> type[Exception]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    return BrokenProcessPool
+
+
+def _jobs(text: str) -> int:
+    """-j's value: a whole number, 1 or more (0: every core, the default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of worker processes, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 1 or more (0 or leaving it out: one per core), got {value}")
+    return value
 
 
 def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) -> int | None:
@@ -371,11 +599,12 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
         if path == "-":
             stdin_raw = sys.stdin.buffer.read() if stdin_raw is None else stdin_raw
             return stdin_raw
-        with open(path, "rb") as handle:
+        with open_message(path, follow.get(path, True)) as handle:
             return handle.read(most)
 
     jobs = args.jobs or os.cpu_count() or 1
-    wanted = [p for p, e in inputs if not e]
+    wanted = [p for p, e, _ in inputs if not e and _names_in_utf8(p)]
+    follow = {p: f for p, e, f in inputs if not e}
     try:
         answers = scan_in_order(socket, fingerprint, wanted, load,
                                 connections=min(jobs, max(1, len(wanted))), before_wait=sys.stdout.flush)
@@ -389,30 +618,46 @@ def _check_with_daemon(args: argparse.Namespace, inputs: list[tuple[str, str]]) 
     emit.flush_each = False  # the pipeline flushes standard output before each wait
     local: Any = None
     scanned = iter(answers)
-    for path, error in inputs:
+    for path, error, _ in inputs:
         if error:
             emit(CheckResult(path, None, error))
             continue
-        answer = next(scanned)
-        if answer.error:
+        answer = next(scanned) if _names_in_utf8(path) else None  # else scanned here
+        if answer is not None and answer.error:
             emit(CheckResult(path, None, answer.error))
-        elif answer.body:
+        elif answer is not None and answer.body:
             emit(CheckResult(path, None, body=answer.body, action=answer.action, tempfail=answer.tempfail))
         else:  # the daemon could not take it (gone, over its size limit): scan it here
             if local is None:
                 from mailguard.scanner import Scanner
 
+                config: Config | None = None
                 try:
-                    local = Scanner(_config_from_args(args.config))
+                    config = _config_from_args(args.config)
+                    local = Scanner(config)
                 except _config_error() as exc:
-                    print(f"mailguard: {exc}", file=sys.stderr)
-                    return EXIT_ERROR
+                    from mailguard.config import name_the_key
+                    from mailguard.ops.errors import report
+
+                    emit.progress.close()
+                    return report("mailguard", name_the_key(config, str(exc)))
             if path == "-":
                 emit(_scan_bytes(path, load(path), local))
             else:  # no more of the file read than the scanner examines ([limits] max_message_bytes)
-                emit(_scan_path(path, local))
+                emit(_scan_path((path, follow[path]), local))
     emit.progress.close()
     return emit.exit_code
+
+
+def _names_in_utf8(path: str) -> bool:
+    """Whether the path can be sent to the daemon: its protocol is UTF-8 JSON, and a file
+    name that is not UTF-8 (lone surrogates here) cannot be written in it (a traceback,
+    every verdict after it lost); such a file is scanned in this process."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- config check
@@ -555,7 +800,7 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("paths", nargs="+", metavar="PATH", help="message files, folders (recursive), or - for stdin")
     parser.add_argument("--config", "-c", metavar="FILE", help="configuration file (TOML)")
     parser.add_argument("--json", action="store_true", help="one JSON object per message, one per line")
-    parser.add_argument("-j", "--jobs", type=int, default=0, metavar="N", help="parallel workers (default: all cores)")
+    parser.add_argument("-j", "--jobs", type=_jobs, default=0, metavar="N", help="parallel workers (default: all cores)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--daemon", choices=("auto", "off", "required"), default="auto",

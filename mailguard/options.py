@@ -6,12 +6,16 @@ imports them: one direction, no cycle.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
 KINDS = ("bool", "int", "float", "str", "list[str]", "dict[str,float]", "dict[str,str]", "path", "list[path]")
+
+
+INT_RANGE = (-(2**63), 2**63 - 1)
 
 
 class ConfigError(ValueError):
@@ -64,6 +68,14 @@ class Option:
             ok = False
         if not ok:
             raise ConfigError(f"{where}: expected {_describe(kind)}, got {_type_name(value)} {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            # tomllib reads nan and inf as numbers; a threshold of nan is never reached (nothing
+            # is ever tagged) and comparisons with it are always false: never what was meant
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        if kind == "int" and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise ConfigError(f"{where}: {value} is out of range for a whole number (TOML allows 64-bit integers)")
+        if kind == "dict[str,float]" and not all(math.isfinite(v) for v in value.values()):
+            raise ConfigError(f"{where}: expected finite numbers, got {dict(value)!r}")
         if self.choices and value not in self.choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, self.choices))}")
         if self.minimum is not None and isinstance(value, (int, float)) and value < self.minimum:

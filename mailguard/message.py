@@ -135,6 +135,9 @@ class Attachment:
     encrypted: bool = False
     truncated: bool = False
     declared_size: int = 0
+    # Other names the headers give the same part: Content-Type name= when it disagrees with
+    # Content-Disposition filename= (mail programs differ in which one they show and save).
+    other_names: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -1006,6 +1009,28 @@ def _filename(part: Message, limit: int) -> str:
     return decode_header_value(str(name), limit).strip()
 
 
+def _other_names(part: Message, name: str, limits: ParseLimits) -> tuple[str, ...]:
+    """The part's names that differ from ``name``: an attacker can send ``filename="scan.pdf"``
+    with ``name="scan.js"``, and the program that saves it may use either one."""
+    names: list[str] = []
+    for param, header in (("name", "content-type"), ("filename", "content-disposition")):
+        try:
+            value: Any = part.get_param(param, header=header)
+        except Exception:
+            continue
+        if isinstance(value, tuple):  # RFC 2231 value: (charset, language, text)
+            try:
+                value = email.utils.collapse_rfc2231_value(value)
+            except Exception:
+                continue
+        if not value:
+            continue
+        text = decode_header_value(str(value), limits.max_header_chars).strip()
+        if text and text != name and text not in names:
+            names.append(text)
+    return tuple(names)
+
+
 def _decoded_payload(part: Message, budget: _Budget) -> bytes:
     try:
         data = part.get_payload(decode=True)
@@ -1019,7 +1044,8 @@ def _decoded_payload(part: Message, budget: _Budget) -> bytes:
         budget.problem(
             "MESSAGE_TOO_LARGE_DECODED",
             2.0,
-            "The message's contents are too large to examine completely; the rest was not read.",
+            "The message's contents are too large to examine completely; the rest was not read, so it is held.",
+            min_action=Action.QUARANTINE,
             limit=budget.limits.max_decoded_bytes,
         )
         data = data[: max(remaining, 0)]
@@ -1083,7 +1109,7 @@ def _leaf(part: Message, ctype: str, budget: _Budget, out: _Collected, level: in
             out.text_parts.append(text)
         return
     name = filename or _default_name(ctype)
-    attachment = Attachment(name, ctype, data, location + (name,))
+    attachment = Attachment(name, ctype, data, location + (name,), other_names=_other_names(part, name, limits))
     out.attachments.append(attachment)
     if _looks_like_zip(data):
         _expand_zip(attachment, budget, out)
@@ -1136,25 +1162,31 @@ def _expand_zip(archive: Attachment, budget: _Budget, out: _Collected) -> None:
         budget.problem(
             "ARCHIVE_TOO_DEEP",
             2.0,
-            f"An archive contains archives nested more than {limits.max_archive_depth} deep; the innermost were not opened.",
+            f"An archive contains archives nested more than {limits.max_archive_depth} deep; the innermost were not "
+            "opened, so it is held (what was not read could hide a program).",
+            min_action=Action.QUARANTINE,
             attachment=archive.display_name,
         )
+        return
+    # zipfile reads the whole central directory before the first member (12 us an entry:
+    # 64 MB of entries would take 17 s), so a directory far past the member limit is held
+    # without being read. Every entry starts with this signature, counted in C.
+    room = limits.max_archive_members - budget.archive_members
+    if archive.data.count(b"PK\x01\x02") > MEMBER_SCAN_FACTOR * max(room, 1):
+        _too_many_members(archive, budget)
         return
     try:
         zf = zipfile.ZipFile(io.BytesIO(archive.data))
         infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError):
+        if not archive.truncated:  # a cut-off member is already reported by the limit that cut it
+            _unreadable_zip(archive, budget)
         return
     for info in infos:
         if info.is_dir():
             continue
         if budget.archive_members >= limits.max_archive_members:
-            budget.problem(
-                "ARCHIVE_TOO_MANY_MEMBERS",
-                2.0,
-                f"An archive holds more than {limits.max_archive_members} files; the rest were not examined.",
-                attachment=archive.display_name,
-            )
+            _too_many_members(archive, budget)
             return
         budget.archive_members += 1
         name = info.filename
@@ -1172,7 +1204,8 @@ def _expand_zip(archive: Attachment, budget: _Budget, out: _Collected) -> None:
                 "ARCHIVE_BOMB",
                 6.0,
                 f"The archive {archive.display_name} expands far beyond its size (a 'zip bomb'); "
-                "it was not unpacked.",
+                "it was not unpacked, so it is held.",
+                min_action=Action.QUARANTINE,
                 attachment=archive.display_name,
                 member=name,
             )
@@ -1181,6 +1214,38 @@ def _expand_zip(archive: Attachment, budget: _Budget, out: _Collected) -> None:
         out.attachments.append(member)
         if not bomb and _looks_like_zip(data):
             _expand_zip(member, budget, out)
+
+
+MEMBER_SCAN_FACTOR = 4  # a central directory this many times the members left is not read at all
+
+
+def _too_many_members(archive: Attachment, budget: _Budget) -> None:
+    """Past the member limit the rest is unknown, and an archive of thousands of files is
+    how a program is buried (or a scan made slow): held."""
+    limit = budget.limits.max_archive_members
+    budget.problem(
+        "ARCHIVE_TOO_MANY_MEMBERS",
+        2.0,
+        f"An archive holds more than {limit} files; the rest were not examined, "
+        "so it is held (what was not read could hide a program).",
+        min_action=Action.QUARANTINE,
+        attachment=archive.display_name,
+        limit=limit,
+    )
+
+
+def _unreadable_zip(archive: Attachment, budget: _Budget) -> None:
+    """A file built like a zip that Python's zipfile cannot open. Windows, 7-Zip and WinRAR
+    repair or read such files from their local headers, so attackers break an archive on
+    purpose to get its program past scanners. Reported with a score, not held: broken
+    attachments also come from broken mail programs (tests/test_macros.py expects them to pass)."""
+    budget.problem(
+        "ARCHIVE_UNREADABLE",
+        2.0,
+        f"The archive {archive.display_name} is damaged or built so that it cannot be opened here, though "
+        "archive programs may still open it; what is inside was not checked.",
+        attachment=archive.display_name,
+    )
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> tuple[bytes, bool, bool]:
@@ -1196,7 +1261,8 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) ->
         budget.problem(
             "ARCHIVE_TOO_LARGE",
             2.0,
-            "Archives in this message unpack to more than can be examined; the rest were not opened.",
+            "Archives in this message unpack to more than can be examined; the rest were not opened, so it is held.",
+            min_action=Action.QUARANTINE,
             limit=limits.max_archive_bytes,
         )
         return b"", True, False

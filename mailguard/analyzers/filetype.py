@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -428,6 +428,7 @@ class FiletypeAnalyzer(Analyzer):
                 findings.extend(self._check(attachment, UNKNOWN))
                 continue
             findings.extend(self._check(attachment, found))
+            findings.extend(self._other_name_checks(attachment, found))
             if found.encrypted:
                 findings.append(self._finding(
                     "FILETYPE_ENCRYPTED_DOCUMENT",
@@ -496,6 +497,28 @@ class FiletypeAnalyzer(Analyzer):
                     f"'{shown(attachment)}' was sent as {declared.label} but is really {found.kind.label}.",
                     attachment, found,
                 ))
+        return findings
+
+    def _other_name_checks(self, attachment: Attachment, found: Detected) -> list[Finding]:
+        """The checks by name, for each other name the headers give the part (Content-Type
+        name= against Content-Disposition filename=). Mail programs differ in which one they
+        show and which one they save under, so a script sent as "invoice.txt" and also named
+        "invoice.vbs" runs for whoever's program picks the second. Only the rules the shown
+        name did not already raise are added, each saying which name carries it."""
+        if not attachment.other_names:
+            return []
+        already = {f.rule for f in self._check(attachment, found)}
+        findings: list[Finding] = []
+        for other in attachment.other_names[:4]:
+            alias = replace(attachment, filename=other, location=attachment.location[:-1] + (other,), other_names=())
+            for finding in self._check(alias, found):
+                if finding.rule in already:
+                    continue
+                already.add(finding.rule)
+                prefix = (f"The attachment '{shown(attachment)}' is also named '{show_name(other)}' in its headers, "
+                          "and some mail programs show and save it under that name. ")
+                findings.append(replace(finding, summary=prefix + finding.summary,
+                                        details={**finding.details, "other_name": show_name(other)}))
         return findings
 
     def _compatible(self, named: Kind, found: Detected) -> bool:

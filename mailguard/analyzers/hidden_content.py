@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 VBA_PROJECT_RE = re.compile(re.escape("_VBA_PROJECT".encode("utf-16-le")), re.IGNORECASE)
 VIEW_LIMIT = 8 * 1024 * 1024  # most bytes one derived view (decompressed, decoded) may hold
-MAX_PDF_OBJECT_STREAMS = 256
+MAX_PDF_OBJECT_STREAMS = 1024  # large reports have a few hundred; more is padding
 MAX_SCRIPT_CALLS = 64  # unescape()/atob() calls looked at per attachment
 MIN_SCRIPT_LITERAL = 40  # shorter literals are ordinary code, not a hidden page
 MAX_SCRIPT_LITERAL = 4 * 1024 * 1024
@@ -49,16 +49,34 @@ def pdf_object_streams(data: bytes, limit: int = VIEW_LIMIT) -> bytes:
     """The decompressed object streams (/Type /ObjStm) of a PDF, joined: PDF 1.5 packs
     dictionaries (actions, JavaScript, embedded files) into compressed streams where no
     byte scanner sees their names. Other streams (pictures, page text) are left alone."""
+    return pdf_object_streams_view(data, limit)[0]
+
+
+def pdf_object_streams_view(data: bytes, limit: int = VIEW_LIMIT) -> tuple[bytes, bool]:
+    """``pdf_object_streams`` and whether it is complete. It is not when the streams
+    inflate past ``limit`` or there are more than MAX_PDF_OBJECT_STREAMS of them: a small
+    hostile PDF can hide its JavaScript behind megabytes of padding, so the caller must
+    treat what was not read as unknown, not as harmless. Inflating never produces more than
+    the room left, and input is sliced through a memoryview, so the work is bounded by
+    ``limit`` plus the file's size however many streams it declares."""
     if b"%PDF-" not in data[:1024] or b"/ObjStm" not in data:
-        return b""
-
-    def inflate(start: int) -> bytes | None:
+        return b"", True
+    view = memoryview(data)
+    out: list[bytes] = []
+    room = limit
+    for count, match in enumerate(PDF_OBJSTM_RE.finditer(data)):
+        if count >= MAX_PDF_OBJECT_STREAMS or room <= 0:
+            return b"\n".join(out), False
+        inflater = zlib.decompressobj()
         try:
-            return zlib.decompressobj().decompress(data[start:start + limit], limit)
+            piece = inflater.decompress(view[match.end():match.end() + limit], room)
         except zlib.error:
-            return None
-
-    return _joined((inflate(m.end()) for m in PDF_OBJSTM_RE.finditer(data)), MAX_PDF_OBJECT_STREAMS, limit)
+            continue
+        out.append(piece)
+        room -= len(piece)
+        if inflater.unconsumed_tail:  # stopped by the room left, not by the stream's end
+            return b"\n".join(out), False
+    return b"\n".join(out), True
 
 
 def decoded_script_literals(data: bytes, limit: int = VIEW_LIMIT) -> bytes:

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 import olefile
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
-from mailguard.analyzers.hidden_content import olevba, shared_vba
+from mailguard.analyzers.hidden_content import VBA_PROJECT_RE, olevba, shared_vba
 from mailguard.options import Option
 from mailguard.message import Attachment, ParsedMessage
 from mailguard.model import Action, Finding
@@ -38,6 +38,7 @@ _TEXT_CONTAINERS = re.compile(
     rb"\A(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*<\?mso-application|MIME-Version:|ID;P)", re.IGNORECASE
 )
 _OOXML_PARTS = re.compile(r"^(?:word|xl|ppt)/", re.IGNORECASE)
+_OOXML_NAME_BYTES = re.compile(rb"(?i)(?:word|xl|ppt)/")
 _XLM_AUTO_NAMES = re.compile(rb"(?i)auto_open|auto_close|_xlnm\.auto_")
 
 # olevba's keyword groups, put in words for the front desk (first match wins).
@@ -75,6 +76,7 @@ class MacroReport:
     oversized: bool = False
     unchecked: str = ""  # why the macros could not be examined, if so
     error: str = ""
+    unreadable: bool = False  # a macro project is there but oletools could not read it
 
 
 class MacrosAnalyzer(Analyzer):
@@ -148,6 +150,14 @@ class MacrosAnalyzer(Analyzer):
                 "on a document that arrived by email unless you asked the sender for it.",
                 {**base, "modules": report.modules},
             ))
+        if report.unreadable:
+            out.append(self.finding(
+                "MACROS_UNREADABLE", 3.0,
+                f"'{name}' contains macros stored in a damaged or deliberately broken way, so they could not be "
+                "checked; this is a trick to hide harmful macros. Do not open it.",
+                {**base, "error": report.error},
+                Action.QUARANTINE,
+            ))
         if report.unchecked:
             out.append(self.finding(
                 "MACROS_UNCHECKED", 1.0,
@@ -204,9 +214,18 @@ def is_candidate(data: bytes) -> bool:
     return bool(_TEXT_CONTAINERS.match(data[:512]))
 
 
+MAX_OFFICE_ENTRIES = 8000  # real documents have tens to hundreds of parts
+
+
 def _has_office_parts(data: bytes) -> bool:
+    """Whether a zip holds word/, xl/ or ppt/ parts. Part names are stored in clear, so
+    a zip without those words is passed over without parsing; zipfile reads the whole
+    central directory (12 us an entry), so one with more entries than any document has
+    is not parsed either: the parser already holds it (ARCHIVE_TOO_MANY_MEMBERS)."""
     import zipfile  # here, not at the top: 9 ms of every start, and most mail carries no zip
 
+    if _OOXML_NAME_BYTES.search(data) is None or data.count(b"PK\x01\x02") > MAX_OFFICE_ENTRIES:
+        return False
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             return any(_OOXML_PARTS.match(n) for n in zf.namelist()[:2000])
@@ -232,6 +251,7 @@ def inspect(filename: str, data: bytes, max_chars: int = 100_000, max_unpacked: 
     extracted = shared_vba(message, data, filename)
     report.error = extracted.error
     if not extracted.found:
+        report.unreadable = has_vba_project_marker(data)
         return report
     report.vba = True
     report.modules = len(extracted.modules)
@@ -248,6 +268,35 @@ def inspect(filename: str, data: bytes, max_chars: int = 100_000, max_unpacked: 
     except Exception as exc:  # olevba's scanner on hostile code: keep what was found so far
         report.error = f"{type(exc).__name__}: {exc}"[:200]
     return report
+
+
+def has_vba_project_marker(data: bytes) -> bool:
+    """Whether the file names a VBA project (the OLE stream "_VBA_PROJECT", or an OOXML
+    part vbaProject.bin). When it does and oletools finds no macros, the structure was
+    damaged on purpose (a FAT chain that loops, a broken directory) to hide them; Office is
+    more forgiving than any parser, so such a document is held, not passed."""
+    if data.startswith(OLE_MAGIC):
+        return VBA_PROJECT_RE.search(data) is not None and _directory_names_macros(data)
+    if data.startswith(ZIP_MAGIC):
+        return re.search(rb"vbaProject\.bin", data, re.IGNORECASE) is not None
+    return False
+
+
+MACRO_STORAGES = frozenset({"macros", "_vba_project_cur", "vba"})
+
+
+def _directory_names_macros(data: bytes) -> bool:
+    """Whether the OLE directory itself (read with olefile) has a macro storage. A file
+    cut short or overwritten has no readable directory and is merely broken; one whose
+    directory lists "Macros" while its code cannot be read was broken where it matters."""
+    try:
+        ole = olefile.OleFileIO(io.BytesIO(data))
+        try:
+            return any(entry[0].lower() in MACRO_STORAGES for entry in ole.listdir(streams=True, storages=True))
+        finally:
+            ole.close()
+    except Exception:  # olefile on hostile input raises many kinds
+        return False
 
 
 def _plan(data: bytes, max_unpacked: int) -> tuple[str, bool]:

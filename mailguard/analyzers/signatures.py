@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 import yara
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
-from mailguard.analyzers.hidden_content import decoded_script_literals, pdf_object_streams, vba_source
+from mailguard.analyzers.hidden_content import decoded_script_literals, pdf_object_streams_view, vba_source
 from mailguard.options import ConfigError, Option
 
 if TYPE_CHECKING:  # the loader imports the analyzers, never the other way round
@@ -166,6 +166,8 @@ class ScanTarget:
     filename: str = ""
     content_type: str = ""
     truncated: bool = False
+    # A derived view (a PDF's compressed objects) stopped at its bound: the rest is unknown.
+    view_incomplete: bool = False
 
     @property
     def is_body(self) -> bool:
@@ -376,9 +378,10 @@ class SignaturesAnalyzer(Analyzer):
                 yield ScanTarget(code.encode("utf-8", "surrogateescape"), f"the macro code in {shown}",
                                  "vba-source", name, ctype)
         if self.decode_views:
-            objects = pdf_object_streams(data)
-            if objects:
-                yield ScanTarget(objects, f"the attachment {shown} (compressed PDF objects)", "pdf-objects", name, ctype)
+            objects, complete = pdf_object_streams_view(data)
+            if objects or not complete:
+                yield ScanTarget(objects, f"the attachment {shown} (compressed PDF objects)", "pdf-objects", name, ctype,
+                                 view_incomplete=not complete)
             decoded = decoded_script_literals(data[: self.max_scan_bytes])
             if decoded:
                 yield ScanTarget(decoded, f"the attachment {shown} (content its script decodes)", "decoded-script",
@@ -389,7 +392,10 @@ class SignaturesAnalyzer(Analyzer):
         hits: dict[str, _Hits] = {}
         incomplete: list[str] = []
         truncated: list[str] = []
+        unread: list[str] = []
         for target in self.targets(message):
+            if target.view_incomplete:
+                unread.append(target.where)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 incomplete.append(target.where)
@@ -415,6 +421,17 @@ class SignaturesAnalyzer(Analyzer):
                 f"Part of this message could not be checked for harmful content in time ({incomplete[0]}"
                 + (f" and {len(incomplete) - 1} more" if len(incomplete) > 1 else "") + "); treat it with care.",
                 {"locations": incomplete[:MAX_LOCATIONS], "timeout_s": self.timeout_s},
+            ))
+        if unread:
+            # Held, not passed: a small file whose hidden content unpacks past the bound is
+            # built to hide what lies beyond it (ordinary PDFs stay far below).
+            findings.append(self.finding(
+                "SIGNATURE_HIDDEN_CONTENT_UNREAD", 3.0,
+                f"Part of {unread[0].removeprefix('the ')} unpacks to far more than ordinary files do, so it "
+                "could not be checked completely; content hidden this way can carry a harmful script, so the "
+                "message is held.",
+                {"locations": unread[:MAX_LOCATIONS]},
+                Action.QUARANTINE,
             ))
         if truncated:
             findings.append(self.finding(

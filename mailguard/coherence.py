@@ -21,12 +21,15 @@ built once per Scanner and shared between threads.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from mailguard.analyzers.lookalike.brands import Brand
+from mailguard.analyzers.lookalike.links import browser_host
 from mailguard.message import ParsedMessage, plain_url, query_values, unquote_value, url_host, url_query
 from mailguard.model import Finding
 from mailguard.options import Option
@@ -87,6 +90,10 @@ SCORES: Mapping[str, float] = {
     # asked, and every link off the brand's sites: only the name is the brand's.
     "COHERENCE_BRAND_NAME_LINKS_ELSEWHERE": 1.0,
     "COHERENCE_NO_REQUEST": 0.0,                # no request to act: what it claims and where it links
+    # It asks to sign in, pay or restore a wallet, gives no link, form, number or address to do
+    # it with, and shows a picture: the only way to act is the picture (a QR code read with a
+    # phone, where no filter follows). Hand-set until fitted.
+    "COHERENCE_REQUEST_PICTURE_ONLY": 2.0,
 }
 
 # Cases that only describe the message (no weight of their own): said in the verdict's
@@ -238,11 +245,13 @@ class Coherence:
             claim = self.claim(message, findings)
             sender_org = self._registrable(sender.domain)
         proven = self._registrable(message.auth.proven_domain) if message.auth and message.auth.proven_domain else ""
-        destinations = self.destinations(message, claim, requests, sender_org, proven)
+        script = next((str((f.details or {}).get("scheme") or "script") for f in findings
+                       if f.rule == "LINKS_SCRIPT_URL"), "")
+        destinations = self.destinations(message, claim, requests, sender_org, proven, script)
         finding = self._finding(message, claim, requests, destinations, sender_org, proven)
         if claim.loose and finding.rule not in LOOSE_CASES:  # a weak claim only counts with these
             claim = self.own_claim(sender_org)
-            destinations = self.destinations(message, claim, requests, sender_org, proven)
+            destinations = self.destinations(message, claim, requests, sender_org, proven, script)
             finding = self._finding(message, claim, requests, destinations, sender_org, proven)
         composites = tuple(self.composites(message, findings, requests, destinations, sender_org, finding.rule,
                                            claim))
@@ -274,6 +283,13 @@ class Coherence:
                 f"A link reads {text}, the sender's own site, but leads to {host}, which is not the sender's "
                 f"({sender_org})"), {"text": text, "host": host})
         links = [d for d in destinations if d.kind == "link"]
+        if not destinations and not message.links and requests and requests[0] in PICTURE_REQUESTS and \
+                _shows_picture(message) and _POINTS_AT_PICTURE.search(message.body_text[:20000]):
+            asks = REQUESTS[requests[0]][0]
+            yield _make("COHERENCE_REQUEST_PICTURE_ONLY", _cap(
+                f"It {asks}, but gives no link, form, number or address to do it with: the only thing to act on is "
+                "a picture (a QR code to scan with a phone, where no filter follows the link, is the usual trick)"),
+                {"request": requests[0], "pictures": min(len(message.image_urls), 10)})
         if not links:
             return
         suspects = _suspect_hosts(findings)
@@ -492,7 +508,8 @@ class Coherence:
     # ------------------------------------------------------------------ destinations
 
     def destinations(
-        self, message: ParsedMessage, claim: Claim, requests: Sequence[str], sender_org: str, proven: str
+        self, message: ParsedMessage, claim: Claim, requests: Sequence[str], sender_org: str, proven: str,
+        script: str = "",
     ) -> list[Destination]:
         owned_set = set(claim.domains)
         if not claim.foreign:
@@ -508,10 +525,13 @@ class Coherence:
         beside = [l for l in links if id(l) in asking]
         owned: dict[str, bool | None] = {}  # per host: a newsletter's links share a few hosts
         for link in beside or links:
-            host = self._target_host(link.url) or link.host
+            host = self._target_host(link.url) or browser_host(link)
             if host not in owned:
                 owned[host] = self._owns(owned_set, claim, host)
             out.append(Destination("link", host, owned[host]))
+        if script and requests and request_leads_to_links(requests[0]):
+            # a javascript: or data: link opens a page no web address names: nobody's site
+            out.append(Destination("script", f"a {script}: link that opens a page built into the message", False))
         sender = message.from_address
         for reply in message.reply_to[:5]:
             if reply.domain and sender is not None and reply.address.lower() != sender.address.lower():
@@ -571,6 +591,8 @@ class Coherence:
             value = value.strip()
             if "%3a" in value.lower()[:12]:
                 value = unquote_value(value)
+            if not _EMBEDDED_URL.match(value):
+                value = _base64_target(value)
             if _EMBEDDED_URL.match(value):
                 host = url_host(value)
                 if host:
@@ -635,7 +657,7 @@ class Coherence:
             return _make(rule, text[:1].upper() + text[1:], details)
         request = requests[0]
         asks, noun = REQUESTS[request]
-        relevant = [d for d in destinations if _leads(request, d)] or [d for d in destinations if d.kind == "link"]
+        relevant = [d for d in destinations if _leads(request, d)] or [d for d in destinations if d.kind in ("link", "script")]
         foreign = [d for d in relevant if d.owned is False]
         if request == _REPLY:
             replies = [d for d in destinations if d.kind == "reply" and d.owned is False]
@@ -652,7 +674,8 @@ class Coherence:
             return _make("COHERENCE_CALL_NUMBER", _cap(text), details)
         if foreign:
             hosts = _shown(foreign)
-            what = {"link": f"the {noun} goes to a site", "reply": "replies go to an address",
+            what = {"link": f"the {noun} goes to a site", "script": f"the {noun} goes to a page",
+                    "reply": "replies go to an address",
                     "phone": "the number to call is given", "attachment": "the file comes from a sender"}[foreign[0].kind]
             text = f"{claim_text}, {asks}, and {what} that is not {owner} ({hosts})"
             rule = ("COHERENCE_BRAND_NAME_REQUEST_ELSEWHERE" if claim.foreign and claim.brand_in_name
@@ -695,6 +718,37 @@ class Coherence:
         return _make("COHERENCE_REQUEST_NO_DESTINATION", _cap(text), details)
 
 
+# A redirect's target written in base64 ("aHR0c" is how "http" begins), after a short
+# prefix some redirectors put before it (bing.com/ck/a: "u=a1aHR0cHM6Ly9..."): a Microsoft
+# address in front, an attacker's site behind, which a reading of plain targets misses.
+_BASE64_TARGET = re.compile(r"^(?:[a-z][0-9])?(aHR0c[A-Za-z0-9+/_-]{4,2040}={0,2})$")
+
+
+def _base64_target(value: str) -> str:
+    found = _BASE64_TARGET.match(value.strip())
+    if found is None:
+        return ""
+    encoded = found.group(1).replace("-", "+").replace("_", "/")
+    try:
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        return ""
+    return decoded.decode("utf-8", "replace")
+
+
+# Words that send the reader to a picture to scan ("scan the QR code", "use your phone's
+# camera"), in the languages the language rules read.
+_POINTS_AT_PICTURE = re.compile(
+    r"\b(?:qr|scan|scann\w*|escane\w*|camera|c[aá]mara|c[aâ]mera|kamera|appareil photo)\b", re.IGNORECASE)
+# Requests whose destination is a site: without a link, form or number, a picture is left.
+PICTURE_REQUESTS = frozenset({"credential", "wallet", "payment"})
+
+
+def _shows_picture(message: ParsedMessage) -> bool:
+    """A picture in the message: an <img> of an HTML body or an attached image."""
+    return bool(message.image_urls) or any(a.content_type.startswith("image/") for a in message.attachments[:20])
+
+
 def request_leads_to_links(request: str) -> bool:
     return request not in (_CALL, _REPLY, _OPEN)
 
@@ -712,6 +766,8 @@ _SUSPECT_REASONS: Mapping[str, str] = {
     "LINKS_IPFS": "a page on IPFS",
     "LINKS_RISKY_TLD": "under a throw-away internet ending",
     "LINKS_SERVER_HOSTNAME": "a rented server's automatic name",
+    "LOOKALIKE_LINK_USERINFO": "behind an address that begins with another site's name",
+    "LOOKALIKE_LINK_ENCODED_HOST": "a site name written in escape codes",
 }
 # The cases where the request leads away from the claimed identity.
 ELSEWHERE = frozenset({"COHERENCE_CLAIM_REQUEST_ELSEWHERE", "COHERENCE_BRAND_REQUEST_ELSEWHERE",
@@ -790,7 +846,7 @@ def _leads(request: str, destination: Destination) -> bool:
         return destination.kind == "reply"
     if request == _OPEN:
         return destination.kind == "attachment"
-    return destination.kind == "link"
+    return destination.kind in ("link", "script")
 
 
 def _shown(destinations: Iterable[Destination], limit: int = 3) -> str:

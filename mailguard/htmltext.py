@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Iterator
+from urllib.parse import urljoin
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
@@ -35,6 +36,23 @@ _HIDDEN_STYLE = re.compile(
     r"|opacity\s*:\s*0(?:\.0+)?\s*(?:;|$|!)|max-height\s*:\s*0(?:px)?\s*(?:;|$|!)",
     re.I,
 )
+# What a person cannot read either, each found by a pattern that begins with a literal (which
+# the regex engine looks for first, unlike an alternation tried at every position): a font
+# of at most one pixel ("font-size:1px", "0.5px"), text pushed off the screen ("left:-9999px",
+# "text-indent:-5000px"), scaled or clipped to nothing, a box of no size whose overflow is cut.
+_TINY_FONT = re.compile(r"font-size\s*:\s*(?:0?\.\d+|1)(?:px|pt)\s*(?:;|$|!)")
+_FAR_OFF = re.compile(r":\s*-\d{3,}(?:\.\d+)?(?:px|pt|em)?\s*(?:;|$|!)")
+_OFF_SCREEN_PROPERTIES = frozenset({"left", "top", "text-indent", "margin-left", "margin-top"})
+_SCALED_TO_NOTHING = re.compile(r"scale\(\s*0(?:\.0+)?\s*\)")
+_CLIPPED_TO_NOTHING = re.compile(r"rect\(\s*0(?:px)?[\s,]+0(?:px)?[\s,]+0(?:px)?[\s,]+0")
+_ZERO_BOX = re.compile(r"(?:height|width)\s*:\s*0(?:px)?\s*(?:;|$|!)")
+# Text drawn in the colour of what is behind it is as invisible as display:none.
+_HEX_COLOR = re.compile(r"^#?([0-9a-f]{3}|[0-9a-f]{6})$", re.I)
+_RGB_COLOR = re.compile(r"^rgba?\(\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*(?:,\s*[\d.]+\s*)?\)$", re.I)
+_NAMED_COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "snow": (255, 250, 250), "ivory": (255, 255, 240),
+                 "whitesmoke": (245, 245, 245), "ghostwhite": (248, 248, 255)}
+COLOR_DISTANCE = 24  # sum of the channels' differences below which text is not seen on its background
+MAX_COLOR_ANCESTORS = 64  # elements looked up for the background behind light text
 # The same without re.I, for lower-cased ASCII styles: several times faster than the
 # case-insensitive search (which must also match "ı", "ſ" and the Kelvin sign, hence the
 # ASCII test), and inline styles are on most elements of a designed mail.
@@ -95,18 +113,173 @@ def _hidden_elements(tree: LexborHTMLParser) -> set[int]:
     ``style``. Found by one CSS query in C, so the walk reads no attributes of the many
     elements that have neither, and none at all when nothing is hidden this way."""
     found: set[int] = set()
-    for node in tree.css("[style], [hidden]"):
+    coloured: list[tuple[LexborNode, tuple[int, int, int], tuple[int, int, int] | str | None]] = []
+    painted: list[tuple[int, int, int]] = []  # the background colours the page sets
+    for node in tree.css("[style], [hidden], font[color], [bgcolor]"):
         attrs = node.attributes
-        if "hidden" in attrs or _hiding_style(attrs.get("style") or ""):
+        style = attrs.get("style") or ""
+        if "hidden" in attrs or _hiding_style(style):
             found.add(node.mem_id)
+            continue
+        color = _text_color(style, attrs.get("color") if node.tag == "font" else None) if "olor" in style or "OLOR" in style or \
+            node.tag == "font" else None
+        background = _own_background(style, attrs) if "ackground" in style or "ACKGROUND" in style or \
+            "bgcolor" in attrs or "background" in attrs else None
+        if isinstance(background, tuple):
+            painted.append(background)
+        if color is not None:
+            coloured.append((node, color, background))
+    # only text of a colour some background of the page has can vanish into one: most text
+    # colours (#333 on #fff) are none of them, and need no look at their ancestors
+    coloured = [c for c in coloured if any(_same_color(c[1], p) for p in painted)] if painted else []
+    if coloured:
+        backgrounds: dict[int, tuple[int, int, int] | str | None] = {}
+        sheet: bool | None = None  # whether a style sheet sets backgrounds, asked once if needed
+        for node, color, background in coloured:
+            if background is None:
+                if sheet is None:
+                    sheet = _sheet_sets_background(tree)
+                if sheet:
+                    continue  # a class may paint what is behind the text: the ancestors' colours do not say
+                background = _background_behind(node, backgrounds)
+            if isinstance(background, tuple) and _same_color(color, background) and \
+                    all(inner.mem_id == node.mem_id for inner in node.css(_RECOLOURING)):
+                found.add(node.mem_id)
     return found
 
 
+def _sheet_sets_background(tree: LexborHTMLParser) -> bool:
+    """Whether a style sheet (<style>) sets a background anywhere."""
+    return any("background" in (node.text() or "").lower() for node in tree.css("style"))
+
+
+# Inside an element whose text is drawn in its background's colour, an element that sets a
+# colour of its own may well be readable: then the element is not taken for hidden.
+_RECOLOURING = "[style*=color], [style*=COLOR], [style*=Color], font[color], [bgcolor], [background]"
+
+
+def _background_behind(node: LexborNode, known: dict[int, tuple[int, int, int] | str | None]) -> \
+        tuple[int, int, int] | str | None:
+    """The background the nearest ancestor sets explicitly (a colour, or "image"), None when
+    none does: the page's own colour is not assumed (a style sheet or the mail program may
+    set it), so light text with no background of its own is never taken for hidden."""
+    parent = node.parent
+    path: list[int] = []
+    background: tuple[int, int, int] | str | None = None
+    for _ in range(MAX_COLOR_ANCESTORS):
+        if parent is None or parent.tag in (None, "-document"):
+            break
+        if parent.mem_id in known:
+            background = known[parent.mem_id]
+            break
+        path.append(parent.mem_id)
+        attrs = parent.attributes
+        background = _own_background(attrs.get("style") or "", attrs)
+        if background is not None:
+            break
+        parent = parent.parent
+    else:
+        background = "image"  # too deep to tell
+    for mem_id in path:
+        known[mem_id] = background
+    return background
+
+
 def _hiding_style(style: str) -> bool:
-    """Whether ``_HIDDEN_STYLE`` is found in an inline style."""
+    """Whether an inline style hides its element (see ``_HIDDEN_STYLE`` and the patterns after it)."""
+    if not style:
+        return False
     if style.isascii():
-        return _HIDDEN_STYLE_LOWER.search(style.lower()) is not None
-    return _HIDDEN_STYLE.search(style) is not None
+        lower = style.lower()
+        if _HIDDEN_STYLE_LOWER.search(lower) is not None:
+            return True
+    elif _HIDDEN_STYLE.search(style) is not None:
+        return True
+    else:
+        lower = style.lower()
+    if "font-size" in lower and _TINY_FONT.search(lower) is not None:
+        return True
+    if ":-" in lower or ": -" in lower:
+        for found in _FAR_OFF.finditer(lower):
+            name = lower[:found.start()].rpartition(";")[2].strip()
+            if name in _OFF_SCREEN_PROPERTIES:
+                return True
+    if "scale(" in lower and _SCALED_TO_NOTHING.search(lower) is not None:
+        return True
+    if "rect(" in lower and "clip" in lower and _CLIPPED_TO_NOTHING.search(lower) is not None:
+        return True
+    return "overflow" in lower and "hidden" in lower and _ZERO_BOX.search(lower) is not None and \
+        re.search(r"overflow\s*:\s*hidden", lower) is not None
+
+
+def _last_value(lower: str, name: str) -> tuple[int, str] | None:
+    """(position, value) of the last declaration of property ``name`` in a lower-cased inline
+    style, found with str.rfind ("color" inside "background-color" is not it); None if none."""
+    position = lower.rfind(name)
+    while position >= 0:
+        before = lower[position - 1] if position else ";"
+        rest = lower[position + len(name):position + len(name) + 200].lstrip()
+        if before in "; \t\r\n\"'" and rest[:1] == ":":
+            return position, rest[1:].partition(";")[0].partition("!")[0].strip()
+        position = lower.rfind(name, 0, position)
+    return None
+
+
+def _parse_color(value: str | None) -> tuple[int, int, int] | None:
+    """An (r, g, b) colour from a CSS or attribute value; None for what is not read here."""
+    if not value:
+        return None
+    value = value.strip().lower().removesuffix("important").strip()
+    if value in _NAMED_COLORS:
+        return _NAMED_COLORS[value]
+    hexed = _HEX_COLOR.match(value)
+    if hexed is not None:
+        digits = hexed.group(1)
+        if len(digits) == 3:
+            digits = "".join(c * 2 for c in digits)
+        return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+    rgb = _RGB_COLOR.match(value)
+    if rgb is not None:
+        return tuple(min(int(c), 255) for c in rgb.groups())  # type: ignore[return-value]
+    return None
+
+
+def _text_color(style: str, font_color: str | None) -> tuple[int, int, int] | None:
+    if style and "color" in style:
+        found = _last_value(style.lower(), "color")
+        if found is not None:
+            return _parse_color(found[1])
+    elif style and "COLOR" in style.upper():
+        found = _last_value(style.lower(), "color")
+        if found is not None:
+            return _parse_color(found[1])
+    return _parse_color(font_color)
+
+
+def _own_background(style: str, attrs: dict) -> tuple[int, int, int] | str | None:
+    """An element's own background: a colour, "image" (a picture or a colour not read here:
+    anything may be behind the text), or None when it sets none."""
+    if attrs.get("background"):
+        return "image"
+    if style:
+        lower = style.lower()
+        if "background" in lower:
+            found = max((f for f in (_last_value(lower, "background"), _last_value(lower, "background-color"))
+                         if f is not None), default=None)
+            if found is not None:
+                value = found[1]
+                color = _parse_color(value)
+                if color is not None:
+                    return color
+                if value not in ("none", "transparent", "inherit", "initial", ""):
+                    return "image"
+    if attrs.get("bgcolor"):
+        return _parse_color(attrs.get("bgcolor")) or "image"
+    return None
+
+
+def _same_color(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
+    return abs(a[0] - b[0]) + abs(a[1] - b[1]) + abs(a[2] - b[2]) <= COLOR_DISTANCE
 
 
 def _render(root: LexborNode, hidden_ids: set[int]) -> RenderedHTML:  # noqa: C901 - one loop on purpose
@@ -217,7 +390,37 @@ def _render(root: LexborNode, hidden_ids: set[int]) -> RenderedHTML:  # noqa: C9
         node = following
     if anchor_parts is not None:
         links.append((anchor_href, " ".join("".join(anchor_parts).split())))
+    # A form sends what is typed into it to its action: that is where the reader's
+    # password goes, as much a destination as a link's (after the links, so their order stays).
+    links.extend((action, "") for action in forms if _ABSOLUTE.match(action))
     return RenderedHTML(_tidy("".join(visible)), _tidy(" ".join(hidden)), links, forms, areas, images)
+
+
+# An address with a scheme ("https:", "mailto:", "javascript:") or starting "//": not
+# relative to the page, so a <base href> does not change it.
+_ABSOLUTE = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:|//)", re.I)
+_BASE_TAG = re.compile(r"<base[\s/>]", re.I)
+
+
+def _rebase(rendered: RenderedHTML, base: str) -> RenderedHTML:
+    """Relative links, click areas, form actions and pictures read against <base href>,
+    as a mail client resolves them: "<base href=https://x.example/>" makes "<a href=login>"
+    a link to x.example, which a reading of the href alone would not see at all."""
+    def resolve(href: str) -> str:
+        if not href or _ABSOLUTE.match(href):
+            return href
+        try:
+            return urljoin(base, href)
+        except ValueError:
+            return href
+    rendered.links = [(resolve(h), t) for h, t in rendered.links]
+    rendered.areas = [(resolve(h), t) for h, t in rendered.areas]
+    forms = [resolve(a) for a in rendered.forms]
+    known = {h for h, _ in rendered.links}
+    rendered.links.extend((a, "") for a in forms if a not in known and a not in rendered.forms and _ABSOLUTE.match(a))
+    rendered.forms = forms
+    rendered.images = [resolve(i) for i in rendered.images]
+    return rendered
 
 
 # After the other white space became single spaces, a run of line breaks (with a space
@@ -366,4 +569,10 @@ def html_to_text(html: str) -> RenderedHTML:
     document = tree.root.parent if tree.root is not None else None
     if document is None:
         return RenderedHTML("", "")
-    return _render(document, _hidden_elements(tree))
+    rendered = _render(document, _hidden_elements(tree))
+    if _BASE_TAG.search(html):
+        base = tree.css_first("base[href]")
+        href = (base.attributes.get("href") or "").strip() if base is not None else ""
+        if href and _ABSOLUTE.match(href) and href.lower().startswith(("http:", "https:", "//")):
+            rendered = _rebase(rendered, href)
+    return rendered

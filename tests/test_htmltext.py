@@ -78,7 +78,8 @@ def test_images_forms_and_areas() -> None:
         '<form action=" https://f.example/post "><input></form>'
         '<map><area href=" https://m.example/ " alt=" Map "></map><img alt="no source">'
     )
-    assert rendered.links == [("https://i.example/", "Sign in")]
+    # a form's action is where what is typed into it goes: a destination like a link's, after the links
+    assert rendered.links == [("https://i.example/", "Sign in"), ("https://f.example/post", "")]
     assert rendered.forms == ["https://f.example/post"]
     assert rendered.areas == [("https://m.example/", "Map")]
     assert rendered.images == ["https://img.example/x.png"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
+from html import unescape
 from urllib.parse import unquote, urlsplit
 
 from mailguard.analyzers.base import Analyzer, AnalyzerContext
@@ -773,4 +774,21 @@ def script_href(html: str) -> str:
         anchor = _ANCHOR_START.search(html, earliest, at)  # (\bhref: no word character before it)
         if anchor is not None and (best is None or anchor.start() < best[0]):
             best = (anchor.start(), at, value.group(1).lower())
-    return best[2] if best is not None else ""
+    if best is not None:
+        return best[2]
+    # "java&#x09;script:", "jav&#97;script:", "java\tscript:": a browser decodes the entities and
+    # drops tabs and line breaks in the scheme, so the link runs all the same.
+    lower = html.lower() if "script" in html or "data" in html or "SCRIPT" in html or "DATA" in html else ""
+    for found in _NOISY_HREF.finditer(lower) if ("&#" in lower or "&tab;" in lower or "&newline;" in lower
+                                                 or "\t" in lower or "\n" in lower) else ():
+        scheme = _SCHEME_NOISE.sub("", unescape(found.group(1))).lower()
+        if scheme in ("javascript", "vbscript") or scheme == "data" and not \
+                lower[found.end():found.end() + 40].lstrip().startswith("application/"):
+            return scheme
+    return ""
+
+
+# An href whose scheme is written with entities or white space inside it (bounded: at most
+# 60 characters of scheme, each run tried once per "href").
+_NOISY_HREF = re.compile(r"""href\s*=\s*["']?\s*([jdv](?=[a-z]{0,12}(?:&|[\t\n\r]))[a-z&#;0-9\t\n\r]{3,60}?):""")
+_SCHEME_NOISE = re.compile(r"[\t\n\r\x00-\x20]")

@@ -179,6 +179,8 @@ class Normaliser:
                 text = text.replace("\xa0", " ")
             if not unicodedata.is_normalized("NFKC", text):
                 text = unicodedata.normalize("NFKC", text)
+            if "\u202e" in text:  # before the controls vanish: they say in which order it is read
+                text = _unoverride(text)
             if _INVISIBLE_OR_CJK.search(text):
                 text = _INVISIBLE.sub("", text)
                 if _CJK.search(text):
@@ -351,8 +353,35 @@ def _deobfuscate(norm: Normaliser, word: str) -> str:
 
 @lru_cache(maxsize=65536)
 def _fold_word(norm: Normaliser, word: str) -> str:
-    """Accents removed and look-alike letters of other scripts read as Latin."""
-    return "".join(_fold_char(norm, ch) for ch in word)
+    """Accents removed and look-alike letters of other scripts read as Latin. Combining
+    marks that NFKC could not join to the Latin letter before them ("t\u0301", "v\u0323":
+    no such precomposed letters exist) are dropped as accents are: left in, each one split
+    the word it was scattered over ("p̣ạṣṣẉọṛḍ")."""
+    out: list[str] = []
+    for ch in word:
+        if out and unicodedata.combining(ch) and out[-1].isascii() and out[-1].isalpha():
+            continue
+        out.append(_fold_char(norm, ch))
+    return "".join(out)
+
+
+def _unoverride(text: str) -> str:
+    """Text after a right-to-left override (U+202E), up to its end (U+202C) or the end of
+    the line, in the order a person sees it: the override draws it back to front, so a
+    word written "drowssap" behind it reads "password" on the screen."""
+    out: list[str] = []
+    position = 0
+    while True:
+        start = text.find("\u202e", position)
+        if start < 0:
+            break
+        ends = [e for e in (text.find("\u202c", start + 1), text.find("\n", start + 1)) if e >= 0]
+        end = min(ends) if ends else len(text)
+        out.append(text[position:start])
+        out.append(text[start + 1:end][::-1])
+        position = end + 1 if end < len(text) and text[end] == "\u202c" else end
+    out.append(text[position:])
+    return "".join(out)
 
 
 def _fold_char(norm: Normaliser, ch: str) -> str:

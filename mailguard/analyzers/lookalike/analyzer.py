@@ -50,6 +50,12 @@ SCORES: Mapping[str, float] = {
     "LOOKALIKE_LINK_TEXT_PROTECTED": 5.0,
     "LOOKALIKE_LINK_IP": 3.0,
     "LOOKALIKE_LINK_PUNYCODE": 2.0,
+    # A web address with a domain before an "@" (https://microsoft.com@x.example/): the browser
+    # takes it for a user name and goes to what follows. No real link is written that way.
+    "LOOKALIKE_LINK_USERINFO": 3.0,
+    # A host name written in percent escapes (%6d%69...): browsers decode it, filters reading
+    # the address as written do not. No real site writes its name that way.
+    "LOOKALIKE_LINK_ENCODED_HOST": 2.0,
 }
 
 # Built-in brand names this short are matched by exact forms only (see _protected_set).
@@ -382,6 +388,22 @@ class LookalikeAnalyzer(Analyzer):
                 f"A link goes to a bare internet address ({evidence.ips[0]}) instead of a named website; real "
                 "companies do not send links like that",
                 {"hosts": evidence.ips[:10]},
+            ))
+        if evidence.userinfo:
+            shown, real = evidence.userinfo[0]
+            out.append(self.finding(
+                "LOOKALIKE_LINK_USERINFO", SCORES["LOOKALIKE_LINK_USERINFO"],
+                f"A link's address begins with {shown} but really goes to {real}: a browser ignores everything "
+                "before the @ in a web address, so the first name is only there to fool the reader",
+                {"shown": shown, "host": real, "hosts": [h for _, h in evidence.userinfo[:10]]},
+            ))
+        if evidence.encoded:
+            written, real = evidence.encoded[0]
+            out.append(self.finding(
+                "LOOKALIKE_LINK_ENCODED_HOST", SCORES["LOOKALIKE_LINK_ENCODED_HOST"],
+                f"A link's site name is written in escape codes ({written[:60]}), which a browser reads as {real}: "
+                "real sites never write their names that way, it is done to slip past filters",
+                {"written": written[:200], "host": real, "hosts": [h for _, h in evidence.encoded[:10]]},
             ))
         if evidence.punycode:
             host = evidence.punycode[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Iterator
+from urllib.parse import unquote
 
 from mailguard.analyzers.lookalike.brands import Ownership
 from mailguard.analyzers.lookalike.domains import DomainMatcher, Match, is_ip_host
@@ -32,6 +33,47 @@ def is_ip_like(host: str) -> bool:
     return is_ip_host(host) or bool(_OBFUSCATED_IP.match(host))
 
 
+def real_host(host: str) -> str:
+    """The host a browser goes to: percent escapes in a host name are decoded before it is
+    looked up ("%6d%69%63...com" is "mic...com"), so they are decoded here too."""
+    if "%" not in host:
+        return host
+    return unquote(host).strip().lower().rstrip(".")
+
+
+def browser_host(link: Link) -> str:
+    """The host a browser opens for a link: percent escapes decoded, and a backslash read as
+    the "/" it is to a browser ("https://x.example\\@microsoft.com/" goes to x.example, not
+    to microsoft.com as a reading by the standard library's rules says)."""
+    host = link.host
+    if "\\" in link.url[:600]:
+        found = _AUTHORITY.match(link.url)
+        if found is not None:
+            host = found.group(1).rpartition("@")[2].partition(":")[0].strip().lower().rstrip(".") or host
+    return real_host(host)
+
+
+# The authority of an http(s) address: what lies between "//" and the first / ? # or
+# backslash (which browsers read as /).
+_AUTHORITY = re.compile(r"^\s*https?:[/\\]{2}([^/?#\\]{1,512})", re.I)
+
+
+def userinfo_domain(url: str) -> str:
+    """The domain written before an "@" in a web address ("https://microsoft.com@x.example/"):
+    a browser ignores it (it is a user name) and goes to what follows. "" when there is none."""
+    if "@" not in url[:600]:
+        return ""
+    found = _AUTHORITY.match(url)
+    if found is None or "@" not in found.group(1):
+        return ""
+    user = unquote(found.group(1).rpartition("@")[0]).strip().lower()
+    for piece in re.split(r"[:@\s]", user):
+        piece = piece.strip(".")
+        if _DOMAIN_TEXT.match(piece) and "." in piece:
+            return piece
+    return ""
+
+
 @dataclass(frozen=True)
 class Mismatch:
     """Link text showing ``shown`` (a registrable domain) while the link goes to ``actual``."""
@@ -47,6 +89,8 @@ class LinkEvidence:
     mismatches: list[Mismatch] = field(default_factory=list)
     ips: list[str] = field(default_factory=list)
     punycode: list[str] = field(default_factory=list)
+    userinfo: list[tuple[str, str]] = field(default_factory=list)  # (domain shown before "@", real host)
+    encoded: list[tuple[str, str]] = field(default_factory=list)  # (host as written, as a browser reads it)
 
 
 @dataclass(frozen=True)
@@ -70,7 +114,12 @@ class LinkInspector:
                 if len(seen_hosts) >= self.max_links:
                     break
                 seen_hosts.add(link.host)
-                self._host(link.host, flagged, evidence)
+                host = browser_host(link)
+                if host != link.host:
+                    evidence.encoded.append((link.host, host))
+                self._host(host, flagged, evidence)
+            if "@" in link.url and len(evidence.userinfo) < 10:
+                self._userinfo(link, evidence)
             if link.text and link.source == "html":
                 self._text(link, seen_pairs, evidence)
         return evidence
@@ -92,6 +141,21 @@ class LinkInspector:
             return
         if ("xn--" in host or not host.isascii()) and not self.matcher.is_owned(host):
             evidence.punycode.append(idna_to_ascii(unicode_host))
+
+    def _userinfo(self, link: Link, evidence: LinkEvidence) -> None:
+        shown = userinfo_domain(link.url)
+        if not shown:
+            return
+        host = browser_host(link)
+        splitter = self.ownership.splitter
+        shown_parts, real_parts = splitter.parts(shown), splitter.parts(host)
+        if shown_parts is None or shown_parts.unlisted:
+            return
+        if real_parts is not None and self.ownership.same_owner(shown_parts.registrable, real_parts.registrable):
+            return
+        pair = (shown, host)
+        if pair not in evidence.userinfo:
+            evidence.userinfo.append(pair)
 
     def _text(self, link: Link, seen: set[tuple[str, str]], evidence: LinkEvidence) -> None:
         text = link.text.strip().strip("<>[]()\"'").strip()

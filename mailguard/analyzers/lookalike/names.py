@@ -34,6 +34,11 @@ _CAPITAL_I_WORD = re.compile(r"(?<![^\W\d_])(?=[^\W\d_]*I)(?=[^\W\d_]*[a-z])[^\W
 # then str.split (the Unicode classes of the expression are looked up character by character).
 _ASCII_NON_WORD = bytes.maketrans(
     bytes(range(128)), bytes(c if chr(c).isalnum() else 0x20 for c in range(128)))
+# Characters a reader never sees (zero-width space and joiners, soft hyphen, bidi controls,
+# word joiner, BOM, variation selectors, Hangul fillers): removed before a name is read, or
+# each one splits the brand it was put into ("Micro\u200bsoft").
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+                        "\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]")
 GLUED_MIN = 3  # letters on each side of a brand glued to a generic word ("binance" + "mail")
 # Display names longer than this are cut before matching: real ones are short, and a
 # hostile 60,000-character name must not cost seconds.
@@ -44,6 +49,8 @@ def name_tokens(text: str, glyphs: GlyphTable) -> tuple[str, ...]:
     """Display-name words as look-alike skeletons (case-folded, accents off, Cyrillic and
     digit look-alikes read as the letters they imitate)."""
     text = text[:MAX_NAME_CHARS]
+    if not text.isascii() and _INVISIBLE.search(text):  # "Micro\u200bsoft" is "Microsoft" on the screen
+        text = _INVISIBLE.sub("", text)
     if text.isascii():  # NFKC leaves ASCII as it is; _WORDS's runs found by translate and split
         return glyphs.skeletons(text.lower().encode("ascii").translate(_ASCII_NON_WORD).decode("ascii").split())
     return glyphs.skeletons(_WORDS.findall(unicodedata.normalize("NFKC", text).casefold()))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import urljoin
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
@@ -115,23 +115,36 @@ def _hidden_elements(tree: LexborHTMLParser) -> set[int]:
     found: set[int] = set()
     coloured: list[tuple[LexborNode, tuple[int, int, int], tuple[int, int, int] | str | None]] = []
     painted: list[tuple[int, int, int]] = []  # the background colours the page sets
+    read: dict[tuple[str, str | None, str | None, str | None], tuple[Any, Any]] = {}
     for node in tree.css("[style], [hidden], font[color], [bgcolor]"):
         attrs = node.attributes
         style = attrs.get("style") or ""
         if "hidden" in attrs or _hiding_style(style):
             found.add(node.mem_id)
             continue
-        color = _text_color(style, attrs.get("color") if node.tag == "font" else None) if "olor" in style or "OLOR" in style or \
-            node.tag == "font" else None
-        background = _own_background(style, attrs) if "ackground" in style or "ACKGROUND" in style or \
-            "bgcolor" in attrs or "background" in attrs else None
+        font = node.tag == "font"
+        key = (style, attrs.get("color") if font else None, attrs.get("bgcolor"), attrs.get("background"))
+        known = read.get(key)
+        if known is None:  # newsletters repeat one inline style on many cells: each is read once
+            color = _text_color(style, key[1]) if "olor" in style or "OLOR" in style or font else None
+            background = _own_background(style, attrs) if "ackground" in style or "ACKGROUND" in style or \
+                "bgcolor" in attrs or "background" in attrs else None
+            known = read[key] = (color, background)
+        color, background = known
         if isinstance(background, tuple):
             painted.append(background)
         if color is not None:
             coloured.append((node, color, background))
     # only text of a colour some background of the page has can vanish into one: most text
     # colours (#333 on #fff) are none of them, and need no look at their ancestors
-    coloured = [c for c in coloured if any(_same_color(c[1], p) for p in painted)] if painted else []
+    if painted:  # distinct colours and backgrounds compared once each (a page repeats a few many times)
+        backdrops = set(painted)
+        near: dict[tuple[int, int, int], bool] = {}
+        for color in {c[1] for c in coloured}:
+            near[color] = any(_same_color(color, p) for p in backdrops)
+        coloured = [c for c in coloured if near[c[1]]]
+    else:
+        coloured = []
     if coloured:
         backgrounds: dict[int, tuple[int, int, int] | str | None] = {}
         sheet: bool | None = None  # whether a style sheet sets backgrounds, asked once if needed
